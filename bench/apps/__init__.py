@@ -1,0 +1,1 @@
+"""WSGI applications served by the benchmark workloads (see ../run.py, WORKLOADS)."""

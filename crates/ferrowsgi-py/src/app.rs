@@ -1,0 +1,345 @@
+//! The WSGI application as a [`Handler`]: call it, check what it returns,
+//! send the response, and always call `close()`.
+
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex};
+
+use ferrowsgi_server::exchange::ResponseHead;
+use ferrowsgi_server::{log, Exchange, Handler, Waiter};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+
+use crate::environ::EnvTemplate;
+use crate::errors::ErrorStream;
+use crate::file_wrapper::FileWrapper;
+use crate::input::{InputStream, Slot};
+use crate::start_response::{Head, StartResponse};
+
+/// A Python WSGI application, served by the Rust server.
+#[derive(Debug)]
+pub(crate) struct PyHandler {
+    app: Py<PyAny>,
+    env: EnvTemplate,
+    debug: bool,
+    /// The exception a signal handler raised (KeyboardInterrupt, SystemExit)
+    /// that stopped the server; re-raised by `Server.serve()`.
+    pub(crate) signal_error: Arc<Mutex<Option<PyErr>>>,
+}
+
+/// How the exchange went, for the cleanup that follows.
+enum Sent {
+    /// The response went out (or the client left; nothing more to do).
+    Done,
+    /// The application failed; the error is to be logged and answered.
+    AppError(PyErr),
+}
+
+impl PyHandler {
+    pub(crate) fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        threads: usize,
+        debug: bool,
+    ) -> PyResult<Self> {
+        Ok(PyHandler {
+            app,
+            env: EnvTemplate::new(py, threads)?,
+            debug,
+            signal_error: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// Calls the application and sends what it returns.
+    fn run(&self, py: Python<'_>, ex: &mut Exchange<'_>) {
+        let tag = format!(
+            "{} {}",
+            String::from_utf8_lossy(ex.head().method()),
+            String::from_utf8_lossy(ex.head().target())
+        );
+        let slot = Arc::new(Slot::default());
+        let built = (|| -> PyResult<_> {
+            let input = Bound::new(py, InputStream::new(Arc::clone(&slot)))?;
+            let errors = Bound::new(py, ErrorStream::new(tag.clone()))?;
+            let environ = self.env.build(py, ex, input, errors)?;
+            let sr = Bound::new(py, StartResponse::new(Arc::clone(&slot)))?;
+            Ok((environ, sr))
+        })();
+        let (environ, sr) = match built {
+            Ok(v) => v,
+            Err(e) => {
+                report(py, &tag, &e);
+                respond_500(py, ex, &e, self.debug);
+                return;
+            }
+        };
+        let guard = slot.fill(ex);
+        let result = self.app.bind(py).call1((environ, &sr));
+        let sent = match result {
+            Err(e) => Sent::AppError(e),
+            Ok(result) => {
+                let sent = send_result(py, &slot, sr.get(), &result);
+                // PEP 3333: close() is called once, whatever happened.
+                if let Ok(close) = result.getattr(intern!(py, "close")) {
+                    if let Err(e) = close.call0() {
+                        report(py, &format!("{tag} (in close())"), &e);
+                    }
+                }
+                sent
+            }
+        };
+        drop(guard);
+        if let Sent::AppError(err) = sent {
+            if err.is_instance_of::<PyKeyboardInterrupt>(py) {
+                // Ctrl-C landed in application code: answer this request,
+                // then let the serving loop stop.
+                *self.signal_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(err.clone_ref(py));
+            }
+            report(py, &tag, &err);
+            if ex.is_committed() {
+                ex.abort();
+            } else {
+                respond_500(py, ex, &err, self.debug);
+            }
+        }
+    }
+}
+
+/// Sends the application's iterable through the exchange.
+fn send_result(py: Python<'_>, slot: &Slot, sr: &StartResponse, result: &Bound<'_, PyAny>) -> Sent {
+    let outcome = (|| -> PyResult<Sent> {
+        if let Ok(fw) = result.cast_exact::<FileWrapper>() {
+            if let Some(sent) = try_sendfile(py, slot, sr, fw.get())? {
+                return Ok(sent);
+            }
+        }
+        if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+            return send_sequence(slot, sr, result);
+        }
+        let mut it = result.try_iter()?;
+        send_iter(slot, sr, &mut it)
+    })();
+    outcome.unwrap_or_else(Sent::AppError)
+}
+
+fn not_started() -> PyErr {
+    PyErr::new::<pyo3::exceptions::PyAssertionError, _>(
+        "the application sent a response body before calling start_response()",
+    )
+}
+
+fn as_block<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
+        let kind = if item.is_instance_of::<PyString>() {
+            "str"
+        } else {
+            "a non-bytes object"
+        };
+        PyTypeError::new_err(format!(
+            "the application returned {kind} in its response body; WSGI bodies are bytes"
+        ))
+    })
+}
+
+/// A list or tuple: all blocks are there, so they go out in one write with a
+/// Content-Length (unless write() already started a stream).
+fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyResult<Sent> {
+    let mut blocks: Vec<Bound<'_, PyBytes>> = Vec::new();
+    for item in seq.try_iter()? {
+        let item = item?;
+        blocks.push(as_block(&item)?.clone());
+    }
+    let head: Head = sr.head().clone();
+    if !head.called {
+        return Err(not_started());
+    }
+    slot.with(|ex| {
+        if ex.is_committed() {
+            for b in &blocks {
+                if ex.send(b.as_bytes()).is_err() {
+                    return Ok(Sent::Done);
+                }
+            }
+            let _ = ex.finish();
+        } else {
+            let slices: Vec<&[u8]> = blocks.iter().map(|b| b.as_bytes()).collect();
+            let _ = ex.respond(&head.as_response(), &slices);
+        }
+        Ok(Sent::Done)
+    })
+}
+
+/// Any other iterable: each block goes out before the next is asked for.
+fn send_iter(
+    slot: &Slot,
+    sr: &StartResponse,
+    it: &mut Bound<'_, pyo3::types::PyIterator>,
+) -> PyResult<Sent> {
+    for item in it.by_ref() {
+        let item = item?;
+        let block = as_block(&item)?;
+        if block.as_bytes().is_empty() {
+            continue;
+        }
+        let head = sr.head().clone();
+        if !head.called {
+            return Err(not_started());
+        }
+        let gone = slot.with(|ex| {
+            if !ex.is_committed() && ex.start_stream(&head.as_response()).is_err() {
+                return Ok(true);
+            }
+            Ok(ex.send(block.as_bytes()).is_err())
+        })?;
+        if gone {
+            log::debug("client went away during the response");
+            return Ok(Sent::Done);
+        }
+    }
+    let head = sr.head().clone();
+    if !head.called {
+        return Err(not_started());
+    }
+    slot.with(|ex| {
+        if ex.is_committed() {
+            let _ = ex.finish();
+        } else {
+            let _ = ex.respond(&head.as_response(), &[]);
+        }
+        Ok(Sent::Done)
+    })
+}
+
+/// A `wsgi.file_wrapper` over a regular file: sendfile(2) from the file's
+/// current position. Returns `None` to fall back to iteration.
+fn try_sendfile(
+    py: Python<'_>,
+    slot: &Slot,
+    sr: &StartResponse,
+    fw: &FileWrapper,
+) -> PyResult<Option<Sent>> {
+    let f = fw.filelike.bind(py);
+    let Ok(fileno) = f.call_method0(intern!(py, "fileno")) else {
+        return Ok(None);
+    };
+    let Ok(fd) = fileno.extract::<RawFd>() else {
+        return Ok(None);
+    };
+    // SAFETY: fstat writes only into the zeroed buffer we own; a bad fd is
+    // reported as an error, not undefined behaviour.
+    let (is_file, size) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Ok(None);
+        }
+        (
+            (st.st_mode & libc::S_IFMT) == libc::S_IFREG,
+            st.st_size as u64,
+        )
+    };
+    if !is_file {
+        return Ok(None);
+    }
+    let pos: u64 = match f.call_method0(intern!(py, "tell")) {
+        Ok(p) => p.extract().unwrap_or(0),
+        Err(_) => 0,
+    };
+    let mut head: Head = sr.head().clone();
+    if !head.called {
+        return Err(not_started());
+    }
+    let has_length = head
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"));
+    if !has_length {
+        let n = size.saturating_sub(pos);
+        head.headers
+            .push((b"Content-Length".to_vec(), n.to_string().into_bytes()));
+    }
+    slot.with(|ex| {
+        if !ex.is_committed() && ex.start_stream(&head.as_response()).is_err() {
+            return Ok(Some(Sent::Done));
+        }
+        match ex.send_file(fd, pos, None) {
+            Ok(_) => {
+                let _ = ex.finish();
+            }
+            Err(_) => log::debug("client went away during a file response"),
+        }
+        Ok(Some(Sent::Done))
+    })
+}
+
+/// Logs an application error with its traceback.
+fn report(py: Python<'_>, tag: &str, err: &PyErr) {
+    log::error(&format!(
+        "Error handling request {tag}\n{}",
+        traceback_text(py, err)
+    ));
+}
+
+fn traceback_text(py: Python<'_>, err: &PyErr) -> String {
+    let formatted = (|| -> PyResult<String> {
+        let tb = py.import(intern!(py, "traceback"))?;
+        let lines = tb.call_method1(intern!(py, "format_exception"), (err.value(py),))?;
+        let parts: Vec<String> = lines.extract()?;
+        Ok(parts.concat())
+    })();
+    formatted.unwrap_or_else(|_| format!("{err}"))
+}
+
+/// Answers 500 before anything was sent; the body carries the traceback
+/// only in debug mode.
+fn respond_500(py: Python<'_>, ex: &mut Exchange<'_>, err: &PyErr, debug: bool) {
+    let body = if debug {
+        format!("Internal Server Error\n\n{}", traceback_text(py, err))
+    } else {
+        "Internal Server Error\n".to_string()
+    };
+    let headers = [
+        (
+            b"Content-Type".to_vec(),
+            b"text/plain; charset=utf-8".to_vec(),
+        ),
+        (b"Connection".to_vec(), b"close".to_vec()),
+    ];
+    let head = ResponseHead {
+        status: 500,
+        status_line: b"500 Internal Server Error",
+        headers: &headers,
+    };
+    let _ = ex.respond(&head, &[body.as_bytes()]);
+}
+
+impl Waiter for PyHandler {
+    fn wait(&self, f: &mut dyn FnMut()) {
+        crate::gil::without_gil(f);
+    }
+}
+
+impl Handler for PyHandler {
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        Python::attach(|_py| f())
+    }
+
+    fn handle(&self, ex: &mut Exchange<'_>) {
+        Python::attach(|py| self.run(py, ex));
+    }
+
+    fn on_signal(&self) -> bool {
+        Python::attach(|py| match py.check_signals() {
+            Ok(()) => self
+                .signal_error
+                .lock()
+                .map(|g| g.is_some())
+                .unwrap_or(true),
+            Err(e) => {
+                *self.signal_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                true
+            }
+        })
+    }
+}

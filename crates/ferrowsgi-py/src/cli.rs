@@ -1,0 +1,76 @@
+//! The `ferrowsgi` command: arguments are parsed in Rust, the application is
+//! imported through `ferrowsgi._loader`, and the server runs on the main
+//! thread.
+
+use ferrowsgi_server::config::parse_args;
+use ferrowsgi_server::log;
+use pyo3::prelude::*;
+
+use crate::pyserver::Server;
+
+fn fail(msg: &str, code: i32) -> i32 {
+    eprintln!("ferrowsgi: error: {msg}");
+    code
+}
+
+/// Runs the command line `argv` (program name first) and returns the exit
+/// status.
+#[pyfunction]
+pub fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
+    let cli = match parse_args(&argv) {
+        Ok(cli) => cli,
+        Err((text, 0)) => {
+            print!("{text}");
+            return Ok(0);
+        }
+        Err((text, code)) => {
+            eprint!("{text}");
+            return Ok(code);
+        }
+    };
+    let cfg = match cli.to_config() {
+        Ok(c) => c,
+        Err(msg) => return Ok(fail(&msg, 2)),
+    };
+    if let Some(dir) = &cli.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            return Ok(fail(
+                &format!("cannot change to directory {}: {e}", dir.display()),
+                2,
+            ));
+        }
+    }
+    log::set_level(cfg.log_level);
+    let version = py.version_info();
+    log::info(&format!(
+        "Starting ferrowsgi {} (CPython {}.{}.{})",
+        env!("CARGO_PKG_VERSION"),
+        version.major,
+        version.minor,
+        version.patch
+    ));
+    // Import the application from the current directory, as gunicorn does.
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| ".".to_string());
+    let sys = py.import("sys")?;
+    sys.getattr("path")?.call_method1("insert", (0, cwd))?;
+    let loader = py.import("ferrowsgi._loader")?;
+    let app = match loader.call_method1("load_app", (&cli.app,)) {
+        Ok(app) => app,
+        Err(e) => {
+            let is_load_error = e.is_instance(py, &loader.getattr("AppLoadError")?);
+            if is_load_error {
+                return Ok(fail(&e.value(py).to_string(), 1));
+            }
+            return Err(e);
+        }
+    };
+    log::info(&format!("Application: {}", cli.app));
+    let server = match Server::create(py, app.unbind(), cfg) {
+        Ok(s) => s,
+        Err(e) => return Ok(fail(&e.value(py).to_string(), 1)),
+    };
+    server.run(py, true)?;
+    Ok(0)
+}

@@ -1,0 +1,269 @@
+//! Building the WSGI environ: a template dict of the constant keys copied
+//! per request, interned key strings, and cached values for common methods
+//! and protocols.
+
+use ferrowsgi_proto::{percent_decode, Version};
+use ferrowsgi_server::Exchange;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+use pyo3::{ffi, PyTypeInfo};
+
+use crate::errors::ErrorStream;
+use crate::file_wrapper::FileWrapper;
+use crate::input::InputStream;
+
+/// Header names seen in most requests, with their environ keys made once.
+const COMMON_HEADERS: &[(&str, &str)] = &[
+    ("host", "HTTP_HOST"),
+    ("user-agent", "HTTP_USER_AGENT"),
+    ("accept", "HTTP_ACCEPT"),
+    ("accept-encoding", "HTTP_ACCEPT_ENCODING"),
+    ("accept-language", "HTTP_ACCEPT_LANGUAGE"),
+    ("connection", "HTTP_CONNECTION"),
+    ("cookie", "HTTP_COOKIE"),
+    ("referer", "HTTP_REFERER"),
+    ("cache-control", "HTTP_CACHE_CONTROL"),
+    ("origin", "HTTP_ORIGIN"),
+    ("authorization", "HTTP_AUTHORIZATION"),
+    ("x-forwarded-for", "HTTP_X_FORWARDED_FOR"),
+    ("x-forwarded-proto", "HTTP_X_FORWARDED_PROTO"),
+    ("x-real-ip", "HTTP_X_REAL_IP"),
+    ("x-request-id", "HTTP_X_REQUEST_ID"),
+    ("if-none-match", "HTTP_IF_NONE_MATCH"),
+    ("if-modified-since", "HTTP_IF_MODIFIED_SINCE"),
+    (
+        "upgrade-insecure-requests",
+        "HTTP_UPGRADE_INSECURE_REQUESTS",
+    ),
+    ("sec-fetch-mode", "HTTP_SEC_FETCH_MODE"),
+    ("sec-fetch-site", "HTTP_SEC_FETCH_SITE"),
+    ("sec-fetch-dest", "HTTP_SEC_FETCH_DEST"),
+    ("expect", "HTTP_EXPECT"),
+    ("transfer-encoding", "HTTP_TRANSFER_ENCODING"),
+    ("pragma", "HTTP_PRAGMA"),
+    ("dnt", "HTTP_DNT"),
+];
+
+/// Methods whose str is made once.
+const COMMON_METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+macro_rules! keys {
+    ($($field:ident = $text:literal),* $(,)?) => {
+        /// Interned environ keys.
+        #[derive(Debug)]
+        struct Keys { $($field: Py<PyString>,)* }
+        impl Keys {
+            fn new(py: Python<'_>) -> Keys {
+                Keys { $($field: PyString::intern(py, $text).unbind(),)* }
+            }
+        }
+    };
+}
+
+keys! {
+    request_method = "REQUEST_METHOD",
+    path_info = "PATH_INFO",
+    query_string = "QUERY_STRING",
+    raw_uri = "RAW_URI",
+    request_uri = "REQUEST_URI",
+    server_protocol = "SERVER_PROTOCOL",
+    server_name = "SERVER_NAME",
+    server_port = "SERVER_PORT",
+    remote_addr = "REMOTE_ADDR",
+    remote_port = "REMOTE_PORT",
+    remote_host = "REMOTE_HOST",
+    content_type = "CONTENT_TYPE",
+    content_length = "CONTENT_LENGTH",
+    http_host = "HTTP_HOST",
+    wsgi_input = "wsgi.input",
+    wsgi_errors = "wsgi.errors",
+}
+
+/// Everything made once per server to build environs cheaply.
+#[derive(Debug)]
+pub(crate) struct EnvTemplate {
+    template: Py<PyDict>,
+    keys: Keys,
+    headers: Vec<(&'static [u8], Py<PyString>)>,
+    methods: Vec<(&'static [u8], Py<PyString>)>,
+    http10: Py<PyString>,
+    http11: Py<PyString>,
+}
+
+/// Makes a str from bytes taken as latin-1 (PEP 3333's "native strings").
+pub(crate) fn latin1_str<'py>(py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    let len = isize::try_from(b.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("too long"))?;
+    // SAFETY: the pointer and length describe the live slice `b`; the
+    // decoder copies it and returns a new reference or NULL with an error set.
+    unsafe {
+        let ptr = ffi::PyUnicode_DecodeLatin1(b.as_ptr().cast(), len, std::ptr::null());
+        Bound::from_owned_ptr_or_err(py, ptr).map(|o| o.cast_into_unchecked())
+    }
+}
+
+impl EnvTemplate {
+    /// Builds the template for a server with `threads` application threads.
+    pub(crate) fn new(py: Python<'_>, threads: usize) -> PyResult<EnvTemplate> {
+        let t = PyDict::new(py);
+        t.set_item("SCRIPT_NAME", "")?;
+        t.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
+        t.set_item("wsgi.url_scheme", "http")?;
+        t.set_item("wsgi.multithread", threads > 1)?;
+        t.set_item("wsgi.multiprocess", false)?;
+        t.set_item("wsgi.run_once", false)?;
+        t.set_item("wsgi.input_terminated", true)?;
+        t.set_item("wsgi.file_wrapper", FileWrapper::type_object(py))?;
+        t.set_item(
+            "SERVER_SOFTWARE",
+            concat!("ferrowsgi/", env!("CARGO_PKG_VERSION")),
+        )?;
+        Ok(EnvTemplate {
+            template: t.unbind(),
+            keys: Keys::new(py),
+            headers: COMMON_HEADERS
+                .iter()
+                .map(|(n, k)| (n.as_bytes(), PyString::intern(py, k).unbind()))
+                .collect(),
+            methods: COMMON_METHODS
+                .iter()
+                .map(|m| (m.as_bytes(), PyString::intern(py, m).unbind()))
+                .collect(),
+            http10: PyString::intern(py, "HTTP/1.0").unbind(),
+            http11: PyString::intern(py, "HTTP/1.1").unbind(),
+        })
+    }
+
+    /// The environ key for a header name, or `None` for a name that must be
+    /// dropped (one with '_', which could pose as a '-' header).
+    fn header_key<'py>(&self, py: Python<'py>, name: &[u8]) -> Option<Bound<'py, PyString>> {
+        if name.contains(&b'_') {
+            return None;
+        }
+        for (n, k) in &self.headers {
+            if n.len() == name.len() && n.eq_ignore_ascii_case(name) {
+                return Some(k.bind(py).clone());
+            }
+        }
+        let mut key = Vec::with_capacity(5 + name.len());
+        key.extend_from_slice(b"HTTP_");
+        key.extend(name.iter().map(|&c| {
+            if c == b'-' {
+                b'_'
+            } else {
+                c.to_ascii_uppercase()
+            }
+        }));
+        latin1_str(py, &key).ok()
+    }
+
+    /// Builds the environ of the request in `ex`.
+    pub(crate) fn build<'py>(
+        &self,
+        py: Python<'py>,
+        ex: &Exchange<'_>,
+        input: Bound<'py, InputStream>,
+        errors: Bound<'py, ErrorStream>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let k = &self.keys;
+        let env = self.template.bind(py).copy()?;
+        let head = ex.head();
+        let method = head.method();
+        let method_str = match self.methods.iter().find(|(m, _)| *m == method) {
+            Some((_, s)) => s.bind(py).clone(),
+            None => latin1_str(py, method)?,
+        };
+        env.set_item(&k.request_method, method_str)?;
+        let path = head.path();
+        let path_info = if path == b"*" {
+            PyString::new(py, "")
+        } else {
+            latin1_str(py, &percent_decode(path))?
+        };
+        env.set_item(&k.path_info, path_info)?;
+        env.set_item(&k.query_string, latin1_str(py, head.query())?)?;
+        let raw = latin1_str(py, head.target())?;
+        env.set_item(&k.raw_uri, &raw)?;
+        env.set_item(&k.request_uri, raw)?;
+        env.set_item(
+            &k.server_protocol,
+            match head.version() {
+                Version::Http10 => &self.http10,
+                Version::Http11 => &self.http11,
+            },
+        )?;
+        let peer = ex.peer();
+        if peer.is_unix {
+            // No address to report: take the name the client used.
+            let host = head.host().unwrap_or(b"localhost");
+            let (name, port) = split_host_port(host);
+            env.set_item(&k.server_name, latin1_str(py, name)?)?;
+            env.set_item(&k.server_port, latin1_str(py, port.unwrap_or(b"80"))?)?;
+        } else {
+            env.set_item(&k.server_name, &peer.server_name)?;
+            env.set_item(&k.server_port, &peer.server_port)?;
+        }
+        let remote = PyString::new(py, &peer.remote_addr);
+        env.set_item(&k.remote_addr, &remote)?;
+        env.set_item(&k.remote_host, remote)?;
+        env.set_item(&k.remote_port, &peer.remote_port)?;
+        if let Some(ct) = head.content_type() {
+            env.set_item(&k.content_type, latin1_str(py, ct)?)?;
+        }
+        if let Some(cl) = head.content_length_raw() {
+            env.set_item(&k.content_length, latin1_str(py, cl)?)?;
+        }
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case(b"content-type")
+                || name.eq_ignore_ascii_case(b"content-length")
+            {
+                continue;
+            }
+            let Some(key) = self.header_key(py, name) else {
+                continue;
+            };
+            let value = latin1_str(py, value)?;
+            match env.get_item(&key)? {
+                Some(prev) => {
+                    let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                        "; "
+                    } else {
+                        ","
+                    };
+                    let joined = format!(
+                        "{}{sep}{}",
+                        prev.cast::<PyString>()?.to_cow()?,
+                        value.to_cow()?
+                    );
+                    env.set_item(&key, joined)?;
+                }
+                None => env.set_item(&key, value)?,
+            }
+        }
+        if head.scheme().is_some() {
+            // RFC 9112 §3.2.2: the authority of an absolute-form target
+            // replaces the Host header.
+            if let Some(host) = head.host() {
+                env.set_item(&k.http_host, latin1_str(py, host)?)?;
+            }
+        }
+        env.set_item(&k.wsgi_input, input)?;
+        env.set_item(&k.wsgi_errors, errors)?;
+        Ok(env)
+    }
+}
+
+/// Splits "host:port" / "[v6]:port" / "host".
+fn split_host_port(h: &[u8]) -> (&[u8], Option<&[u8]>) {
+    if h.first() == Some(&b'[') {
+        if let Some(end) = h.iter().position(|&c| c == b']') {
+            let rest = &h[end + 1..];
+            return (&h[..=end], rest.strip_prefix(b":"));
+        }
+        return (h, None);
+    }
+    match h.iter().rposition(|&c| c == b':') {
+        Some(i) => (&h[..i], Some(&h[i + 1..])),
+        None => (h, None),
+    }
+}

@@ -1,0 +1,48 @@
+//! `wsgi.errors`: a text stream into the error log, tagged with the request.
+
+use pyo3::prelude::*;
+use pyo3::types::PyString;
+
+/// The `wsgi.errors` stream of one request: `write`, `writelines`, `flush`.
+/// Each line goes to the error log (stderr), prefixed with the request.
+#[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
+#[derive(Debug)]
+pub struct ErrorStream {
+    tag: String,
+}
+
+impl ErrorStream {
+    /// A stream whose lines carry `tag` (such as "GET /path").
+    pub(crate) fn new(tag: String) -> Self {
+        ErrorStream { tag }
+    }
+}
+
+#[pymethods]
+impl ErrorStream {
+    /// Writes `s` (a str) to the error log.
+    fn write(&self, s: &Bound<'_, PyAny>) -> PyResult<usize> {
+        let s = s.cast::<PyString>().map_err(|_| {
+            pyo3::exceptions::PyTypeError::new_err("wsgi.errors.write() takes a str")
+        })?;
+        let text = s.to_cow()?;
+        if !text.trim().is_empty() {
+            ferrowsgi_server::log::log(
+                ferrowsgi_server::log::Level::Error,
+                &format!("[{}] {}", self.tag, text.trim_end_matches('\n')),
+            );
+        }
+        Ok(text.chars().count())
+    }
+
+    /// Writes each str of `lines`.
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(&line?)?;
+        }
+        Ok(())
+    }
+
+    /// Lines are written as they come; nothing to flush.
+    fn flush(&self) {}
+}

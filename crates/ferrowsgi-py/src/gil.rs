@@ -1,0 +1,26 @@
+//! Releasing the GIL around the server's blocking waits.
+
+use pyo3::ffi;
+
+/// Runs `f` with the GIL released, if this thread holds it.
+///
+/// `f` must not touch Python objects: it is a socket or queue wait.
+pub(crate) fn without_gil(f: &mut dyn FnMut()) {
+    // SAFETY: PyGILState_Check only reads the thread's state.
+    if unsafe { ffi::PyGILState_Check() } == 0 {
+        f();
+        return;
+    }
+    struct Restore(*mut ffi::PyThreadState);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: the state was saved by PyEval_SaveThread on this thread
+            // just below and is restored exactly once, even if `f` panics.
+            unsafe { ffi::PyEval_RestoreThread(self.0) };
+        }
+    }
+    // SAFETY: this thread holds the GIL (checked above); `f` touches no
+    // Python object while it is released.
+    let _restore = Restore(unsafe { ffi::PyEval_SaveThread() });
+    f();
+}

@@ -1,0 +1,35 @@
+//! The PyO3 binding of ferrowsgi, and the only crate that touches the GIL.
+//!
+//! It implements the server's [`ferrowsgi_server::Handler`] for a WSGI
+//! application: it builds the environ, implements `start_response`,
+//! `write()`, `wsgi.input`, `wsgi.errors` and `wsgi.file_wrapper`, iterates
+//! the response and always calls `close()`. The module `_ferrowsgi` also
+//! exposes the `Server` class behind `ferrowsgi.serve()` and the command
+//! line entry point `main(argv)`.
+#![deny(missing_docs, missing_debug_implementations)]
+
+use pyo3::prelude::*;
+
+mod app;
+mod cli;
+mod environ;
+mod errors;
+mod file_wrapper;
+mod gil;
+mod input;
+mod pyserver;
+mod start_response;
+
+/// The extension module `ferrowsgi._ferrowsgi`.
+#[pymodule(gil_used = false)]
+fn _ferrowsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<pyserver::Server>()?;
+    m.add_class::<file_wrapper::FileWrapper>()?;
+    m.add_class::<input::InputStream>()?;
+    m.add_class::<errors::ErrorStream>()?;
+    m.add_class::<start_response::StartResponse>()?;
+    m.add_class::<start_response::Write>()?;
+    m.add_function(wrap_pyfunction!(cli::main, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,220 @@
+//! `start_response` and the `write()` callable it returns (PEP 3333).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ferrowsgi_proto::{is_token, is_valid_field_value, parse_status};
+use ferrowsgi_server::exchange::ResponseHead;
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+
+use crate::input::{io_error, Slot};
+
+/// Response headers an application may not set (PEP 3333 "hop-by-hop"),
+/// except `Connection: close`, which asks the server to close after the
+/// response and is honoured.
+const HOP_BY_HOP: &[&[u8]] = &[
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"trailers",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// The status and headers given to `start_response`, latin-1 encoded.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Head {
+    /// Whether start_response has been called.
+    pub called: bool,
+    /// Status code.
+    pub status: u16,
+    /// "200 OK".
+    pub status_line: Vec<u8>,
+    /// Validated header fields.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Head {
+    /// Borrows the head in the form the server sends.
+    pub(crate) fn as_response(&self) -> ResponseHead<'_> {
+        ResponseHead {
+            status: self.status,
+            status_line: &self.status_line,
+            headers: &self.headers,
+        }
+    }
+}
+
+/// Encodes a str as latin-1, as PEP 3333 requires of status and headers.
+fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+    let s = s
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
+    let text = s.to_cow()?;
+    if text.is_ascii() {
+        return Ok(text.as_bytes().to_vec());
+    }
+    text.chars()
+        .map(|c| {
+            u8::try_from(u32::from(c)).map_err(|_| {
+                PyValueError::new_err(format!("{what} has a character outside latin-1: {c:?}"))
+            })
+        })
+        .collect()
+}
+
+/// Validates the arguments of `start_response` into a [`Head`].
+fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+    let status_line = latin1(status, "the status")?;
+    let code = parse_status(&status_line)
+        .filter(|_| is_valid_field_value(&status_line))
+        .ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid status {:?}: expected \"NNN Reason\"",
+                String::from_utf8_lossy(&status_line)
+            ))
+        })?;
+    let is_seq = headers.is_instance_of::<pyo3::types::PyList>()
+        || headers.is_instance_of::<pyo3::types::PyTuple>();
+    if !is_seq {
+        return Err(PyTypeError::new_err(
+            "the headers must be a list of (name, value) tuples",
+        ));
+    }
+    let mut out = Vec::with_capacity(headers.len().unwrap_or(4));
+    for item in headers.try_iter()? {
+        let item = item?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("each header must be a (name, value) tuple of two str")
+        })?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each header must be a (name, value) tuple of two str",
+            ));
+        }
+        let name = latin1(&pair.get_item(0)?, "a header name")?;
+        let value = latin1(&pair.get_item(1)?, "a header value")?;
+        if !is_token(&name) {
+            return Err(PyValueError::new_err(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if !is_valid_field_value(&value) {
+            return Err(PyValueError::new_err(format!(
+                "invalid value for header {:?} (control characters such as CR or LF are \
+                 not allowed)",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        let lower = name.to_ascii_lowercase();
+        if HOP_BY_HOP.contains(&lower.as_slice())
+            && !(lower == b"connection" && value.eq_ignore_ascii_case(b"close"))
+        {
+            return Err(PyValueError::new_err(format!(
+                "hop-by-hop header {:?} is not allowed from a WSGI application",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        if lower == b"content-length"
+            && (value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit))
+        {
+            return Err(PyValueError::new_err(format!(
+                "invalid Content-Length {:?}",
+                String::from_utf8_lossy(&value)
+            )));
+        }
+        out.push((name, value));
+    }
+    Ok(Head {
+        called: true,
+        status: code,
+        status_line,
+        headers: out,
+    })
+}
+
+/// The `start_response` callable of one request.
+#[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
+#[derive(Debug)]
+pub struct StartResponse {
+    head: Mutex<Head>,
+    slot: Arc<Slot>,
+}
+
+impl StartResponse {
+    pub(crate) fn new(slot: Arc<Slot>) -> Self {
+        StartResponse {
+            head: Mutex::new(Head::default()),
+            slot,
+        }
+    }
+
+    /// The head as given so far.
+    pub(crate) fn head(&self) -> MutexGuard<'_, Head> {
+        self.head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl StartResponse {
+    /// `start_response(status, response_headers, exc_info=None)`.
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__(
+        slf: &Bound<'_, Self>,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        exc_info: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Write> {
+        let this = slf.get();
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        if let Some(info) = exc_info {
+            let committed = this.slot.with(|ex| Ok(ex.is_committed()))?;
+            if committed {
+                // PEP 3333: headers are out, so the error cannot be reported
+                // in a new response; re-raise it into the application.
+                let value = info.get_item(1)?;
+                return Err(PyErr::from_value(value));
+            }
+        } else if this.head().called {
+            return Err(PyAssertionError::new_err(
+                "start_response() called a second time without exc_info",
+            ));
+        }
+        let head = validate(status, headers)?;
+        *this.head() = head;
+        Ok(Write {
+            start_response: slf.clone().unbind(),
+        })
+    }
+}
+
+/// The `write(data)` callable returned by `start_response`: sends `data`
+/// at once (the head first, if it has not gone out).
+#[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
+#[derive(Debug)]
+pub struct Write {
+    start_response: Py<StartResponse>,
+}
+
+#[pymethods]
+impl Write {
+    fn __call__(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let bytes = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
+        let sr = self.start_response.bind(py).get();
+        let head = sr.head().clone();
+        sr.slot.with(|ex| {
+            if !ex.is_committed() {
+                ex.start_stream(&head.as_response()).map_err(io_error)?;
+            }
+            ex.send(bytes.as_bytes()).map_err(io_error)
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! The one place where the server's settings and their defaults live, and
+//! the command-line parser that fills them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use ferrowsgi_proto::Limits;
+
+use crate::listen::BindAddr;
+
+/// Default address when no `--bind` is given (gunicorn's).
+pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// Default idle time allowed between requests on a persistent connection.
+/// Long enough for a browser or an upstream pool to reuse the connection,
+/// short enough that idle sockets do not pile up.
+pub const DEFAULT_KEEP_ALIVE_SECS: u64 = 5;
+/// Default time a client may take to send a request head or to go quiet in
+/// the middle of a body before the connection is dropped.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
+/// Default time a client may leave a response unread before the connection
+/// is dropped.
+pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
+/// Default listen(2) backlog.
+pub const DEFAULT_BACKLOG: u32 = 2048;
+/// Default cap on a request body (0 means no cap), like gunicorn's unlimited
+/// default but bounded: 1 GiB.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+
+/// Settings of one server, whether it came from the command line or from
+/// `ferrowsgi.serve()`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on.
+    pub binds: Vec<BindAddr>,
+    /// Number of threads that run the application; 1 runs it on the I/O
+    /// thread itself.
+    pub threads: usize,
+    /// Minimum level of error-log lines.
+    pub log_level: crate::log::Level,
+    /// Whether to print an access-log line per request on stdout.
+    pub access_log: bool,
+    /// Whether to add a `Server: ferrowsgi` header.
+    pub server_header: bool,
+    /// Whether a 500 page carries the traceback.
+    pub debug: bool,
+    /// Idle time allowed between requests on a persistent connection.
+    pub keep_alive: Duration,
+    /// Time allowed for a request head, and between body reads.
+    pub read_timeout: Duration,
+    /// Time allowed for the client to take response bytes.
+    pub write_timeout: Duration,
+    /// listen(2) backlog.
+    pub backlog: u32,
+    /// Request parsing limits.
+    pub limits: Limits,
+    /// Largest request body accepted (413 past it); 0 for no cap.
+    pub max_body: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            binds: Vec::new(),
+            threads: 1,
+            log_level: crate::log::Level::Info,
+            access_log: false,
+            server_header: true,
+            debug: false,
+            keep_alive: Duration::from_secs(DEFAULT_KEEP_ALIVE_SECS),
+            read_timeout: Duration::from_secs(DEFAULT_READ_TIMEOUT_SECS),
+            write_timeout: Duration::from_secs(DEFAULT_WRITE_TIMEOUT_SECS),
+            backlog: DEFAULT_BACKLOG,
+            limits: Limits::default(),
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// The `ferrowsgi` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ferrowsgi",
+    version,
+    about = "Serve a Python WSGI application with a Rust engine.",
+    after_help = "APP is MODULE:NAME, MODULE (which must define `application` or `app`), \
+                  or a factory call MODULE:NAME(ARGS) with literal arguments."
+)]
+pub struct Cli {
+    /// The application: `pkg.mod:name`, `pkg.mod`, or `pkg.mod:create_app(...)`.
+    #[arg(value_name = "APP")]
+    pub app: String,
+
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
+    /// unix:PATH. Repeat to listen on several.
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append)]
+    pub bind: Vec<String>,
+
+    /// Threads that run the application (1 runs it on the I/O thread).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+
+    /// Change to this directory before importing the application.
+    #[arg(long, value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
+
+    /// Error-log level.
+    #[arg(long, default_value = "info", value_parser = ["debug", "info", "warning", "error", "critical"])]
+    pub log_level: String,
+
+    /// Print one access-log line per request on stdout.
+    #[arg(long)]
+    pub access_log: bool,
+
+    /// Do not send a `Server` header.
+    #[arg(long)]
+    pub no_server_header: bool,
+
+    /// Put the traceback in 500 responses (never in production).
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Seconds an idle persistent connection is kept open.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_KEEP_ALIVE_SECS)]
+    pub keep_alive: u64,
+
+    /// Seconds allowed for a request head, and between reads of a body.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
+    pub read_timeout: u64,
+
+    /// Seconds a client may leave a response unread.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WRITE_TIMEOUT_SECS)]
+    pub write_timeout: u64,
+
+    /// listen(2) backlog.
+    #[arg(long, default_value_t = DEFAULT_BACKLOG)]
+    pub backlog: u32,
+
+    /// Longest request line in bytes (414 past it).
+    #[arg(long, value_name = "BYTES")]
+    pub limit_request_line: Option<usize>,
+
+    /// Most header fields in a request (431 past it).
+    #[arg(long, value_name = "COUNT")]
+    pub limit_request_fields: Option<usize>,
+
+    /// Longest header field in bytes (431 past it).
+    #[arg(
+        long = "limit-request-field-size",
+        alias = "limit-request-field_size",
+        value_name = "BYTES"
+    )]
+    pub limit_request_field_size: Option<usize>,
+
+    /// Largest request body in bytes (413 past it); 0 for no cap.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
+    pub limit_request_body: u64,
+}
+
+impl Cli {
+    /// Turns the parsed command line into a [`Config`], checking the bind
+    /// addresses. The error is one line naming the problem.
+    pub fn to_config(&self) -> Result<Config, String> {
+        let mut cfg = Config::default();
+        let binds: Vec<&str> = if self.bind.is_empty() {
+            vec![DEFAULT_BIND]
+        } else {
+            self.bind.iter().map(String::as_str).collect()
+        };
+        for b in binds {
+            cfg.binds.push(BindAddr::parse(b)?);
+        }
+        cfg.threads = usize::from(self.threads);
+        cfg.log_level = crate::log::Level::parse(&self.log_level)
+            .ok_or_else(|| format!("invalid log level {:?}", self.log_level))?;
+        cfg.access_log = self.access_log;
+        cfg.server_header = !self.no_server_header;
+        cfg.debug = self.debug;
+        cfg.keep_alive = Duration::from_secs(self.keep_alive);
+        cfg.read_timeout = Duration::from_secs(self.read_timeout.max(1));
+        cfg.write_timeout = Duration::from_secs(self.write_timeout.max(1));
+        cfg.backlog = self.backlog;
+        if let Some(n) = self.limit_request_line {
+            cfg.limits.max_request_line = n;
+        }
+        if let Some(n) = self.limit_request_fields {
+            cfg.limits.max_header_count = n;
+        }
+        if let Some(n) = self.limit_request_field_size {
+            cfg.limits.max_header_field_size = n;
+        }
+        cfg.max_body = self.limit_request_body;
+        Ok(cfg)
+    }
+}
+
+/// Parses `argv` (program name first). On `--help` or `--version` the text to
+/// print comes back as `Err((text, 0))`; on a mistake, one line and exit
+/// status 2.
+pub fn parse_args(argv: &[String]) -> Result<Cli, (String, i32)> {
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Err((e.to_string(), 0)),
+                _ => {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or("invalid arguments");
+                    let first = first.strip_prefix("error: ").unwrap_or(first);
+                    Err((format!("ferrowsgi: error: {first} (see --help)\n"), 2))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_bind_localhost_8000() {
+        let cli = parse_args(&args(&["ferrowsgi", "app:app"])).unwrap();
+        let cfg = cli.to_config().unwrap();
+        assert_eq!(cfg.binds.len(), 1);
+        assert_eq!(cfg.binds[0].to_string(), "127.0.0.1:8000");
+        assert_eq!(cfg.threads, 1);
+    }
+
+    #[test]
+    fn repeated_binds_and_options() {
+        let cli = parse_args(&args(&[
+            "ferrowsgi",
+            "-b",
+            "[::1]:9000",
+            "--bind",
+            "unix:/tmp/x.sock",
+            "--threads",
+            "4",
+            "--access-log",
+            "m:app",
+        ]))
+        .unwrap();
+        let cfg = cli.to_config().unwrap();
+        assert_eq!(cfg.binds.len(), 2);
+        assert_eq!(cfg.threads, 4);
+        assert!(cfg.access_log);
+    }
+
+    #[test]
+    fn mistakes_are_one_line_with_status_2() {
+        let (msg, code) = parse_args(&args(&["ferrowsgi", "--threads", "0", "m:app"])).unwrap_err();
+        assert_eq!(code, 2);
+        assert_eq!(msg.trim_end().lines().count(), 1);
+        assert!(msg.starts_with("ferrowsgi: error: "));
+        let (_, code) = parse_args(&args(&["ferrowsgi"])).unwrap_err();
+        assert_eq!(code, 2);
+    }
+
+    #[test]
+    fn bad_bind_is_reported() {
+        let cli = parse_args(&args(&["ferrowsgi", "-b", "127.0.0.1:notaport", "m:app"])).unwrap();
+        let err = cli.to_config().unwrap_err();
+        assert!(err.contains("127.0.0.1:notaport"), "{err}");
+    }
+}

@@ -1,0 +1,350 @@
+//! One client connection: its socket, its read and write buffers, and the
+//! rules that turn buffered bytes into the next ready request.
+//!
+//! Both the event loop and the application threads drive a connection
+//! through [`Conn::next_request`], so pipelined requests already in the
+//! buffer are served by whichever thread holds the connection, without a
+//! hand-off.
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrowsgi_proto::{parse_head, BodyDecoder, BodyKind, Parsed, RequestHead, Version};
+
+use crate::config::Config;
+use crate::exchange::PeerInfo;
+use crate::listen::Stream;
+use crate::log;
+
+/// Bytes asked of the kernel per read(2), and the smallest spare room a read
+/// is attempted with. 16 KiB holds dozens of pipelined requests.
+pub const READ_CHUNK: usize = 16 * 1024;
+
+/// A request body up to this size is read completely before the application
+/// is called, so a slow uploader never holds an application thread for a
+/// small body; a larger body is streamed to the application as it reads.
+pub const BODY_BUFFER: usize = 256 * 1024;
+
+/// After a response, up to this many bytes of a request body the application
+/// did not read are read and discarded to keep the connection; past it the
+/// connection is closed instead.
+pub const DRAIN_LIMIT: u64 = 256 * 1024;
+
+/// What the connection does once its output is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Waiting for, reading or serving requests.
+    Open,
+    /// Close after the pending output is written (error responses,
+    /// `Connection: close`, HTTP/1.0).
+    CloseAfterFlush,
+}
+
+/// A request whose head is parsed and whose body is (partly) buffered.
+#[derive(Debug)]
+pub struct Pending {
+    /// The parsed head.
+    pub head: RequestHead,
+    /// The body decoder, positioned after the buffered part.
+    pub decoder: BodyDecoder,
+    /// Decoded body bytes already read.
+    pub body: Vec<u8>,
+    /// Whether `100 Continue` is owed before the body is read.
+    pub continue_pending: bool,
+    /// When the head was complete (for the access log and timeouts).
+    pub started: Instant,
+}
+
+/// What [`Conn::next_request`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// A request ready for the application.
+    Ready(Pending),
+    /// More bytes are needed (or output must drain first).
+    Wait,
+    /// The connection is finished: flush what is pending, then close.
+    Close,
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// The socket.
+    pub stream: Stream,
+    /// Who is on the other end.
+    pub peer: Arc<PeerInfo>,
+    /// Bytes read and not yet consumed start at `rpos`.
+    pub rbuf: Vec<u8>,
+    /// Consumed prefix of `rbuf`.
+    pub rpos: usize,
+    /// Bytes to send; the unsent part starts at `wpos`.
+    pub wbuf: Vec<u8>,
+    /// Sent prefix of `wbuf`.
+    pub wpos: usize,
+    /// Keep going or close after the flush.
+    pub state: ConnState,
+    /// A request whose body is still being buffered.
+    pub pending: Option<Pending>,
+    /// The unread rest of the previous request's body, being discarded.
+    pub drain: Option<BodyDecoder>,
+    /// The client shut down its sending side.
+    pub peer_eof: bool,
+    /// The last read stopped because the buffer was full, not at EAGAIN.
+    pub maybe_more: bool,
+    /// Requests served on this connection.
+    pub served: u64,
+    /// When the current wait (idle, head, body, write) started.
+    pub since: Instant,
+}
+
+/// Outcome of reading from the socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read until the kernel had no more (EAGAIN) or the buffer filled.
+    Progress,
+    /// The client closed its side.
+    Eof,
+}
+
+impl Conn {
+    /// Wraps an accepted stream.
+    pub fn new(stream: Stream, peer: PeerInfo) -> Conn {
+        Conn {
+            stream,
+            peer: Arc::new(peer),
+            rbuf: Vec::new(),
+            rpos: 0,
+            wbuf: Vec::new(),
+            wpos: 0,
+            state: ConnState::Open,
+            pending: None,
+            drain: None,
+            peer_eof: false,
+            maybe_more: false,
+            served: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Unconsumed input.
+    pub fn input(&self) -> &[u8] {
+        &self.rbuf[self.rpos..]
+    }
+
+    /// Marks `n` input bytes consumed, reclaiming the buffer when empty.
+    pub fn consume(&mut self, n: usize) {
+        self.rpos += n;
+        if self.rpos >= self.rbuf.len() {
+            self.rbuf.clear();
+            self.rpos = 0;
+        }
+    }
+
+    /// One read(2) into spare room at the end of `rbuf`. `Ok(0)` is EOF.
+    pub fn read_once(&mut self) -> io::Result<usize> {
+        if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let len = self.rbuf.len();
+        let spare = self.rbuf.spare_capacity_mut();
+        let fd = self.stream.as_raw_fd();
+        loop {
+            // SAFETY: read(2) writes at most `spare.len()` bytes into the
+            // vector's spare capacity, which is valid for writes; the length
+            // is raised only over the bytes it reports as written.
+            let rc = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+            if rc >= 0 {
+                let n = rc as usize;
+                // SAFETY: the kernel initialised `n <= spare.len()` bytes.
+                unsafe { self.rbuf.set_len(len + n) };
+                return Ok(n);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Reads until EAGAIN, EOF, or `cap` unconsumed bytes are buffered.
+    pub fn fill(&mut self, cap: usize) -> io::Result<ReadOutcome> {
+        self.maybe_more = false;
+        loop {
+            if self.input().len() >= cap {
+                self.maybe_more = true;
+                return Ok(ReadOutcome::Progress);
+            }
+            match self.read_once() {
+                Ok(0) => {
+                    self.peer_eof = true;
+                    return Ok(ReadOutcome::Eof);
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadOutcome::Progress)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether output is waiting to be written.
+    pub fn has_output(&self) -> bool {
+        self.wpos < self.wbuf.len()
+    }
+
+    /// Writes pending output without blocking. `Ok(true)` when all of it is
+    /// written.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wpos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
+        Ok(true)
+    }
+
+    /// Queues a complete error response for a request the application never
+    /// saw, and marks the connection to close after it.
+    pub fn reject(&mut self, status: u16, reason: &str, why: &str) {
+        log::info(&format!(
+            "{} rejected: {status} {reason}: {why}",
+            self.peer.remote_addr
+        ));
+        let resp = ferrowsgi_proto::simple_error_response(status, reason, why);
+        self.wbuf.extend_from_slice(&resp);
+        self.state = ConnState::CloseAfterFlush;
+        self.pending = None;
+        self.drain = None;
+    }
+
+    /// Finds the next request ready for the application among the buffered
+    /// bytes: discards the rest of a previous body, parses a head, applies
+    /// the body rules and buffers a small body completely. Rejections queue
+    /// their response and return [`Next::Close`].
+    pub fn next_request(&mut self, cfg: &Config) -> Next {
+        if self.state == ConnState::CloseAfterFlush {
+            return Next::Close;
+        }
+        if let Some(mut dec) = self.drain.take() {
+            let mut sink = Vec::new();
+            loop {
+                sink.clear();
+                match dec.decode(&self.rbuf[self.rpos..], &mut sink, READ_CHUNK * 4) {
+                    Ok(n) => {
+                        self.consume(n);
+                        if dec.is_done() {
+                            break;
+                        }
+                        if n == 0 {
+                            if self.peer_eof {
+                                return Next::Close;
+                            }
+                            self.drain = Some(dec);
+                            return Next::Wait;
+                        }
+                    }
+                    Err(_) => {
+                        self.state = ConnState::CloseAfterFlush;
+                        return Next::Close;
+                    }
+                }
+            }
+        }
+        if self.pending.is_none() {
+            if self.input().is_empty() {
+                return if self.peer_eof {
+                    Next::Close
+                } else {
+                    Next::Wait
+                };
+            }
+            match parse_head(self.input(), &cfg.limits) {
+                Ok(Parsed::Partial) => {
+                    if self.peer_eof {
+                        // A half-sent head is not answered: the client is gone.
+                        return Next::Close;
+                    }
+                    return Next::Wait;
+                }
+                Err(e) => {
+                    self.reject(e.status(), e.reason(), &e.to_string());
+                    return Next::Close;
+                }
+                Ok(Parsed::Complete { head, consumed }) => {
+                    self.consume(consumed);
+                    let kind = head.body();
+                    if let BodyKind::Length(n) = kind {
+                        if cfg.max_body > 0 && n > cfg.max_body {
+                            self.reject(413, "Content Too Large", "request body over the limit");
+                            return Next::Close;
+                        }
+                    }
+                    let continue_pending = head.version() == Version::Http11
+                        && head.expects_continue()
+                        && kind != BodyKind::Empty;
+                    let decoder = BodyDecoder::new(kind, &cfg.limits);
+                    let pending = Pending {
+                        head,
+                        decoder,
+                        body: Vec::new(),
+                        continue_pending,
+                        started: Instant::now(),
+                    };
+                    if kind == BodyKind::Empty || continue_pending {
+                        // With Expect: 100-continue the application decides
+                        // whether it wants the body; the 100 goes out on its
+                        // first read.
+                        return Next::Ready(pending);
+                    }
+                    self.pending = Some(pending);
+                }
+            }
+        }
+        // Buffer the body up to BODY_BUFFER before calling the application.
+        let Some(mut p) = self.pending.take() else {
+            return Next::Wait;
+        };
+        loop {
+            let room = BODY_BUFFER.saturating_sub(p.body.len());
+            if p.decoder.is_done() || room == 0 {
+                return Next::Ready(p);
+            }
+            match p.decoder.decode(&self.rbuf[self.rpos..], &mut p.body, room) {
+                Ok(n) => {
+                    self.consume(n);
+                    if cfg.max_body > 0 && p.body.len() as u64 > cfg.max_body {
+                        self.reject(413, "Content Too Large", "request body over the limit");
+                        return Next::Close;
+                    }
+                    if p.decoder.is_done() || p.body.len() >= BODY_BUFFER {
+                        return Next::Ready(p);
+                    }
+                    if n == 0 || self.input().is_empty() {
+                        if self.peer_eof {
+                            return Next::Close;
+                        }
+                        self.pending = Some(p);
+                        return Next::Wait;
+                    }
+                }
+                Err(e) => {
+                    self.reject(e.status(), "Bad Request", &e.to_string());
+                    return Next::Close;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,772 @@
+//! One request and its response, as the application side sees them: the
+//! parsed head, a body that can be read on demand, and response writes that
+//! the server frames (Content-Length, chunked or close-delimited) and sends.
+
+use std::io::{self, IoSlice, Write};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnState, Pending, DRAIN_LIMIT, READ_CHUNK};
+use crate::handler::Waiter;
+use crate::log;
+use crate::sys::{self, Want};
+
+/// Who is on either end of a connection, as strings ready for the environ.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Client address ("" for unix sockets).
+    pub remote_addr: String,
+    /// Client port ("" for unix sockets).
+    pub remote_port: String,
+    /// Local address (the server's name when no better one is known).
+    pub server_name: String,
+    /// Local port.
+    pub server_port: String,
+    /// Whether the connection came over a unix socket.
+    pub is_unix: bool,
+}
+
+impl PeerInfo {
+    /// For a TCP connection.
+    pub fn tcp(peer: SocketAddr, local: SocketAddr) -> PeerInfo {
+        PeerInfo {
+            remote_addr: canonical_ip(peer),
+            remote_port: peer.port().to_string(),
+            server_name: canonical_ip(local),
+            server_port: local.port().to_string(),
+            is_unix: false,
+        }
+    }
+
+    /// For a unix-socket connection.
+    pub fn unix(_path: &Path) -> PeerInfo {
+        PeerInfo {
+            remote_addr: String::new(),
+            remote_port: String::new(),
+            server_name: "localhost".to_string(),
+            server_port: String::new(),
+            is_unix: true,
+        }
+    }
+}
+
+/// An IPv4-mapped IPv6 peer is shown as the IPv4 address it is.
+fn canonical_ip(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.ip().to_string(),
+        },
+        SocketAddr::V4(v4) => v4.ip().to_string(),
+    }
+}
+
+/// The status line and headers of a response, as the application gave them
+/// (already validated by the binding).
+#[derive(Debug)]
+pub struct ResponseHead<'h> {
+    /// Status code.
+    pub status: u16,
+    /// The whole status as given: "200 OK".
+    pub status_line: &'h [u8],
+    /// Header fields, in order.
+    pub headers: &'h [(Vec<u8>, Vec<u8>)],
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// Content-Length: this many bytes remain to be sent.
+    Length(u64),
+    /// Transfer-Encoding: chunked.
+    Chunked,
+    /// The end of the body is the close of the connection (HTTP/1.0).
+    Close,
+    /// No body at all (HEAD, 1xx, 204, 304).
+    Empty,
+}
+
+/// Where the response is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RespState {
+    /// Nothing sent yet.
+    Idle,
+    /// The head is out; the body is streaming with this framing.
+    Streaming(Framing),
+    /// Complete.
+    Done,
+    /// Cut off after an error; the connection will be closed.
+    Aborted,
+}
+
+/// One request/response exchange on a connection, handed to
+/// [`crate::Handler::handle`].
+pub struct Exchange<'a> {
+    conn: &'a mut Conn,
+    req: Pending,
+    body_pos: usize,
+    cfg: &'a Config,
+    waiter: &'a dyn Waiter,
+    date: &'a mut DateCache,
+    state: RespState,
+    status: u16,
+    body_read: u64,
+    body_sent: u64,
+    keep_alive: bool,
+    /// Another request is already buffered behind this one, so a complete
+    /// response may wait in the buffer and go out with the next one.
+    can_defer: bool,
+}
+
+impl std::fmt::Debug for Exchange<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("method", &String::from_utf8_lossy(self.req.head.method()))
+            .field("target", &String::from_utf8_lossy(self.req.head.target()))
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("timed out {what}"))
+}
+
+impl<'a> Exchange<'a> {
+    pub(crate) fn new(
+        conn: &'a mut Conn,
+        req: Pending,
+        cfg: &'a Config,
+        waiter: &'a dyn Waiter,
+        date: &'a mut DateCache,
+    ) -> Exchange<'a> {
+        let keep_alive = req.head.keep_alive();
+        let can_defer = !conn.input().is_empty();
+        let body_read = req.body.len() as u64;
+        Exchange {
+            conn,
+            req,
+            body_pos: 0,
+            cfg,
+            waiter,
+            date,
+            body_read,
+            state: RespState::Idle,
+            status: 0,
+            body_sent: 0,
+            keep_alive,
+            can_defer,
+        }
+    }
+
+    /// The parsed request head.
+    pub fn head(&self) -> &RequestHead {
+        &self.req.head
+    }
+
+    /// The connection's two ends.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.conn.peer
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &Config {
+        self.cfg
+    }
+
+    // ----- request body -------------------------------------------------
+
+    /// Decoded body bytes buffered and not yet consumed.
+    pub fn body_buffered(&self) -> &[u8] {
+        &self.req.body[self.body_pos..]
+    }
+
+    /// Marks `n` buffered body bytes consumed.
+    pub fn consume_body(&mut self, n: usize) {
+        self.body_pos = (self.body_pos + n).min(self.req.body.len());
+        if self.body_pos == self.req.body.len() {
+            self.req.body.clear();
+            self.body_pos = 0;
+        }
+    }
+
+    /// Whether the whole body has been decoded (it may still sit unconsumed
+    /// in the buffer).
+    pub fn body_complete(&self) -> bool {
+        self.req.decoder.is_done()
+    }
+
+    /// Decodes more of the body into the buffer, reading the socket (and
+    /// first sending `100 Continue` if it is owed) when needed. Returns
+    /// `Ok(false)` at the end of the body. A client that goes quiet for the
+    /// read timeout or disconnects is an error.
+    pub fn fill_body(&mut self) -> io::Result<bool> {
+        if self.req.decoder.is_done() {
+            return Ok(false);
+        }
+        if self.req.continue_pending {
+            self.req.continue_pending = false;
+            if self.state == RespState::Idle {
+                self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"], false)?;
+            }
+        }
+        let before = self.req.body.len();
+        loop {
+            let n = self
+                .req
+                .decoder
+                .decode(
+                    &self.conn.rbuf[self.conn.rpos..],
+                    &mut self.req.body,
+                    READ_CHUNK * 4,
+                )
+                .map_err(|e| {
+                    self.keep_alive = false;
+                    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+                })?;
+            self.conn.consume(n);
+            let got = self.req.body.len() - before;
+            self.body_read += got as u64;
+            if self.cfg.max_body > 0 && self.body_read > self.cfg.max_body {
+                // Declared lengths were checked before the application was
+                // called; a chunked body is checked as it grows.
+                self.keep_alive = false;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request body over the limit",
+                ));
+            }
+            if got > 0 || self.req.decoder.is_done() {
+                return Ok(got > 0);
+            }
+            if self.conn.peer_eof {
+                self.keep_alive = false;
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client disconnected before the end of the request body",
+                ));
+            }
+            match self.conn.read_once() {
+                Ok(0) => self.conn.peer_eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let fd = self.conn.stream.as_raw_fd();
+                    let timeout = self.cfg.read_timeout;
+                    let mut ready = Ok(false);
+                    self.waiter
+                        .wait(&mut || ready = sys::wait_fd(fd, Want::Read, timeout));
+                    if !ready? {
+                        self.keep_alive = false;
+                        return Err(timed_out("reading the request body"));
+                    }
+                }
+                Err(e) => {
+                    self.keep_alive = false;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    // ----- response -----------------------------------------------------
+
+    /// Whether the response head has gone out.
+    pub fn is_committed(&self) -> bool {
+        self.state != RespState::Idle
+    }
+
+    /// Whether the response is complete or aborted.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, RespState::Done | RespState::Aborted)
+    }
+
+    /// Status code sent (0 before the head).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Sends a complete response whose body is `blocks`. Without an
+    /// application Content-Length, one is added. May leave bytes in the
+    /// connection's buffer for the event loop to write (the application is
+    /// done with them), so a slow reader holds no application thread.
+    pub fn respond(&mut self, head: &ResponseHead<'_>, blocks: &[&[u8]]) -> io::Result<()> {
+        let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        let framing = self.commit_head(head, Some(total))?;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(blocks.len() + 1);
+        let mut allowed = match framing {
+            Framing::Length(n) => n,
+            Framing::Empty => 0,
+            _ => u64::MAX,
+        };
+        for b in blocks {
+            if allowed == 0 {
+                break;
+            }
+            let take = (b.len() as u64).min(allowed) as usize;
+            if take > 0 {
+                parts.push(&b[..take]);
+            }
+            allowed -= take as u64;
+        }
+        let sent: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        self.body_sent = sent;
+        self.state = RespState::Done;
+        self.check_length(framing, sent, total);
+        let defer = self.can_defer && self.keep_alive;
+        self.write_parts(&parts, true).map(|_| ()).and_then(|()| {
+            if !defer {
+                // Push what fits now; the loop writes the rest.
+                self.conn.flush().map(|_| ())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    /// Sends the head of a streamed response: Content-Length framing when
+    /// the application gave one, chunked on HTTP/1.1, close-delimited on
+    /// HTTP/1.0. The head goes out with the first block.
+    pub fn start_stream(&mut self, head: &ResponseHead<'_>) -> io::Result<()> {
+        let framing = self.commit_head(head, None)?;
+        self.state = RespState::Streaming(framing);
+        Ok(())
+    }
+
+    /// Sends one block of a streamed response and returns once it is in the
+    /// kernel (PEP 3333: a block is transmitted before the next is asked
+    /// for). Bytes past the application's Content-Length are dropped.
+    pub fn send(&mut self, block: &[u8]) -> io::Result<()> {
+        let RespState::Streaming(framing) = self.state else {
+            return Err(io::Error::other("response not started"));
+        };
+        if block.is_empty() {
+            return Ok(());
+        }
+        match framing {
+            Framing::Empty => {
+                self.body_sent += block.len() as u64;
+                Ok(())
+            }
+            Framing::Length(left) => {
+                let take = (block.len() as u64).min(left) as usize;
+                if take < block.len() {
+                    log::warning(&format!(
+                        "{} {}: application sent more than its Content-Length; cut",
+                        String::from_utf8_lossy(self.req.head.method()),
+                        String::from_utf8_lossy(self.req.head.target())
+                    ));
+                    self.keep_alive = false;
+                }
+                self.state = RespState::Streaming(Framing::Length(left - take as u64));
+                self.body_sent += take as u64;
+                self.write_parts(&[&block[..take]], false)
+            }
+            Framing::Close => {
+                self.body_sent += block.len() as u64;
+                self.write_parts(&[block], false)
+            }
+            Framing::Chunked => {
+                self.body_sent += block.len() as u64;
+                let mut prefix = Vec::with_capacity(18);
+                write_chunk_size(&mut prefix, block.len());
+                self.write_parts(&[&prefix, block, b"\r\n"], false)
+            }
+        }
+    }
+
+    /// Sends `len` bytes (all that is left when `None`) of the open file
+    /// `fd` from `offset` with sendfile(2), as part of a streamed response.
+    /// Returns the bytes sent.
+    pub fn send_file(&mut self, fd: RawFd, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        let RespState::Streaming(framing) = self.state else {
+            return Err(io::Error::other("response not started"));
+        };
+        // SAFETY: fstat only writes into the zeroed stat buffer we own.
+        let size = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::fstat(fd, &mut st) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            st.st_size as u64
+        };
+        let mut want = size.saturating_sub(offset);
+        if let Some(l) = len {
+            want = want.min(l);
+        }
+        match framing {
+            Framing::Empty => return Ok(0),
+            Framing::Length(left) => want = want.min(left),
+            Framing::Chunked => {
+                // A file in a chunked stream goes as one chunk of known size.
+                if want == 0 {
+                    return Ok(0);
+                }
+                let mut prefix = Vec::with_capacity(18);
+                write_chunk_size(&mut prefix, want as usize);
+                self.write_parts(&[&prefix], false)?;
+            }
+            Framing::Close => {}
+        }
+        self.write_parts(&[], false)?;
+        let sock = self.conn.stream.as_raw_fd();
+        let mut off = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+        let mut left = want;
+        while left > 0 {
+            let chunk = left.min(1 << 30) as usize;
+            match sys::sendfile(sock, fd, &mut off, chunk) {
+                Ok(0) => break,
+                Ok(n) => left -= n as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.keep_alive = false;
+                    return Err(e);
+                }
+            }
+        }
+        let sent = want - left;
+        self.body_sent += sent;
+        match framing {
+            Framing::Length(l) => self.state = RespState::Streaming(Framing::Length(l - sent)),
+            Framing::Chunked => {
+                if left > 0 {
+                    // The file shrank under us: the chunk cannot be completed.
+                    self.abort();
+                    return Err(io::Error::other("file shorter than announced"));
+                }
+                self.write_parts(&[b"\r\n"], false)?;
+            }
+            _ => {}
+        }
+        Ok(sent)
+    }
+
+    /// Ends a streamed response: the last chunk for chunked framing, or a
+    /// check that the application's Content-Length was met (a short body
+    /// closes the connection, so the client sees the truncation).
+    pub fn finish(&mut self) -> io::Result<()> {
+        match self.state {
+            RespState::Idle => Err(io::Error::other("response not started")),
+            RespState::Done | RespState::Aborted => Ok(()),
+            RespState::Streaming(framing) => {
+                self.state = RespState::Done;
+                match framing {
+                    Framing::Chunked => self.write_parts(&[LAST_CHUNK], false),
+                    Framing::Length(left) if left > 0 => {
+                        log::warning(&format!(
+                            "{} {}: application sent {} bytes less than its Content-Length; \
+                             closing the connection",
+                            String::from_utf8_lossy(self.req.head.method()),
+                            String::from_utf8_lossy(self.req.head.target()),
+                            left
+                        ));
+                        self.keep_alive = false;
+                        self.write_parts(&[], false)
+                    }
+                    _ => self.write_parts(&[], false),
+                }
+            }
+        }
+    }
+
+    /// Cuts the response off after an error: the connection closes without
+    /// a terminating chunk, so the client can tell the body is incomplete.
+    pub fn abort(&mut self) {
+        self.state = RespState::Aborted;
+        self.keep_alive = false;
+        let _ = self.write_parts(&[], false);
+    }
+
+    fn check_length(&mut self, framing: Framing, sent: u64, produced: u64) {
+        if let Framing::Length(n) = framing {
+            if produced > n {
+                log::warning(&format!(
+                    "{} {}: application sent more than its Content-Length; cut",
+                    String::from_utf8_lossy(self.req.head.method()),
+                    String::from_utf8_lossy(self.req.head.target())
+                ));
+                self.keep_alive = false;
+            } else if sent < n && !self.is_head() {
+                log::warning(&format!(
+                    "{} {}: application sent {} bytes less than its Content-Length; \
+                     closing the connection",
+                    String::from_utf8_lossy(self.req.head.method()),
+                    String::from_utf8_lossy(self.req.head.target()),
+                    n - sent
+                ));
+                self.keep_alive = false;
+            }
+        }
+    }
+
+    fn is_head(&self) -> bool {
+        self.req.head.method() == b"HEAD"
+    }
+
+    /// Builds the response head into the connection's write buffer and
+    /// decides the framing. `full_len` is the whole body's length when the
+    /// application handed it over at once.
+    fn commit_head(
+        &mut self,
+        head: &ResponseHead<'_>,
+        full_len: Option<u64>,
+    ) -> io::Result<Framing> {
+        if self.state != RespState::Idle {
+            return Err(io::Error::other("response already started"));
+        }
+        self.status = head.status;
+        let http10 = self.req.head.version() == Version::Http10;
+        let is_head = self.is_head();
+        let mut app_len: Option<u64> = None;
+        let mut has_date = false;
+        let mut has_server = false;
+        let out = &mut self.conn.wbuf;
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(head.status_line);
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in head.headers {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                app_len = parse_decimal(value);
+            } else if name.eq_ignore_ascii_case(b"date") {
+                has_date = true;
+            } else if name.eq_ignore_ascii_case(b"server") {
+                has_server = true;
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                // The binding only lets "close" through.
+                self.keep_alive = false;
+                continue;
+            }
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        if !has_date {
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(self.date.get());
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.cfg.server_header && !has_server {
+            out.extend_from_slice(b"Server: ferrowsgi\r\n");
+        }
+        let bodyless_status = !has_body(head.status);
+        let framing = if bodyless_status {
+            Framing::Empty
+        } else if let Some(n) = app_len {
+            if is_head {
+                Framing::Empty
+            } else {
+                Framing::Length(n)
+            }
+        } else if let Some(n) = full_len {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+            if is_head {
+                Framing::Empty
+            } else {
+                Framing::Length(n)
+            }
+        } else if http10 {
+            self.keep_alive = false;
+            if is_head {
+                Framing::Empty
+            } else {
+                Framing::Close
+            }
+        } else {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            if is_head {
+                Framing::Empty
+            } else {
+                Framing::Chunked
+            }
+        };
+        // An unread body with 100 Continue never sent: the client may or may
+        // not send it, so the connection cannot be reused safely.
+        if self.req.continue_pending {
+            self.keep_alive = false;
+        }
+        if self.conn.state == ConnState::CloseAfterFlush {
+            self.keep_alive = false;
+        }
+        if !self.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(framing)
+    }
+
+    /// Writes the connection's pending output followed by `parts`.
+    ///
+    /// With `may_leave` the parts are appended to the buffer and whatever
+    /// does not fit in the kernel now stays there for the event loop.
+    /// Otherwise this returns only once everything is in the kernel, waiting
+    /// for the socket (through the [`Waiter`]) up to the write timeout.
+    fn write_parts(&mut self, parts: &[&[u8]], may_leave: bool) -> io::Result<()> {
+        if may_leave {
+            for p in parts {
+                self.conn.wbuf.extend_from_slice(p);
+            }
+            return Ok(());
+        }
+        let small: usize = parts.iter().map(|p| p.len()).sum();
+        if small <= 4096 {
+            for p in parts {
+                self.conn.wbuf.extend_from_slice(p);
+            }
+            return self.flush_blocking();
+        }
+        // Large blocks go straight from the application's buffer.
+        let mut skip = 0usize; // bytes of the parts already written
+        loop {
+            let pending = &self.conn.wbuf[self.conn.wpos..];
+            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
+            if !pending.is_empty() {
+                slices.push(IoSlice::new(pending));
+            }
+            let mut s = skip;
+            for p in parts {
+                if s >= p.len() {
+                    s -= p.len();
+                    continue;
+                }
+                slices.push(IoSlice::new(&p[s..]));
+                s = 0;
+            }
+            if slices.is_empty() {
+                self.conn.wbuf.clear();
+                self.conn.wpos = 0;
+                return Ok(());
+            }
+            let pending_len = pending.len();
+            match self.conn.stream.write_vectored(&slices) {
+                Ok(0) => return Err(self.write_failed(io::ErrorKind::WriteZero.into())),
+                Ok(mut n) => {
+                    let from_pending = n.min(pending_len);
+                    self.conn.wpos += from_pending;
+                    n -= from_pending;
+                    skip += n;
+                    if self.conn.wpos >= self.conn.wbuf.len() {
+                        self.conn.wbuf.clear();
+                        self.conn.wpos = 0;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.write_failed(e)),
+            }
+        }
+    }
+
+    fn flush_blocking(&mut self) -> io::Result<()> {
+        loop {
+            match self.conn.flush() {
+                Ok(true) => return Ok(()),
+                Ok(false) => self.wait_writable()?,
+                Err(e) => return Err(self.write_failed(e)),
+            }
+        }
+    }
+
+    fn write_failed(&mut self, e: io::Error) -> io::Error {
+        self.keep_alive = false;
+        self.state = RespState::Aborted;
+        e
+    }
+
+    fn wait_writable(&mut self) -> io::Result<()> {
+        let fd = self.conn.stream.as_raw_fd();
+        let timeout = self.cfg.write_timeout;
+        let mut ready = Ok(false);
+        self.waiter
+            .wait(&mut || ready = sys::wait_fd(fd, Want::Write, timeout));
+        match ready {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.keep_alive = false;
+                self.state = RespState::Aborted;
+                Err(timed_out("writing the response"))
+            }
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    /// Closes the exchange after the handler returned: finishes a response
+    /// the handler left open, decides whether the connection stays open,
+    /// arranges for an unread body to be discarded, and writes the access
+    /// log line.
+    pub(crate) fn complete(mut self) {
+        match self.state {
+            RespState::Idle => {
+                log::error("application returned without a response; sending 500");
+                let headers = [(b"Content-Type".to_vec(), b"text/plain".to_vec())];
+                let head = ResponseHead {
+                    status: 500,
+                    status_line: b"500 Internal Server Error",
+                    headers: &headers,
+                };
+                let _ = self.respond(&head, &[b"Internal Server Error\n"]);
+            }
+            RespState::Streaming(_) => {
+                let _ = self.finish();
+            }
+            _ => {}
+        }
+        if self.keep_alive && !self.req.decoder.is_done() {
+            match self.req.decoder.remaining_hint() {
+                Some(n) if n <= DRAIN_LIMIT => self.conn.drain = Some(self.req.decoder.clone()),
+                None if self.conn.input().len() as u64 <= DRAIN_LIMIT => {
+                    self.conn.drain = Some(self.req.decoder.clone())
+                }
+                _ => self.keep_alive = false,
+            }
+        }
+        if !self.keep_alive {
+            self.conn.state = ConnState::CloseAfterFlush;
+        }
+        self.conn.served += 1;
+        if self.cfg.access_log {
+            let h = &self.req.head;
+            let find = |name: &[u8]| {
+                h.headers()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            };
+            log::access(&log::AccessRecord {
+                remote: if self.conn.peer.is_unix {
+                    "unix"
+                } else {
+                    &self.conn.peer.remote_addr
+                },
+                method: h.method(),
+                target: h.target(),
+                protocol: h.version().as_str(),
+                status: self.status,
+                bytes: self.body_sent,
+                referer: find(b"referer"),
+                user_agent: find(b"user-agent"),
+            });
+        }
+    }
+}
+
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Appends a chunk-size line (`1a\r\n`) for a chunk of `n` bytes.
+fn write_chunk_size(out: &mut Vec<u8>, n: usize) {
+    let _ = write!(out, "{n:x}\r\n");
+}

@@ -1,0 +1,41 @@
+//! The interface between the server and an application.
+
+use crate::exchange::Exchange;
+
+/// Runs blocking waits on behalf of the server.
+///
+/// The Python binding releases the GIL around `f`, so other Python threads
+/// run while this one waits for a socket or a queue. The default runs `f` as
+/// it is.
+pub trait Waiter {
+    /// Runs the blocking wait `f`, with whatever per-thread context the
+    /// handler holds released for its duration.
+    fn wait(&self, f: &mut dyn FnMut()) {
+        f()
+    }
+}
+
+/// An application the server calls once per request.
+///
+/// The server calls [`Handler::enter`] once on each thread that will run
+/// requests, and [`Handler::handle`] inside it; blocking waits go through
+/// [`Waiter::wait`].
+pub trait Handler: Waiter + Send + Sync + 'static {
+    /// Runs `f` with the handler's per-thread context held (the binding
+    /// attaches the thread to the interpreter and holds the GIL).
+    fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// Serves one request: reads its body and writes its response through
+    /// `ex`. Whatever happens, the handler leaves `ex` finished or aborted;
+    /// a handler that returns without either gets its response finished by
+    /// the server.
+    fn handle(&self, ex: &mut Exchange<'_>);
+
+    /// Called on the serving thread when a signal woke the event loop.
+    /// Returns `true` when the server should stop.
+    fn on_signal(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,26 @@
+//! The server layer of ferrowsgi: listeners, connections, timeouts and the
+//! scheduling of requests onto application threads. It knows HTTP/1.1 through
+//! `ferrowsgi-proto` and knows nothing of Python: it calls the application
+//! through the [`Handler`] trait, which the PyO3 binding implements (and a
+//! plain Rust handler does in tests).
+//!
+//! Request flow: socket bytes → [`conn`] (buffers, head parsing, body
+//! buffering) → [`server`] (event loop, dispatch to a thread) →
+//! [`Handler::handle`] with an [`Exchange`] (body reads, response framing and
+//! writes) → socket.
+#![deny(missing_docs, missing_debug_implementations)]
+
+pub mod config;
+pub mod conn;
+pub mod exchange;
+pub mod handler;
+pub mod listen;
+pub mod log;
+pub mod server;
+mod sys;
+
+pub use config::{Cli, Config};
+pub use exchange::{Exchange, PeerInfo};
+pub use handler::{Handler, Waiter};
+pub use listen::{BindAddr, Listener};
+pub use server::{Server, StopHandle};

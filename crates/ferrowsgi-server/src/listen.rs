@@ -1,0 +1,327 @@
+//! Listening sockets: TCP (IPv4 and IPv6) and unix-domain, bound with the
+//! options a production server wants, and the accepted streams they yield.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Port used when a bind address names only a host.
+pub const DEFAULT_PORT: u16 = 8000;
+
+/// Where to listen, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindAddr {
+    /// A TCP address; the host may be a name to resolve.
+    Tcp(SocketAddr),
+    /// A unix-domain socket path.
+    Unix(PathBuf),
+}
+
+impl BindAddr {
+    /// Parses `HOST:PORT`, `[IPV6]:PORT`, `HOST` (port 8000) or `unix:PATH`.
+    /// The error is one line naming the address.
+    pub fn parse(s: &str) -> Result<BindAddr, String> {
+        let bad = |why: &str| format!("invalid bind address {s:?}: {why}");
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("empty socket path"));
+            }
+            return Ok(BindAddr::Unix(PathBuf::from(path)));
+        }
+        if s.is_empty() {
+            return Err(bad("empty"));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("missing ']' after the IPv6 address"))?;
+            let port = match after {
+                "" => DEFAULT_PORT,
+                p => p
+                    .strip_prefix(':')
+                    .ok_or_else(|| bad("expected ':PORT' after ']'"))?
+                    .parse()
+                    .map_err(|_| bad("the port must be a number from 0 to 65535"))?,
+            };
+            (h.to_string(), port)
+        } else {
+            match s.rsplit_once(':') {
+                Some((h, p)) => {
+                    if h.contains(':') {
+                        return Err(bad("write IPv6 addresses in brackets, as [::1]:8000"));
+                    }
+                    let port = p
+                        .parse()
+                        .map_err(|_| bad("the port must be a number from 0 to 65535"))?;
+                    (h.to_string(), port)
+                }
+                None => (s.to_string(), DEFAULT_PORT),
+            }
+        };
+        let host = if host.is_empty() {
+            "0.0.0.0".to_string()
+        } else {
+            host
+        };
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(BindAddr::Tcp(SocketAddr::new(ip, port)));
+        }
+        let mut addrs = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| bad(&format!("cannot resolve host {host:?} ({e})")))?;
+        addrs
+            .next()
+            .map(BindAddr::Tcp)
+            .ok_or_else(|| bad(&format!("host {host:?} has no address")))
+    }
+}
+
+impl fmt::Display for BindAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindAddr::Tcp(a) => write!(f, "{a}"),
+            BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix-domain, with the path to remove when the listener goes away.
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds `addr` with SO_REUSEADDR (and IPV6_V6ONLY for IPv6, so that
+    /// `[::]` and `0.0.0.0` can be bound side by side), non-blocking and
+    /// close-on-exec, listening with `backlog`. A stale unix socket file left
+    /// by a dead server is replaced; a live one is "address in use".
+    pub fn bind(addr: &BindAddr, backlog: u32) -> io::Result<Listener> {
+        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
+        match addr {
+            BindAddr::Tcp(sa) => {
+                let sock =
+                    Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))?;
+                sock.set_reuse_address(true)?;
+                if sa.is_ipv6() {
+                    sock.set_only_v6(true)?;
+                }
+                sock.bind(&(*sa).into())?;
+                sock.listen(backlog)?;
+                sock.set_nonblocking(true)?;
+                Ok(Listener::Tcp(TcpListener::from_std(sock.into())))
+            }
+            BindAddr::Unix(path) => {
+                if path.exists() {
+                    match std::os::unix::net::UnixStream::connect(path) {
+                        Ok(_) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::AddrInUse,
+                                "a server is already listening on this socket",
+                            ))
+                        }
+                        Err(_) => {
+                            let _ = std::fs::remove_file(path);
+                        }
+                    }
+                }
+                let sock = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+                sock.bind(&socket2::SockAddr::unix(path)?)?;
+                sock.listen(backlog)?;
+                sock.set_nonblocking(true)?;
+                let std_listener: std::os::unix::net::UnixListener = sock.into();
+                Ok(Listener::Unix(
+                    UnixListener::from_std(std_listener),
+                    path.clone(),
+                ))
+            }
+        }
+    }
+
+    /// The address actually bound (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> BindAddr {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => BindAddr::Tcp(a),
+                Err(_) => BindAddr::Unix(PathBuf::new()),
+            },
+            Listener::Unix(_, p) => BindAddr::Unix(p.clone()),
+        }
+    }
+
+    /// A URL-ish name for logs: `http://127.0.0.1:8000` or `unix:/path`.
+    pub fn url(&self) -> String {
+        match self.local_addr() {
+            BindAddr::Tcp(a) => format!("http://{a}"),
+            u => u.to_string(),
+        }
+    }
+
+    /// Accepts one connection, sets TCP_NODELAY on TCP streams, and returns
+    /// it with its peer and local addresses.
+    pub fn accept(&self) -> io::Result<(Stream, crate::exchange::PeerInfo)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                s.set_nodelay(true)?;
+                let local = s.local_addr()?;
+                Ok((Stream::Tcp(s), crate::exchange::PeerInfo::tcp(peer, local)))
+            }
+            Listener::Unix(l, path) => {
+                let (s, _) = l.accept()?;
+                Ok((Stream::Unix(s), crate::exchange::PeerInfo::unix(path)))
+            }
+        }
+    }
+
+    /// Registers the listener for readable events.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(registry, token, Interest::READABLE),
+            Listener::Unix(l, _) => l.register(registry, token, Interest::READABLE),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// An accepted connection's socket.
+#[derive(Debug)]
+pub enum Stream {
+    /// TCP.
+    Tcp(TcpStream),
+    /// Unix-domain.
+    Unix(UnixStream),
+}
+
+impl Stream {
+    /// Registers the stream for edge-triggered read and write readiness; it
+    /// is never re-registered.
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let both = Interest::READABLE | Interest::WRITABLE;
+        match self {
+            Stream::Tcp(s) => s.register(registry, token, both),
+            Stream::Unix(s) => s.register(registry, token, both),
+        }
+    }
+
+    /// Removes the stream from the poller.
+    pub fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(registry),
+            Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+
+    /// Shuts down the sending side (a FIN after the last response byte).
+    pub fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bind_forms() {
+        let cases: &[(&str, &str)] = &[
+            ("127.0.0.1:8000", "127.0.0.1:8000"),
+            ("[::1]:9000", "[::1]:9000"),
+            ("0.0.0.0", "0.0.0.0:8000"),
+            (":8080", "0.0.0.0:8080"),
+            ("unix:/tmp/a.sock", "unix:/tmp/a.sock"),
+            ("localhost:81", "127.0.0.1:81"),
+        ];
+        for (input, want) in cases {
+            let got = BindAddr::parse(input).unwrap();
+            if *input == "localhost:81" {
+                assert!(matches!(got, BindAddr::Tcp(a) if a.port() == 81));
+            } else {
+                assert_eq!(got.to_string(), *want, "{input}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_bad_binds() {
+        for bad in [
+            "",
+            "unix:",
+            "1.2.3.4:x",
+            "::1:80",
+            "[::1",
+            "[::1]x",
+            "1.2.3.4:70000",
+        ] {
+            let err = BindAddr::parse(bad).unwrap_err();
+            assert!(err.starts_with("invalid bind address"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn port_zero_reports_real_port_and_in_use_fails() {
+        let l = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 16).unwrap();
+        let BindAddr::Tcp(a) = l.local_addr() else {
+            panic!("not tcp")
+        };
+        assert_ne!(a.port(), 0);
+        let again = Listener::bind(&BindAddr::Tcp(a), 16).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AddrInUse);
+    }
+}

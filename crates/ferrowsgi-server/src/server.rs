@@ -1,0 +1,600 @@
+//! The event loop and the application threads.
+//!
+//! One I/O thread runs an edge-triggered epoll loop (through `mio`): it
+//! accepts, reads, parses heads, buffers small bodies and writes buffered
+//! output, so slow clients cost no application thread. A ready request runs:
+//!
+//! - with one thread (`threads = 1`), on the I/O thread itself, inside
+//!   [`Handler::enter`] (no hand-off at all: the fastest path for CPU-bound
+//!   apps, and what a gunicorn sync worker offers in concurrency);
+//! - with more, on a pool of application threads: the connection is moved to
+//!   a queue, a thread serves it and every request already pipelined behind
+//!   it, then hands it back through a wake-up of the loop.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::RawFd;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ferrowsgi_proto::DateCache;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnState, Next, Pending, READ_CHUNK};
+use crate::exchange::Exchange;
+use crate::handler::Handler;
+use crate::listen::Listener;
+use crate::log;
+use crate::sys;
+
+/// Token of the cross-thread waker.
+const WAKER: Token = Token(usize::MAX - 1);
+/// Token of the signal wake-up pipe.
+const SIGNAL: Token = Token(usize::MAX - 2);
+/// Listener `i` has token `LISTENER_BASE - i`.
+const LISTENER_BASE: usize = usize::MAX - 16;
+/// How often idle and stalled connections are looked for.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+/// How long a closing connection keeps reading and discarding what the
+/// client still sends, so the response is not destroyed by a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// How long a stopping server waits for requests in progress.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Asks a running server to stop, from any thread.
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Requests a graceful stop: no new connections, requests in progress
+    /// finish, then [`Server::run`] returns.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Where a connection is.
+#[derive(Debug)]
+enum Slot {
+    /// Owned by the loop.
+    Here(Box<Conn>),
+    /// Being served by an application thread; `readable` records a readiness
+    /// edge that arrived meanwhile.
+    Away {
+        /// A read event arrived while away.
+        readable: bool,
+    },
+    /// Output flushed and write side shut; reading and discarding until the
+    /// client closes or the linger time passes.
+    Lingering(Box<Conn>),
+}
+
+/// A request handed to an application thread, with its connection.
+#[derive(Debug)]
+struct Job {
+    key: usize,
+    conn: Box<Conn>,
+    req: Pending,
+}
+
+/// State shared between the loop and the application threads.
+#[derive(Debug)]
+struct Pool {
+    queue: Mutex<VecDeque<Job>>,
+    ready: Condvar,
+    returned: Mutex<Vec<(usize, Box<Conn>)>>,
+    stopping: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the queues
+    // inconsistent (each operation is a single push or pop), so a poisoned
+    // lock is used as it is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server<H: Handler> {
+    cfg: Arc<Config>,
+    handler: Arc<H>,
+    listeners: Vec<Listener>,
+    poll: Poll,
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    signal_fd: Option<RawFd>,
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds every address of `cfg`. The error names the address that
+    /// failed.
+    pub fn bind(cfg: Config, handler: H) -> Result<Server<H>, (String, io::Error)> {
+        let poll = Poll::new().map_err(|e| ("epoll".to_string(), e))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| ("waker".to_string(), e))?;
+        let mut listeners = Vec::new();
+        for (i, addr) in cfg.binds.iter().enumerate() {
+            let mut l = Listener::bind(addr, cfg.backlog).map_err(|e| (addr.to_string(), e))?;
+            l.register(poll.registry(), Token(LISTENER_BASE - i))
+                .map_err(|e| (addr.to_string(), e))?;
+            listeners.push(l);
+        }
+        Ok(Server {
+            cfg: Arc::new(cfg),
+            handler: Arc::new(handler),
+            listeners,
+            poll,
+            waker: Arc::new(waker),
+            stop: Arc::new(AtomicBool::new(false)),
+            signal_fd: None,
+        })
+    }
+
+    /// The bound addresses as URLs (`http://127.0.0.1:8000`, `unix:/path`).
+    pub fn urls(&self) -> Vec<String> {
+        self.listeners.iter().map(Listener::url).collect()
+    }
+
+    /// A handle that stops the server from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            stop: Arc::clone(&self.stop),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+
+    /// Watches `fd` (the readable end of the interpreter's signal wake-up
+    /// pipe): a signal then wakes the loop, which drains the fd and asks
+    /// [`Handler::on_signal`] what to do. The caller keeps owning `fd` and
+    /// must keep it open until [`Server::run`] returns.
+    pub fn watch_signal_fd(&mut self, fd: RawFd) -> io::Result<()> {
+        self.poll
+            .registry()
+            .register(&mut SourceFd(&fd), SIGNAL, Interest::READABLE)?;
+        self.signal_fd = Some(fd);
+        Ok(())
+    }
+
+    /// Runs until stopped: by a [`StopHandle`], or by a signal for which
+    /// [`Handler::on_signal`] says so.
+    pub fn run(self) -> io::Result<()> {
+        let handler = Arc::clone(&self.handler);
+        if self.cfg.threads <= 1 {
+            handler.enter(move || EventLoop::new(self, None).run())
+        } else {
+            let pool = Arc::new(Pool {
+                queue: Mutex::new(VecDeque::new()),
+                ready: Condvar::new(),
+                returned: Mutex::new(Vec::new()),
+                stopping: AtomicBool::new(false),
+            });
+            let mut workers: Vec<JoinHandle<()>> = Vec::new();
+            for i in 0..self.cfg.threads {
+                let worker_pool = Arc::clone(&pool);
+                let handler = Arc::clone(&self.handler);
+                let cfg = Arc::clone(&self.cfg);
+                let waker = Arc::clone(&self.waker);
+                let spawned = std::thread::Builder::new()
+                    .name(format!("ferrowsgi-app-{i}"))
+                    .spawn(move || worker(worker_pool, handler, cfg, waker));
+                match spawned {
+                    Ok(h) => workers.push(h),
+                    Err(e) => {
+                        pool.stopping.store(true, Ordering::SeqCst);
+                        pool.ready.notify_all();
+                        return Err(e);
+                    }
+                }
+            }
+            let result = EventLoop::new(self, Some(Arc::clone(&pool))).run();
+            pool.stopping.store(true, Ordering::SeqCst);
+            pool.ready.notify_all();
+            for w in workers {
+                let _ = w.join();
+            }
+            result
+        }
+    }
+}
+
+/// The state of the I/O thread.
+struct EventLoop<H: Handler> {
+    server: Server<H>,
+    conns: Slab<Slot>,
+    pool: Option<Arc<Pool>>,
+    date: DateCache,
+    away: usize,
+    accepting: bool,
+}
+
+impl<H: Handler> EventLoop<H> {
+    fn new(server: Server<H>, pool: Option<Arc<Pool>>) -> Self {
+        EventLoop {
+            server,
+            conns: Slab::with_capacity(1024),
+            pool,
+            date: DateCache::new(),
+            away: 0,
+            accepting: true,
+        }
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            let timeout = Some(SWEEP_EVERY);
+            let mut polled = Ok(());
+            {
+                let poll = &mut self.server.poll;
+                let ev = &mut events;
+                if self.pool.is_none() {
+                    self.server
+                        .handler
+                        .wait(&mut || polled = poll.poll(ev, timeout));
+                } else {
+                    polled = poll.poll(ev, timeout);
+                }
+            }
+            match polled {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if self.server.handler.on_signal() {
+                        self.server.stop.store(true, Ordering::SeqCst);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    self.take_returned();
+                } else if token == SIGNAL {
+                    if let Some(fd) = self.server.signal_fd {
+                        sys::drain_fd(fd);
+                    }
+                    if self.server.handler.on_signal() {
+                        self.server.stop.store(true, Ordering::SeqCst);
+                    }
+                } else if token.0 > LISTENER_BASE - self.server.listeners.len()
+                    && token.0 <= LISTENER_BASE
+                {
+                    if self.accepting {
+                        self.accept(LISTENER_BASE - token.0);
+                    }
+                } else {
+                    let key = token.0;
+                    match self.conns.get_mut(key) {
+                        Some(Slot::Away { readable }) => {
+                            *readable |= event.is_readable() || event.is_read_closed();
+                        }
+                        Some(Slot::Lingering(_)) => self.linger(key),
+                        Some(Slot::Here(_)) => {
+                            let read = event.is_readable() || event.is_read_closed();
+                            self.drive(key, read);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if self.server.stop.load(Ordering::SeqCst) {
+                if self.accepting {
+                    self.accepting = false;
+                    for l in self.server.listeners.drain(..) {
+                        drop(l);
+                    }
+                    log::info("Shutting down: finishing requests in progress");
+                    stop_deadline = Some(Instant::now() + STOP_GRACE);
+                    self.close_idle();
+                }
+                if self.away == 0 || stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep();
+            }
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some(listener) = self.server.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, peer)) => {
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) = stream.register(self.server.poll.registry(), Token(key)) {
+                        log::warning(&format!("cannot watch a new connection: {e}"));
+                        continue;
+                    }
+                    entry.insert(Slot::Here(Box::new(Conn::new(stream, peer))));
+                    self.drive(key, true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS: keep the listener; the next
+                    // readiness edge or sweep retries.
+                    log::warning(&format!("accept failed: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves a connection forward: writes pending output, reads, and serves
+    /// or dispatches every ready request.
+    fn drive(&mut self, key: usize, mut try_read: bool) {
+        let cfg = Arc::clone(&self.server.cfg);
+        let read_cap = cfg.limits.max_head_size + READ_CHUNK;
+        loop {
+            let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
+                return;
+            };
+            if conn.has_output() {
+                match conn.flush() {
+                    Ok(true) => conn.since = Instant::now(),
+                    Ok(false) => return,
+                    Err(_) => return self.remove(key),
+                }
+            }
+            if conn.state == ConnState::CloseAfterFlush {
+                return self.start_linger(key);
+            }
+            if try_read && !conn.peer_eof {
+                try_read = false;
+                match conn.fill(read_cap) {
+                    Ok(_) => {
+                        if !conn.input().is_empty() || conn.pending.is_some() {
+                            conn.since = Instant::now();
+                        }
+                    }
+                    Err(_) => return self.remove(key),
+                }
+            }
+            match conn.next_request(&cfg) {
+                Next::Ready(req) => {
+                    if let Some(pool) = &self.pool {
+                        let Slot::Here(conn) =
+                            std::mem::replace(&mut self.conns[key], Slot::Away { readable: false })
+                        else {
+                            return;
+                        };
+                        self.away += 1;
+                        lock(&pool.queue).push_back(Job { key, conn, req });
+                        pool.ready.notify_one();
+                        return;
+                    }
+                    serve(&*self.server.handler, conn, req, &cfg, &mut self.date);
+                    conn.since = Instant::now();
+                    try_read = conn.maybe_more;
+                }
+                Next::Close => conn.state = ConnState::CloseAfterFlush,
+                Next::Wait => {
+                    if conn.maybe_more {
+                        try_read = true;
+                        continue;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes back connections the application threads finished with.
+    fn take_returned(&mut self) {
+        let Some(pool) = &self.pool else { return };
+        let back = std::mem::take(&mut *lock(&pool.returned));
+        for (key, conn) in back {
+            self.away = self.away.saturating_sub(1);
+            let readable = matches!(self.conns.get(key), Some(Slot::Away { readable: true }));
+            let more = conn.maybe_more;
+            if let Some(slot) = self.conns.get_mut(key) {
+                *slot = Slot::Here(conn);
+                self.drive(key, readable || more);
+            }
+        }
+    }
+
+    /// Output is flushed and the connection is to close: shut the write side
+    /// and keep discarding input for a moment, so that a client still
+    /// sending (a rejected body, say) reads our response before any reset.
+    fn start_linger(&mut self, key: usize) {
+        let Some(slot) = self.conns.get_mut(key) else {
+            return;
+        };
+        let Slot::Here(conn) = std::mem::replace(slot, Slot::Away { readable: false }) else {
+            return;
+        };
+        if conn.peer_eof {
+            let mut conn = conn;
+            let _ = conn.stream.deregister(self.server.poll.registry());
+            self.conns.remove(key);
+            return;
+        }
+        conn.stream.shutdown_write();
+        let mut conn = conn;
+        conn.since = Instant::now();
+        self.conns[key] = Slot::Lingering(conn);
+        self.linger(key);
+    }
+
+    fn linger(&mut self, key: usize) {
+        let Some(Slot::Lingering(conn)) = self.conns.get_mut(key) else {
+            return;
+        };
+        loop {
+            conn.rbuf.clear();
+            conn.rpos = 0;
+            match conn.read_once() {
+                Ok(0) => return self.remove(key),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.remove(key),
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if let Some(slot) = self.conns.try_remove(key) {
+            match slot {
+                Slot::Here(mut c) | Slot::Lingering(mut c) => {
+                    let _ = c.stream.deregister(self.server.poll.registry());
+                }
+                Slot::Away { .. } => {}
+            }
+        }
+    }
+
+    /// Closes idle keep-alive connections (at shutdown).
+    fn close_idle(&mut self) {
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Here(c) if c.input().is_empty() && c.pending.is_none() && !c.has_output() => {
+                    Some(k)
+                }
+                _ => None,
+            })
+            .collect();
+        for k in idle {
+            self.remove(k);
+        }
+    }
+
+    /// Enforces the timeouts: idle keep-alive, slow heads and bodies (408
+    /// when a response still makes sense), slow readers and lingering.
+    fn sweep(&mut self) {
+        let cfg = Arc::clone(&self.server.cfg);
+        let now = Instant::now();
+        let mut expired: Vec<(usize, bool)> = Vec::new();
+        for (key, slot) in self.conns.iter() {
+            match slot {
+                Slot::Here(c) => {
+                    let waited = now.duration_since(c.since);
+                    if c.has_output() {
+                        if waited > cfg.write_timeout {
+                            expired.push((key, false));
+                        }
+                    } else if c.input().is_empty() && c.pending.is_none() && c.drain.is_none() {
+                        if waited > cfg.keep_alive || self.server.stop.load(Ordering::Relaxed) {
+                            expired.push((key, false));
+                        }
+                    } else if waited > cfg.read_timeout {
+                        expired.push((key, c.drain.is_none()));
+                    }
+                }
+                Slot::Lingering(c) => {
+                    if now.duration_since(c.since) > LINGER {
+                        expired.push((key, false));
+                    }
+                }
+                Slot::Away { .. } => {}
+            }
+        }
+        for (key, send_408) in expired {
+            if send_408 {
+                if let Some(Slot::Here(c)) = self.conns.get_mut(key) {
+                    c.reject(
+                        408,
+                        "Request Timeout",
+                        "the request took too long to arrive",
+                    );
+                    c.since = now;
+                }
+                self.drive(key, false);
+            } else {
+                log::debug("closing a connection after a timeout");
+                self.remove(key);
+            }
+        }
+    }
+}
+
+/// Runs one request through the handler on this thread. A panic in the
+/// handler is caught, logged, and closes only this connection.
+fn serve<H: Handler>(
+    handler: &H,
+    conn: &mut Conn,
+    req: Pending,
+    cfg: &Config,
+    date: &mut DateCache,
+) {
+    let mut ex = Exchange::new(conn, req, cfg, handler, date);
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
+    if outcome.is_err() {
+        log::error("internal error while serving a request (panic); closing the connection");
+        if ex.is_committed() {
+            ex.abort();
+        }
+    }
+    ex.complete();
+}
+
+/// An application thread: takes connections with a ready request, serves
+/// it and whatever is pipelined behind it, and gives the connection back.
+fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker: Arc<Waker>) {
+    let h = Arc::clone(&handler);
+    h.enter(move || {
+        let mut date = DateCache::new();
+        loop {
+            let job = {
+                let mut q = lock(&pool.queue);
+                loop {
+                    if let Some(job) = q.pop_front() {
+                        break Some(job);
+                    }
+                    if pool.stopping.load(Ordering::SeqCst) {
+                        break None;
+                    }
+                    let mut guard = Some(q);
+                    handler.wait(&mut || {
+                        if let Some(g) = guard.take() {
+                            let g = pool
+                                .ready
+                                .wait_timeout(g, Duration::from_millis(500))
+                                .map(|(g, _)| g)
+                                .unwrap_or_else(|e| e.into_inner().0);
+                            guard = Some(g);
+                        }
+                    });
+                    match guard {
+                        Some(g) => q = g,
+                        None => q = lock(&pool.queue),
+                    }
+                }
+            };
+            let Some(Job { key, mut conn, req }) = job else {
+                return;
+            };
+            let mut req = Some(req);
+            while let Some(r) = req.take() {
+                serve(&*handler, &mut conn, r, &cfg, &mut date);
+                if conn.state == ConnState::Open && !conn.has_output() {
+                    if let Next::Ready(next) = conn.next_request(&cfg) {
+                        req = Some(next);
+                    }
+                }
+            }
+            conn.since = Instant::now();
+            lock(&pool.returned).push((key, conn));
+            let _ = waker.wake();
+        }
+    });
+}

@@ -1,0 +1,76 @@
+//! Thin, safe wrappers over the few system calls the server makes directly
+//! (the rest go through `mio` and `socket2`).
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// What [`wait_fd`] waits for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Want {
+    /// The descriptor has data (or EOF) to read.
+    Read,
+    /// The descriptor's send buffer has room.
+    Write,
+}
+
+/// Waits until `fd` is ready for `want` or `timeout` passes.
+///
+/// Returns `Ok(true)` when ready (or in error/hang-up state, which the next
+/// read or write reports), `Ok(false)` on timeout. `EINTR` is retried.
+pub(crate) fn wait_fd(fd: RawFd, want: Want, timeout: Duration) -> io::Result<bool> {
+    let events = match want {
+        Want::Read => libc::POLLIN,
+        Want::Write => libc::POLLOUT,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    loop {
+        // SAFETY: `pfd` is a valid, initialised pollfd that lives across the
+        // call, and we pass a count of exactly one.
+        let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if rc >= 0 {
+            return Ok(rc > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Sends up to `count` bytes of file `file_fd` from `offset` to socket
+/// `sock_fd` with sendfile(2), advancing `offset`. Returns the bytes sent
+/// (0 at the end of the file).
+pub(crate) fn sendfile(
+    sock_fd: RawFd,
+    file_fd: RawFd,
+    offset: &mut i64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off: libc::off_t = *offset;
+    // SAFETY: both descriptors are owned by the caller for the duration of
+    // the call and `off` is a valid, writable off_t.
+    let rc = unsafe { libc::sendfile(sock_fd, file_fd, &mut off, count) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = off;
+    Ok(rc as usize)
+}
+
+/// Reads and discards whatever is in the non-blocking descriptor `fd`.
+pub(crate) fn drain_fd(fd: RawFd) {
+    let mut buf = [0u8; 256];
+    loop {
+        // SAFETY: `buf` is valid for writes of its full length.
+        let rc = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if rc <= 0 {
+            break;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+"""ferrowsgi: a WSGI (PEP 3333) server with an engine written in Rust.
+
+Serve an application until Ctrl-C::
+
+    import ferrowsgi
+    ferrowsgi.serve(app, host="127.0.0.1", port=8000, threads=4)
+
+Or run one in the background, for tests::
+
+    with ferrowsgi.background(app) as url:
+        urllib.request.urlopen(url + "/")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from ferrowsgi._ferrowsgi import FileWrapper, Server, __version__
+
+__all__ = ["FileWrapper", "Server", "__version__", "background", "serve"]
+
+
+def _binds(host: str, port: int, bind: Optional[Sequence[str]]) -> list[str]:
+    if bind:
+        return [str(b) for b in bind]
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return [f"{host}:{int(port)}"]
+
+
+def serve(
+    app: Callable[..., Any],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    threads: int = 1,
+    bind: Optional[Sequence[str]] = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` until Ctrl-C or SIGTERM, then return.
+
+    ``bind`` (a list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``)
+    replaces ``host`` and ``port``. Other options: ``access_log``, ``debug``,
+    ``server_header``, ``log_level``, ``keep_alive``, ``read_timeout``,
+    ``write_timeout``, ``limit_request_body``.
+    """
+    server = Server(app, _binds(host, port, bind), threads=threads, **options)
+    server.serve()
+
+
+@contextlib.contextmanager
+def background(
+    app: Callable[..., Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    threads: int = 1,
+    bind: Optional[Sequence[str]] = None,
+    **options: Any,
+) -> Iterator[str]:
+    """Run ``app`` on a background thread; yield its URL; stop it on exit.
+
+    Port 0 (the default) picks a free port. The URL is ``http://HOST:PORT``,
+    or ``unix:/path`` for a unix-socket bind::
+
+        with ferrowsgi.background(app) as url:
+            body = urllib.request.urlopen(url + "/").read()
+    """
+    server = Server(app, _binds(host, port, bind), threads=threads, **options)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.serve(banner=False)
+        except BaseException as e:  # reported to the caller on exit
+            failure.append(e)
+
+    thread = threading.Thread(target=run, name="ferrowsgi-background", daemon=True)
+    thread.start()
+    try:
+        yield server.urls[0]
+    finally:
+        server.stop()
+        thread.join(timeout=60)
+    if failure:
+        raise failure[0]

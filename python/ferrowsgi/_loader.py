@@ -1,0 +1,94 @@
+"""Finding the WSGI application named on the command line.
+
+``APP`` is ``pkg.mod:name``, ``pkg.mod`` (which must define ``application``
+or ``app``), or a factory call ``pkg.mod:create_app(...)`` whose arguments
+are Python literals. The call is parsed with :mod:`ast` and its arguments
+evaluated with :func:`ast.literal_eval`: nothing is ``eval``'d.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import traceback
+from typing import Any, Callable
+
+__all__ = ["AppLoadError", "load_app"]
+
+
+class AppLoadError(Exception):
+    """The application could not be found; the message is one line."""
+
+
+def _parse_target(spec: str, target: str) -> tuple[str, tuple[Any, ...], dict[str, Any], bool]:
+    try:
+        node = ast.parse(target.strip(), mode="eval").body
+    except SyntaxError:
+        raise AppLoadError(f"invalid application name {target!r} in {spec!r}") from None
+    if isinstance(node, ast.Name):
+        return node.id, (), {}, False
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        try:
+            args = tuple(ast.literal_eval(a) for a in node.args)
+            kwargs = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords if kw.arg}
+        except ValueError:
+            raise AppLoadError(
+                f"the arguments of {target!r} must be literals (strings, numbers, "
+                "True/False/None, lists, dicts)"
+            ) from None
+        if any(kw.arg is None for kw in node.keywords):
+            raise AppLoadError(f"**kwargs are not allowed in {target!r}")
+        return node.func.id, args, kwargs, True
+    raise AppLoadError(
+        f"invalid application name {target!r}: expected NAME or NAME(literal arguments)"
+    )
+
+
+def load_app(spec: str) -> Callable[..., Any]:
+    """Import and return the application named by ``spec``."""
+    module_name, _, target = spec.partition(":")
+    if not module_name or not all(p.isidentifier() for p in module_name.split(".")):
+        raise AppLoadError(f"invalid application {spec!r}: expected MODULE:NAME")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise AppLoadError(f"cannot import module {module_name!r}: {e}") from None
+        raise AppLoadError(
+            f"error while importing {module_name!r}: {type(e).__name__}: {e}"
+        ) from None
+    except Exception as e:
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        raise AppLoadError(
+            f"error while importing {module_name!r}: {type(e).__name__}: {e} "
+            f"({where.filename}, line {where.lineno})"
+        ) from None
+    if target:
+        name, args, kwargs, is_call = _parse_target(spec, target)
+    else:
+        name = next((n for n in ("application", "app") if hasattr(module, n)), "")
+        if not name:
+            raise AppLoadError(
+                f"module {module_name!r} has no 'application' or 'app'; "
+                f"name it as {module_name}:NAME"
+            )
+        args, kwargs, is_call = (), {}, False
+    try:
+        obj = getattr(module, name)
+    except AttributeError:
+        raise AppLoadError(f"module {module_name!r} has no attribute {name!r}") from None
+    if is_call:
+        if not callable(obj):
+            raise AppLoadError(f"{module_name}:{name} is not callable")
+        try:
+            obj = obj(*args, **kwargs)
+        except Exception as e:
+            raise AppLoadError(
+                f"calling the factory {target!r} failed: {type(e).__name__}: {e}"
+            ) from None
+    if not callable(obj):
+        raise AppLoadError(
+            f"{spec!r} is not a WSGI application: a {type(obj).__name__} is not callable"
+        )
+    return obj

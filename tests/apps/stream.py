@@ -1,0 +1,88 @@
+"""Responses without (and with) an app Content-Length, for the server's framing choices.
+
+Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-item list),
+``/gen?n=N`` (generator), ``/empty_blocks`` (generator with b"" blocks), ``/empty`` ([]),
+``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
+``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
+``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
+"""
+
+import time
+from urllib.parse import parse_qs
+from wsgiref.validate import validator
+
+TEXT = [("Content-Type", "text/plain")]
+APP_DATE = "Wed, 21 Oct 2015 07:28:00 GMT"
+
+
+def _gen(n):
+    for i in range(n):
+        yield b"block%d;" % i
+
+
+def _empty_blocks():
+    yield b""
+    yield b"ab"
+    yield b""
+    yield b""
+    yield b"cd"
+    yield b""
+
+
+def _slowgen(n, delay):
+    for i in range(n):
+        if i:
+            time.sleep(delay)
+        yield b"slow%d;" % i
+
+
+def _stream(environ, start_response):
+    path = environ["PATH_INFO"]
+    qs = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
+    if path == "/list":
+        start_response("200 OK", TEXT)
+        return [b"hello list"]
+    if path == "/tuple":
+        start_response("200 OK", TEXT)
+        return (b"hello tuple",)
+    if path == "/two":
+        start_response("200 OK", TEXT)
+        return [b"part1;", b"part2"]
+    if path == "/gen":
+        start_response("200 OK", TEXT)
+        return _gen(int(qs.get("n", "3")))
+    if path == "/empty_blocks":
+        start_response("200 OK", TEXT)
+        return _empty_blocks()
+    if path == "/empty":
+        start_response("200 OK", TEXT)
+        return []
+    if path == "/cl_gen":
+        start_response("200 OK", [*TEXT, ("Content-Length", "21")])
+        return _gen(3)
+    if path == "/head_cl":
+        start_response("200 OK", [*TEXT, ("Content-Length", "50")])
+        return [b"x" * 50]
+    if path == "/status":
+        code = qs.get("code", "204")
+        reason = {"204": "No Content", "304": "Not Modified"}[code]
+        start_response(f"{code} {reason}", [("X-Status", code)])
+        return []
+    if path == "/slowgen":
+        start_response("200 OK", TEXT)
+        return _slowgen(int(qs.get("n", "2")), float(qs.get("delay", "1")))
+    if path == "/server_header":
+        start_response("200 OK", [*TEXT, ("Server", "custom-srv/1.0")])
+        return [b"custom server"]
+    if path == "/date_header":
+        start_response("200 OK", [*TEXT, ("Date", APP_DATE)])
+        return [b"custom date"]
+    if path == "/big":
+        size = int(qs.get("size", "1000000"))
+        start_response("200 OK", TEXT)
+        return [bytes(i % 256 for i in range(256)) * (size // 256) + b"z" * (size % 256)]
+    start_response("404 Not Found", TEXT)
+    return [b"no such route"]
+
+
+app = validator(_stream)

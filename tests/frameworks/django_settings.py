@@ -1,0 +1,10 @@
+"""Minimal Django settings for site_django: no database, no templates, no middleware."""
+
+SECRET_KEY = "ferrowsgi-tests-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+ROOT_URLCONF = "frameworks.site_django"
+INSTALLED_APPS: list[str] = []
+MIDDLEWARE: list[str] = []
+DATABASES: dict = {}
+USE_TZ = True

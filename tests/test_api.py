@@ -1,0 +1,234 @@
+"""The Python API: ``ferrowsgi.background()`` in-process and ``ferrowsgi.serve()`` in a
+subprocess stopped with SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
+from wsgiref.validate import validator
+
+import pytest
+from support import TESTS_DIR, RawConn, connect, free_port, parse_url, short_tmp_dir, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _hello(environ, start_response):
+    body = json.dumps(
+        {
+            "path": environ["PATH_INFO"],
+            "multithread": environ["wsgi.multithread"],
+            "thread": threading.current_thread().name,
+        }
+    ).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+hello = validator(_hello)
+
+
+def _failing(environ, start_response):
+    raise RuntimeError("api-failure-marker")
+
+
+def get(url: str, path: str = "/"):
+    try:
+        with urllib.request.urlopen(url + path, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, dict(e.headers), e.read()
+
+
+def test_background_serves_and_stops() -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(hello) as url:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", url), url
+        status, headers, body = get(url, "/bg")
+        assert status == 200
+        assert json.loads(body)["path"] == "/bg"
+        assert "ferrowsgi" in headers.get("Server", "").lower()
+        addr = parse_url(url)
+    with pytest.raises(OSError):
+        connect(addr, timeout=2).close()
+
+
+def test_background_runs_app_in_process() -> None:
+    import ferrowsgi
+
+    seen: list[str] = []
+
+    def app(environ, start_response):
+        seen.append(environ["PATH_INFO"])
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"in-process"]
+
+    with ferrowsgi.background(validator(app)) as url:
+        assert get(url, "/here")[2] == b"in-process"
+    assert seen == ["/here"]
+
+
+def test_background_options() -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(hello, threads=2, server_header=False) as url:
+        status, headers, body = get(url)
+        assert status == 200
+        assert json.loads(body)["multithread"] is True
+        assert "Server" not in headers
+        assert "Date" in headers
+
+
+def test_background_debug_error_page() -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(_failing, debug=True) as url:
+        status, _, body = get(url)
+    assert status == 500
+    assert b"api-failure-marker" in body
+
+
+def test_background_error_page_without_debug() -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(_failing) as url:
+        status, _, body = get(url)
+        status2, _, _ = get(url)
+    assert status == status2 == 500
+    assert b"api-failure-marker" not in body
+
+
+def test_background_access_log(capfd: pytest.CaptureFixture[str]) -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(hello, access_log=True) as url:
+        get(url, "/logged-path")
+        time.sleep(0.2)
+    out = capfd.readouterr().out
+    assert re.search(r'"GET /logged-path HTTP/1\.1" 200 \d+', out), out
+
+
+def test_background_unix_socket() -> None:
+    import ferrowsgi
+
+    d = short_tmp_dir()
+    path = os.path.join(d, "api.sock")
+    try:
+        with ferrowsgi.background(hello, bind=[f"unix:{path}"]) as url:
+            assert url == f"unix:{path}"
+            with RawConn(path) as c:
+                c.request("GET", "/over-unix", headers=[("Connection", "close")])
+                assert c.read_response().json()["path"] == "/over-unix"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_two_background_servers_at_once() -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(hello) as a, ferrowsgi.background(hello) as b:
+        assert a != b
+        assert get(a, "/a")[0] == get(b, "/b")[0] == 200
+
+
+def test_background_restarts() -> None:
+    import ferrowsgi
+
+    for i in range(3):
+        with ferrowsgi.background(hello) as url:
+            assert json.loads(get(url, f"/round{i}")[2])["path"] == f"/round{i}"
+
+
+def test_background_exit_with_open_connection_does_not_hang() -> None:
+    import ferrowsgi
+
+    with ferrowsgi.background(hello) as url:
+        conn = RawConn(parse_url(url))
+        conn.request("GET", "/")
+        assert conn.read_response().status == 200
+        start = time.monotonic()
+        # leave the keep-alive connection open while the server stops
+    try:
+        assert time.monotonic() - start < 10
+        assert conn.at_eof(timeout=5), "idle keep-alive connection survived the server"
+    finally:
+        conn.close()
+
+
+def test_background_propagates_exceptions_and_stops() -> None:
+    import ferrowsgi
+
+    class Marker(Exception):
+        pass
+
+    with pytest.raises(Marker), ferrowsgi.background(hello) as url:
+        addr = parse_url(url)
+        raise Marker
+    assert wait_until(lambda: not _can_connect(addr), timeout=5)
+
+
+def _can_connect(addr) -> bool:
+    try:
+        connect(addr, timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+# --- serve() ----------------------------------------------------------------------------------
+
+SERVE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import ferrowsgi
+    from apps.echo import app
+
+    ferrowsgi.serve(app, host="127.0.0.1", port=int(sys.argv[1]), threads=2)
+    print("serve-returned", flush=True)
+    """
+)
+
+
+def test_serve_blocks_until_sigint_then_returns() -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SCRIPT, str(port)],
+        cwd=TESTS_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert wait_until(lambda: _can_connect(("127.0.0.1", port)), timeout=15), (
+            proc.poll(),
+            proc.stderr.read().decode() if proc.poll() is not None else "",
+        )
+        with RawConn(("127.0.0.1", port)) as c:
+            c.request("GET", "/served", headers=[("Connection", "close")])
+            env = c.read_response().json()
+        assert env["environ"]["PATH_INFO"] == "/served"
+        assert env["wsgi"]["multithread"] is True
+        time.sleep(0.2)
+        assert proc.poll() is None, "serve() returned without a signal"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"serve-returned" in out
+    assert b"Traceback" not in err
+    assert b"KeyboardInterrupt" not in err
