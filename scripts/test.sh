@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets everything up (scripts/setup.sh) and runs the whole test suite:
+# formatting and lints, the Rust tests, the Python integration tests on
+# CPython 3.11, and a smoke test on a second CPython version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== rustfmt, clippy, ruff"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -q -- -D warnings
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "== Rust tests"
+cargo test -q -p ferrowsgi-proto -p ferrowsgi-server
+
+echo "== Python integration tests"
+.venv/bin/python -m pytest tests -q -p no:cacheprovider
+
+echo "== Smoke test on another CPython"
+bash scripts/smoke-other-python.sh
