@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from ferrowsgi._ferrowsgi import FileWrapper, Server, __version__
+from ferrowsgi._runner import run_until_signal
 
 __all__ = ["FileWrapper", "Server", "__version__", "background", "serve"]
 
@@ -47,7 +48,7 @@ def serve(
     ``write_timeout``, ``limit_request_body``.
     """
     server = Server(app, _binds(host, port, bind), threads=threads, **options)
-    server.serve()
+    run_until_signal(server)
 
 
 @contextlib.contextmanager

@@ -2,11 +2,11 @@
 //! send the response, and always call `close()`.
 
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ferrowsgi_server::exchange::ResponseHead;
 use ferrowsgi_server::{log, Exchange, Handler, Waiter};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError};
+use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
@@ -23,9 +23,6 @@ pub(crate) struct PyHandler {
     app: Py<PyAny>,
     env: EnvTemplate,
     debug: bool,
-    /// The exception a signal handler raised (KeyboardInterrupt, SystemExit)
-    /// that stopped the server; re-raised by `Server.serve()`.
-    pub(crate) signal_error: Arc<Mutex<Option<PyErr>>>,
 }
 
 /// How the exchange went, for the cleanup that follows.
@@ -47,7 +44,6 @@ impl PyHandler {
             app,
             env: EnvTemplate::new(py, threads)?,
             debug,
-            signal_error: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -80,10 +76,15 @@ impl PyHandler {
             Err(e) => Sent::AppError(e),
             Ok(result) => {
                 let sent = send_result(py, &slot, sr.get(), &result);
-                // PEP 3333: close() is called once, whatever happened.
-                if let Ok(close) = result.getattr(intern!(py, "close")) {
-                    if let Err(e) = close.call0() {
-                        report(py, &format!("{tag} (in close())"), &e);
+                // PEP 3333: close() is called once, whatever happened. Lists
+                // and tuples have none (and asking would build an exception).
+                let plain = result.is_exact_instance_of::<PyList>()
+                    || result.is_exact_instance_of::<PyTuple>();
+                if !plain {
+                    if let Ok(close) = result.getattr(intern!(py, "close")) {
+                        if let Err(e) = close.call0() {
+                            report(py, &format!("{tag} (in close())"), &e);
+                        }
                     }
                 }
                 sent
@@ -91,12 +92,6 @@ impl PyHandler {
         };
         drop(guard);
         if let Sent::AppError(err) = sent {
-            if err.is_instance_of::<PyKeyboardInterrupt>(py) {
-                // Ctrl-C landed in application code: answer this request,
-                // then let the serving loop stop.
-                *self.signal_error.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(err.clone_ref(py));
-            }
             report(py, &tag, &err);
             if ex.is_committed() {
                 ex.abort();
@@ -116,6 +111,10 @@ fn send_result(py: Python<'_>, slot: &Slot, sr: &StartResponse, result: &Bound<'
             }
         }
         if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+            return send_sequence(slot, sr, result);
+        }
+        // PEP 3333: an iterable whose len() is 1 has a known length too.
+        if result.hasattr(intern!(py, "__len__"))? && result.len().is_ok_and(|n| n == 1) {
             return send_sequence(slot, sr, result);
         }
         let mut it = result.try_iter()?;
@@ -284,7 +283,10 @@ fn report(py: Python<'_>, tag: &str, err: &PyErr) {
 fn traceback_text(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
         let tb = py.import(intern!(py, "traceback"))?;
-        let lines = tb.call_method1(intern!(py, "format_exception"), (err.value(py),))?;
+        let lines = tb.call_method1(
+            intern!(py, "format_exception"),
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
         let parts: Vec<String> = lines.extract()?;
         Ok(parts.concat())
     })();
@@ -327,19 +329,5 @@ impl Handler for PyHandler {
 
     fn handle(&self, ex: &mut Exchange<'_>) {
         Python::attach(|py| self.run(py, ex));
-    }
-
-    fn on_signal(&self) -> bool {
-        Python::attach(|py| match py.check_signals() {
-            Ok(()) => self
-                .signal_error
-                .lock()
-                .map(|g| g.is_some())
-                .unwrap_or(true),
-            Err(e) => {
-                *self.signal_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                true
-            }
-        })
     }
 }

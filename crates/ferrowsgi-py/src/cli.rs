@@ -71,6 +71,7 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
         Ok(s) => s,
         Err(e) => return Ok(fail(&e.value(py).to_string(), 1)),
     };
-    server.run(py, true)?;
+    let runner = py.import("ferrowsgi._runner")?;
+    runner.call_method1("run_until_signal", (Bound::new(py, server)?,))?;
     Ok(0)
 }

@@ -1,12 +1,11 @@
 //! The `Server` class behind `ferrowsgi.serve()` and `ferrowsgi.background()`.
 
-use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use ferrowsgi_server::listen::BindAddr;
 use ferrowsgi_server::{log, Config, StopHandle};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::app::PyHandler;
@@ -16,9 +15,8 @@ type RustServer = ferrowsgi_server::Server<PyHandler>;
 /// A bound server for one WSGI application.
 ///
 /// Binding happens in the constructor, so address errors surface at once
-/// and `urls` tells the real ports; `serve()` runs until `stop()` is called
-/// from another thread, or until Ctrl-C / SIGTERM when served from the main
-/// thread.
+/// and `urls` tells the real ports; `serve()` runs on the calling thread
+/// until `stop()` is called from another one.
 #[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
 #[derive(Debug)]
 pub struct Server {
@@ -26,7 +24,6 @@ pub struct Server {
     stop: StopHandle,
     urls: Vec<String>,
     threads: usize,
-    signal_error: std::sync::Arc<Mutex<Option<PyErr>>>,
 }
 
 /// Builds the server's [`Config`] from keyword options.
@@ -89,7 +86,6 @@ impl Server {
         log::set_level(cfg.log_level);
         let threads = cfg.threads;
         let handler = PyHandler::new(py, app, threads, cfg.debug)?;
-        let signal_error = std::sync::Arc::clone(&handler.signal_error);
         let server = RustServer::bind(cfg, handler)
             .map_err(|(addr, e)| PyOSError::new_err(format!("cannot listen on {addr}: {e}")))?;
         Ok(Server {
@@ -97,14 +93,15 @@ impl Server {
             urls: server.urls(),
             inner: Mutex::new(Some(server)),
             threads,
-            signal_error,
         })
     }
 
-    /// Runs the server on this thread until it stops. Returns normally on
-    /// Ctrl-C or SIGTERM; other errors are raised.
+    /// Runs the server on this thread until [`StopHandle::stop`]. Signals
+    /// are the business of the caller (`ferrowsgi._runner`), which serves
+    /// from a second thread so that the application never sees a
+    /// `KeyboardInterrupt`.
     pub(crate) fn run(&self, py: Python<'_>, banner: bool) -> PyResult<()> {
-        let mut server = self
+        let server = self
             .inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -116,119 +113,11 @@ impl Server {
             }
             log::info(&format!("Using {} thread(s)", self.threads));
         }
-        let signals = install_signal_wakeup(py, &mut server)?;
         let result = py.detach(move || server.run());
-        if let Some(restore) = signals {
-            restore_signals(py, restore);
-        }
         result.map_err(|e| PyOSError::new_err(format!("server failed: {e}")))?;
-        let stopped_by = self
-            .signal_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        match stopped_by {
-            Some(e) if e.is_instance_of::<PyKeyboardInterrupt>(py) => {
-                log::info("Shutting down");
-                Ok(())
-            }
-            Some(e) => Err(e),
-            None => {
-                log::info("Shutting down");
-                Ok(())
-            }
-        }
-    }
-}
-
-/// What to put back after serving from the main thread.
-struct SignalRestore {
-    old_wakeup: Py<PyAny>,
-    old_term: Option<Py<PyAny>>,
-    /// Closed only after the old wake-up fd is back in place.
-    _pipe: SignalPipe,
-}
-
-/// A non-blocking pipe for `signal.set_wakeup_fd`.
-struct SignalPipe {
-    read_fd: RawFd,
-    write_fd: RawFd,
-}
-
-impl SignalPipe {
-    fn new() -> std::io::Result<SignalPipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` is a valid array of two c_ints for pipe2 to fill.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(SignalPipe {
-            read_fd: fds[0],
-            write_fd: fds[1],
-        })
-    }
-}
-
-impl Drop for SignalPipe {
-    fn drop(&mut self) {
-        // SAFETY: both descriptors were created by `new` and are owned here.
-        unsafe {
-            libc::close(self.read_fd);
-            libc::close(self.write_fd);
-        }
-    }
-}
-
-/// On the main thread: route signals to the event loop through a wake-up
-/// pipe, and make SIGTERM stop the server gracefully (as Ctrl-C does) unless
-/// the application installed its own handler.
-fn install_signal_wakeup(
-    py: Python<'_>,
-    server: &mut RustServer,
-) -> PyResult<Option<SignalRestore>> {
-    let threading = py.import("threading")?;
-    let main = threading.call_method0("main_thread")?;
-    let current = threading.call_method0("current_thread")?;
-    if !main.is(&current) {
-        return Ok(None);
-    }
-    let signal = py.import("signal")?;
-    let pipe = SignalPipe::new()
-        .map_err(|e| PyOSError::new_err(format!("cannot create the signal pipe: {e}")))?;
-    server
-        .watch_signal_fd(pipe.read_fd)
-        .map_err(|e| PyOSError::new_err(format!("cannot watch the signal pipe: {e}")))?;
-    let fd = pipe.write_fd;
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("warn_on_full_buffer", false)?;
-    let old_wakeup = signal
-        .call_method("set_wakeup_fd", (fd,), Some(&kwargs))?
-        .unbind();
-    let sigterm = signal.getattr("SIGTERM")?;
-    let current_term = signal.call_method1("getsignal", (&sigterm,))?;
-    let old_term = if current_term.eq(signal.getattr("SIG_DFL")?)? {
-        signal.call_method1("signal", (&sigterm, signal.getattr("default_int_handler")?))?;
-        Some(current_term.unbind())
-    } else {
-        None
-    };
-    Ok(Some(SignalRestore {
-        old_wakeup,
-        old_term,
-        _pipe: pipe,
-    }))
-}
-
-fn restore_signals(py: Python<'_>, r: SignalRestore) {
-    let _ = (|| -> PyResult<()> {
-        let signal = py.import("signal")?;
-        signal.call_method1("set_wakeup_fd", (r.old_wakeup,))?;
-        if let Some(old) = r.old_term {
-            signal.call_method1("signal", (signal.getattr("SIGTERM")?, old))?;
-        }
+        log::info("Shutting down");
         Ok(())
-    })();
+    }
 }
 
 #[pymethods]
@@ -275,7 +164,7 @@ impl Server {
         self.urls.clone()
     }
 
-    /// Serves until `stop()`, Ctrl-C or SIGTERM.
+    /// Serves on this thread until `stop()` is called from another.
     #[pyo3(signature = (*, banner = true))]
     fn serve(&self, py: Python<'_>, banner: bool) -> PyResult<()> {
         self.run(py, banner)

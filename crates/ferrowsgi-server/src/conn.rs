@@ -59,6 +59,7 @@ pub struct Pending {
 
 /// What [`Conn::next_request`] found.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // returned by value, never stored
 pub enum Next {
     /// A request ready for the application.
     Ready(Pending),
@@ -93,8 +94,13 @@ pub struct Conn {
     pub peer_eof: bool,
     /// The last read stopped because the buffer was full, not at EAGAIN.
     pub maybe_more: bool,
+    /// The last read(2) filled all the room it was given (so the socket may
+    /// hold more).
+    pub read_filled: bool,
     /// Requests served on this connection.
     pub served: u64,
+    /// The server is stopping: finish the request in progress, then close.
+    pub stopping: bool,
     /// When the current wait (idle, head, body, write) started.
     pub since: Instant,
 }
@@ -123,7 +129,9 @@ impl Conn {
             drain: None,
             peer_eof: false,
             maybe_more: false,
+            read_filled: false,
             served: 0,
+            stopping: false,
             since: Instant::now(),
         }
     }
@@ -161,6 +169,7 @@ impl Conn {
             let rc = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
             if rc >= 0 {
                 let n = rc as usize;
+                self.read_filled = n == spare.len();
                 // SAFETY: the kernel initialised `n <= spare.len()` bytes.
                 unsafe { self.rbuf.set_len(len + n) };
                 return Ok(n);
@@ -185,6 +194,11 @@ impl Conn {
                     self.peer_eof = true;
                     return Ok(ReadOutcome::Eof);
                 }
+                // A read that did not fill the room drained the socket: with
+                // edge-triggered readiness, data arriving later raises a new
+                // edge, so the usual extra read that would only see EAGAIN
+                // is skipped (one syscall less per request).
+                Ok(_) if !self.read_filled => return Ok(ReadOutcome::Progress),
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(ReadOutcome::Progress)

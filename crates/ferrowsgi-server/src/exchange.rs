@@ -473,6 +473,11 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    /// Makes this the connection's last exchange (after an internal error).
+    pub(crate) fn close_after(&mut self) {
+        self.keep_alive = false;
+    }
+
     /// Cuts the response off after an error: the connection closes without
     /// a terminating chunk, so the client can tell the body is incomplete.
     pub fn abort(&mut self) {
@@ -521,6 +526,8 @@ impl<'a> Exchange<'a> {
         self.status = head.status;
         let http10 = self.req.head.version() == Version::Http10;
         let is_head = self.is_head();
+        let buffered_input = self.conn.input().len() as u64;
+        let conn_closing = self.conn.state == ConnState::CloseAfterFlush || self.conn.stopping;
         let mut app_len: Option<u64> = None;
         let mut has_date = false;
         let mut has_server = false;
@@ -587,11 +594,18 @@ impl<'a> Exchange<'a> {
             }
         };
         // An unread body with 100 Continue never sent: the client may or may
-        // not send it, so the connection cannot be reused safely.
+        // not send it, so the connection cannot be reused safely. An unread
+        // body too large to discard afterwards (or of unknown size) means
+        // closing too, and the client is told so now.
         if self.req.continue_pending {
             self.keep_alive = false;
+        } else if !self.req.decoder.is_done() {
+            let left = self.req.decoder.remaining_hint().unwrap_or(u64::MAX);
+            if left.saturating_sub(buffered_input) > DRAIN_LIMIT {
+                self.keep_alive = false;
+            }
         }
-        if self.conn.state == ConnState::CloseAfterFlush {
+        if conn_closing {
             self.keep_alive = false;
         }
         if !self.keep_alive {

@@ -32,10 +32,4 @@ pub trait Handler: Waiter + Send + Sync + 'static {
     /// a handler that returns without either gets its response finished by
     /// the server.
     fn handle(&self, ex: &mut Exchange<'_>);
-
-    /// Called on the serving thread when a signal woke the event loop.
-    /// Returns `true` when the server should stop.
-    fn on_signal(&self) -> bool {
-        false
-    }
 }

@@ -13,7 +13,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::RawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -21,8 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ferrowsgi_proto::DateCache;
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
@@ -31,12 +29,9 @@ use crate::exchange::Exchange;
 use crate::handler::Handler;
 use crate::listen::Listener;
 use crate::log;
-use crate::sys;
 
 /// Token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX - 1);
-/// Token of the signal wake-up pipe.
-const SIGNAL: Token = Token(usize::MAX - 2);
 /// Listener `i` has token `LISTENER_BASE - i`.
 const LISTENER_BASE: usize = usize::MAX - 16;
 /// How often idle and stalled connections are looked for.
@@ -112,7 +107,6 @@ pub struct Server<H: Handler> {
     poll: Poll,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
-    signal_fd: Option<RawFd>,
 }
 
 impl<H: Handler> Server<H> {
@@ -135,7 +129,6 @@ impl<H: Handler> Server<H> {
             poll,
             waker: Arc::new(waker),
             stop: Arc::new(AtomicBool::new(false)),
-            signal_fd: None,
         })
     }
 
@@ -152,20 +145,7 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Watches `fd` (the readable end of the interpreter's signal wake-up
-    /// pipe): a signal then wakes the loop, which drains the fd and asks
-    /// [`Handler::on_signal`] what to do. The caller keeps owning `fd` and
-    /// must keep it open until [`Server::run`] returns.
-    pub fn watch_signal_fd(&mut self, fd: RawFd) -> io::Result<()> {
-        self.poll
-            .registry()
-            .register(&mut SourceFd(&fd), SIGNAL, Interest::READABLE)?;
-        self.signal_fd = Some(fd);
-        Ok(())
-    }
-
-    /// Runs until stopped: by a [`StopHandle`], or by a signal for which
-    /// [`Handler::on_signal`] says so.
+    /// Runs until a [`StopHandle`] stops it.
     pub fn run(self) -> io::Result<()> {
         let handler = Arc::clone(&self.handler);
         if self.cfg.threads <= 1 {
@@ -248,24 +228,13 @@ impl<H: Handler> EventLoop<H> {
             }
             match polled {
                 Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if self.server.handler.on_signal() {
-                        self.server.stop.store(true, Ordering::SeqCst);
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
             for event in events.iter() {
                 let token = event.token();
                 if token == WAKER {
                     self.take_returned();
-                } else if token == SIGNAL {
-                    if let Some(fd) = self.server.signal_fd {
-                        sys::drain_fd(fd);
-                    }
-                    if self.server.handler.on_signal() {
-                        self.server.stop.store(true, Ordering::SeqCst);
-                    }
                 } else if token.0 > LISTENER_BASE - self.server.listeners.len()
                     && token.0 <= LISTENER_BASE
                 {
@@ -295,9 +264,11 @@ impl<H: Handler> EventLoop<H> {
                     }
                     log::info("Shutting down: finishing requests in progress");
                     stop_deadline = Some(Instant::now() + STOP_GRACE);
-                    self.close_idle();
                 }
-                if self.away == 0 || stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                // Requests in progress finish and their responses are
+                // written; idle connections close as soon as they are idle.
+                self.close_idle();
+                if self.conns.is_empty() || stop_deadline.is_some_and(|d| Instant::now() >= d) {
                     break;
                 }
             }
@@ -461,14 +432,17 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Closes idle keep-alive connections (at shutdown).
+    /// At shutdown: marks every connection as on its last request and
+    /// closes those that are idle.
     fn close_idle(&mut self) {
         let idle: Vec<usize> = self
             .conns
-            .iter()
+            .iter_mut()
             .filter_map(|(k, s)| match s {
-                Slot::Here(c) if c.input().is_empty() && c.pending.is_none() && !c.has_output() => {
-                    Some(k)
+                Slot::Here(c) => {
+                    c.stopping = true;
+                    let idle = c.input().is_empty() && c.pending.is_none() && !c.has_output();
+                    idle.then_some(k)
                 }
                 _ => None,
             })
@@ -540,6 +514,7 @@ fn serve<H: Handler>(
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
     if outcome.is_err() {
         log::error("internal error while serving a request (panic); closing the connection");
+        ex.close_after();
         if ex.is_committed() {
             ex.abort();
         }
@@ -554,32 +529,30 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
     h.enter(move || {
         let mut date = DateCache::new();
         loop {
-            let job = {
-                let mut q = lock(&pool.queue);
-                loop {
-                    if let Some(job) = q.pop_front() {
-                        break Some(job);
-                    }
-                    if pool.stopping.load(Ordering::SeqCst) {
-                        break None;
-                    }
-                    let mut guard = Some(q);
-                    handler.wait(&mut || {
-                        if let Some(g) = guard.take() {
-                            let g = pool
-                                .ready
-                                .wait_timeout(g, Duration::from_millis(500))
-                                .map(|(g, _)| g)
-                                .unwrap_or_else(|e| e.into_inner().0);
-                            guard = Some(g);
+            // Lock order: the GIL (held here) may be held while taking the
+            // queue lock, never the other way round; so the blocking wait,
+            // which re-takes the GIL when it ends, releases the queue lock
+            // before it returns.
+            let mut job = lock(&pool.queue).pop_front();
+            if job.is_none() {
+                handler.wait(&mut || {
+                    let mut q = lock(&pool.queue);
+                    loop {
+                        if let Some(j) = q.pop_front() {
+                            job = Some(j);
+                            return;
                         }
-                    });
-                    match guard {
-                        Some(g) => q = g,
-                        None => q = lock(&pool.queue),
+                        if pool.stopping.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        q = pool
+                            .ready
+                            .wait_timeout(q, Duration::from_millis(500))
+                            .map(|(g, _)| g)
+                            .unwrap_or_else(|e| e.into_inner().0);
                     }
-                }
-            };
+                });
+            }
             let Some(Job { key, mut conn, req }) = job else {
                 return;
             };

@@ -62,15 +62,3 @@ pub(crate) fn sendfile(
     *offset = off;
     Ok(rc as usize)
 }
-
-/// Reads and discards whatever is in the non-blocking descriptor `fd`.
-pub(crate) fn drain_fd(fd: RawFd) {
-    let mut buf = [0u8; 256];
-    loop {
-        // SAFETY: `buf` is valid for writes of its full length.
-        let rc = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if rc <= 0 {
-            break;
-        }
-    }
-}

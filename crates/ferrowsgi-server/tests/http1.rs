@@ -1,0 +1,945 @@
+//! HTTP/1.x behaviour of the server on real sockets: raw request bytes in,
+//! parsed responses out, against the Rust test handler of `support`.
+
+mod support;
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use support::{big_body, get, post, TestServer, FILE_CONTENT, HELLO, STREAM_BLOCKS};
+
+/// The `/stream` body as the client should see it.
+fn stream_body() -> Vec<u8> {
+    STREAM_BLOCKS.concat()
+}
+
+/// Asserts a plain 200 from `/hello`.
+fn assert_hello(resp: &support::Response) {
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, HELLO, "{resp:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Checks shared by the single-thread and thread-pool modes
+// ---------------------------------------------------------------------------
+
+/// Several requests one after the other on one HTTP/1.1 connection.
+fn check_keep_alive(server: &TestServer) {
+    let mut c = server.connect();
+    for _ in 0..3 {
+        let resp = c.get("/hello");
+        assert_hello(&resp);
+        assert_eq!(resp.version, "HTTP/1.1");
+        assert!(!resp.says_close(), "1.1 keeps the connection: {resp:?}");
+        assert_eq!(resp.header("content-length"), Some("13"));
+    }
+    assert!(c.is_open_after(Duration::from_millis(100)));
+}
+
+/// Several requests in one write, answered in order on the connection.
+fn check_pipelining(server: &TestServer) {
+    let mut c = server.connect();
+    let mut batch = Vec::new();
+    batch.extend(get("/hello"));
+    batch.extend(post("/echo", b"first body"));
+    batch.extend(get("/stream"));
+    batch.extend(b"GET /headers HTTP/1.1\r\nHost: test\r\nX-Order: fourth\r\n\r\n");
+    batch.extend(post("/echo", b"last body"));
+    c.send(&batch);
+    assert_hello(&c.read_response());
+    assert_eq!(c.read_response().body, b"first body");
+    let streamed = c.read_response();
+    assert!(streamed.chunked);
+    assert_eq!(streamed.body, stream_body());
+    assert!(c.read_response().text().contains("X-Order: fourth"));
+    let last = c.read_response();
+    assert_eq!(last.body, b"last body");
+    assert!(!last.says_close());
+    assert!(c.leftover().is_empty());
+    assert!(c.is_open_after(Duration::from_millis(100)));
+    assert_eq!(server.calls(), 5);
+}
+
+/// `/echo` returns Content-Length and chunked bodies, small and large.
+fn check_echo(server: &TestServer) {
+    let mut c = server.connect();
+    c.send(&post("/echo", b"hello body"));
+    assert_eq!(c.read_response().body, b"hello body");
+
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n1;ext=1\r\n,\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\n",
+    );
+    assert_eq!(c.read_response().body, b"hello, world");
+
+    // Larger than the body the server buffers before calling the handler,
+    // so `fill_body` reads the rest from the socket.
+    let big = big_body(600 * 1024);
+    c.send(&post("/echo", &big));
+    let resp = c.read_response();
+    assert_eq!(resp.body.len(), big.len());
+    assert!(resp.body == big, "echoed body differs");
+
+    let resp = c.get("/hello");
+    assert_hello(&resp);
+}
+
+// ---------------------------------------------------------------------------
+// Persistence
+// ---------------------------------------------------------------------------
+
+#[test]
+fn http11_keeps_the_connection_alive() {
+    let server = TestServer::tcp();
+    check_keep_alive(&server);
+    assert_eq!(server.calls(), 3);
+}
+
+#[test]
+fn http11_connection_close_is_honoured() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    let resp = c.read_response();
+    assert_hello(&resp);
+    assert!(resp.says_close(), "{resp:?}");
+    c.expect_closed();
+}
+
+#[test]
+fn http10_closes_by_default() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(b"GET /hello HTTP/1.0\r\n\r\n");
+    let resp = c.read_response();
+    assert_hello(&resp);
+    assert!(resp.says_close(), "{resp:?}");
+    c.expect_closed();
+}
+
+#[test]
+fn http10_keep_alive_when_asked() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    for _ in 0..2 {
+        c.send(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        let resp = c.read_response();
+        assert_hello(&resp);
+        assert_eq!(resp.header("connection"), Some("keep-alive"), "{resp:?}");
+        assert_eq!(resp.header("content-length"), Some("13"));
+    }
+    assert!(c.is_open_after(Duration::from_millis(100)));
+    // A streamed response cannot be framed on 1.0 but by the close.
+    c.send(b"GET /stream HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    let resp = c.read_response();
+    assert!(resp.says_close(), "{resp:?}");
+    assert!(resp.close_delimited);
+    assert_eq!(resp.body, stream_body());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = TestServer::tcp();
+    check_pipelining(&server);
+}
+
+#[test]
+fn pipelined_batch_ending_in_close() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let mut batch = get("/hello");
+    batch.extend(b"GET /hello HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    batch.extend(get("/hello")); // after the close: never served
+    c.send(&batch);
+    assert!(!c.read_response().says_close());
+    assert!(c.read_response().says_close());
+    c.expect_closed();
+    assert_eq!(server.calls(), 2);
+}
+
+#[test]
+fn empty_lines_before_a_request_are_ignored() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    // Some clients send a CRLF after a POST body (RFC 9112 §2.2).
+    let mut batch = post("/echo", b"x");
+    batch.extend(b"\r\n");
+    batch.extend(get("/hello"));
+    c.send(&batch);
+    assert_eq!(c.read_response().body, b"x");
+    assert_hello(&c.read_response());
+}
+
+/// A client that shuts down its sending side right after its requests
+/// still gets every response, whole.
+fn check_half_close(server: &TestServer) {
+    let mut c = server.connect();
+    let mut batch = get("/hello");
+    batch.extend(get("/big?2097152"));
+    c.send(&batch);
+    c.shutdown_write();
+    assert_hello(&c.read_response());
+    let resp = c.read_response();
+    assert!(resp.body == big_body(2 << 20), "body differs");
+    c.expect_closed();
+}
+
+#[test]
+fn half_closed_client_gets_its_responses() {
+    check_half_close(&TestServer::tcp());
+}
+
+/// Many keep-alive clients at once, each making several requests.
+fn check_many_clients(server: &TestServer) {
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let mut c = server.connect();
+            std::thread::spawn(move || {
+                for j in 0..10 {
+                    let body = format!("client {i} request {j}");
+                    c.send(&post("/echo", body.as_bytes()));
+                    assert_eq!(c.read_response().text(), body);
+                }
+            })
+        })
+        .collect();
+    for t in clients {
+        t.join().expect("client thread");
+    }
+    assert_eq!(server.calls(), 160);
+}
+
+#[test]
+fn many_clients_at_once() {
+    check_many_clients(&TestServer::tcp());
+}
+
+#[test]
+fn echo_bodies() {
+    let server = TestServer::tcp();
+    check_echo(&server);
+}
+
+/// Every byte in its own segment: the head parser and the chunked decoder
+/// must resume at any split point.
+fn check_byte_by_byte(server: &TestServer) {
+    let mut c = server.connect();
+    let mut req = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5;a=b\r\nhello\r\n0\r\n\r\n"
+        .to_vec();
+    req.extend(get("/hello"));
+    for b in &req {
+        c.send(std::slice::from_ref(b));
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    assert_eq!(c.read_response().body, b"hello");
+    assert_hello(&c.read_response());
+}
+
+#[test]
+fn request_sent_byte_by_byte() {
+    check_byte_by_byte(&TestServer::tcp());
+}
+
+#[test]
+fn request_headers_reach_the_handler() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(b"GET /headers HTTP/1.1\r\nHost: test\r\nX-Custom: some value\r\n\r\n");
+    let text = c.read_response().text();
+    assert!(text.contains("Host: test\n"), "{text}");
+    assert!(text.contains("X-Custom: some value\n"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Response framing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn respond_adds_content_length() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let resp = c.get("/hello");
+    assert_eq!(resp.header("content-length"), Some("13"));
+    assert_eq!(resp.header("transfer-encoding"), None);
+    assert_eq!(resp.header_count("content-length"), 1);
+}
+
+#[test]
+fn stream_is_chunked_on_http11() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let resp = c.get("/stream");
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(resp.header("content-length"), None);
+    assert!(resp.chunked);
+    assert_eq!(resp.body, stream_body());
+    assert!(!resp.says_close());
+    assert_hello(&c.get("/hello"));
+}
+
+#[test]
+fn stream_is_close_delimited_on_http10() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(b"GET /stream HTTP/1.0\r\n\r\n");
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("transfer-encoding"), None);
+    assert_eq!(resp.header("content-length"), None);
+    assert!(resp.says_close(), "{resp:?}");
+    assert!(resp.close_delimited);
+    assert_eq!(resp.body, stream_body());
+}
+
+#[test]
+fn large_responses_arrive_whole() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let want = big_body(2 << 20);
+    let mut batch = get("/big?2097152");
+    batch.extend(get("/big?2097152&stream"));
+    batch.extend(get("/hello"));
+    c.send(&batch);
+    let whole = c.read_response();
+    assert_eq!(whole.header("content-length"), Some("2097152"));
+    assert!(whole.body == want, "respond() body differs");
+    let streamed = c.read_response();
+    assert!(streamed.chunked);
+    assert!(streamed.body == want, "streamed body differs");
+    assert_hello(&c.read_response());
+}
+
+#[test]
+fn send_file_chunked_and_with_length() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let resp = c.get("/file");
+    assert!(resp.chunked, "{resp:?}");
+    assert_eq!(resp.body, FILE_CONTENT);
+    let resp = c.get("/file?cl");
+    assert!(!resp.chunked);
+    assert_eq!(
+        resp.header("content-length"),
+        Some(FILE_CONTENT.len().to_string().as_str())
+    );
+    assert_eq!(resp.body, FILE_CONTENT);
+    assert_hello(&c.get("/hello"));
+    c.send(b"GET /file HTTP/1.0\r\n\r\n");
+    let resp = c.read_response();
+    assert!(resp.close_delimited);
+    assert_eq!(resp.body, FILE_CONTENT);
+}
+
+#[test]
+fn head_gets_headers_but_no_body() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(b"HEAD /hello HTTP/1.1\r\nHost: test\r\n\r\n");
+    let resp = c.read_head_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-length"), Some("13"));
+    assert!(!resp.says_close());
+    c.send(b"HEAD /stream HTTP/1.1\r\nHost: test\r\n\r\n");
+    let resp = c.read_head_response();
+    assert_eq!(resp.status, 200);
+    // Were any body bytes sent, they would be read here as a status line.
+    assert_hello(&c.get("/hello"));
+    assert!(c.leftover().is_empty());
+    assert!(c.is_open_after(Duration::from_millis(100)));
+}
+
+#[test]
+fn bodyless_statuses_get_no_body_and_no_framing() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    for target in [
+        "/status/204",
+        "/status/304",
+        "/status/204?stream",
+        "/status/304?stream",
+    ] {
+        let resp = c.get(target);
+        assert!(resp.status == 204 || resp.status == 304, "{resp:?}");
+        assert_eq!(resp.header("content-length"), None, "{target}: {resp:?}");
+        assert_eq!(resp.header("transfer-encoding"), None, "{target}: {resp:?}");
+        // A stray body would be misread as the next response's status line.
+        assert_hello(&c.get("/hello"));
+    }
+    assert!(c.leftover().is_empty());
+    assert!(c.is_open_after(Duration::from_millis(100)));
+}
+
+#[test]
+fn date_and_server_headers() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    for resp in [c.get("/hello"), c.get("/stream")] {
+        assert_eq!(resp.header("server"), Some("ferrowsgi"), "{resp:?}");
+        let date = resp.header("date").expect("a Date header");
+        // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT".
+        assert_eq!(date.len(), 29, "{date}");
+        assert!(date.ends_with(" GMT"), "{date}");
+        assert_eq!(resp.header_count("date"), 1);
+    }
+}
+
+#[test]
+fn server_header_can_be_turned_off() {
+    let server = TestServer::tcp_with(|cfg| cfg.server_header = false);
+    let mut c = server.connect();
+    let resp = c.get("/hello");
+    assert_eq!(resp.header("server"), None, "{resp:?}");
+    assert!(resp.header("date").is_some());
+}
+
+// ---------------------------------------------------------------------------
+// Application Content-Length mistakes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn short_app_content_length_closes_the_connection() {
+    let server = TestServer::tcp();
+    for target in ["/cl-short", "/cl-short?stream"] {
+        let mut c = server.connect();
+        c.send(&get(target));
+        let raw = c.read_to_close();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+        assert!(head.starts_with("HTTP/1.1 200"), "{target}: {head}");
+        assert!(head.contains("Content-Length: 10"), "{target}: {head}");
+        assert_eq!(body, "12345", "{target}");
+    }
+}
+
+#[test]
+fn long_app_content_length_is_cut() {
+    let server = TestServer::tcp();
+    for target in ["/cl-long", "/cl-long?stream"] {
+        let mut c = server.connect();
+        c.send(&get(target));
+        let resp = c.read_response();
+        assert_eq!(resp.header("content-length"), Some("3"), "{target}");
+        assert_eq!(resp.body, b"012", "{target}");
+        // The extra bytes are never sent, and the connection is not reused.
+        c.expect_closed();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unread_body_is_drained_before_the_next_request() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let mut batch = post("/hello", b"a body nobody reads");
+    batch.extend(
+        b"POST /hello HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+          4\r\nabcd\r\n0\r\n\r\n",
+    );
+    // Bigger than what is buffered before the handler runs: the rest is
+    // discarded after the response.
+    batch.extend(post("/hello", &big_body(300 * 1024)));
+    batch.extend(post("/echo", b"after"));
+    c.send(&batch);
+    for _ in 0..3 {
+        let resp = c.read_response();
+        assert_hello(&resp);
+        assert!(!resp.says_close(), "{resp:?}");
+    }
+    assert_eq!(c.read_response().body, b"after");
+    assert!(c.is_open_after(Duration::from_millis(100)));
+    assert_eq!(server.calls(), 4);
+}
+
+#[test]
+fn unread_body_too_big_to_drain_closes_the_connection() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    // 256 KiB is buffered before the handler runs; the 768 KiB left is past
+    // what the server discards to keep a connection.
+    let req = post("/hello", &big_body(1 << 20));
+    let head_len = req.len() - (1 << 20);
+    c.send(&req[..head_len + 300 * 1024]);
+    let resp = c.read_response();
+    assert_hello(&resp);
+    let raw = c.read_to_close();
+    assert!(raw.is_empty(), "{:?}", String::from_utf8_lossy(&raw));
+    assert_eq!(server.calls(), 1);
+}
+
+#[test]
+fn expect_continue_sent_when_the_body_is_read() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    let interim = c.read_response();
+    assert_eq!(interim.status, 100, "{interim:?}");
+    assert_eq!(interim.version, "HTTP/1.1");
+    assert_eq!(interim.reason, "Continue");
+    c.send(b"hello");
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"hello");
+    assert!(!resp.says_close());
+    assert_hello(&c.get("/hello"));
+}
+
+#[test]
+fn expect_continue_not_sent_when_the_body_is_not_read() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(
+        b"POST /hello HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200, "no 100 Continue expected: {resp:?}");
+    assert_eq!(resp.body, HELLO);
+    assert!(resp.says_close(), "{resp:?}");
+    c.expect_closed();
+}
+
+#[test]
+fn expect_continue_ignored_on_http10() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi");
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, b"hi");
+}
+
+// ---------------------------------------------------------------------------
+// Malformed requests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn malformed_requests_are_rejected_without_calling_the_handler() {
+    let server = TestServer::tcp_with(|cfg| cfg.max_body = 100);
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: test\r\n\r\n", "a".repeat(9000));
+    let mut many_headers = String::from("GET / HTTP/1.1\r\nHost: test\r\n");
+    for i in 0..120 {
+        many_headers.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many_headers.push_str("\r\n");
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("bad request line", b"GARBAGE\r\n\r\n".to_vec(), 400),
+        ("missing version", b"GET /hello\r\n\r\n".to_vec(), 400),
+        ("missing Host", b"GET /hello HTTP/1.1\r\n\r\n".to_vec(), 400),
+        (
+            "Content-Length and Transfer-Encoding",
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+              Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "bad Content-Length",
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5x\r\n\r\nhello".to_vec(),
+            400,
+        ),
+        (
+            "bad chunk size",
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              zz\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
+        (
+            "obs-fold",
+            b"GET /hello HTTP/1.1\r\nHost: test\r\nX-Folded: a\r\n b\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("request line too long", long_line.into_bytes(), 414),
+        ("too many headers", many_headers.into_bytes(), 431),
+        (
+            "declared body over max_body",
+            post("/echo", &[b'x'; 101]),
+            413,
+        ),
+        (
+            "chunked body over max_body",
+            b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n\
+              40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n\
+              40\r\n0123456789012345678901234567890123456789012345678901234567890123\r\n\
+              0\r\n\r\n"
+                .to_vec(),
+            413,
+        ),
+        (
+            "HTTP/2.0",
+            b"GET / HTTP/2.0\r\nHost: test\r\n\r\n".to_vec(),
+            505,
+        ),
+        (
+            "unknown Expect",
+            b"GET /hello HTTP/1.1\r\nHost: test\r\nExpect: tea\r\n\r\n".to_vec(),
+            417,
+        ),
+    ];
+    for (name, raw, status) in cases {
+        let mut c = server.connect();
+        c.send(&raw);
+        let resp = c
+            .try_read_response(false)
+            .unwrap_or_else(|e| panic!("{name}: no response: {e}"));
+        assert_eq!(resp.status, status, "{name}: {resp:?}");
+        assert!(resp.says_close(), "{name}: {resp:?}");
+        c.expect_closed();
+    }
+    assert_eq!(
+        server.calls(),
+        0,
+        "the handler must never see a bad request"
+    );
+    // Only this connection was affected.
+    assert_hello(&server.connect().get("/hello"));
+}
+
+#[test]
+fn bad_request_after_a_good_one_on_the_same_connection() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let mut batch = get("/hello");
+    batch.extend(b"GET /hello HTTP/1.1\r\n\r\n"); // no Host
+    batch.extend(get("/hello"));
+    c.send(&batch);
+    assert_hello(&c.read_response());
+    let resp = c.read_response();
+    assert_eq!(resp.status, 400);
+    assert!(resp.says_close());
+    c.expect_closed();
+    assert_eq!(server.calls(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// Handler failures
+// ---------------------------------------------------------------------------
+
+fn check_panic_is_contained(server: &TestServer) {
+    let mut bystander = server.connect();
+    assert_hello(&bystander.get("/hello"));
+
+    let mut c = server.connect();
+    c.send(&get("/panic"));
+    // A 500 or a bare close are both acceptable here;
+    // `panic_before_response_closes_the_connection` pins the close.
+    if let Ok(resp) = c.try_read_response(false) {
+        assert_eq!(resp.status, 500, "{resp:?}");
+    }
+
+    // After the head went out, the body is cut: no final chunk, then close.
+    let mut c = server.connect();
+    c.send(&get("/panic?after-head"));
+    let err = c
+        .try_read_response(false)
+        .expect_err("an aborted chunked body must not look complete");
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof, "{err}");
+
+    assert_hello(&bystander.get("/hello"));
+    assert_hello(&server.connect().get("/hello"));
+    assert!(!server.is_finished());
+}
+
+/// `serve` documents that a panic "closes only this connection", and logs
+/// "closing the connection"; the connection must not be reused.
+fn check_panic_closes_its_connection(server: &TestServer) {
+    let mut c = server.connect();
+    c.send(&get("/panic"));
+    match c.try_read_response(false) {
+        Ok(resp) => {
+            assert_eq!(resp.status, 500, "{resp:?}");
+            assert!(resp.says_close(), "a panic closes its connection: {resp:?}");
+        }
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+    }
+    c.expect_closed();
+}
+
+#[test]
+fn panic_in_the_handler_does_not_kill_the_server() {
+    let server = TestServer::tcp();
+    check_panic_is_contained(&server);
+}
+
+#[test]
+fn panic_before_response_closes_the_connection() {
+    check_panic_closes_its_connection(&TestServer::tcp());
+}
+
+#[test]
+fn handler_without_response_gets_500() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let resp = c.get("/noresponse");
+    assert_eq!(resp.status, 500, "{resp:?}");
+    assert_eq!(resp.text(), "Internal Server Error\n");
+    assert_hello(&server.connect().get("/hello"));
+}
+
+// ---------------------------------------------------------------------------
+// Timeouts
+// ---------------------------------------------------------------------------
+
+#[test]
+fn idle_keep_alive_connection_is_closed() {
+    let server = TestServer::tcp_with(|cfg| cfg.keep_alive = Duration::from_secs(1));
+    let mut c = server.connect();
+    assert_hello(&c.get("/hello"));
+    let idle_from = Instant::now();
+    c.expect_closed();
+    let waited = idle_from.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed too early: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(2500),
+        "closed late: {waited:?}"
+    );
+}
+
+#[test]
+fn partial_body_gets_408_after_read_timeout() {
+    let server = TestServer::tcp_with(|cfg| cfg.read_timeout = Duration::from_secs(1));
+    let mut c = server.connect();
+    c.send(b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nabc");
+    let resp = c.read_response();
+    assert_eq!(resp.status, 408, "{resp:?}");
+    assert!(resp.says_close());
+    c.expect_closed();
+    assert_eq!(server.calls(), 0);
+}
+
+#[test]
+fn partial_head_gets_408_after_read_timeout() {
+    let server = TestServer::tcp_with(|cfg| cfg.read_timeout = Duration::from_secs(1));
+    let mut c = server.connect();
+    let sent = Instant::now();
+    c.send(b"GET /hello HTTP/1.1\r\nHost: te");
+    let resp = c.read_response();
+    let waited = sent.elapsed();
+    assert_eq!(resp.status, 408, "{resp:?}");
+    assert!(resp.says_close());
+    assert!(
+        waited >= Duration::from_millis(900),
+        "too early: {waited:?}"
+    );
+    assert!(waited < Duration::from_millis(2500), "late: {waited:?}");
+    c.expect_closed();
+    assert_eq!(server.calls(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// Thread pool
+// ---------------------------------------------------------------------------
+
+fn pool() -> TestServer {
+    TestServer::tcp_with(|cfg| cfg.threads = 4)
+}
+
+#[test]
+fn pool_keep_alive() {
+    check_keep_alive(&pool());
+}
+
+#[test]
+fn pool_pipelining() {
+    check_pipelining(&pool());
+}
+
+#[test]
+fn pool_echo() {
+    check_echo(&pool());
+}
+
+#[test]
+fn pool_half_closed_client_gets_its_responses() {
+    check_half_close(&pool());
+}
+
+#[test]
+fn pool_many_clients_at_once() {
+    check_many_clients(&pool());
+}
+
+#[test]
+fn pool_request_sent_byte_by_byte() {
+    check_byte_by_byte(&pool());
+}
+
+#[test]
+fn pool_expect_continue() {
+    let server = pool();
+    let mut c = server.connect();
+    c.send(
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(c.read_response().status, 100);
+    c.send(b"hello");
+    assert_eq!(c.read_response().body, b"hello");
+}
+
+#[test]
+fn pool_panic_is_contained() {
+    check_panic_is_contained(&pool());
+}
+
+#[test]
+fn pool_panic_before_response_closes_the_connection() {
+    check_panic_closes_its_connection(&pool());
+}
+
+#[test]
+fn pool_request_sent_while_the_handler_runs() {
+    let server = pool();
+    let mut c = server.connect();
+    c.send(&get("/slow?200"));
+    std::thread::sleep(Duration::from_millis(50));
+    c.send(&get("/hello"));
+    assert_hello(&c.read_response());
+    assert_hello(&c.read_response());
+    assert_eq!(server.calls(), 2);
+}
+
+#[test]
+fn pool_serves_slow_requests_concurrently() {
+    let server = pool();
+    let n = 4;
+    let barrier = Arc::new(Barrier::new(n + 1));
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        let mut c = server.connect();
+        let barrier = Arc::clone(&barrier);
+        clients.push(std::thread::spawn(move || {
+            barrier.wait();
+            let resp = c.get("/slow?300");
+            assert_hello(&resp);
+        }));
+    }
+    barrier.wait();
+    let start = Instant::now();
+    for t in clients {
+        t.join().expect("client thread");
+    }
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(900),
+        "4 × 300 ms requests took {took:?}: not concurrent"
+    );
+    assert_eq!(server.calls(), n);
+}
+
+// ---------------------------------------------------------------------------
+// Unix sockets
+// ---------------------------------------------------------------------------
+
+#[test]
+fn unix_socket_serves_requests() {
+    let server = TestServer::unix_with(|_| {});
+    let support::Addr::Unix(path) = server.addr.clone() else {
+        panic!("not a unix socket");
+    };
+    assert!(path.exists());
+    let mut c = server.connect();
+    assert_hello(&c.get("/hello"));
+    c.send(&post("/echo", b"over unix"));
+    assert_eq!(c.read_response().body, b"over unix");
+    drop(c);
+    drop(server);
+    assert!(!path.exists(), "the socket file is removed on stop");
+}
+
+#[test]
+fn unix_socket_with_thread_pool() {
+    let server = TestServer::unix_with(|cfg| cfg.threads = 2);
+    check_pipelining(&server);
+}
+
+// ---------------------------------------------------------------------------
+// Stopping
+// ---------------------------------------------------------------------------
+
+fn check_stop_finishes_in_flight(server: TestServer) {
+    let mut idle = server.connect();
+    assert_hello(&idle.get("/hello"));
+    let mut c = server.connect();
+    c.send(&get("/slow?500"));
+    let client = std::thread::spawn(move || c.read_response());
+    // Let the request reach the handler, then stop mid-request.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while server.calls() < 2 {
+        assert!(Instant::now() < deadline, "the slow request never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let addr = server.addr.clone();
+    let stopped = Instant::now();
+    server
+        .shutdown(Duration::from_secs(3))
+        .expect("run() returns Ok after stop");
+    let resp = client.join().expect("client thread");
+    assert_hello(&resp);
+    assert!(stopped.elapsed() < Duration::from_secs(2));
+    idle.expect_closed();
+    if let support::Addr::Tcp(a) = addr {
+        assert!(
+            std::net::TcpStream::connect(a).is_err(),
+            "no longer listening"
+        );
+    }
+}
+
+#[test]
+fn stop_finishes_the_request_in_flight() {
+    check_stop_finishes_in_flight(TestServer::tcp());
+}
+
+#[test]
+fn pool_stop_finishes_the_request_in_flight() {
+    check_stop_finishes_in_flight(pool());
+}
+
+/// A response written by the handler but not yet taken by the client when
+/// stop is called is still delivered whole.
+fn check_stop_flushes_pending_output(server: TestServer) {
+    let size = 8 << 20;
+    let mut c = server.connect();
+    c.send(&get(&format!("/big?{size}")));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while server.calls() < 1 {
+        assert!(Instant::now() < deadline, "the request never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Let the handler finish; most of the 8 MiB is now in the server's
+    // buffer, since nobody reads.
+    std::thread::sleep(Duration::from_millis(200));
+    let stop = server.stop_handle();
+    let stopper = std::thread::spawn(move || {
+        stop.stop();
+        server.shutdown(Duration::from_secs(3))
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    match c.try_read_response(false) {
+        Ok(resp) => assert!(resp.body == big_body(size), "body differs"),
+        Err(e) => panic!("response cut by stop(): {e}"),
+    }
+    stopper.join().expect("stopper").expect("run() returns Ok");
+}
+
+#[test]
+fn stop_flushes_pending_output() {
+    check_stop_flushes_pending_output(TestServer::tcp());
+}
+
+#[test]
+fn pool_stop_flushes_pending_output() {
+    check_stop_flushes_pending_output(pool());
+}

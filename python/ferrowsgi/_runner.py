@@ -1,0 +1,55 @@
+"""Serving until Ctrl-C or SIGTERM.
+
+The server runs on its own thread; the main thread only waits. Python runs
+signal handlers on the main thread alone, so Ctrl-C interrupts this wait and
+never lands inside application code as a ``KeyboardInterrupt``. SIGTERM is
+made to behave like Ctrl-C (a graceful stop) unless the application
+installed a handler of its own.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from ferrowsgi._ferrowsgi import Server
+
+__all__ = ["run_until_signal"]
+
+
+def run_until_signal(server: Server, *, banner: bool = True) -> None:
+    """Serve ``server`` until Ctrl-C or SIGTERM, then stop it gracefully.
+
+    Requests in progress finish before this returns. Errors of the server
+    itself are raised here.
+    """
+    failure: list[BaseException] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        try:
+            server.serve(banner=banner)
+        except BaseException as e:  # re-raised on the calling thread
+            failure.append(e)
+        finally:
+            done.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    old_term = None
+    if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    thread = threading.Thread(target=serve, name="ferrowsgi-server")
+    thread.start()
+    try:
+        try:
+            # A timed wait keeps the main thread responsive to signals.
+            while not done.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            server.stop()
+        thread.join()
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    if failure:
+        raise failure[0]
