@@ -49,22 +49,27 @@ impl PyHandler {
 
     /// Calls the application and sends what it returns.
     fn run(&self, py: Python<'_>, ex: &mut Exchange<'_>) {
-        let tag = format!(
-            "{} {}",
-            String::from_utf8_lossy(ex.head().method()),
-            String::from_utf8_lossy(ex.head().target())
-        );
         let slot = Arc::new(Slot::default());
         let built = (|| -> PyResult<_> {
             let input = Bound::new(py, InputStream::new(Arc::clone(&slot)))?;
-            let errors = Bound::new(py, ErrorStream::new(tag.clone()))?;
-            let environ = self.env.build(py, ex, input, errors)?;
+            let (method, target) = (ex.head().method(), ex.head().target());
+            let mut tag = Vec::with_capacity(method.len() + 1 + target.len());
+            tag.extend_from_slice(method);
+            tag.push(b' ');
+            tag.extend_from_slice(target);
+            let errors = Bound::new(py, ErrorStream::new(tag))?;
+            let environ = self.env.build(py, ex, input, errors.clone())?;
             let sr = Bound::new(py, StartResponse::new(Arc::clone(&slot)))?;
-            Ok((environ, sr))
+            Ok((environ, sr, errors))
         })();
-        let (environ, sr) = match built {
+        let (environ, sr, errors) = match built {
             Ok(v) => v,
             Err(e) => {
+                let tag = format!(
+                    "{} {}",
+                    String::from_utf8_lossy(ex.head().method()),
+                    String::from_utf8_lossy(ex.head().target())
+                );
                 report(py, &tag, &e);
                 respond_500(py, ex, &e, self.debug);
                 return;
@@ -83,6 +88,7 @@ impl PyHandler {
                 if !plain {
                     if let Ok(close) = result.getattr(intern!(py, "close")) {
                         if let Err(e) = close.call0() {
+                            let tag = errors.get().tag();
                             report(py, &format!("{tag} (in close())"), &e);
                         }
                     }
@@ -92,7 +98,7 @@ impl PyHandler {
         };
         drop(guard);
         if let Sent::AppError(err) = sent {
-            report(py, &tag, &err);
+            report(py, &errors.get().tag(), &err);
             if ex.is_committed() {
                 ex.abort();
             } else {
@@ -150,10 +156,6 @@ fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyR
         let item = item?;
         blocks.push(as_block(&item)?.clone());
     }
-    let head: Head = sr.head().clone();
-    if !head.called {
-        return Err(not_started());
-    }
     slot.with(|ex| {
         if ex.is_committed() {
             for b in &blocks {
@@ -163,8 +165,14 @@ fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyR
             }
             let _ = ex.finish();
         } else {
+            // respond() never waits (what the socket does not take now is
+            // left for the event loop), so the head may stay borrowed.
+            let head = sr.head();
+            if !head.called {
+                return Err(not_started());
+            }
             let slices: Vec<&[u8]> = blocks.iter().map(|b| b.as_bytes()).collect();
-            let _ = ex.respond(&head.as_response(), &slices);
+            let _ = ex.respond(&head.response, &slices);
         }
         Ok(Sent::Done)
     })
@@ -182,13 +190,15 @@ fn send_iter(
         if block.as_bytes().is_empty() {
             continue;
         }
-        let head = sr.head().clone();
-        if !head.called {
-            return Err(not_started());
-        }
         let gone = slot.with(|ex| {
-            if !ex.is_committed() && ex.start_stream(&head.as_response()).is_err() {
-                return Ok(true);
+            if !ex.is_committed() {
+                let head = sr.head().clone();
+                if !head.called {
+                    return Err(not_started());
+                }
+                if ex.start_stream(&head.response).is_err() {
+                    return Ok(true);
+                }
             }
             Ok(ex.send(block.as_bytes()).is_err())
         })?;
@@ -197,15 +207,15 @@ fn send_iter(
             return Ok(Sent::Done);
         }
     }
-    let head = sr.head().clone();
-    if !head.called {
-        return Err(not_started());
-    }
     slot.with(|ex| {
         if ex.is_committed() {
             let _ = ex.finish();
         } else {
-            let _ = ex.respond(&head.as_response(), &[]);
+            let head = sr.head();
+            if !head.called {
+                return Err(not_started());
+            }
+            let _ = ex.respond(&head.response, &[]);
         }
         Ok(Sent::Done)
     })
@@ -249,17 +259,13 @@ fn try_sendfile(
     if !head.called {
         return Err(not_started());
     }
-    let has_length = head
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case(b"content-length"));
-    if !has_length {
+    if head.response.content_length().is_none() {
         let n = size.saturating_sub(pos);
-        head.headers
-            .push((b"Content-Length".to_vec(), n.to_string().into_bytes()));
+        head.response
+            .push_header(b"Content-Length", n.to_string().as_bytes());
     }
     slot.with(|ex| {
-        if !ex.is_committed() && ex.start_stream(&head.as_response()).is_err() {
+        if !ex.is_committed() && ex.start_stream(&head.response).is_err() {
             return Ok(Some(Sent::Done));
         }
         match ex.send_file(fd, pos, None) {
@@ -301,18 +307,9 @@ fn respond_500(py: Python<'_>, ex: &mut Exchange<'_>, err: &PyErr, debug: bool) 
     } else {
         "Internal Server Error\n".to_string()
     };
-    let headers = [
-        (
-            b"Content-Type".to_vec(),
-            b"text/plain; charset=utf-8".to_vec(),
-        ),
-        (b"Connection".to_vec(), b"close".to_vec()),
-    ];
-    let head = ResponseHead {
-        status: 500,
-        status_line: b"500 Internal Server Error",
-        headers: &headers,
-    };
+    let mut head = ResponseHead::new(500, b"500 Internal Server Error");
+    head.push_header(b"Content-Type", b"text/plain; charset=utf-8");
+    head.push_header(b"Connection", b"close");
     let _ = ex.respond(&head, &[body.as_bytes()]);
 }
 

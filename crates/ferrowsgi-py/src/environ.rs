@@ -3,7 +3,7 @@
 //! and protocols.
 
 use ferrowsgi_proto::{percent_decode, Version};
-use ferrowsgi_server::Exchange;
+use ferrowsgi_server::{Exchange, PeerInfo};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{ffi, PyTypeInfo};
@@ -199,14 +199,20 @@ impl EnvTemplate {
             let (name, port) = split_host_port(host);
             env.set_item(&k.server_name, latin1_str(py, name)?)?;
             env.set_item(&k.server_port, latin1_str(py, port.unwrap_or(b"80"))?)?;
-        } else {
-            env.set_item(&k.server_name, &peer.server_name)?;
-            env.set_item(&k.server_port, &peer.server_port)?;
         }
-        let remote = PyString::new(py, &peer.remote_addr);
-        env.set_item(&k.remote_addr, &remote)?;
-        env.set_item(&k.remote_host, remote)?;
-        env.set_item(&k.remote_port, &peer.remote_port)?;
+        let strings = peer
+            .ext
+            .get_or_init(|| Box::new(PeerStrings::new(py, peer)))
+            .downcast_ref::<PeerStrings>();
+        if let Some(p) = strings {
+            if !peer.is_unix {
+                env.set_item(&k.server_name, p.server_name.bind(py))?;
+                env.set_item(&k.server_port, p.server_port.bind(py))?;
+            }
+            env.set_item(&k.remote_addr, p.remote_addr.bind(py))?;
+            env.set_item(&k.remote_host, p.remote_addr.bind(py))?;
+            env.set_item(&k.remote_port, p.remote_port.bind(py))?;
+        }
         if let Some(ct) = head.content_type() {
             env.set_item(&k.content_type, latin1_str(py, ct)?)?;
         }
@@ -265,5 +271,25 @@ fn split_host_port(h: &[u8]) -> (&[u8], Option<&[u8]>) {
     match h.iter().rposition(|&c| c == b':') {
         Some(i) => (&h[..i], Some(&h[i + 1..])),
         None => (h, None),
+    }
+}
+
+/// The connection's addresses as Python strings, made once per connection
+/// and kept in [`PeerInfo::ext`].
+struct PeerStrings {
+    remote_addr: Py<PyString>,
+    remote_port: Py<PyString>,
+    server_name: Py<PyString>,
+    server_port: Py<PyString>,
+}
+
+impl PeerStrings {
+    fn new(py: Python<'_>, peer: &PeerInfo) -> PeerStrings {
+        PeerStrings {
+            remote_addr: PyString::new(py, &peer.remote_addr).unbind(),
+            remote_port: PyString::new(py, &peer.remote_port).unbind(),
+            server_name: PyString::new(py, &peer.server_name).unbind(),
+            server_port: PyString::new(py, &peer.server_port).unbind(),
+        }
     }
 }

@@ -8,13 +8,19 @@ use pyo3::types::PyString;
 #[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
 #[derive(Debug)]
 pub struct ErrorStream {
-    tag: String,
+    /// "METHOD target" of the request, as sent.
+    tag: Vec<u8>,
 }
 
 impl ErrorStream {
     /// A stream whose lines carry `tag` (such as "GET /path").
-    pub(crate) fn new(tag: String) -> Self {
+    pub(crate) fn new(tag: Vec<u8>) -> Self {
         ErrorStream { tag }
+    }
+
+    /// The request tag, for log lines.
+    pub(crate) fn tag(&self) -> String {
+        String::from_utf8_lossy(&self.tag).into_owned()
     }
 }
 
@@ -29,7 +35,7 @@ impl ErrorStream {
         if !text.trim().is_empty() {
             ferrowsgi_server::log::log(
                 ferrowsgi_server::log::Level::Error,
-                &format!("[{}] {}", self.tag, text.trim_end_matches('\n')),
+                &format!("[{}] {}", self.tag(), text.trim_end_matches('\n')),
             );
         }
         Ok(text.chars().count())

@@ -1,5 +1,6 @@
 //! `start_response` and the `write()` callable it returns (PEP 3333).
 
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrowsgi_proto::{is_token, is_valid_field_value, parse_status};
@@ -26,38 +27,27 @@ const HOP_BY_HOP: &[&[u8]] = &[
     b"upgrade",
 ];
 
-/// The status and headers given to `start_response`, latin-1 encoded.
+/// What `start_response` was given, validated and serialised.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Head {
     /// Whether start_response has been called.
     pub called: bool,
-    /// Status code.
-    pub status: u16,
-    /// "200 OK".
-    pub status_line: Vec<u8>,
-    /// Validated header fields.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Head {
-    /// Borrows the head in the form the server sends.
-    pub(crate) fn as_response(&self) -> ResponseHead<'_> {
-        ResponseHead {
-            status: self.status,
-            status_line: &self.status_line,
-            headers: &self.headers,
-        }
-    }
+    /// The status line and header fields.
+    pub response: ResponseHead,
 }
 
 /// Encodes a str as latin-1, as PEP 3333 requires of status and headers.
-fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
+/// ASCII text (nearly all of it) is borrowed, not copied.
+fn latin1<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
     let s = s
         .cast::<PyString>()
         .map_err(|_| PyTypeError::new_err(format!("{what} must be a str")))?;
     let text = s.to_cow()?;
     if text.is_ascii() {
-        return Ok(text.as_bytes().to_vec());
+        return Ok(match text {
+            Cow::Borrowed(t) => Cow::Borrowed(t.as_bytes()),
+            Cow::Owned(t) => Cow::Owned(t.into_bytes()),
+        });
     }
     text.chars()
         .map(|c| {
@@ -65,7 +55,8 @@ fn latin1(s: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u8>> {
                 PyValueError::new_err(format!("{what} has a character outside latin-1: {c:?}"))
             })
         })
-        .collect()
+        .collect::<PyResult<Vec<u8>>>()
+        .map(Cow::Owned)
 }
 
 /// Validates the arguments of `start_response` into a [`Head`].
@@ -86,7 +77,7 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
             "the headers must be a list of (name, value) tuples",
         ));
     }
-    let mut out = Vec::with_capacity(headers.len().unwrap_or(4));
+    let mut response = ResponseHead::new(code, &status_line);
     for item in headers.try_iter()? {
         let item = item?;
         let pair = item.cast::<PyTuple>().map_err(|_| {
@@ -97,8 +88,10 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
                 "each header must be a (name, value) tuple of two str",
             ));
         }
-        let name = latin1(&pair.get_item(0)?, "a header name")?;
-        let value = latin1(&pair.get_item(1)?, "a header value")?;
+        let name_obj = pair.get_item(0)?;
+        let value_obj = pair.get_item(1)?;
+        let name = latin1(&name_obj, "a header name")?;
+        let value = latin1(&value_obj, "a header value")?;
         if !is_token(&name) {
             return Err(PyValueError::new_err(format!(
                 "invalid header name {:?}",
@@ -112,16 +105,16 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
                 String::from_utf8_lossy(&name)
             )));
         }
-        let lower = name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_slice())
-            && !(lower == b"connection" && value.eq_ignore_ascii_case(b"close"))
+        let hop = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name));
+        if hop
+            && !(name.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close"))
         {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {:?} is not allowed from a WSGI application",
                 String::from_utf8_lossy(&name)
             )));
         }
-        if lower == b"content-length"
+        if name.eq_ignore_ascii_case(b"content-length")
             && (value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit))
         {
             return Err(PyValueError::new_err(format!(
@@ -129,13 +122,11 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
                 String::from_utf8_lossy(&value)
             )));
         }
-        out.push((name, value));
+        response.push_header(&name, &value);
     }
     Ok(Head {
         called: true,
-        status: code,
-        status_line,
-        headers: out,
+        response,
     })
 }
 
@@ -209,10 +200,10 @@ impl Write {
             .cast::<PyBytes>()
             .map_err(|_| PyTypeError::new_err("write() takes bytes"))?;
         let sr = self.start_response.bind(py).get();
-        let head = sr.head().clone();
         sr.slot.with(|ex| {
             if !ex.is_committed() {
-                ex.start_stream(&head.as_response()).map_err(io_error)?;
+                let head = sr.head().response.clone();
+                ex.start_stream(&head).map_err(io_error)?;
             }
             ex.send(bytes.as_bytes()).map_err(io_error)
         })

@@ -101,6 +101,9 @@ pub struct Conn {
     pub served: u64,
     /// The server is stopping: finish the request in progress, then close.
     pub stopping: bool,
+    /// A request was rejected while the client may still be sending: linger
+    /// before closing so our response is not lost to a reset.
+    pub must_linger: bool,
     /// When the current wait (idle, head, body, write) started.
     pub since: Instant,
 }
@@ -132,6 +135,7 @@ impl Conn {
             read_filled: false,
             served: 0,
             stopping: false,
+            must_linger: false,
             since: Instant::now(),
         }
     }
@@ -240,6 +244,7 @@ impl Conn {
         let resp = ferrowsgi_proto::simple_error_response(status, reason, why);
         self.wbuf.extend_from_slice(&resp);
         self.state = ConnState::CloseAfterFlush;
+        self.must_linger = true;
         self.pending = None;
         self.drain = None;
     }

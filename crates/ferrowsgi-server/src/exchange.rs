@@ -2,10 +2,12 @@
 //! parsed head, a body that can be read on demand, and response writes that
 //! the server frames (Content-Length, chunked or close-delimited) and sends.
 
+use std::any::Any;
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::OnceLock;
 
 use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
@@ -16,7 +18,7 @@ use crate::log;
 use crate::sys::{self, Want};
 
 /// Who is on either end of a connection, as strings ready for the environ.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PeerInfo {
     /// Client address ("" for unix sockets).
     pub remote_addr: String,
@@ -28,6 +30,10 @@ pub struct PeerInfo {
     pub server_port: String,
     /// Whether the connection came over a unix socket.
     pub is_unix: bool,
+    /// Per-connection data of the application side, made on first use and
+    /// dropped with the connection (the binding keeps these strings as
+    /// Python objects, so keep-alive requests do not rebuild them).
+    pub ext: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl PeerInfo {
@@ -39,6 +45,7 @@ impl PeerInfo {
             server_name: canonical_ip(local),
             server_port: local.port().to_string(),
             is_unix: false,
+            ext: OnceLock::new(),
         }
     }
 
@@ -50,6 +57,7 @@ impl PeerInfo {
             server_name: "localhost".to_string(),
             server_port: String::new(),
             is_unix: true,
+            ext: OnceLock::new(),
         }
     }
 }
@@ -65,16 +73,64 @@ fn canonical_ip(a: SocketAddr) -> String {
     }
 }
 
-/// The status line and headers of a response, as the application gave them
-/// (already validated by the binding).
-#[derive(Debug)]
-pub struct ResponseHead<'h> {
+/// The status line and header fields of a response, kept serialised as they
+/// go on the wire (`Name: value\r\n` each), with what the server needs to
+/// know about them noted on the way in.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHead {
     /// Status code.
     pub status: u16,
     /// The whole status as given: "200 OK".
-    pub status_line: &'h [u8],
-    /// Header fields, in order.
-    pub headers: &'h [(Vec<u8>, Vec<u8>)],
+    status_line: Vec<u8>,
+    /// Serialised header lines.
+    block: Vec<u8>,
+    /// The application's Content-Length, if it gave a valid one.
+    content_length: Option<u64>,
+    /// A Date header is among the fields.
+    has_date: bool,
+    /// A Server header is among the fields.
+    has_server: bool,
+    /// The application asked for `Connection: close`.
+    close: bool,
+}
+
+impl ResponseHead {
+    /// A head with `status` ("200 OK" as `status_line`) and no fields.
+    pub fn new(status: u16, status_line: &[u8]) -> ResponseHead {
+        ResponseHead {
+            status,
+            status_line: status_line.to_vec(),
+            block: Vec::with_capacity(128),
+            ..ResponseHead::default()
+        }
+    }
+
+    /// Adds a field. The caller has validated the name (a token) and the
+    /// value (no CR, LF or NUL). `Connection` is not written: the server
+    /// writes its own, and only `close` is taken from the application.
+    pub fn push_header(&mut self, name: &[u8], value: &[u8]) {
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.content_length = parse_decimal(value);
+            }
+            4 if name.eq_ignore_ascii_case(b"date") => self.has_date = true,
+            6 if name.eq_ignore_ascii_case(b"server") => self.has_server = true,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                self.close |= value.eq_ignore_ascii_case(b"close");
+                return;
+            }
+            _ => {}
+        }
+        self.block.extend_from_slice(name);
+        self.block.extend_from_slice(b": ");
+        self.block.extend_from_slice(value);
+        self.block.extend_from_slice(b"\r\n");
+    }
+
+    /// The application's Content-Length, if any.
+    pub fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
 }
 
 /// How the response body is delimited on the wire.
@@ -293,7 +349,7 @@ impl<'a> Exchange<'a> {
     /// application Content-Length, one is added. May leave bytes in the
     /// connection's buffer for the event loop to write (the application is
     /// done with them), so a slow reader holds no application thread.
-    pub fn respond(&mut self, head: &ResponseHead<'_>, blocks: &[&[u8]]) -> io::Result<()> {
+    pub fn respond(&mut self, head: &ResponseHead, blocks: &[&[u8]]) -> io::Result<()> {
         let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let framing = self.commit_head(head, Some(total))?;
         let mut parts: Vec<&[u8]> = Vec::with_capacity(blocks.len() + 1);
@@ -330,7 +386,7 @@ impl<'a> Exchange<'a> {
     /// Sends the head of a streamed response: Content-Length framing when
     /// the application gave one, chunked on HTTP/1.1, close-delimited on
     /// HTTP/1.0. The head goes out with the first block.
-    pub fn start_stream(&mut self, head: &ResponseHead<'_>) -> io::Result<()> {
+    pub fn start_stream(&mut self, head: &ResponseHead) -> io::Result<()> {
         let framing = self.commit_head(head, None)?;
         self.state = RespState::Streaming(framing);
         Ok(())
@@ -515,11 +571,7 @@ impl<'a> Exchange<'a> {
     /// Builds the response head into the connection's write buffer and
     /// decides the framing. `full_len` is the whole body's length when the
     /// application handed it over at once.
-    fn commit_head(
-        &mut self,
-        head: &ResponseHead<'_>,
-        full_len: Option<u64>,
-    ) -> io::Result<Framing> {
+    fn commit_head(&mut self, head: &ResponseHead, full_len: Option<u64>) -> io::Result<Framing> {
         if self.state != RespState::Idle {
             return Err(io::Error::other("response already started"));
         }
@@ -528,36 +580,21 @@ impl<'a> Exchange<'a> {
         let is_head = self.is_head();
         let buffered_input = self.conn.input().len() as u64;
         let conn_closing = self.conn.state == ConnState::CloseAfterFlush || self.conn.stopping;
-        let mut app_len: Option<u64> = None;
-        let mut has_date = false;
-        let mut has_server = false;
+        if head.close {
+            self.keep_alive = false;
+        }
+        let app_len = head.content_length;
         let out = &mut self.conn.wbuf;
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(head.status_line);
+        out.extend_from_slice(&head.status_line);
         out.extend_from_slice(b"\r\n");
-        for (name, value) in head.headers {
-            if name.eq_ignore_ascii_case(b"content-length") {
-                app_len = parse_decimal(value);
-            } else if name.eq_ignore_ascii_case(b"date") {
-                has_date = true;
-            } else if name.eq_ignore_ascii_case(b"server") {
-                has_server = true;
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                // The binding only lets "close" through.
-                self.keep_alive = false;
-                continue;
-            }
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        }
-        if !has_date {
+        out.extend_from_slice(&head.block);
+        if !head.has_date {
             out.extend_from_slice(b"Date: ");
             out.extend_from_slice(self.date.get());
             out.extend_from_slice(b"\r\n");
         }
-        if self.cfg.server_header && !has_server {
+        if self.cfg.server_header && !head.has_server {
             out.extend_from_slice(b"Server: ferrowsgi\r\n");
         }
         let bodyless_status = !has_body(head.status);
@@ -720,12 +757,8 @@ impl<'a> Exchange<'a> {
         match self.state {
             RespState::Idle => {
                 log::error("application returned without a response; sending 500");
-                let headers = [(b"Content-Type".to_vec(), b"text/plain".to_vec())];
-                let head = ResponseHead {
-                    status: 500,
-                    status_line: b"500 Internal Server Error",
-                    headers: &headers,
-                };
+                let mut head = ResponseHead::new(500, b"500 Internal Server Error");
+                head.push_header(b"Content-Type", b"text/plain");
                 let _ = self.respond(&head, &[b"Internal Server Error\n"]);
             }
             RespState::Streaming(_) => {
@@ -744,6 +777,8 @@ impl<'a> Exchange<'a> {
         }
         if !self.keep_alive {
             self.conn.state = ConnState::CloseAfterFlush;
+            // The client may still be sending the body nobody read.
+            self.conn.must_linger |= !self.req.decoder.is_done();
         }
         self.conn.served += 1;
         if self.cfg.access_log {

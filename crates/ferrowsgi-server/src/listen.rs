@@ -95,8 +95,9 @@ impl fmt::Display for BindAddr {
 /// A bound, listening socket.
 #[derive(Debug)]
 pub enum Listener {
-    /// TCP.
-    Tcp(TcpListener),
+    /// TCP, with the local address every connection shares when the bind
+    /// address is not a wildcard (saving a getsockname(2) per connection).
+    Tcp(TcpListener, Option<SocketAddr>),
     /// Unix-domain, with the path to remove when the listener goes away.
     Unix(UnixListener, PathBuf),
 }
@@ -119,7 +120,12 @@ impl Listener {
                 sock.bind(&(*sa).into())?;
                 sock.listen(backlog)?;
                 sock.set_nonblocking(true)?;
-                Ok(Listener::Tcp(TcpListener::from_std(sock.into())))
+                let l = TcpListener::from_std(sock.into());
+                let fixed = match l.local_addr() {
+                    Ok(a) if !a.ip().is_unspecified() => Some(a),
+                    _ => None,
+                };
+                Ok(Listener::Tcp(l, fixed))
             }
             BindAddr::Unix(path) => {
                 if path.exists() {
@@ -151,7 +157,7 @@ impl Listener {
     /// The address actually bound (with the real port when 0 was asked).
     pub fn local_addr(&self) -> BindAddr {
         match self {
-            Listener::Tcp(l) => match l.local_addr() {
+            Listener::Tcp(l, _) => match l.local_addr() {
                 Ok(a) => BindAddr::Tcp(a),
                 Err(_) => BindAddr::Unix(PathBuf::new()),
             },
@@ -171,10 +177,13 @@ impl Listener {
     /// it with its peer and local addresses.
     pub fn accept(&self) -> io::Result<(Stream, crate::exchange::PeerInfo)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, fixed) => {
                 let (s, peer) = l.accept()?;
                 s.set_nodelay(true)?;
-                let local = s.local_addr()?;
+                let local = match fixed {
+                    Some(a) => *a,
+                    None => s.local_addr()?,
+                };
                 Ok((Stream::Tcp(s), crate::exchange::PeerInfo::tcp(peer, local)))
             }
             Listener::Unix(l, path) => {
@@ -187,7 +196,7 @@ impl Listener {
     /// Registers the listener for readable events.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.register(registry, token, Interest::READABLE),
+            Listener::Tcp(l, _) => l.register(registry, token, Interest::READABLE),
             Listener::Unix(l, _) => l.register(registry, token, Interest::READABLE),
         }
     }

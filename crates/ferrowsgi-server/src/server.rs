@@ -382,24 +382,26 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Output is flushed and the connection is to close: shut the write side
-    /// and keep discarding input for a moment, so that a client still
-    /// sending (a rejected body, say) reads our response before any reset.
+    /// Output is flushed and the connection is to close. When the client may
+    /// still be sending (a request was rejected, or bytes sit unread), shut
+    /// the write side and keep discarding input for a moment, so that the
+    /// client reads our response before any reset; otherwise close at once.
     fn start_linger(&mut self, key: usize) {
-        let Some(slot) = self.conns.get_mut(key) else {
+        let Some(Slot::Here(conn)) = self.conns.get(key) else {
             return;
         };
-        let Slot::Here(conn) = std::mem::replace(slot, Slot::Away { readable: false }) else {
-            return;
-        };
-        if conn.peer_eof {
-            let mut conn = conn;
-            let _ = conn.stream.deregister(self.server.poll.registry());
-            self.conns.remove(key);
+        let quiet = conn.peer_eof
+            || (!conn.must_linger && conn.input().is_empty() && conn.pending.is_none());
+        if quiet {
+            self.remove(key);
             return;
         }
+        let Slot::Here(mut conn) =
+            std::mem::replace(&mut self.conns[key], Slot::Away { readable: false })
+        else {
+            return;
+        };
         conn.stream.shutdown_write();
-        let mut conn = conn;
         conn.since = Instant::now();
         self.conns[key] = Slot::Lingering(conn);
         self.linger(key);
@@ -421,15 +423,10 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
+    /// Drops a connection. Closing the socket also removes it from epoll
+    /// (it is never duplicated), so no deregistration call is made.
     fn remove(&mut self, key: usize) {
-        if let Some(slot) = self.conns.try_remove(key) {
-            match slot {
-                Slot::Here(mut c) | Slot::Lingering(mut c) => {
-                    let _ = c.stream.deregister(self.server.poll.registry());
-                }
-                Slot::Away { .. } => {}
-            }
-        }
+        self.conns.try_remove(key);
     }
 
     /// At shutdown: marks every connection as on its last request and

@@ -178,12 +178,12 @@ pub fn big_body(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
-fn head<'h>(status: u16, line: &'h [u8], headers: &'h [(Vec<u8>, Vec<u8>)]) -> ResponseHead<'h> {
-    ResponseHead {
-        status,
-        status_line: line,
-        headers,
+fn head(status: u16, line: &[u8], headers: &[(Vec<u8>, Vec<u8>)]) -> ResponseHead {
+    let mut h = ResponseHead::new(status, line);
+    for (name, value) in headers {
+        h.push_header(name, value);
     }
+    h
 }
 
 fn ok(ex: &mut Exchange<'_>, extra: &[(Vec<u8>, Vec<u8>)], body: &[u8]) {
