@@ -39,14 +39,18 @@ def run_until_signal(server: Server, *, banner: bool = True) -> None:
     if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     thread = threading.Thread(target=serve, name="ferrowsgi-server")
-    thread.start()
     try:
-        try:
-            # A timed wait keeps the main thread responsive to signals.
-            while not done.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            server.stop()
+        thread.start()
+        while True:
+            try:
+                # A timed wait keeps the main thread responsive to signals.
+                while not done.wait(1.0):
+                    pass
+                break
+            except KeyboardInterrupt:
+                # Graceful stop; keep waiting for it (a second Ctrl-C lands
+                # here again and changes nothing).
+                server.stop()
         thread.join()
     finally:
         if old_term is not None:

@@ -15,8 +15,7 @@ fn fail(msg: &str, code: i32) -> i32 {
 
 /// Runs the command line `argv` (program name first) and returns the exit
 /// status.
-#[pyfunction]
-pub fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
+fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     let cli = match parse_args(&argv) {
         Ok(cli) => cli,
         Err((text, 0)) => {
@@ -74,4 +73,14 @@ pub fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     let runner = py.import("ferrowsgi._runner")?;
     runner.call_method1("run_until_signal", (Bound::new(py, server)?,))?;
     Ok(0)
+}
+
+/// Runs [`run`], turning a Ctrl-C that arrives before serving starts (while
+/// the application is imported, say) into a quiet exit with status 130.
+#[pyfunction]
+pub fn main(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
+    match run(py, argv) {
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => Ok(130),
+        other => other,
+    }
 }
