@@ -23,6 +23,10 @@ pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_WRITE_TIMEOUT_SECS: u64 = 30;
 /// Default listen(2) backlog.
 pub const DEFAULT_BACKLOG: u32 = 2048;
+/// Default cap on open connections per worker. Each idle connection costs
+/// a socket and a few hundred bytes; 10,000 leaves room for slow and idle
+/// clients without letting them exhaust the process's descriptors.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 /// Default cap on a request body (0 means no cap), like gunicorn's unlimited
 /// default but bounded: 1 GiB.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
@@ -56,6 +60,8 @@ pub struct Config {
     pub limits: Limits,
     /// Largest request body accepted (413 past it); 0 for no cap.
     pub max_body: u64,
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             backlog: DEFAULT_BACKLOG,
             limits: Limits::default(),
             max_body: DEFAULT_MAX_BODY,
+            max_connections: DEFAULT_MAX_CONNECTIONS as usize,
         }
     }
 }
@@ -136,6 +143,11 @@ pub struct Cli {
     #[arg(long, default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
 
+    /// Most connections open at once; more wait in the backlog.
+    #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_connections: u32,
+
     /// Longest request line in bytes (414 past it).
     #[arg(long, value_name = "BYTES")]
     pub limit_request_line: Option<usize>,
@@ -180,6 +192,7 @@ impl Cli {
         cfg.read_timeout = Duration::from_secs(self.read_timeout.max(1));
         cfg.write_timeout = Duration::from_secs(self.write_timeout.max(1));
         cfg.backlog = self.backlog;
+        cfg.max_connections = self.worker_connections as usize;
         if let Some(n) = self.limit_request_line {
             cfg.limits.max_request_line = n;
         }

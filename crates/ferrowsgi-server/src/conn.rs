@@ -53,8 +53,6 @@ pub struct Pending {
     pub body: Vec<u8>,
     /// Whether `100 Continue` is owed before the body is read.
     pub continue_pending: bool,
-    /// When the head was complete (for the access log and timeouts).
-    pub started: Instant,
 }
 
 /// What [`Conn::next_request`] found.
@@ -320,7 +318,6 @@ impl Conn {
                         decoder,
                         body: Vec::new(),
                         continue_pending,
-                        started: Instant::now(),
                     };
                     if kind == BodyKind::Empty || continue_pending {
                         // With Expect: 100-continue the application decides

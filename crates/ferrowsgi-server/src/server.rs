@@ -194,6 +194,10 @@ struct EventLoop<H: Handler> {
     date: DateCache,
     away: usize,
     accepting: bool,
+    /// Accepting paused at the connection limit.
+    paused_full: bool,
+    /// Accepting paused after an accept error (out of descriptors).
+    paused_error: bool,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -205,6 +209,8 @@ impl<H: Handler> EventLoop<H> {
             date: DateCache::new(),
             away: 0,
             accepting: true,
+            paused_full: false,
+            paused_error: false,
         }
     }
 
@@ -272,16 +278,39 @@ impl<H: Handler> EventLoop<H> {
                     break;
                 }
             }
+            if self.accepting
+                && self.paused_full
+                && self.conns.len() < self.server.cfg.max_connections
+            {
+                self.resume_accept();
+            }
             if last_sweep.elapsed() >= SWEEP_EVERY {
                 last_sweep = Instant::now();
                 self.sweep();
+                if self.accepting && self.paused_error {
+                    self.resume_accept();
+                }
             }
         }
         Ok(())
     }
 
+    /// Accepts every pending connection of listener `index`, up to the
+    /// connection limit. Connections left in the backlog (limit reached, or
+    /// out of file descriptors) are picked up later: at the limit as soon as
+    /// a connection closes, after an error at the next sweep.
     fn accept(&mut self, index: usize) {
         loop {
+            if self.conns.len() >= self.server.cfg.max_connections {
+                if !self.paused_full {
+                    log::warning(&format!(
+                        "{} connections open (--worker-connections): new ones wait in the backlog",
+                        self.conns.len()
+                    ));
+                }
+                self.paused_full = true;
+                return;
+            }
             let Some(listener) = self.server.listeners.get(index) else {
                 return;
             };
@@ -299,12 +328,24 @@ impl<H: Handler> EventLoop<H> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // EMFILE, ENFILE, ENOBUFS: keep the listener; the next
-                    // readiness edge or sweep retries.
-                    log::warning(&format!("accept failed: {e}"));
+                    // EMFILE, ENFILE, ENOBUFS: the listener stays; the
+                    // connections wait in the backlog until the sweep retries.
+                    if !self.paused_error {
+                        log::warning(&format!("accept failed: {e}; retrying shortly"));
+                    }
+                    self.paused_error = true;
                     return;
                 }
             }
+        }
+    }
+
+    /// Resumes accepting after a pause (see [`EventLoop::accept`]).
+    fn resume_accept(&mut self) {
+        self.paused_full = false;
+        self.paused_error = false;
+        for i in 0..self.server.listeners.len() {
+            self.accept(i);
         }
     }
 
