@@ -23,7 +23,7 @@ from ferrowsgi._runner import run_until_signal
 __all__ = ["FileWrapper", "Server", "__version__", "background", "serve"]
 
 
-def _binds(host: str, port: int, bind: Optional[Sequence[str]]) -> list[str]:
+def _binds(host: str, port: int, bind: Sequence[str] | None) -> list[str]:
     if bind:
         return [str(b) for b in bind]
     if ":" in host and not host.startswith("["):
@@ -37,7 +37,7 @@ def serve(
     port: int = 8000,
     *,
     threads: int = 1,
-    bind: Optional[Sequence[str]] = None,
+    bind: Sequence[str] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` until Ctrl-C or SIGTERM, then return.
@@ -58,7 +58,7 @@ def background(
     port: int = 0,
     *,
     threads: int = 1,
-    bind: Optional[Sequence[str]] = None,
+    bind: Sequence[str] | None = None,
     **options: Any,
 ) -> Iterator[str]:
     """Run ``app`` on a background thread; yield its URL; stop it on exit.

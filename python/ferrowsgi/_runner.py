@@ -40,16 +40,17 @@ def run_until_signal(server: Server, *, banner: bool = True) -> None:
         old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     thread = threading.Thread(target=serve, name="ferrowsgi-server")
     try:
-        thread.start()
-        while True:
+        started = False
+        while not started or thread.is_alive():
+            # Every wait is short and inside the try, so a Ctrl-C or SIGTERM
+            # at any moment (even while the thread starts) stops gracefully;
+            # a second one changes nothing.
             try:
-                # A timed wait keeps the main thread responsive to signals.
-                while not done.wait(1.0):
-                    pass
-                break
+                if not started:
+                    started = True
+                    thread.start()
+                done.wait(1.0)
             except KeyboardInterrupt:
-                # Graceful stop; keep waiting for it (a second Ctrl-C lands
-                # here again and changes nothing).
                 server.stop()
         thread.join()
     finally:
