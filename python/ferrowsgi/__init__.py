@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ferrowsgi._ferrowsgi import FileWrapper, Server, __version__
 from ferrowsgi._runner import run_until_signal
