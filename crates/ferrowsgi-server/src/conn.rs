@@ -22,9 +22,10 @@ use crate::log;
 /// is attempted with. 16 KiB holds dozens of pipelined requests.
 pub const READ_CHUNK: usize = 16 * 1024;
 
-/// A request body up to this size is read completely before the application
-/// is called, so a slow uploader never holds an application thread for a
-/// small body; a larger body is streamed to the application as it reads.
+/// A request body is read completely before the application is called, so a
+/// slow uploader never holds an application thread: up to this size in
+/// memory, the rest in a temporary file (so memory stays flat under large
+/// uploads).
 pub const BODY_BUFFER: usize = 256 * 1024;
 
 /// After a response, up to this many bytes of a request body the application
@@ -53,6 +54,8 @@ pub struct Pending {
     pub body: Vec<u8>,
     /// Whether `100 Continue` is owed before the body is read.
     pub continue_pending: bool,
+    /// The part of a large body kept on disk, before `body`.
+    pub spool: Option<Spool>,
 }
 
 /// What [`Conn::next_request`] found.
@@ -318,6 +321,7 @@ impl Conn {
                         decoder,
                         body: Vec::new(),
                         continue_pending,
+                        spool: None,
                     };
                     if kind == BodyKind::Empty || continue_pending {
                         // With Expect: 100-continue the application decides
@@ -329,24 +333,57 @@ impl Conn {
                 }
             }
         }
-        // Buffer the body up to BODY_BUFFER before calling the application.
+        // Read the whole body before calling the application: up to
+        // BODY_BUFFER in memory, the rest spooled to a temporary file, so a
+        // slow uploader holds no application thread and memory stays flat.
         let Some(mut p) = self.pending.take() else {
             return Next::Wait;
         };
         loop {
-            let room = BODY_BUFFER.saturating_sub(p.body.len());
-            if p.decoder.is_done() || room == 0 {
+            if p.decoder.is_done() {
+                if let Some(spool) = p.spool.as_mut() {
+                    if let Err(e) = spool.append(&mut p.body) {
+                        log::error(&format!("cannot spool a request body: {e}"));
+                        self.reject(
+                            500,
+                            "Internal Server Error",
+                            "cannot store the request body",
+                        );
+                        return Next::Close;
+                    }
+                }
                 return Next::Ready(p);
             }
+            if p.body.len() >= BODY_BUFFER {
+                let spooled = match p.spool.as_mut() {
+                    Some(spool) => spool.append(&mut p.body),
+                    None => Spool::create().and_then(|mut spool| {
+                        let r = spool.append(&mut p.body);
+                        p.spool = Some(spool);
+                        r
+                    }),
+                };
+                if let Err(e) = spooled {
+                    log::error(&format!("cannot spool a request body: {e}"));
+                    self.reject(
+                        500,
+                        "Internal Server Error",
+                        "cannot store the request body",
+                    );
+                    return Next::Close;
+                }
+            }
+            let room = BODY_BUFFER.saturating_sub(p.body.len()).max(1);
             match p.decoder.decode(&self.rbuf[self.rpos..], &mut p.body, room) {
                 Ok(n) => {
                     self.consume(n);
-                    if cfg.max_body > 0 && p.body.len() as u64 > cfg.max_body {
+                    let total = p.body.len() as u64 + p.spool.as_ref().map_or(0, |s| s.len);
+                    if cfg.max_body > 0 && total > cfg.max_body {
                         self.reject(413, "Content Too Large", "request body over the limit");
                         return Next::Close;
                     }
                     if p.decoder.is_done() || p.body.len() >= BODY_BUFFER {
-                        return Next::Ready(p);
+                        continue;
                     }
                     if n == 0 || self.input().is_empty() {
                         if self.peer_eof {
@@ -362,5 +399,81 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// A request body too large for memory, kept in an unnamed temporary file.
+#[derive(Debug)]
+pub struct Spool {
+    file: std::fs::File,
+    /// Bytes written.
+    pub len: u64,
+    /// Bytes handed to the application so far.
+    pub read_pos: u64,
+}
+
+impl Spool {
+    /// Creates an unnamed file in the temporary directory (O_TMPFILE, or a
+    /// named file removed at once where the file system lacks it).
+    pub fn create() -> io::Result<Spool> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open(&dir)
+            .or_else(|_| {
+                static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = dir.join(format!("ferrowsgi-body-{}-{n}", std::process::id()));
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                std::fs::remove_file(&path)?;
+                Ok::<_, io::Error>(f)
+            })?;
+        Ok(Spool {
+            file,
+            len: 0,
+            read_pos: 0,
+        })
+    }
+
+    /// Appends `data` to the file and empties it.
+    pub fn append(&mut self, data: &mut Vec<u8>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, self.len)?;
+        self.len += data.len() as u64;
+        data.clear();
+        Ok(())
+    }
+
+    /// Appends up to `max` unread bytes to `out`; returns how many.
+    pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = (self.len - self.read_pos).min(max as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let start = out.len();
+        out.resize(start + want, 0);
+        let mut got = 0;
+        while got < want {
+            match self
+                .file
+                .read_at(&mut out[start + got..], self.read_pos + got as u64)?
+            {
+                0 => break,
+                n => got += n,
+            }
+        }
+        out.truncate(start + got);
+        self.read_pos += got as u64;
+        Ok(got)
     }
 }

@@ -261,6 +261,11 @@ impl<'a> Exchange<'a> {
     /// `Ok(false)` at the end of the body. A client that goes quiet for the
     /// read timeout or disconnects is an error.
     pub fn fill_body(&mut self) -> io::Result<bool> {
+        if let Some(spool) = self.req.spool.as_mut() {
+            if spool.read_into(&mut self.req.body, READ_CHUNK * 4)? > 0 {
+                return Ok(true);
+            }
+        }
         if self.req.decoder.is_done() {
             return Ok(false);
         }
