@@ -27,6 +27,9 @@ pub const DEFAULT_BACKLOG: u32 = 2048;
 /// a socket and a few hundred bytes; 10,000 leaves room for slow and idle
 /// clients without letting them exhaust the process's descriptors.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+/// Default number of requests served on one persistent connection before it
+/// is closed (nginx's default), so no connection lives forever.
+pub const DEFAULT_KEEP_ALIVE_REQUESTS: u64 = 1000;
 /// Default cap on a request body (0 means no cap), like gunicorn's unlimited
 /// default but bounded: 1 GiB.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
@@ -62,6 +65,8 @@ pub struct Config {
     pub max_body: u64,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Requests served on one connection before it closes (0: no limit).
+    pub keep_alive_requests: u64,
 }
 
 impl Default for Config {
@@ -80,6 +85,7 @@ impl Default for Config {
             limits: Limits::default(),
             max_body: DEFAULT_MAX_BODY,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
         }
     }
 }
@@ -131,7 +137,7 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_KEEP_ALIVE_SECS)]
     pub keep_alive: u64,
 
-    /// Seconds allowed for a request head, and between reads of a body.
+    /// Seconds allowed for a whole request head, and between reads of a body.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
     pub read_timeout: u64,
 
@@ -142,6 +148,10 @@ pub struct Cli {
     /// listen(2) backlog.
     #[arg(long, default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
+
+    /// Requests served on one connection before it closes (0: no limit).
+    #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_KEEP_ALIVE_REQUESTS)]
+    pub keep_alive_requests: u64,
 
     /// Most connections open at once; more wait in the backlog.
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_MAX_CONNECTIONS,
@@ -193,6 +203,7 @@ impl Cli {
         cfg.write_timeout = Duration::from_secs(self.write_timeout.max(1));
         cfg.backlog = self.backlog;
         cfg.max_connections = self.worker_connections as usize;
+        cfg.keep_alive_requests = self.keep_alive_requests;
         if let Some(n) = self.limit_request_line {
             cfg.limits.max_request_line = n;
         }

@@ -105,8 +105,10 @@ pub struct Conn {
     /// A request was rejected while the client may still be sending: linger
     /// before closing so our response is not lost to a reset.
     pub must_linger: bool,
-    /// When the current wait (idle, head, body, write) started.
+    /// When the current wait (idle, head, body, write) last saw progress.
     pub since: Instant,
+    /// When the first byte of a still incomplete head arrived.
+    pub head_since: Option<Instant>,
 }
 
 /// Outcome of reading from the socket.
@@ -138,6 +140,7 @@ impl Conn {
             stopping: false,
             must_linger: false,
             since: Instant::now(),
+            head_since: None,
         }
     }
 
@@ -297,6 +300,9 @@ impl Conn {
                         // A half-sent head is not answered: the client is gone.
                         return Next::Close;
                     }
+                    // The head's deadline runs from its first byte, however
+                    // slowly the rest trickles in (slowloris).
+                    self.head_since.get_or_insert_with(Instant::now);
                     return Next::Wait;
                 }
                 Err(e) => {
@@ -305,6 +311,7 @@ impl Conn {
                 }
                 Ok(Parsed::Complete { head, consumed }) => {
                     self.consume(consumed);
+                    self.head_since = None;
                     let kind = head.body();
                     if let BodyKind::Length(n) = kind {
                         if cfg.max_body > 0 && n > cfg.max_body {

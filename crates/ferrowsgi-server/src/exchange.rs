@@ -647,7 +647,8 @@ impl<'a> Exchange<'a> {
                 self.keep_alive = false;
             }
         }
-        if conn_closing {
+        let limit = self.cfg.keep_alive_requests;
+        if conn_closing || (limit > 0 && self.conn.served + 1 >= limit) {
             self.keep_alive = false;
         }
         if !self.keep_alive {

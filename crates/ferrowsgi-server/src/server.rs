@@ -508,7 +508,10 @@ impl<H: Handler> EventLoop<H> {
                         if waited > cfg.keep_alive || self.server.stop.load(Ordering::Relaxed) {
                             expired.push((key, false));
                         }
-                    } else if waited > cfg.read_timeout {
+                    } else if waited > cfg.read_timeout
+                        || c.head_since
+                            .is_some_and(|t| now.duration_since(t) > cfg.read_timeout)
+                    {
                         expired.push((key, c.drain.is_none()));
                     }
                 }

@@ -727,6 +727,39 @@ fn partial_body_gets_408_after_read_timeout() {
 }
 
 #[test]
+fn trickled_head_gets_408_after_read_timeout() {
+    // One byte every 150 ms keeps the connection "active", but the head as
+    // a whole must arrive within the read timeout (slowloris).
+    let server = TestServer::tcp_with(|cfg| cfg.read_timeout = Duration::from_secs(1));
+    let mut c = server.connect();
+    let sent = Instant::now();
+    let head = b"GET /hello HTTP/1.1\r\nHost: test\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa";
+    for b in head.iter() {
+        if !c.try_send(&[*b]) || sent.elapsed() > Duration::from_millis(2500) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let resp = c.read_response();
+    let waited = sent.elapsed();
+    assert_eq!(resp.status, 408, "{resp:?}");
+    assert!(waited < Duration::from_millis(3000), "late: {waited:?}");
+    assert_eq!(server.calls(), 0);
+}
+
+#[test]
+fn keep_alive_requests_limit_closes_after_the_last() {
+    let server = TestServer::tcp_with(|cfg| cfg.keep_alive_requests = 3);
+    let mut c = server.connect();
+    for i in 1..=3 {
+        let resp = c.get("/hello");
+        assert_hello(&resp);
+        assert_eq!(resp.says_close(), i == 3, "request {i}: {resp:?}");
+    }
+    c.expect_closed();
+}
+
+#[test]
 fn partial_head_gets_408_after_read_timeout() {
     let server = TestServer::tcp_with(|cfg| cfg.read_timeout = Duration::from_secs(1));
     let mut c = server.connect();

@@ -491,6 +491,11 @@ impl Client {
         }
     }
 
+    /// Sends `bytes`; `false` if the server has closed the connection.
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.sock.write_all(bytes).is_ok()
+    }
+
     /// Writes all of `bytes` in one write call (as far as the kernel takes
     /// it).
     pub fn send(&mut self, bytes: &[u8]) {
