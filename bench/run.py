@@ -55,6 +55,8 @@ STOP_GRACE = 5.0
 INSTALL_TIMEOUT = 600
 FERRO_INSTALL_TIMEOUT = 900
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+DISTURBED_PCT = 5.0  # other processes above this (% of a core) during a run: rerun the cell
+QUIET_WAIT = 60.0  # seconds to wait for unrelated load to stop before a cell
 PAGE_NOTE = "—"
 
 
@@ -191,7 +193,7 @@ _LIVE: dict[int, subprocess.Popen] = {}  # process groups this script started
 
 def spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start argv in its own process group (so it and its children can be stopped)."""
-    log = open(log_path, "wb")  # noqa: SIM115 - closed when the process is stopped
+    log = open(log_path, "wb")  # closed by stop()
     proc = subprocess.Popen(
         argv,
         cwd=BENCH_DIR,
@@ -286,6 +288,17 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (fields[0] + fields[1] + fields[2]) / CLK_TCK, fields[7] / CLK_TCK
 
 
+def wait_quiet(limit: float) -> float:
+    """Wait (at most `limit` s) until the machine is idle; returns the last busy % of a core."""
+    deadline = time.monotonic() + limit
+    while True:
+        before = machine_cpu_seconds()[0]
+        time.sleep(1.0)
+        busy = 100 * (machine_cpu_seconds()[0] - before)
+        if busy < 2 * DISTURBED_PCT or time.monotonic() >= deadline:
+            return busy
+
+
 def tree_peak_rss_kib(root: int) -> int:
     total = 0
     for pid in tree_pids(root):
@@ -341,6 +354,27 @@ def venv_python_version() -> str:
         return ""
 
 
+def source_state() -> str:
+    """The commit of the repository and the files that differ from it, at install time."""
+    git = ["git", "-C", str(REPO_DIR)]
+    try:
+        head = subprocess.run(
+            [*git, "log", "-1", "--format=%h %s"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--untracked-files=no", "--", "crates", "python"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split()[1::2]
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    source = f"commit {head}" if head else "no commit"
+    if dirty:
+        source += " + uncommitted changes to " + ", ".join(dirty)
+    return source
+
+
 def ensure_venv() -> None:
     if VENV_PY.exists():
         return
@@ -383,6 +417,7 @@ def install(servers: list[Server], deadline: float) -> dict[str, str]:
         cmd = [str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check"]
         if srv.requirement == "@repo":
             cmd += ["--force-reinstall", "--no-cache-dir"]
+            source = source_state()
         cmd.append(target)
         print(f"installing {target} ...", flush=True)
         t0 = time.monotonic()
@@ -401,6 +436,8 @@ def install(servers: list[Server], deadline: float) -> dict[str, str]:
         print(f"  {'ok' if ok else 'FAILED: ' + reason} ({took:.0f} s)", flush=True)
         done[target] = (ok, reason)
         state[target] = {"ok": ok, "reason": reason, "when": _now()}
+        if srv.requirement == "@repo":
+            state[target]["source"] = source
     INSTALL_STATE.write_text(json.dumps(state, indent=2))
     return {s.name: ("" if done[s.pip_target()][0] else done[s.pip_target()][1]) for s in servers}
 
@@ -456,6 +493,8 @@ class Result:
     peak_rss_mib: float | None = None
     wrk_cpu_pct: float | None = None
     wall_s: float | None = None
+    attempts: int = 1
+    other_pct: float = 0.0  # CPU used by unrelated processes during the run, % of a core
     notes: list[str] = field(default_factory=list)
 
 
@@ -515,7 +554,7 @@ def parse_wrk(out: str) -> dict:
             res[key] = _to_us(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
-        for name, val in zip(("connect", "read", "write", "timeout"), m.groups(), strict=True):
+        for name, val in zip(("connect", "read", "write", "timeout"), m.groups()):
             if int(val):
                 res["errors"][name] = int(val)
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -585,8 +624,9 @@ def bench_one(
         cpu1, machine1 = tree_cpu_seconds(proc.pid), machine_cpu_seconds()
         # Task time not spent by the server or wrk = other processes competing for the cores.
         other = (machine1[0] - machine0[0]) - (cpu1 - cpu0) - w["wrk_cpu_s"]
-        if other > 0.05 * w["wall_s"]:
-            res.notes.append(f"other processes used {100 * other / w['wall_s']:.0f}% of a core")
+        res.other_pct = max(0.0, 100 * other / w["wall_s"])
+        if res.other_pct > DISTURBED_PCT:
+            res.notes.append(f"other processes used {res.other_pct:.0f}% of a core")
         steal = machine1[1] - machine0[1]
         if steal > 0.02 * w["wall_s"]:
             res.notes.append(f"hypervisor steal {100 * steal / w['wall_s']:.0f}% of a core")
@@ -608,6 +648,36 @@ def bench_one(
     finally:
         stop(proc)
     return res
+
+
+def measure(
+    srv: Server,
+    wl: Workload,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    logs: Path,
+    deadline: float,
+    per_cell: float,
+) -> Result:
+    """bench_one on a quiet machine; a run disturbed by other processes is repeated."""
+    best: Result | None = None
+    for attempt in range(1 + args.retries):
+        busy = wait_quiet(min(QUIET_WAIT, max(0.0, deadline - time.monotonic() - per_cell)))
+        if busy >= 2 * DISTURBED_PCT:
+            print(f"  machine still busy ({busy:.0f}% of a core); measuring anyway", flush=True)
+        res = bench_one(srv, wl, args, env, logs)
+        if best is None or (not res.status and (best.status or res.other_pct < best.other_pct)):
+            best = res
+        best.attempts = attempt + 1
+        if best.status or best.other_pct <= DISTURBED_PCT:
+            break
+        if attempt < args.retries and deadline - time.monotonic() > per_cell + QUIET_WAIT:
+            print(
+                f"  disturbed ({best.other_pct:.0f}% of a core used by others); again", flush=True
+            )
+        else:
+            break
+    return best
 
 
 # --------------------------------------------------------------------------- report
@@ -698,11 +768,23 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
             "generator may be the limit, so those req/s are lower bounds of the server's "
             "capacity and the CPU µs/req column is the fairer comparison."
         )
-    idle = [f"{r.server} ({r.server_cpu_pct:.0f}%)" for r in ok if (r.server_cpu_pct or 0) < 90]
-    if idle:
+    held = [
+        r.server
+        for r in ok
+        if (r.server_cpu_pct or 0) < 90 and (r.wrk_cpu_pct or 0) < 85 and r.server_cpu_pct
+    ]
+    if held:
         out.append(
-            "Servers that did not use their whole core: " + ", ".join(idle) + " — they were "
-            "waiting (on wrk, on connection set-up, or on a hand-off), not CPU-bound."
+            "Neither the server nor wrk used a full core for " + ", ".join(held) + ": something "
+            "else held those runs back (other load on the machine, or the server waiting on "
+            "itself), so their req/s understate them while their CPU µs/req stays comparable."
+        )
+    retried = [f"{r.server} ({r.attempts} runs)" for r in ok if r.attempts > 1]
+    if retried:
+        out.append(
+            "The machine was not idle: other processes disturbed and forced repeats of "
+            + ", ".join(retried)
+            + "; the least disturbed run is shown."
         )
     errs = [r.server for r in ok if r.errors]
     if errs:
@@ -737,6 +819,8 @@ def machine_info(vers: dict[str, str]) -> list[str]:
         mem = f", {kib / 1024 / 1024:.0f} GiB RAM"
     except (OSError, ValueError, IndexError):
         pass
+    record = load_install_state().get(str(REPO_DIR), {})
+    source = record.get("source", "unknown") + (f", installed {record['when']}" if record else "")
     pkgs = ", ".join(f"{k} {v or 'not installed'}" for k, v in vers.items() if k != "python")
     return [
         f"- CPU: {os.cpu_count()} × {model}{mem}",
@@ -744,6 +828,7 @@ def machine_info(vers: dict[str, str]) -> list[str]:
         f"- Python (bench venv): {vers.get('python', '?')}",
         f"- Load generator: {wrk_version}",
         f"- Packages: {pkgs}",
+        f"- ferrowsgi built from: {source}",
     ]
 
 
@@ -764,7 +849,12 @@ def write_docs(command: str, args, vers, by_workload: dict[str, list[Result]], w
         "server's whole process tree (all threads) read from /proc before and after the wrk "
         "run; CPU µs/req divides it by the requests wrk completed. Peak RSS is VmHWM summed over "
         "the tree. wrk CPU % is wrk's own utime+stime over the run's wall time: near 100 % means "
-        "the load generator, not the server, is the limit. Each number comes from a single run.",
+        "the load generator, not the server, is the limit. Before each cell the script waits "
+        f"(up to {QUIET_WAIT:.0f} s) for the machine to be idle; a run during which other "
+        "processes "
+        f"used more than {DISTURBED_PCT:.0f}% of a core is repeated (up to {args.retries} times) "
+        "and the least disturbed run is kept; a row that stayed disturbed says so in its notes. "
+        "Each number comes from a single run.",
         "",
         "## Machine",
         "",
@@ -802,7 +892,7 @@ def write_docs(command: str, args, vers, by_workload: dict[str, list[Result]], w
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # --------------------------------------------------------------------------- main
@@ -815,6 +905,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(SERVERS), help="comma list: " + ",".join(SERVERS))
     p.add_argument("--workloads", default="hello", help="comma list: " + ",".join(WORKLOADS))
     p.add_argument("--no-install", action="store_true", help="use the venv as it is")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="repeat a cell this many times when other processes disturbed it",
+    )
     p.add_argument("--write-docs", action="store_true", help="also write docs/BENCHMARKS.md")
     p.add_argument(
         "--max-total",
@@ -833,6 +929,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
     if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 10000:
         p.error("--duration must be 1..600 and --connections 1..10000")
+    if not 0 <= args.retries <= 10:
+        p.error("--retries must be 0..10")
     return args
 
 
@@ -852,8 +950,9 @@ def main(argv: list[str]) -> int:
             return 2
     cells = len(args.server_list) * len(args.workload_list)
     per_cell = args.duration + WARMUP_SECONDS + READY_TIMEOUT + 4 * STOP_GRACE + 40
+    per_cell_all = (1 + args.retries) * (per_cell + QUIET_WAIT)
     install_budget = 0 if args.no_install else FERRO_INSTALL_TIMEOUT + 300
-    max_total = args.max_total or int(install_budget + cells * per_cell + 60)
+    max_total = args.max_total or int(install_budget + cells * per_cell_all + 60)
     start = time.monotonic()
     deadline = start + max_total
     atexit.register(stop_all)
@@ -892,7 +991,7 @@ def main(argv: list[str]) -> int:
                         Result(srv.name, wname, status="skipped: total time budget reached")
                     )
                     continue
-                by_workload[wname].append(bench_one(srv, wl, args, env, logs))
+                by_workload[wname].append(measure(srv, wl, args, env, logs, deadline, per_cell))
         for wname, results in by_workload.items():
             print(f"\n### {wname} ({WORKLOADS[wname].description})\n")
             print(table(results))
