@@ -2,7 +2,6 @@
 //! send the response, and always call `close()`.
 
 use std::os::fd::RawFd;
-use std::sync::Arc;
 
 use ferrowsgi_server::exchange::ResponseHead;
 use ferrowsgi_server::{log, Exchange, Handler, Waiter};
@@ -49,9 +48,9 @@ impl PyHandler {
 
     /// Calls the application and sends what it returns.
     fn run(&self, py: Python<'_>, ex: &mut Exchange<'_>) {
-        let slot = Arc::new(Slot::default());
         let built = (|| -> PyResult<_> {
-            let input = Bound::new(py, InputStream::new(Arc::clone(&slot)))?;
+            let sr = Bound::new(py, StartResponse::new())?;
+            let input = Bound::new(py, InputStream::new(sr.clone().unbind()))?;
             let (method, target) = (ex.head().method(), ex.head().target());
             let mut tag = Vec::with_capacity(method.len() + 1 + target.len());
             tag.extend_from_slice(method);
@@ -59,7 +58,6 @@ impl PyHandler {
             tag.extend_from_slice(target);
             let errors = Bound::new(py, ErrorStream::new(tag))?;
             let environ = self.env.build(py, ex, input, errors.clone())?;
-            let sr = Bound::new(py, StartResponse::new(Arc::clone(&slot)))?;
             Ok((environ, sr, errors))
         })();
         let (environ, sr, errors) = match built {
@@ -75,12 +73,13 @@ impl PyHandler {
                 return;
             }
         };
+        let slot = &sr.get().slot;
         let guard = slot.fill(ex);
         let result = self.app.bind(py).call1((environ, &sr));
         let sent = match result {
             Err(e) => Sent::AppError(e),
             Ok(result) => {
-                let sent = send_result(py, &slot, sr.get(), &result);
+                let sent = send_result(py, slot, sr.get(), &result);
                 // PEP 3333: close() is called once, whatever happened. Lists
                 // and tuples have none (and asking would build an exception).
                 let plain = result.is_exact_instance_of::<PyList>()
@@ -151,10 +150,17 @@ fn as_block<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyB
 /// A list or tuple: all blocks are there, so they go out in one write with a
 /// Content-Length (unless write() already started a stream).
 fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyResult<Sent> {
-    let mut blocks: Vec<Bound<'_, PyBytes>> = Vec::new();
-    for item in seq.try_iter()? {
-        let item = item?;
-        blocks.push(as_block(&item)?.clone());
+    let mut blocks: Vec<Bound<'_, PyBytes>> = Vec::with_capacity(1);
+    if let Ok(list) = seq.cast_exact::<PyList>() {
+        // The common `[body]`: no iterator object.
+        for item in list.iter() {
+            blocks.push(as_block(&item)?.clone());
+        }
+    } else {
+        for item in seq.try_iter()? {
+            let item = item?;
+            blocks.push(as_block(&item)?.clone());
+        }
     }
     slot.with(|ex| {
         if ex.is_committed() {
@@ -171,8 +177,13 @@ fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyR
             if !head.called {
                 return Err(not_started());
             }
-            let slices: Vec<&[u8]> = blocks.iter().map(|b| b.as_bytes()).collect();
-            let _ = ex.respond(&head.response, &slices);
+            let _ = match blocks.as_slice() {
+                [one] => ex.respond(&head.response, &[one.as_bytes()]),
+                many => {
+                    let slices: Vec<&[u8]> = many.iter().map(|b| b.as_bytes()).collect();
+                    ex.respond(&head.response, &slices)
+                }
+            };
         }
         Ok(Sent::Done)
     })

@@ -3,12 +3,14 @@
 
 use std::io;
 use std::ptr::NonNull;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::{Mutex, TryLockError};
 
 use ferrowsgi_server::Exchange;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
+
+use crate::start_response::StartResponse;
 
 /// Raw pointer to the exchange of the request being served.
 struct ExchangePtr(NonNull<Exchange<'static>>);
@@ -36,7 +38,7 @@ impl std::fmt::Debug for ExchangePtr {
 
 impl Slot {
     /// Points the slot at `ex` until the returned guard drops.
-    pub(crate) fn fill<'s>(self: &'s Arc<Self>, ex: &mut Exchange<'_>) -> SlotGuard<'s> {
+    pub(crate) fn fill<'s>(&'s self, ex: &mut Exchange<'_>) -> SlotGuard<'s> {
         let ptr = NonNull::from(ex).cast::<Exchange<'static>>();
         *self.ptr.lock().unwrap_or_else(|e| e.into_inner()) = Some(ExchangePtr(ptr));
         SlotGuard(self)
@@ -101,12 +103,19 @@ fn limit(size: Option<isize>) -> Option<usize> {
 #[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
 #[derive(Debug)]
 pub struct InputStream {
-    slot: Arc<Slot>,
+    /// The request's `start_response`, which holds the exchange slot.
+    sr: Py<StartResponse>,
 }
 
 impl InputStream {
-    pub(crate) fn new(slot: Arc<Slot>) -> Self {
-        InputStream { slot }
+    pub(crate) fn new(sr: Py<StartResponse>) -> Self {
+        InputStream { sr }
+    }
+
+    fn slot(&self) -> &Slot {
+        // `Py::get` borrows a frozen pyclass's contents, which live as long
+        // as the object that `self.sr` keeps alive.
+        &self.sr.get().slot
     }
 
     fn read_impl<'py>(
@@ -114,7 +123,7 @@ impl InputStream {
         py: Python<'py>,
         size: Option<usize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        self.slot.with(|ex| {
+        self.slot().with(|ex| {
             loop {
                 let have = ex.body_buffered().len();
                 if size.is_some_and(|n| have >= n) {
@@ -137,7 +146,7 @@ impl InputStream {
         py: Python<'py>,
         size: Option<usize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        self.slot.with(|ex| {
+        self.slot().with(|ex| {
             let mut scanned = 0;
             let n = loop {
                 let buf = ex.body_buffered();

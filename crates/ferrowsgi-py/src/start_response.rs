@@ -1,7 +1,7 @@
 //! `start_response` and the `write()` callable it returns (PEP 3333).
 
 use std::borrow::Cow;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use ferrowsgi_proto::{is_token, is_valid_field_value, parse_status};
 use ferrowsgi_server::exchange::ResponseHead;
@@ -135,14 +135,15 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
 #[derive(Debug)]
 pub struct StartResponse {
     head: Mutex<Head>,
-    slot: Arc<Slot>,
+    /// Where this request's exchange is reached from Python.
+    pub(crate) slot: Slot,
 }
 
 impl StartResponse {
-    pub(crate) fn new(slot: Arc<Slot>) -> Self {
+    pub(crate) fn new() -> Self {
         StartResponse {
             head: Mutex::new(Head::default()),
-            slot,
+            slot: Slot::default(),
         }
     }
 
