@@ -23,14 +23,14 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Union
 
 TESTS_DIR = Path(__file__).resolve().parent
 START_TIMEOUT = 20.0
 IO_TIMEOUT = 5.0
 LISTEN_RE = re.compile(r"Listening at: (\S+)")
 
-Address = tuple[str, int] | str
+Address = Union[tuple[str, int], str]
 
 
 def new_tag() -> str:
@@ -198,7 +198,7 @@ class Server:
                 )
             time.sleep(0.02)
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int | None:
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5.0) -> int | None:
         """Signal the server, wait for it (kill after ``timeout``), return its exit code."""
         if self.proc is None:
             return self.returncode
@@ -222,7 +222,7 @@ class Server:
         self.stop()
         return rc
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> Server:
         if self.proc is None:
             self.start()
         return self
@@ -380,7 +380,7 @@ class RawConn:
         self.eof = False
         self.reset = False
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RawConn:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -576,10 +576,9 @@ def http_raw(target: Address | socket.socket, data: bytes, timeout: float = IO_T
     try:
         conn.send(data)
         try:
-            conn.read_to_eof()
+            return conn.read_to_eof()
         except TimeoutError:
-            pass
-        return conn.buf
+            return conn.buf
     finally:
         if not isinstance(target, socket.socket):
             conn.close()

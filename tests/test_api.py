@@ -220,7 +220,7 @@ def test_serve_blocks_until_sigint_then_returns() -> None:
             env = c.read_response().json()
         assert env["environ"]["PATH_INFO"] == "/served"
         assert env["wsgi"]["multithread"] is True
-        time.sleep(0.2)
+        time.sleep(0.5)
         assert proc.poll() is None, "serve() returned without a signal"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)

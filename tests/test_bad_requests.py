@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
-from support import RawConn, Server, build_request
+from support import RawConn, Server, build_request, chunked
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -208,3 +209,90 @@ def test_body_over_limit_is_413(start_server, has_body_limit: bool) -> None:
     assert app_calls(server) == before
     ok = server.request("POST", "/", body=b"x" * 1000)
     assert ok.status == 200
+
+
+def test_chunked_body_over_limit_is_413(start_server, has_body_limit: bool) -> None:
+    if not has_body_limit:
+        pytest.skip("ferrowsgi has no --limit-request-body option")
+    server = start_server("apps.counter:app", "--limit-request-body", "1000")
+    before = app_calls(server)
+    with RawConn(server.addr) as c:
+        c.send(
+            build_request(
+                "POST",
+                "/",
+                headers=[("Transfer-Encoding", "chunked")],
+                body=chunked(b"x" * 600, b"y" * 600),
+            )
+        )
+        resp = c.read_response()
+    assert resp.status == 413
+    assert resp.closes
+    assert app_calls(server) == before
+
+
+# --- configurable limits and timeouts ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def limited_server(module_servers) -> Server:
+    return module_servers(
+        "apps.counter:app",
+        "--limit-request-line",
+        "100",
+        "--limit-request-fields",
+        "5",
+        "--limit-request-field-size",
+        "100",
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /" + b"a" * 120 + b" HTTP/1.1\r\n" + H + b"\r\n", 414),
+        (b"GET / HTTP/1.1\r\n" + H + b"".join(b"X-%d: v\r\n" % i for i in range(6)) + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + H + b"X-Long: " + b"v" * 120 + b"\r\n\r\n", 431),
+    ],
+    ids=["request_line", "field_count", "field_size"],
+)
+def test_configured_limits(limited_server: Server, raw: bytes, status: int) -> None:
+    before = app_calls(limited_server)
+    with RawConn(limited_server.addr) as c:
+        c.send(raw)
+        resp = c.read_response()
+    assert resp.status == status
+    assert resp.closes
+    assert app_calls(limited_server) == before
+
+
+def test_configured_limits_allow_smaller_requests(limited_server: Server) -> None:
+    raw = b"GET /" + b"a" * 50 + b" HTTP/1.1\r\n" + H + b"X-A: b\r\nConnection: close\r\n\r\n"
+    with RawConn(limited_server.addr) as c:
+        c.send(raw)
+        assert c.read_response().status == 200
+
+
+@pytest.fixture(scope="module")
+def timeout_server(module_servers) -> Server:
+    return module_servers("apps.counter:app", "--read-timeout", "1", "--keep-alive", "1")
+
+
+def test_slow_request_head_gets_408(timeout_server: Server) -> None:
+    with RawConn(timeout_server.addr, timeout=10) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        start = time.monotonic()
+        resp = c.read_response()
+        assert resp.status == 408
+        assert resp.closes
+        assert c.at_eof()
+    assert 0.5 < time.monotonic() - start < 5
+
+
+def test_idle_keepalive_connection_closed_silently(timeout_server: Server) -> None:
+    with RawConn(timeout_server.addr, timeout=10) as c:
+        c.request("GET", "/")
+        assert c.read_response().status == 200
+        start = time.monotonic()
+        assert c.at_eof(timeout=8), f"unexpected bytes on an idle connection: {c.buf!r}"
+    assert 0.5 < time.monotonic() - start < 5

@@ -66,15 +66,29 @@ def test_help_lists_options() -> None:
         assert option in result.stdout, option
 
 
+def console_script() -> str | None:
+    sibling = Path(sys.executable).with_name("ferrowsgi")
+    return str(sibling) if sibling.exists() else shutil.which("ferrowsgi")
+
+
 def test_console_script() -> None:
-    script = shutil.which("ferrowsgi") or str(Path(sys.executable).with_name("ferrowsgi"))
-    if not os.path.exists(script):
+    script = console_script()
+    if script is None:
         pytest.skip("console script not installed")
     result = subprocess.run(
         [script, "--version"], check=False, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0
     assert "ferrowsgi" in result.stdout
+
+
+def test_console_script_imports_from_working_directory(start_server) -> None:
+    # Users run `ferrowsgi myproject.wsgi:application` from their project directory.
+    script = console_script()
+    if script is None:
+        pytest.skip("console script not installed")
+    server = start_server("apps.specs:other", command=[script])
+    assert server.request("GET", "/").body == b"other"
 
 
 # --- usage and app errors ---------------------------------------------------------------------
@@ -203,6 +217,7 @@ def test_chdir(start_server, tmp_path: Path) -> None:
 
 def test_banner(start_server) -> None:
     server = start_server("apps.echo:app")
+    assert server.wait_stderr(r"Using \d+ thread")
     text = server.stderr_text()
     pid = server.pid
     assert re.search(
@@ -221,7 +236,7 @@ def test_banner(start_server) -> None:
 
 def test_threads_in_banner(start_server) -> None:
     server = start_server("apps.echo:app", "--threads", "3")
-    assert "Using 3 thread(s)" in server.stderr_text()
+    assert server.wait_stderr(r"Using 3 thread\(s\)")
 
 
 def test_multiple_binds(start_server) -> None:
@@ -324,6 +339,7 @@ def test_signal_exits_cleanly(sig: int) -> None:
     server = Server("apps.echo:app").start()
     try:
         assert server.request("GET", "/").status == 200
+        time.sleep(0.5)  # past start-up (see test_sigint_right_after_startup)
         rc = server.stop(sig)
     finally:
         server.stop()
@@ -332,12 +348,25 @@ def test_signal_exits_cleanly(sig: int) -> None:
     assert "KeyboardInterrupt" not in server.stderr_text()
 
 
+def test_sigint_right_after_startup() -> None:
+    # A signal that arrives as soon as the server said it is listening must still stop it.
+    for _ in range(5):
+        server = Server("apps.echo:app").start()
+        try:
+            rc = server.stop(signal.SIGINT, timeout=5)
+        finally:
+            server.stop()
+        assert rc == 0, server.stderr_text()[-2000:]
+        assert "Traceback" not in server.stderr_text()
+
+
 def test_sigint_with_open_keepalive_connection() -> None:
     server = Server("apps.echo:app").start()
     try:
         with RawConn(server.addr) as c:
             c.request("GET", "/")
             c.read_response()
+            time.sleep(0.5)  # past start-up (see test_sigint_right_after_startup)
             start = time.monotonic()
             rc = server.stop(signal.SIGINT, timeout=10)
             assert time.monotonic() - start < 8, "an idle keep-alive connection delayed shutdown"
@@ -352,6 +381,8 @@ def test_unix_socket_removed_on_exit() -> None:
     try:
         server = Server("apps.echo:app", binds=[f"unix:{path}"]).start()
         assert os.path.exists(path)
+        assert server.request("GET", "/").status == 200
+        time.sleep(0.5)  # past start-up (see test_sigint_right_after_startup)
         assert server.stop() == 0
         assert not os.path.exists(path)
     finally:

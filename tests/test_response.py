@@ -6,7 +6,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 from support import RawConn, Server, new_tag, parse_responses, wait_until
@@ -166,7 +166,7 @@ def test_date_header(stream_server: Server) -> None:
     assert len(dates) == 1
     assert dates[0].endswith(" GMT")
     when = email.utils.parsedate_to_datetime(dates[0])
-    assert abs((datetime.now(UTC) - when).total_seconds()) < 60
+    assert abs((datetime.now(timezone.utc) - when).total_seconds()) < 60
 
 
 def test_server_header(stream_server: Server) -> None:

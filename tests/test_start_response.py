@@ -201,8 +201,10 @@ def test_str_block_after_bytes_aborts(errors_server: Server) -> None:
 
 
 def test_server_survives_app_errors(errors_server: Server) -> None:
-    for route in ("/before", "/mid", "/str_first", "/twice"):
-        errors_server.request("GET", route)
+    for route in ("/before", "/mid", "/str_first", "/str_mid", "/twice", "/exc_reraise"):
+        with RawConn(errors_server.addr) as c:
+            c.request("GET", route, headers=[("Connection", "close")])
+            c.read_response(allow_truncated=True)
     resp = errors_server.request("GET", f"/status?s={quote('200 Still Alive')}")
     assert (resp.status, resp.reason) == (200, "Still Alive")
 

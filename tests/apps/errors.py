@@ -6,8 +6,9 @@ traceback in the server log. Routes:
 ``/before`` raise before start_response; ``/after_start`` raise after start_response, before
 returning; ``/mid`` a generator that raises after its first block; ``/str_first`` returns
 a str block; ``/str_mid`` a str block after a bytes block; ``/status?s=S`` start_response with
-status S; ``/status_obj?kind=int|bytes|none`` a status that is not a str; ``/header?case=C`` a bad header (see BAD_HEADERS); ``/hop?name=N&value=V`` a hop-by-hop
-header; ``/conn_close`` sends Connection: close; ``/twice`` calls start_response twice;
+status S; ``/status_obj?kind=int|bytes|none`` a status that is not a str; ``/header?case=C``
+a bad header (see BAD_HEADERS); ``/hop?name=N&value=V`` a hop-by-hop header; ``/conn_close``
+sends Connection: close; ``/twice`` calls start_response twice;
 ``/exc_replace`` replaces the headers with exc_info before anything is sent;
 ``/exc_reraise`` calls start_response with exc_info after the headers went out.
 """

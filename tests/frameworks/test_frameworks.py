@@ -196,7 +196,12 @@ def test_keep_alive_across_routes(site: Server) -> None:
             resp = conn.getresponse()
             resp.read()
             seen.append(resp.status)
-        conn.request("POST", "/form", body=b"k=v", headers={"Content-Type": "application/x-www-form-urlencoded"})
+        conn.request(
+            "POST",
+            "/form",
+            body=b"k=v",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
         resp = conn.getresponse()
         assert json.loads(resp.read()) == {"k": ["v"]}
     finally:

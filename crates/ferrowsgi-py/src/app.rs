@@ -97,6 +97,19 @@ impl PyHandler {
         };
         drop(guard);
         if let Sent::AppError(err) = sent {
+            if ex.is_body_invalid() && !ex.is_committed() {
+                // RFC 9110 §15.5.1: bad framing is the client's error, even
+                // when it surfaced inside the application's read.
+                log::info(&format!(
+                    "{} rejected: 400 Bad Request: invalid request body",
+                    errors.get().tag()
+                ));
+                let mut head = ResponseHead::new(400, b"400 Bad Request");
+                head.push_header(b"Content-Type", b"text/plain; charset=utf-8");
+                head.push_header(b"Connection", b"close");
+                let _ = ex.respond(&head, &[b"invalid request body\n"]);
+                return;
+            }
             report(py, &errors.get().tag(), &err);
             if ex.is_committed() {
                 ex.abort();

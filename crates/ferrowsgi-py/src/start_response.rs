@@ -70,12 +70,12 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
                 String::from_utf8_lossy(&status_line)
             ))
         })?;
-    let is_seq = headers.is_instance_of::<pyo3::types::PyList>()
-        || headers.is_instance_of::<pyo3::types::PyTuple>();
-    if !is_seq {
-        return Err(PyTypeError::new_err(
-            "the headers must be a list of (name, value) tuples",
-        ));
+    // PEP 3333: "response_headers ... must be a Python list".
+    if !headers.is_instance_of::<pyo3::types::PyList>() {
+        return Err(PyTypeError::new_err(format!(
+            "the headers must be a list of (name, value) tuples, not {}",
+            headers.get_type().name()?
+        )));
     }
     let mut response = ResponseHead::new(code, &status_line);
     for item in headers.try_iter()? {

@@ -98,6 +98,9 @@ pub struct Conn {
     /// The last read(2) filled all the room it was given (so the socket may
     /// hold more).
     pub read_filled: bool,
+    /// Epoll reported the client's FIN: read until EOF rather than stopping
+    /// at a short read (no further edge will come).
+    pub read_closed: bool,
     /// Requests served on this connection.
     pub served: u64,
     /// The server is stopping: finish the request in progress, then close.
@@ -136,6 +139,7 @@ impl Conn {
             peer_eof: false,
             maybe_more: false,
             read_filled: false,
+            read_closed: false,
             served: 0,
             stopping: false,
             must_linger: false,
@@ -206,7 +210,9 @@ impl Conn {
                 // edge-triggered readiness, data arriving later raises a new
                 // edge, so the usual extra read that would only see EAGAIN
                 // is skipped (one syscall less per request).
-                Ok(_) if !self.read_filled => return Ok(ReadOutcome::Progress),
+                Ok(_) if !self.read_filled && !self.read_closed => {
+                    return Ok(ReadOutcome::Progress)
+                }
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(ReadOutcome::Progress)

@@ -171,6 +171,8 @@ pub struct Exchange<'a> {
     state: RespState,
     status: u16,
     body_read: u64,
+    /// The request body turned out malformed while the application read it.
+    body_invalid: bool,
     body_sent: u64,
     keep_alive: bool,
     /// Another request is already buffered behind this one, so a complete
@@ -211,6 +213,7 @@ impl<'a> Exchange<'a> {
             waiter,
             date,
             body_read,
+            body_invalid: false,
             state: RespState::Idle,
             status: 0,
             body_sent: 0,
@@ -287,6 +290,7 @@ impl<'a> Exchange<'a> {
                 )
                 .map_err(|e| {
                     self.keep_alive = false;
+                    self.body_invalid = true;
                     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
                 })?;
             self.conn.consume(n);
@@ -334,6 +338,13 @@ impl<'a> Exchange<'a> {
     }
 
     // ----- response -----------------------------------------------------
+
+    /// Whether the request body turned out malformed (bad chunked framing)
+    /// while the application read it: a client error, answered 400 when
+    /// nothing has been sent yet.
+    pub fn is_body_invalid(&self) -> bool {
+        self.body_invalid
+    }
 
     /// Whether the response head has gone out.
     pub fn is_committed(&self) -> bool {

@@ -68,6 +68,8 @@ enum Slot {
     Away {
         /// A read event arrived while away.
         readable: bool,
+        /// That event said the client shut its side.
+        read_closed: bool,
     },
     /// Output flushed and write side shut; reading and discarding until the
     /// client closes or the linger time passes.
@@ -250,11 +252,18 @@ impl<H: Handler> EventLoop<H> {
                 } else {
                     let key = token.0;
                     match self.conns.get_mut(key) {
-                        Some(Slot::Away { readable }) => {
+                        Some(Slot::Away {
+                            readable,
+                            read_closed,
+                        }) => {
                             *readable |= event.is_readable() || event.is_read_closed();
+                            *read_closed |= event.is_read_closed();
                         }
                         Some(Slot::Lingering(_)) => self.linger(key),
-                        Some(Slot::Here(_)) => {
+                        Some(Slot::Here(conn)) => {
+                            // The client's FIN may come with its last bytes
+                            // in one edge: then read on to the EOF.
+                            conn.read_closed |= event.is_read_closed();
                             let read = event.is_readable() || event.is_read_closed();
                             self.drive(key, read);
                         }
@@ -382,9 +391,13 @@ impl<H: Handler> EventLoop<H> {
             match conn.next_request(&cfg) {
                 Next::Ready(req) => {
                     if let Some(pool) = &self.pool {
-                        let Slot::Here(conn) =
-                            std::mem::replace(&mut self.conns[key], Slot::Away { readable: false })
-                        else {
+                        let Slot::Here(conn) = std::mem::replace(
+                            &mut self.conns[key],
+                            Slot::Away {
+                                readable: false,
+                                read_closed: false,
+                            },
+                        ) else {
                             return;
                         };
                         self.away += 1;
@@ -414,8 +427,16 @@ impl<H: Handler> EventLoop<H> {
         let back = std::mem::take(&mut *lock(&pool.returned));
         for (key, conn) in back {
             self.away = self.away.saturating_sub(1);
-            let readable = matches!(self.conns.get(key), Some(Slot::Away { readable: true }));
+            let (readable, read_closed) = match self.conns.get(key) {
+                Some(Slot::Away {
+                    readable,
+                    read_closed,
+                }) => (*readable, *read_closed),
+                _ => (false, false),
+            };
             let more = conn.maybe_more;
+            let mut conn = conn;
+            conn.read_closed |= read_closed;
             if let Some(slot) = self.conns.get_mut(key) {
                 *slot = Slot::Here(conn);
                 self.drive(key, readable || more);
@@ -437,9 +458,13 @@ impl<H: Handler> EventLoop<H> {
             self.remove(key);
             return;
         }
-        let Slot::Here(mut conn) =
-            std::mem::replace(&mut self.conns[key], Slot::Away { readable: false })
-        else {
+        let Slot::Here(mut conn) = std::mem::replace(
+            &mut self.conns[key],
+            Slot::Away {
+                readable: false,
+                read_closed: false,
+            },
+        ) else {
             return;
         };
         conn.stream.shutdown_write();
