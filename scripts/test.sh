@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets everything up (scripts/setup.sh) and runs the whole test suite:
 # formatting and lints, the Rust tests, the Python integration tests on
-# CPython 3.11, and a smoke test on a second CPython version.
+# CPython 3.11, a short fuzzing run, and a smoke test on a second CPython.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -17,6 +17,10 @@ cargo test -q -p ferrowsgi-proto -p ferrowsgi-server
 
 echo "== Python integration tests"
 .venv/bin/python -m pytest tests -q -p no:cacheprovider
+
+echo "== Fuzzing smoke run (20 s per target) and corpus replay"
+(cd fuzz && cargo test -q --lib)
+bash scripts/fuzz.sh smoke
 
 echo "== Smoke test on another CPython"
 bash scripts/smoke-other-python.sh
