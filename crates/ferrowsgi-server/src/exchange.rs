@@ -275,7 +275,7 @@ impl<'a> Exchange<'a> {
         if self.req.continue_pending {
             self.req.continue_pending = false;
             if self.state == RespState::Idle {
-                self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"], false)?;
+                self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])?;
             }
         }
         let before = self.req.body.len();
@@ -368,35 +368,27 @@ impl<'a> Exchange<'a> {
     pub fn respond(&mut self, head: &ResponseHead, blocks: &[&[u8]]) -> io::Result<()> {
         let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let framing = self.commit_head(head, Some(total))?;
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(blocks.len() + 1);
         let mut allowed = match framing {
             Framing::Length(n) => n,
             Framing::Empty => 0,
             _ => u64::MAX,
         };
+        let mut sent = 0u64;
         for b in blocks {
-            if allowed == 0 {
-                break;
-            }
             let take = (b.len() as u64).min(allowed) as usize;
-            if take > 0 {
-                parts.push(&b[..take]);
-            }
+            self.conn.wbuf.extend_from_slice(&b[..take]);
             allowed -= take as u64;
+            sent += take as u64;
         }
-        let sent: u64 = parts.iter().map(|p| p.len() as u64).sum();
         self.body_sent = sent;
         self.state = RespState::Done;
         self.check_length(framing, sent, total);
-        let defer = self.can_defer && self.keep_alive;
-        self.write_parts(&parts, true).map(|_| ()).and_then(|()| {
-            if !defer {
-                // Push what fits now; the loop writes the rest.
-                self.conn.flush().map(|_| ())
-            } else {
-                Ok(())
-            }
-        })
+        if self.can_defer && self.keep_alive {
+            // Goes out with the answers to the requests pipelined behind.
+            return Ok(());
+        }
+        // Push what the socket takes now; the event loop writes the rest.
+        self.conn.flush().map(|_| ())
     }
 
     /// Sends the head of a streamed response: Content-Length framing when
@@ -435,17 +427,17 @@ impl<'a> Exchange<'a> {
                 }
                 self.state = RespState::Streaming(Framing::Length(left - take as u64));
                 self.body_sent += take as u64;
-                self.write_parts(&[&block[..take]], false)
+                self.write_parts(&[&block[..take]])
             }
             Framing::Close => {
                 self.body_sent += block.len() as u64;
-                self.write_parts(&[block], false)
+                self.write_parts(&[block])
             }
             Framing::Chunked => {
                 self.body_sent += block.len() as u64;
                 let mut prefix = Vec::with_capacity(18);
                 write_chunk_size(&mut prefix, block.len());
-                self.write_parts(&[&prefix, block, b"\r\n"], false)
+                self.write_parts(&[&prefix, block, b"\r\n"])
             }
         }
     }
@@ -479,11 +471,11 @@ impl<'a> Exchange<'a> {
                 }
                 let mut prefix = Vec::with_capacity(18);
                 write_chunk_size(&mut prefix, want as usize);
-                self.write_parts(&[&prefix], false)?;
+                self.write_parts(&[&prefix])?;
             }
             Framing::Close => {}
         }
-        self.write_parts(&[], false)?;
+        self.write_parts(&[])?;
         let sock = self.conn.stream.as_raw_fd();
         let mut off = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
         let mut left = want;
@@ -510,7 +502,7 @@ impl<'a> Exchange<'a> {
                     self.abort();
                     return Err(io::Error::other("file shorter than announced"));
                 }
-                self.write_parts(&[b"\r\n"], false)?;
+                self.write_parts(&[b"\r\n"])?;
             }
             _ => {}
         }
@@ -527,7 +519,7 @@ impl<'a> Exchange<'a> {
             RespState::Streaming(framing) => {
                 self.state = RespState::Done;
                 match framing {
-                    Framing::Chunked => self.write_parts(&[LAST_CHUNK], false),
+                    Framing::Chunked => self.write_parts(&[LAST_CHUNK]),
                     Framing::Length(left) if left > 0 => {
                         log::warning(&format!(
                             "{} {}: application sent {} bytes less than its Content-Length; \
@@ -537,9 +529,9 @@ impl<'a> Exchange<'a> {
                             left
                         ));
                         self.keep_alive = false;
-                        self.write_parts(&[], false)
+                        self.write_parts(&[])
                     }
-                    _ => self.write_parts(&[], false),
+                    _ => self.write_parts(&[]),
                 }
             }
         }
@@ -555,7 +547,7 @@ impl<'a> Exchange<'a> {
     pub fn abort(&mut self) {
         self.state = RespState::Aborted;
         self.keep_alive = false;
-        let _ = self.write_parts(&[], false);
+        let _ = self.write_parts(&[]);
     }
 
     fn check_length(&mut self, framing: Framing, sent: u64, produced: u64) {
@@ -671,19 +663,10 @@ impl<'a> Exchange<'a> {
         Ok(framing)
     }
 
-    /// Writes the connection's pending output followed by `parts`.
-    ///
-    /// With `may_leave` the parts are appended to the buffer and whatever
-    /// does not fit in the kernel now stays there for the event loop.
-    /// Otherwise this returns only once everything is in the kernel, waiting
-    /// for the socket (through the [`Waiter`]) up to the write timeout.
-    fn write_parts(&mut self, parts: &[&[u8]], may_leave: bool) -> io::Result<()> {
-        if may_leave {
-            for p in parts {
-                self.conn.wbuf.extend_from_slice(p);
-            }
-            return Ok(());
-        }
+    /// Writes the connection's pending output followed by `parts`, and
+    /// returns once everything is in the kernel, waiting for the socket
+    /// (through the [`Waiter`]) up to the write timeout.
+    fn write_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let small: usize = parts.iter().map(|p| p.len()).sum();
         if small <= 4096 {
             for p in parts {
