@@ -227,7 +227,10 @@ fn send_iter(
             Ok(ex.send(block.as_bytes()).is_err())
         })?;
         if gone {
-            log::debug("client went away during the response");
+            log::info(&format!(
+                "{}: client went away during the response",
+                ex_tag(slot)
+            ));
             return Ok(Sent::Done);
         }
     }
@@ -296,7 +299,7 @@ fn try_sendfile(
             Ok(_) => {
                 let _ = ex.finish();
             }
-            Err(_) => log::debug("client went away during a file response"),
+            Err(e) => log::info(&format!("{}: file response cut short: {e}", ex_tag_of(ex))),
         }
         Ok(Some(Sent::Done))
     })
@@ -351,4 +354,18 @@ impl Handler for PyHandler {
     fn handle(&self, ex: &mut Exchange<'_>) {
         Python::attach(|py| self.run(py, ex));
     }
+}
+
+/// "METHOD target" of the request in `ex`, for log lines.
+fn ex_tag_of(ex: &Exchange<'_>) -> String {
+    format!(
+        "{} {}",
+        String::from_utf8_lossy(ex.head().method()),
+        String::from_utf8_lossy(ex.head().target())
+    )
+}
+
+/// [`ex_tag_of`] through the slot (empty if the request is over).
+fn ex_tag(slot: &Slot) -> String {
+    slot.with(|ex| Ok(ex_tag_of(ex))).unwrap_or_default()
 }

@@ -28,6 +28,10 @@ pub const READ_CHUNK: usize = 16 * 1024;
 /// uploads).
 pub const BODY_BUFFER: usize = 256 * 1024;
 
+/// A connection's output buffer larger than this is released once flushed
+/// rather than kept for the next response.
+pub const KEEP_BUFFER: usize = 64 * 1024;
+
 /// After a response, up to this many bytes of a request body the application
 /// did not read are read and discarded to keep the connection; past it the
 /// connection is closed instead.
@@ -239,7 +243,13 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        self.wbuf.clear();
+        // A buffer that grew for one large response is not kept for the
+        // connection's idle life.
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = Vec::new();
+        } else {
+            self.wbuf.clear();
+        }
         self.wpos = 0;
         Ok(true)
     }
@@ -400,6 +410,14 @@ impl Conn {
                     }
                     if n == 0 || self.input().is_empty() {
                         if self.peer_eof {
+                            let got = p.body.len() as u64 + p.spool.as_ref().map_or(0, |s| s.len);
+                            log::info(&format!(
+                                "{}: client closed the connection during the body of {} {} \
+                                 ({got} bytes received); request dropped",
+                                self.peer.remote_addr,
+                                String::from_utf8_lossy(p.head.method()),
+                                String::from_utf8_lossy(p.head.target()),
+                            ));
                             return Next::Close;
                         }
                         self.pending = Some(p);

@@ -1,0 +1,373 @@
+"""Faults in the application and in the client, with the application on ``--threads 4``.
+
+Already covered elsewhere, and not repeated here: an exception before/after the first block
+and a str block inside a list (``test_start_response.py``, inline mode), a client gone before
+the response, mid-head and mid-body, and a client that resets mid-response with close()
+counted (``test_connection.py``, inline mode), close() after success/exception/HEAD
+(``test_response.py``). This file covers the rest, all in the queue mode (``--threads 4``):
+
+* the application returns the wrong type (None, an int, a bare str, a dict) or raises;
+* it leaks memory on every request (the server's own memory must stay flat);
+* it hangs: the other threads keep serving, and with every thread hung requests wait in the
+  queue instead of being dropped;
+* the client vanishes mid-upload (plain, and behind ``Expect: 100-continue`` where the app is
+  already reading) and mid-download (FIN, not a reset): the server keeps serving and close()
+  is called exactly once.
+
+The application under test is ``app`` below; the server imports it as ``test_faults:app``
+(it runs with ``cwd=tests``). The server runs with ``--log-level debug`` because a client
+that goes away mid-download is only logged at debug level.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import parse_qs
+
+import pytest
+from support import RawConn, Server, build_request, connect, new_tag, wait_until
+
+# --------------------------------------------------------------------------------------------
+# The application (the server process imports this module, pytest and support included)
+
+_lock = threading.Lock()
+_calls: Counter = Counter()  # app calls per tag
+_closes: Counter = Counter()  # close() calls per tag
+_blocks: Counter = Counter()  # blocks produced per tag
+_hanging: Counter = Counter()  # requests currently hung per tag
+_leak: list[bytes] = []
+TEXT = [("Content-Type", "text/plain")]
+HANG_LIMIT = 30.0  # a hung request gives up after this many seconds
+
+
+class Tracked:
+    """A response iterable that counts its close() calls under ``tag``.
+
+    ``stream``: 64 KiB blocks until closed (at most 2000 blocks or 30 s);
+    ``upload``: reads wsgi.input in 64 KiB pieces, then yields the size."""
+
+    def __init__(self, tag: str, mode: str, environ: dict) -> None:
+        self.tag = tag
+        self.mode = mode
+        self.environ = environ
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.mode == "upload":
+            size = 0
+            for _ in range(1 << 20):
+                data = self.environ["wsgi.input"].read(65536)
+                if not data:
+                    break
+                size += len(data)
+            yield str(size).encode()
+            return
+        deadline = time.monotonic() + 30
+        for _ in range(2000):
+            if self.closed or time.monotonic() > deadline:
+                return
+            with _lock:
+                _blocks[self.tag] += 1
+            yield b"s" * 65536
+
+    def close(self) -> None:
+        self.closed = True
+        with _lock:
+            _closes[self.tag] += 1
+
+
+def _hang(tag: str, folder: str) -> bytes:
+    """Sleeps until ``folder/release`` exists (at most HANG_LIMIT s); tells it started by
+    creating ``folder/started-<uuid>``."""
+    with _lock:
+        _hanging[tag] += 1
+    open(os.path.join(folder, f"started-{uuid.uuid4().hex}"), "w").close()
+    deadline = time.monotonic() + HANG_LIMIT
+    try:
+        while time.monotonic() < deadline and not os.path.exists(os.path.join(folder, "release")):
+            time.sleep(0.05)
+    finally:
+        with _lock:
+            _hanging[tag] -= 1
+    return b"woke"
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    qs = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
+    tag = qs.get("tag", "")
+    if path != "/count":
+        with _lock:
+            _calls[tag] += 1
+    if path == "/count":
+        with _lock:
+            doc = {
+                "calls": _calls[tag],
+                "closes": _closes[tag],
+                "blocks": _blocks[tag],
+                "hanging": _hanging[tag],
+                "leaked": len(_leak),
+            }
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(doc).encode()]
+    if path == "/raise":
+        raise RuntimeError(f"boom-faults-{tag}")
+    if path == "/ret":
+        start_response("200 OK", list(TEXT))
+        kind = qs["kind"]
+        if kind == "none":
+            return None
+        if kind == "int":
+            return 42
+        if kind == "str":
+            return "a str body"
+        if kind == "dict":
+            return {"hello": "world"}
+        raise ValueError(kind)
+    if path == "/leak":
+        _leak.append(b"L" * (int(qs.get("kb", "100")) * 1024))
+    if path == "/hang":
+        body = _hang(tag, qs["dir"])
+        start_response("200 OK", list(TEXT))
+        return [body]
+    if path in ("/stream", "/upload"):
+        start_response("200 OK", list(TEXT))
+        return Tracked(tag, path[1:], environ)
+    start_response("200 OK", list(TEXT))
+    return [b"ok"]
+
+
+# --------------------------------------------------------------------------------------------
+# The tests
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    srv = Server("test_faults:app", "--threads", "4", "--log-level", "debug")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def counts(server: Server, tag: str) -> dict:
+    return server.get_json(f"/count?tag={tag}")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def error_records(server: Server, request: str) -> list[str]:
+    """The error log lines that report an application error for ``request`` ("GET /x")."""
+    rx = re.compile(r"\[ERROR\] Error handling request " + re.escape(request) + r"$", re.M)
+    return rx.findall(server.stderr_text())
+
+
+def assert_alive(server: Server) -> None:
+    resp = server.request("GET", "/alive")
+    assert (resp.status, resp.body) == (200, b"ok")
+
+
+# --- wrong results and exceptions ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/ret?kind=none", "TypeError: 'NoneType' object is not iterable"),
+        ("/ret?kind=int", "TypeError: 'int' object is not iterable"),
+        ("/ret?kind=str", "TypeError: the application returned str in its response body"),
+        ("/ret?kind=dict", "TypeError: the application returned str in its response body"),
+        ("/raise", "RuntimeError: boom-faults-"),
+    ],
+)
+def test_bad_result_is_500_and_one_log_record(server: Server, target: str, message: str) -> None:
+    tag = new_tag()
+    target = f"{target}{'&' if '?' in target else '?'}tag={tag}"
+    with RawConn(server.addr) as c:
+        c.request("GET", target)
+        resp = c.read_response()
+        assert resp.status == 500
+        assert b"Traceback" not in resp.body and tag.encode() not in resp.body
+        assert resp.closes and c.at_eof()
+    assert server.wait_stderr(re.escape(message))
+    assert len(error_records(server, f"GET {target}")) == 1, server.stderr_text()[-2000:]
+    assert counts(server, tag)["calls"] == 1
+    assert_alive(server)
+
+
+# --- a leaking application -----------------------------------------------------------------
+
+
+def test_leaking_app_grows_by_its_leak_only(server: Server) -> None:
+    n, kb = 200, 100
+    with RawConn(server.addr) as c:
+        for i in range(50):  # warm up: threads, buffers, allocator arenas
+            c.request("GET", f"/warm{i}")
+            assert c.read_response().status == 200
+        flat0 = rss_kib(server.pid)
+        for i in range(n):
+            c.request("GET", f"/plain{i}")
+            assert c.read_response().status == 200
+        flat1 = rss_kib(server.pid)
+        for i in range(n):
+            c.request("GET", f"/leak?kb={kb}&i={i}")
+            assert c.read_response().status == 200
+        leak1 = rss_kib(server.pid)
+    assert flat1 - flat0 < 4096, f"{n} plain requests grew the server by {flat1 - flat0} KiB"
+    leaked = n * kb
+    grown = leak1 - flat1
+    assert 0.9 * leaked < grown < leaked + 8192, f"leaked {leaked} KiB, RSS grew {grown} KiB"
+    assert counts(server, "")["leaked"] >= n
+    assert_alive(server)
+
+
+# --- hung application threads --------------------------------------------------------------
+
+
+def _send_hangs(server: Server, tag: str, folder: str, k: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(k):
+        s = connect(server.addr, timeout=HANG_LIMIT)
+        s.sendall(build_request("GET", f"/hang?tag={tag}&dir={folder}"))
+        socks.append(s)
+    return socks
+
+
+def _started(folder: str) -> int:
+    return sum(name.startswith("started-") for name in os.listdir(folder))
+
+
+def test_three_hung_threads_leave_one_serving(server: Server) -> None:
+    tag, folder = new_tag(), tempfile.mkdtemp(prefix="fw-hang-")
+    socks = _send_hangs(server, tag, folder, 3)
+    try:
+        assert wait_until(lambda: _started(folder) == 3, timeout=5)
+        assert counts(server, tag)["hanging"] == 3
+        with RawConn(server.addr) as c:
+            for i in range(20):
+                start = time.monotonic()
+                c.request("GET", f"/quick{i}")
+                assert c.read_response().status == 200
+                assert time.monotonic() - start < 1.0, "request waited behind hung threads"
+    finally:
+        open(os.path.join(folder, "release"), "w").close()
+    for s in socks:
+        with RawConn(s, timeout=5) as c:
+            assert c.read_response().body == b"woke"
+    assert wait_until(lambda: counts(server, tag)["hanging"] == 0)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_all_threads_hung_requests_wait_then_are_served(server: Server) -> None:
+    tag, folder = new_tag(), tempfile.mkdtemp(prefix="fw-hang-")
+    socks = _send_hangs(server, tag, folder, 4)
+    try:
+        assert wait_until(lambda: _started(folder) == 4, timeout=5)
+        waiting = connect(server.addr, timeout=1.0)
+        waiting.sendall(build_request("GET", "/queued"))
+        with pytest.raises(socket.timeout):
+            waiting.recv(1024)  # queued behind four hung threads, not dropped
+    finally:
+        open(os.path.join(folder, "release"), "w").close()
+    with RawConn(waiting, timeout=5) as c:
+        assert c.read_response().body == b"ok"
+    for s in socks:
+        with RawConn(s, timeout=5) as c:
+            assert c.read_response().body == b"woke"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- clients that vanish -------------------------------------------------------------------
+
+
+def test_client_vanishes_mid_upload_app_never_called(server: Server) -> None:
+    tag = new_tag()
+    for _ in range(3):
+        s = connect(server.addr)
+        head = build_request("POST", f"/upload?tag={tag}", headers=[("Content-Length", "1000000")])
+        s.sendall(head + b"u" * 500_000)
+        s.close()
+    time.sleep(0.3)
+    assert_alive(server)
+    # The body is read before the application is called: it never saw these requests.
+    c = counts(server, tag)
+    assert (c["calls"], c["closes"]) == (0, 0)
+
+
+def test_client_vanishing_mid_upload_is_logged(server: Server) -> None:
+    tag = new_tag()
+    before = server.stderr_text()
+    s = connect(server.addr)
+    head = build_request("POST", f"/upload?tag={tag}", headers=[("Content-Length", "1000000")])
+    s.sendall(head + b"u" * 500_000)
+    s.close()
+    assert_alive(server)
+    time.sleep(0.3)
+    new = server.stderr_text()[len(before) :]
+    assert re.search(r"(went away|disconnected|closed).*(body|upload|request)", new), new
+
+
+def test_client_vanishes_mid_upload_while_app_reads(server: Server) -> None:
+    tag = new_tag()
+    target = f"/upload?tag={tag}"
+    s = connect(server.addr)
+    head = [("Content-Length", "1000000"), ("Expect", "100-continue")]
+    s.sendall(build_request("POST", target, headers=head))
+    assert s.recv(1024).startswith(b"HTTP/1.1 100 Continue")
+    s.sendall(b"u" * 500_000)
+    s.close()
+    assert wait_until(lambda: counts(server, tag)["closes"] >= 1), "close() never called"
+    assert server.wait_stderr("OSError: client disconnected before the end of the request body")
+    time.sleep(0.2)
+    assert counts(server, tag)["closes"] == 1
+    assert counts(server, tag)["calls"] == 1
+    assert len(error_records(server, f"POST {target}")) == 1
+    assert_alive(server)
+
+
+def test_client_vanishes_mid_download_close_called_once(server: Server) -> None:
+    tag = new_tag()
+    gone_before = server.stderr_text().count("client went away during the response")
+    s = connect(server.addr)
+    s.sendall(build_request("GET", f"/stream?tag={tag}"))
+    got = s.recv(100)
+    assert got.startswith(b"HTTP/1.1 200 ")
+    s.close()  # an orderly FIN with unread data in the socket
+    assert wait_until(lambda: counts(server, tag)["closes"] >= 1, timeout=10)
+    time.sleep(0.3)
+    c = counts(server, tag)
+    assert c["closes"] == 1 and c["calls"] == 1
+    assert c["blocks"] < 2000, "the app was iterated to the end for a client that left"
+    assert server.wait_stderr("client went away during the response")
+    gone_after = server.stderr_text().count("client went away during the response")
+    assert gone_after == gone_before + 1
+    # Several at once, then the server still answers on every thread.
+    tags = [new_tag() for _ in range(8)]
+    socks = []
+    for t in tags:
+        s = connect(server.addr)
+        s.sendall(build_request("GET", f"/stream?tag={t}"))
+        socks.append(s)
+    for s in socks:
+        s.recv(10)
+        s.close()
+    assert wait_until(lambda: all(counts(server, t)["closes"] == 1 for t in tags), timeout=10)
+    for _ in range(8):
+        assert_alive(server)
