@@ -91,6 +91,9 @@ struct Pool {
     ready: Condvar,
     returned: Mutex<Vec<(usize, Box<Conn>)>>,
     stopping: AtomicBool,
+    /// The event loop is in (or about to enter) epoll_wait and needs a
+    /// wake-up to see returned connections.
+    loop_sleeping: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,6 +161,7 @@ impl<H: Handler> Server<H> {
                 ready: Condvar::new(),
                 returned: Mutex::new(Vec::new()),
                 stopping: AtomicBool::new(false),
+                loop_sleeping: AtomicBool::new(false),
             });
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
             for i in 0..self.cfg.threads {
@@ -221,18 +225,27 @@ impl<H: Handler> EventLoop<H> {
         let mut last_sweep = Instant::now();
         let mut stop_deadline: Option<Instant> = None;
         loop {
-            let timeout = Some(SWEEP_EVERY);
+            let mut timeout = Some(SWEEP_EVERY);
             let mut polled = Ok(());
-            {
+            if let Some(pool) = &self.pool {
+                // Announce the sleep, then look once more: a worker that
+                // hands a connection back either sees the announcement and
+                // wakes us, or its connection is seen here (both sides use
+                // SeqCst), so no wake-up is lost and none is wasted while
+                // the loop is busy.
+                pool.loop_sleeping.store(true, Ordering::SeqCst);
+                if !lock(&pool.returned).is_empty() {
+                    timeout = Some(Duration::ZERO);
+                }
+                polled = self.server.poll.poll(&mut events, timeout);
+                pool.loop_sleeping.store(false, Ordering::SeqCst);
+                self.take_returned();
+            } else {
                 let poll = &mut self.server.poll;
                 let ev = &mut events;
-                if self.pool.is_none() {
-                    self.server
-                        .handler
-                        .wait(&mut || polled = poll.poll(ev, timeout));
-                } else {
-                    polled = poll.poll(ev, timeout);
-                }
+                self.server
+                    .handler
+                    .wait(&mut || polled = poll.poll(ev, timeout));
             }
             match polled {
                 Ok(()) => {}
@@ -633,7 +646,9 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
             }
             conn.since = Instant::now();
             lock(&pool.returned).push((key, conn));
-            let _ = waker.wake();
+            if pool.loop_sleeping.load(Ordering::SeqCst) {
+                let _ = waker.wake();
+            }
         }
     });
 }
