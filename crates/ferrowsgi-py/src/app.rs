@@ -63,12 +63,7 @@ impl PyHandler {
         let (environ, sr, errors) = match built {
             Ok(v) => v,
             Err(e) => {
-                let tag = format!(
-                    "{} {}",
-                    String::from_utf8_lossy(ex.head().method()),
-                    String::from_utf8_lossy(ex.head().target())
-                );
-                report(py, &tag, &e);
+                report(py, &ex_tag_of(ex), &e);
                 respond_500(py, ex, &e, self.debug);
                 return;
             }
