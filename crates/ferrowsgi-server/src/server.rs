@@ -39,6 +39,9 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// How long a closing connection keeps reading and discarding what the
 /// client still sends, so the response is not destroyed by a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// Answers to pipelined requests wait in the output buffer, to go out in
+/// one write, until the batch is served or this many bytes wait.
+const BATCH_OUTPUT: usize = 64 * 1024;
 /// How long a stopping server waits for requests in progress.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -380,7 +383,12 @@ impl<H: Handler> EventLoop<H> {
             let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
                 return;
             };
-            if conn.has_output() {
+            // Answers to pipelined requests collect in the buffer and go out
+            // in one write once the batch is served (or the buffer is big).
+            let batching = conn.state == ConnState::Open
+                && !conn.input().is_empty()
+                && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
+            if conn.has_output() && !batching {
                 match conn.flush() {
                     Ok(true) => conn.since = Instant::now(),
                     Ok(false) => return,
@@ -427,6 +435,9 @@ impl<H: Handler> EventLoop<H> {
                     if conn.maybe_more {
                         try_read = true;
                         continue;
+                    }
+                    if conn.has_output() && conn.flush().is_err() {
+                        self.remove(key);
                     }
                     return;
                 }
@@ -638,12 +649,15 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
             let mut req = Some(req);
             while let Some(r) = req.take() {
                 serve(&*handler, &mut conn, r, &cfg, &mut date);
-                if conn.state == ConnState::Open && !conn.has_output() {
+                if conn.state == ConnState::Open && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT {
                     if let Next::Ready(next) = conn.next_request(&cfg) {
                         req = Some(next);
                     }
                 }
             }
+            // The batch's answers in one write; what the socket does not
+            // take now, the event loop writes (a failure shows there too).
+            let _ = conn.flush();
             conn.since = Instant::now();
             lock(&pool.returned).push((key, conn));
             if pool.loop_sleeping.load(Ordering::SeqCst) {
