@@ -1,9 +1,10 @@
 """Start a WSGI server that has no command line of its own.
 
-Usage: python launch.py SERVER MODULE:CALLABLE HOST PORT
+Usage: python launch.py SERVER MODULE:CALLABLE HOST PORT [THREADS]
 
-run.py uses this for bjoern, fastwsgi and meinheld; the other servers are started
-through their own command lines.
+run.py uses this for bjoern, fastwsgi, meinheld, pyruvate and cheroot; the other
+servers are started through their own command lines. THREADS (default 1) is the
+number of application threads for the servers that have them (pyruvate, cheroot).
 """
 
 import importlib
@@ -16,9 +17,10 @@ def load(target):
 
 
 def main():
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
     server, target, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    threads = int(sys.argv[5]) if len(sys.argv) == 6 else 1
     app = load(target)
     if server == "bjoern":
         import bjoern
@@ -33,6 +35,21 @@ def main():
 
         meinheld_server.listen((host, port))
         meinheld_server.run(app)
+    elif server == "pyruvate":
+        import pyruvate
+
+        # Its defaults: max_reuse_count=0 closes the connection after every response. With
+        # keep-alive on (max_reuse_count=255), the second request on a connection went
+        # unanswered in our tests, so it runs as it comes.
+        pyruvate.serve(app, f"{host}:{port}", threads)
+    elif server == "cheroot":
+        from cheroot import wsgi
+
+        httpd = wsgi.Server((host, port), app, numthreads=threads, max=threads)
+        try:
+            httpd.safe_start()
+        finally:
+            httpd.stop()
     else:
         sys.exit(f"launch.py: unknown server {server!r}")
 

@@ -1,19 +1,26 @@
 #!/usr/bin/env python3
-"""Benchmark ferrowsgi against other WSGI servers (standard library only).
+"""Benchmark ferrowsgi against other WSGI servers and a pure-Rust floor (standard library only).
 
-    python bench/run.py [--duration 10] [--connections 50] [--servers a,b]
-                        [--workloads hello] [--no-install] [--write-docs]
+    python bench/run.py --all --write-docs          # everything: every server × workload
+    python bench/run.py [--duration 10] [--connections 50] [--threads 1] [--servers a,b]
+                        [--workloads hello,...] [--no-install] [--write-docs]
 
-Each server runs as one worker process (one thread where it has threads) pinned
-to CPU 0; wrk runs pinned to CPU 1 and talks to 127.0.0.1 only.  Per server and
-workload the script measures requests/s, p50/p99 latency, errors, the server's
-CPU time per request (utime+stime of the whole process tree from /proc), the
-server tree's peak RSS (VmHWM) and wrk's own CPU share, so that a saturated load
-generator is visible.  Servers and wrk are always stopped, and the whole run is
-bounded in time (--max-total).
+Each server runs as one worker process pinned to CPU 0 (with --threads application
+threads where it has threads; the `sleep` workload uses 8); wrk runs pinned to CPU 1
+and talks to 127.0.0.1 only.  Per server and workload the script measures
+requests/s, p50/p99/p99.9 latency, errors, the server's CPU time per request
+(utime+stime of the whole process tree from /proc), the server tree's peak RSS
+(VmHWM), wrk's own CPU share (so that a saturated load generator is visible), and
+whether every connection gets served (a parallel probe that opens all of them at
+once and sends one request on each).  The floor (bench/floor/, a minimal Rust
+epoll responder) runs the hello workloads under the same wrk command, and
+bench/pycall.py times the bare Python work of one WSGI call, so the docs can say
+how far ferrowsgi is from responder + Python.  Servers, wrk and helper processes
+are always stopped, and the whole run is bounded in time (--max-total).
 
 Servers and workloads are table entries (SERVERS, WORKLOADS below): a new
-workload is an app in bench/apps/ plus one Workload(...) line.
+workload is an app in bench/apps/ plus one Workload(...) entry (and a Lua script in
+bench/lua/ if wrk needs one).
 """
 
 from __future__ import annotations
@@ -22,17 +29,20 @@ import argparse
 import atexit
 import contextlib
 import datetime
+import errno
 import http.client
 import json
 import os
 import platform
 import re
+import selectors
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +55,11 @@ VENV_PY = VENV_DIR / "bin" / "python"
 INSTALL_STATE = VENV_DIR / "bench-install.json"
 RESULTS_DIR = BENCH_DIR / "results"
 DOCS_FILE = REPO_DIR / "docs" / "BENCHMARKS.md"
+CHARTS_DIR = BENCH_DIR / "charts"  # PNGs embedded in docs/BENCHMARKS.md
+LUA_DIR = BENCH_DIR / "lua"
+FLOOR_DIR = BENCH_DIR / "floor"
+FLOOR_BIN = FLOOR_DIR / "target" / "release" / "ferrowsgi-floor"
+EXTRA_REQUIREMENTS = ("flask", "django", "matplotlib")  # workload apps and charts
 
 HOST = "127.0.0.1"  # the only address this script ever sends traffic to
 SERVER_CPU = "0"
@@ -58,6 +73,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 DISTURBED_PCT = 5.0  # other processes above this (% of a core) during a run: rerun the cell
 QUIET_WAIT = 60.0  # seconds to wait for unrelated load to stop before a cell
 PAGE_NOTE = "—"
+PROBE_TIMEOUT = 5.0  # seconds the all-connections probe waits for every answer
+PIPELINE_DEPTH = 16
+DATA_FILE_SIZE = 10 * 1024 * 1024
+SLEEP_THREADS = 8
+ALL_DURATION = 5  # --all: seconds per cell unless --duration is given
 
 
 # --------------------------------------------------------------------------- servers
@@ -65,25 +85,48 @@ PAGE_NOTE = "—"
 
 @dataclass(frozen=True)
 class Server:
-    """How to install, identify and start one server (one worker, one thread)."""
+    """How to install, identify and start one server (one worker process)."""
 
     name: str
-    requirement: str  # what `pip install` gets ("@repo" = this repository)
-    dist: str  # distribution name, for the version
+    requirement: str  # what `pip install` gets ("@repo" = this repository, "@floor" = cargo)
+    dist: str  # distribution name, for the version ("" = none)
     module: str  # importing it proves the install works
-    argv: Callable[[str, int], list[str]]  # (app "mod:callable", port) -> command
+    argv: Callable[[str, int, int], list[str]]  # (app "mod:callable", port, threads) -> command
+    threaded: bool = True  # has application threads (set to --threads, or 8 for `sleep`)
+    workloads: tuple[str, ...] = ()  # only these workloads ("" = all)
+    how: str = ""  # one line for the docs: how it is started
 
     def pip_target(self) -> str:
-        return str(REPO_DIR) if self.requirement == "@repo" else self.requirement
+        if self.requirement == "@repo":
+            return str(REPO_DIR)
+        if self.requirement == "@floor":
+            return str(FLOOR_DIR)
+        return self.requirement
+
+    def serves(self, workload: str) -> bool:
+        return not self.workloads or workload in self.workloads
 
 
 def _py(*args: str) -> list[str]:
     return [str(VENV_PY), *args]
 
 
-def _launch(server: str) -> Callable[[str, int], list[str]]:
-    return lambda app, port: _py(str(BENCH_DIR / "launch.py"), server, app, HOST, str(port))
+def _launch(server: str) -> Callable[[str, int, int], list[str]]:
+    return lambda app, port, threads: _py(
+        str(BENCH_DIR / "launch.py"), server, app, HOST, str(port), str(threads)
+    )
 
+
+def _uwsgi(socket_option: str) -> Callable[[str, int, int], list[str]]:
+    return lambda app, port, threads: [
+        str(VENV_DIR / "bin" / "uwsgi"),
+        *(socket_option, f"{HOST}:{port}", "--module", app, "--home", str(VENV_DIR)),
+        *("--processes", "1", "--threads", str(threads)),
+        *"--single-interpreter --die-on-term --need-app --disable-logging".split(),
+    ]
+
+
+HELLO_ONLY = ("hello", "hello_pipelined", "hello_nokeepalive")
 
 SERVERS: dict[str, Server] = {
     s.name: s
@@ -93,56 +136,147 @@ SERVERS: dict[str, Server] = {
             "@repo",
             "ferrowsgi",
             "ferrowsgi._ferrowsgi",
-            lambda app, port: _py(
-                "-m", "ferrowsgi", app, "--bind", f"{HOST}:{port}", "--threads", "1"
+            lambda app, port, threads: _py(
+                "-m", "ferrowsgi", app, "--bind", f"{HOST}:{port}", "--threads", str(threads)
             ),
+            how="`python -m ferrowsgi APP --threads T`",
         ),
         Server(
             "gunicorn-sync",
             "gunicorn",
             "gunicorn",
             "gunicorn",
-            lambda app, port: _py(
+            lambda app, port, threads: _py(
                 *"-m gunicorn --workers 1 --worker-class sync --log-level warning".split(),
                 *("--bind", f"{HOST}:{port}", app),
             ),
+            threaded=False,
+            how="`gunicorn --workers 1 --worker-class sync`",
         ),
         Server(
             "gunicorn-gthread",
             "gunicorn",
             "gunicorn",
             "gunicorn",
-            lambda app, port: _py(
-                *"-m gunicorn --workers 1 --worker-class gthread --threads 1".split(),
-                *("--log-level", "warning", "--bind", f"{HOST}:{port}", app),
+            lambda app, port, threads: _py(
+                *"-m gunicorn --workers 1 --worker-class gthread --threads".split(),
+                *(str(threads), "--log-level", "warning", "--bind", f"{HOST}:{port}", app),
             ),
+            how="`gunicorn --workers 1 --worker-class gthread --threads T`",
         ),
         Server(
             "waitress",
             "waitress",
             "waitress",
             "waitress",
-            lambda app, port: _py("-m", "waitress", f"--listen={HOST}:{port}", "--threads=1", app),
+            lambda app, port, threads: _py(
+                "-m", "waitress", f"--listen={HOST}:{port}", f"--threads={threads}", app
+            ),
+            how="`waitress-serve --threads=T`",
         ),
         Server(
             "granian",
             "granian",
             "granian",
             "granian",
-            lambda app, port: _py(
-                *"-m granian --interface wsgi --workers 1 --blocking-threads 1".split(),
-                *"--runtime-threads 1 --no-ws --log-level warning".split(),
+            lambda app, port, threads: _py(
+                *"-m granian --interface wsgi --workers 1 --blocking-threads".split(),
+                *(str(threads), "--runtime-threads", "1", "--no-ws", "--log-level", "warning"),
                 *("--host", HOST, "--port", str(port), app),
             ),
+            how="`granian --interface wsgi --workers 1 --blocking-threads T --runtime-threads 1`",
         ),
-        Server("bjoern", "bjoern", "bjoern", "bjoern", _launch("bjoern")),
-        Server("fastwsgi", "fastwsgi", "fastwsgi", "fastwsgi", _launch("fastwsgi")),
-        Server("meinheld", "meinheld", "meinheld", "meinheld", _launch("meinheld")),
+        Server(
+            "uwsgi",
+            "uwsgi",
+            "uWSGI",
+            "bin:uwsgi",  # "bin:NAME": `NAME --version` in the venv proves the install
+            _uwsgi("--http-socket"),
+            how="`uwsgi --http-socket --processes 1 --threads T --disable-logging` "
+            "(HTTP/1.0-style: one request per connection)",
+        ),
+        Server(
+            "uwsgi-http11",
+            "uwsgi",
+            "uWSGI",
+            "bin:uwsgi",
+            _uwsgi("--http11-socket"),
+            how="`uwsgi --http11-socket --processes 1 --threads T --disable-logging` (keep-alive)",
+        ),
+        Server(
+            "pyruvate",
+            "pyruvate",
+            "pyruvate",
+            "pyruvate",
+            _launch("pyruvate"),
+            how="`pyruvate.serve(app, addr, T)` (its default: no keep-alive; see launch.py)",
+        ),
+        Server(
+            "cheroot",
+            "cheroot",
+            "cheroot",
+            "cheroot",
+            _launch("cheroot"),
+            how="`cheroot.wsgi.Server(addr, app, numthreads=T, max=T)`",
+        ),
+        Server(
+            "bjoern",
+            "bjoern",
+            "bjoern",
+            "bjoern",
+            _launch("bjoern"),
+            threaded=False,
+            how="`bjoern.run(app, host, port)`",
+        ),
+        Server(
+            "fastwsgi",
+            "fastwsgi",
+            "fastwsgi",
+            "fastwsgi",
+            _launch("fastwsgi"),
+            threaded=False,
+            how="`fastwsgi.run(app, host, port, workers=1)`",
+        ),
+        Server(
+            "meinheld",
+            "meinheld",
+            "meinheld",
+            "meinheld",
+            _launch("meinheld"),
+            threaded=False,
+            how="`meinheld.server.listen(addr); meinheld.server.run(app)`",
+        ),
+        Server(
+            "floor",
+            "@floor",
+            "",
+            "",
+            lambda app, port, threads: [str(FLOOR_BIN), f"{HOST}:{port}"],
+            threaded=False,
+            workloads=HELLO_ONLY,
+            how="bench/floor: pure-Rust epoll responder, no Python (the hello bytes only)",
+        ),
     ]
 }
 
 
 # --------------------------------------------------------------------------- workloads
+
+
+def _json_hello(body: bytes) -> bool:
+    try:
+        return json.loads(body) == {"message": "Hello, World!"}
+    except ValueError:
+        return False
+
+
+def _data_file_bytes() -> bytes:
+    """The content of the `file` workload's file (deterministic, so the check can compare)."""
+    return bytes(range(256)) * (DATA_FILE_SIZE // 256)
+
+
+def _is_data_file(body: bytes) -> bool:
+    return body == _data_file_bytes()
 
 
 @dataclass(frozen=True)
@@ -153,7 +287,12 @@ class Check:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes | None = None
     status: int = 200
-    response_body: bytes = b"Hello, World!"
+    response_body: bytes | Callable[[bytes], bool] = b"Hello, World!"  # or a predicate
+    pipeline: int = 0  # also send this many requests in one write and expect every answer
+
+    def body_ok(self, body: bytes) -> bool:
+        want = self.response_body
+        return body == want if isinstance(want, bytes) else bool(want(body))
 
 
 @dataclass(frozen=True)
@@ -166,21 +305,98 @@ class Workload:
     path: str = "/"
     wrk_args: tuple[str, ...] = ()  # extra wrk options, e.g. ("-H", "Connection: close")
     lua: str | None = None  # wrk script in bench/lua/ (pipelining, uploads, ...)
+    lua_args: tuple[str, ...] = ()  # passed to the script's init(args)
     check: Check = field(default_factory=Check)
+    connections: int = 0  # wrk -c for this workload (0 = --connections)
+    threads: int = 0  # application threads for threaded servers (0 = --threads)
+    slow_clients: int = 0  # slow connections held by bench/slowclients.py during the run
+    pipeline: int = 1  # requests per write in the wrk script (latency is per batch)
 
 
-# Later entries (pipelined, stream, big, file, echo, upload, flask, django, sleep)
-# are one line each here plus an app in bench/apps/ (and a Lua script if wrk needs one).
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in [
         Workload("hello", "apps.hello:app", "GET /, 13-byte body, keep-alive connections"),
+        Workload(
+            "hello_pipelined",
+            "apps.hello:app",
+            f"GET /, {PIPELINE_DEPTH} requests in one write per connection (wrk waits for all "
+            f"{PIPELINE_DEPTH} answers; latency is per batch)",
+            lua="pipeline.lua",
+            lua_args=(str(PIPELINE_DEPTH),),
+            check=Check(pipeline=PIPELINE_DEPTH),
+            pipeline=PIPELINE_DEPTH,
+        ),
         Workload(
             "hello_nokeepalive",
             "apps.hello:app",
             "GET / with `Connection: close`: a new TCP connection per request",
             wrk_args=("-H", "Connection: close"),
             check=Check(headers=(("Connection", "close"),)),
+        ),
+        Workload(
+            "stream",
+            "apps.stream:app",
+            "A generator of 100 × 1 KiB blocks and no Content-Length (chunked on HTTP/1.1)",
+            check=Check(response_body=b"s" * 102400),
+        ),
+        Workload(
+            "big",
+            "apps.big:app",
+            "One 1 MiB body in a one-item list",
+            check=Check(response_body=b"b" * (1024 * 1024)),
+        ),
+        Workload(
+            "file",
+            "apps.file:app",
+            "`wsgi.file_wrapper` over a 10 MiB regular file in a temporary directory",
+            check=Check(response_body=_is_data_file),
+        ),
+        Workload(
+            "echo",
+            "apps.echo:app",
+            "POST a 64 KiB body, the app reads it in one read() and returns its length",
+            lua="post.lua",
+            lua_args=("65536",),
+            check=Check(method="POST", body=b"e" * 65536, response_body=b"65536"),
+        ),
+        Workload(
+            "upload",
+            "apps.echo:chunked_app",
+            "POST an 8 MiB body, the app reads it in 64 KiB chunks and returns its length",
+            lua="post.lua",
+            lua_args=(str(8 * 1024 * 1024),),
+            check=Check(method="POST", body=b"u" * (8 * 1024 * 1024), response_body=b"8388608"),
+        ),
+        Workload(
+            "flask_json",
+            "apps.flask_json:app",
+            "A minimal Flask app: one view returning a JSON object",
+            check=Check(response_body=_json_hello),
+        ),
+        Workload(
+            "django",
+            "apps.django_app:application",
+            "A minimal Django project (bench/apps/django_settings.py: no database, no "
+            "middleware): one view returning a JsonResponse",
+            check=Check(response_body=_json_hello),
+        ),
+        Workload(
+            "sleep",
+            "apps.sleep:app",
+            f"A blocking app: 10 ms `time.sleep` per request, 64 connections, "
+            f"{SLEEP_THREADS} application threads for every server that has threads "
+            f"(ideal: {SLEEP_THREADS} / 10 ms = {SLEEP_THREADS * 100} req/s)",
+            connections=64,
+            threads=SLEEP_THREADS,
+        ),
+        Workload(
+            "mixed",
+            "apps.hello:app",
+            "`hello` under wrk while bench/slowclients.py holds 200 more keep-alive connections "
+            "that trickle their requests 4 bytes every 100 ms (about 1 request/s each); the "
+            "table shows wrk's figures, the notes what the slow clients got",
+            slow_clients=200,
         ),
     ]
 }
@@ -390,48 +606,81 @@ def load_install_state() -> dict[str, dict]:
 
 
 def importable(module: str) -> tuple[bool, str]:
-    r = subprocess.run(
-        [str(VENV_PY), "-c", f"import {module}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd="/",
-    )
+    """Does the install work? "" = the floor binary; "bin:NAME" = `NAME --version` in the venv."""
+    if not module:
+        return FLOOR_BIN.exists(), f"{FLOOR_BIN} not built"
+    if module.startswith("bin:"):
+        argv = [str(VENV_DIR / "bin" / module[4:]), "--version"]
+    else:
+        argv = [str(VENV_PY), "-c", f"import {module}"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd="/")
+    except OSError as exc:
+        return False, str(exc)
     last = (r.stderr.strip().splitlines() or ["import failed"])[-1]
     return r.returncode == 0, last
 
 
+def build_floor(timeout: float) -> tuple[bool, str]:
+    """cargo build --release of bench/floor (its own workspace)."""
+    if not shutil.which("cargo"):
+        return False, "cargo is not installed"
+    cmd = [
+        "cargo",
+        "build",
+        "--release",
+        "--quiet",
+        "--manifest-path",
+        str(FLOOR_DIR / "Cargo.toml"),
+    ]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"cargo build timed out after {timeout:.0f} s"
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error")] or ["build failed"]
+        return False, lines[0][:200]
+    return True, ""
+
+
 def install(servers: list[Server], deadline: float) -> dict[str, str]:
-    """pip-install every selected server; returns {server: "" or 'not installable: ...'}."""
+    """Install every selected server (pip, or cargo for the floor) and the workload packages.
+
+    Returns {server: "" or why it is not usable}.
+    """
     state = load_install_state()
     done: dict[str, tuple[bool, str]] = {}
-    for srv in servers:
+    extras = [Server(r, r, r, r, lambda *_: []) for r in EXTRA_REQUIREMENTS]
+    for srv in [*servers, *extras]:
         target = srv.pip_target()
         if target in done:
             continue
         remaining = deadline - time.monotonic()
-        limit = FERRO_INSTALL_TIMEOUT if srv.requirement == "@repo" else INSTALL_TIMEOUT
+        limit = FERRO_INSTALL_TIMEOUT if srv.requirement in ("@repo", "@floor") else INSTALL_TIMEOUT
         if remaining < 60:
             done[target] = (False, "install skipped: total time budget reached")
             continue
-        cmd = [str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check"]
-        if srv.requirement == "@repo":
-            cmd += ["--force-reinstall", "--no-cache-dir"]
-            source = source_state()
-        cmd.append(target)
-        print(f"installing {target} ...", flush=True)
         t0 = time.monotonic()
-        try:
-            r = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=min(limit, remaining), cwd="/"
-            )
-            ok, out = r.returncode == 0, r.stdout + r.stderr
-            reason = "" if ok else pip_error_summary(out, venv_python_version())
-        except subprocess.TimeoutExpired:
-            ok, reason = False, f"pip install timed out after {min(limit, remaining):.0f} s"
+        print(f"installing {target} ...", flush=True)
+        if srv.requirement == "@floor":
+            ok, reason = build_floor(min(limit, remaining))
+        else:
+            cmd = [str(VENV_PY), "-m", "pip", "install", "--disable-pip-version-check"]
+            if srv.requirement == "@repo":
+                cmd += ["--force-reinstall", "--no-cache-dir"]
+                source = source_state()
+            cmd.append(target)
+            try:
+                r = subprocess.run(
+                    cmd, capture_output=True, text=True, timeout=min(limit, remaining), cwd="/"
+                )
+                ok, out = r.returncode == 0, r.stdout + r.stderr
+                reason = "" if ok else pip_error_summary(out, venv_python_version())
+            except subprocess.TimeoutExpired:
+                ok, reason = False, f"pip install timed out after {min(limit, remaining):.0f} s"
         if ok:
             ok, last = importable(srv.module)
-            reason = "" if ok else f"installed but `import {srv.module}` fails: {last}"
+            reason = "" if ok else f"installed but `{srv.module or 'floor'}` fails: {last}"
         took = time.monotonic() - t0
         print(f"  {'ok' if ok else 'FAILED: ' + reason} ({took:.0f} s)", flush=True)
         done[target] = (ok, reason)
@@ -458,7 +707,7 @@ def check_installed(servers: list[Server]) -> dict[str, str]:
 
 
 def versions(servers: list[Server]) -> dict[str, str]:
-    dists = sorted({s.dist for s in servers})
+    dists = sorted({s.dist for s in servers if s.dist} | {r for r in EXTRA_REQUIREMENTS})
     code = (
         "import importlib.metadata as m, json, sys\n"
         "out = {'python': sys.version.split()[0]}\n"
@@ -486,6 +735,7 @@ class Result:
     requests: int | None = None
     p50_us: float | None = None
     p99_us: float | None = None
+    p999_us: float | None = None
     errors: dict[str, int] = field(default_factory=dict)
     server_cpu_s: float | None = None
     cpu_us_per_req: float | None = None
@@ -493,19 +743,150 @@ class Result:
     peak_rss_mib: float | None = None
     wrk_cpu_pct: float | None = None
     wall_s: float | None = None
+    served: int | None = None  # connections answered by the all-connections probe
+    probed: int | None = None  # connections the probe opened
+    threads: int | None = None  # application threads it ran with (None: has none)
     attempts: int = 1
     other_pct: float = 0.0  # CPU used by unrelated processes during the run, % of a core
     notes: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # the server's command line
 
 
-def http_check(port: int, wl: Workload, timeout: float = 2.0) -> tuple[int, bytes, dict]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+class _NoClose:
+    """A shared buffered reader that http.client's responses cannot close."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+
+    def makefile(self, *_args, **_kwargs):
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+
+def _request_bytes(wl: Workload, port: int) -> bytes:
+    head = f"{wl.check.method} {wl.path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
+    for name, value in wl.check.headers:
+        head += f"{name}: {value}\r\n"
+    if wl.check.body is not None:
+        head += f"Content-Length: {len(wl.check.body)}\r\n"
+    return head.encode() + b"\r\n" + (wl.check.body or b"")
+
+
+def http_check(port: int, wl: Workload, timeout: float = 2.0) -> tuple[int, bytes, dict, bool]:
+    """One request as the workload sends it: (status, body, headers, connection still open)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(_request_bytes(wl, port))
+        resp = http.client.HTTPResponse(sock, method=wl.check.method)  # type: ignore[arg-type]
+        resp.begin()
+        body = resp.read()
+        headers = {k.lower(): v for k, v in resp.getheaders()}
+        sock.settimeout(0.3)  # an open keep-alive connection stays silent; a closed one: EOF
+        try:
+            still_open = sock.recv(1, socket.MSG_PEEK) != b""
+        except TimeoutError:
+            still_open = True
+        except OSError:
+            still_open = False
+        return resp.status, body, headers, still_open
+
+
+def pipeline_check(port: int, wl: Workload, timeout: float = 3.0) -> tuple[str, str]:
+    """Send wl.check.pipeline requests in one write and read every answer.
+
+    Returns (status, note): status says why the server cannot be measured (it stalls: the
+    connection stays open and the answers never come; or it answers wrongly); note says
+    that it closed the connection before answering all (legal: the client resends).
+    """
+    n = wl.check.pipeline
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(_request_bytes(wl, port) * n)
+        reader = _NoClose(sock.makefile("rb"))
+        for i in range(n):
+            resp = http.client.HTTPResponse(reader)  # type: ignore[arg-type]
+            try:
+                resp.begin()
+                body = resp.read()
+            except TimeoutError:
+                return f"stalls: answered {i} of {n} pipelined requests sent in one write", ""
+            except (OSError, http.client.HTTPException):
+                return "", (
+                    f"closed the connection after answering {i} of {n} pipelined requests "
+                    "(the rest must be resent)"
+                )
+            if resp.status != wl.check.status or not wl.check.body_ok(body):
+                return (
+                    f"wrong answers: pipelined answer {i + 1} of {n} is "
+                    f"status {resp.status}, body {body[:40]!r}"
+                ), ""
+            if resp.will_close and i < n - 1:
+                return "", (
+                    f"closes the connection after answering {i + 1} of {n} pipelined requests "
+                    "(the rest must be resent)"
+                )
+    return "", ""
+
+
+def probe_connections(port: int, path: str, n: int, timeout: float = PROBE_TIMEOUT) -> int:
+    """Open n connections at once, send one request on each and keep them all open.
+
+    Returns how many got a response head within `timeout`. Everything received is read
+    and discarded, so large bodies cannot block the server. A server that gives each
+    keep-alive connection a thread of its own answers only as many as it has threads.
+    """
+    sel = selectors.DefaultSelector()
+    request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
+    pending: dict[socket.socket, bytes] = {}
+    served = 0
     try:
-        conn.request(wl.check.method, wl.path, body=wl.check.body, headers=dict(wl.check.headers))
-        resp = conn.getresponse()
-        return resp.status, resp.read(), {k.lower(): v for k, v in resp.getheaders()}
+        for _ in range(n):
+            sock = socket.socket()
+            sock.setblocking(False)
+            if sock.connect_ex((HOST, port)) not in (0, errno.EINPROGRESS):
+                sock.close()
+                continue
+            pending[sock] = b""
+            sel.register(sock, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + timeout
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for key, events in sel.select(timeout=min(left, 0.2)):
+                sock = key.fileobj
+                if events & selectors.EVENT_WRITE:
+                    try:
+                        sock.sendall(request)  # small: fits the empty send buffer
+                    except OSError:
+                        pass
+                    sel.modify(sock, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = sock.recv(262144)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if sock not in pending:
+                    if not data:
+                        sel.unregister(sock)
+                    continue  # answered already: keep draining its body
+                if not data:
+                    sel.unregister(sock)
+                    del pending[sock]
+                    continue
+                pending[sock] += data
+                if b"\r\n\r\n" in pending[sock]:
+                    served += 1
+                    del pending[sock]
     finally:
-        conn.close()
+        for key in list(sel.get_map().values()):
+            key.fileobj.close()
+        for sock in pending:
+            sock.close()
+        sel.close()
+    return served
 
 
 def wait_ready(proc: subprocess.Popen, port: int, wl: Workload, log: Path) -> str:
@@ -515,9 +896,9 @@ def wait_ready(proc: subprocess.Popen, port: int, wl: Workload, log: Path) -> st
         if proc.poll() is not None:
             return f"exited with code {proc.returncode} before answering: {_log_tail(log)}"
         try:
-            http_check(port, wl, timeout=1.0)
-            return ""
-        except (OSError, http.client.HTTPException):
+            with socket.create_connection((HOST, port), timeout=1.0):
+                return ""
+        except OSError:
             time.sleep(0.05)
     return f"not ready after {READY_TIMEOUT:.0f} s: {_log_tail(log)}"
 
@@ -552,6 +933,17 @@ def parse_wrk(out: str) -> dict:
         m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+(\S+)", out, re.M)
         if m:
             res[key] = _to_us(m.group(1))
+    m = re.search(
+        r"^BENCH requests (\d+) p50 (\d+) p99 (\d+) p999 (\d+) sent (\d+) status (\d+)", out, re.M
+    )
+    if m:  # from bench/lua/common.lua: exact percentiles in µs, and p99.9
+        res["requests"] = int(m.group(1))
+        # wrk's histogram sometimes reports 0 for a high percentile (seen with pipelining):
+        # an unknown, not a zero latency.
+        res["p50_us"], res["p99_us"], res["p999_us"] = (
+            float(m.group(i)) or None for i in (2, 3, 4)
+        )
+        res["sent"] = int(m.group(5))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         for name, val in zip(("connect", "read", "write", "timeout"), m.groups()):
@@ -563,14 +955,29 @@ def parse_wrk(out: str) -> dict:
     return res
 
 
+def wrk_script(wl: Workload, logs: Path) -> Path:
+    """The workload's Lua (if any) followed by bench/lua/common.lua, written into the logs."""
+    parts = [(LUA_DIR / wl.lua).read_text()] if wl.lua else []
+    parts.append((LUA_DIR / "common.lua").read_text())
+    path = logs / f"{wl.name}.lua"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def wrk_argv(
+    port: int, wl: Workload, duration: int, connections: int, script: Path | str
+) -> list[str]:
+    argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    argv += ["--latency", "--timeout", "5s", *wl.wrk_args, "-s", str(script)]
+    argv.append(f"http://{HOST}:{port}{wl.path}")
+    if wl.lua_args:
+        argv += ["--", *wl.lua_args]
+    return argv
+
+
 def run_wrk(port: int, wl: Workload, duration: int, connections: int, log: Path) -> dict:
     """Run wrk on WRK_CPU; returns the parsed output plus wrk's CPU time and wall time."""
-    argv = ["taskset", "-c", WRK_CPU, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
-    argv += ["--latency", "--timeout", "5s", *wl.wrk_args]
-    if wl.lua:
-        argv += ["-s", str(BENCH_DIR / "lua" / wl.lua)]
-    argv.append(f"http://{HOST}:{port}{wl.path}")
-    proc = spawn(argv, log)
+    proc = spawn(wrk_argv(port, wl, duration, connections, wrk_script(wl, log.parent)), log)
     t0 = time.monotonic()
     deadline = t0 + duration + 30
     rusage = None
@@ -595,46 +1002,103 @@ def run_wrk(port: int, wl: Workload, duration: int, connections: int, log: Path)
     return res
 
 
+def _threads_for(srv: Server, wl: Workload, args: argparse.Namespace) -> int:
+    return (wl.threads or args.threads) if srv.threaded else 1
+
+
+def _connections_for(wl: Workload, args: argparse.Namespace) -> int:
+    return wl.connections or args.connections
+
+
 def bench_one(
     srv: Server, wl: Workload, args: argparse.Namespace, env: dict[str, str], logs: Path
 ) -> Result:
     res = Result(srv.name, wl.name)
     port = free_port()
+    threads = _threads_for(srv, wl, args)
+    connections = _connections_for(wl, args)
+    res.threads = threads if srv.threaded else None
     log = logs / f"{srv.name}-{wl.name}.server.log"
-    argv = ["taskset", "-c", SERVER_CPU, *srv.argv(wl.app, port)]
+    res.argv = srv.argv(wl.app, port, threads)
+    argv = ["taskset", "-c", SERVER_CPU, *res.argv]
     print(f"[{wl.name}] {srv.name}: {shlex.join(argv)}", flush=True)
     proc = spawn(argv, log, env)
+    side: subprocess.Popen | None = None
     try:
         why = wait_ready(proc, port, wl, log)
         if why:
             res.status = f"failed to start: {why}"
             return res
-        status, body, headers = http_check(port, wl)
-        if status != wl.check.status or body != wl.check.response_body:
-            res.status = f"wrong answer: status {status}, body {body[:40]!r}"
+        try:
+            status, body, headers, still_open = http_check(port, wl, timeout=10.0)
+        except (OSError, http.client.HTTPException) as exc:
+            res.status = f"wrong answer: the check request failed: {exc or type(exc).__name__}"
             return res
-        if not wl.check.headers and headers.get("connection", "").lower() == "close":
+        if status != wl.check.status or not wl.check.body_ok(body):
+            res.status = f"wrong answer: status {status}, body {len(body)} bytes {body[:40]!r}"
+            return res
+        if not wl.check.headers and not still_open:
             res.notes.append("closes the connection after every response (no keep-alive)")
-        run_wrk(port, wl, WARMUP_SECONDS, args.connections, logs / f"{srv.name}-{wl.name}.warmup")
+        if wl.check.pipeline:
+            why, note = pipeline_check(port, wl)
+            if why:
+                res.status = why
+                return res
+            if note:
+                res.notes.append(note)
+        if wl.slow_clients:
+            side_seconds = WARMUP_SECONDS + args.duration + 15
+            side = spawn(
+                [
+                    "taskset",
+                    "-c",
+                    WRK_CPU,
+                    sys.executable,
+                    str(BENCH_DIR / "slowclients.py"),
+                    HOST,
+                    str(port),
+                    str(wl.slow_clients),
+                    str(side_seconds),
+                    wl.path,
+                ],
+                logs / f"{srv.name}-{wl.name}.slow",
+            )
+        run_wrk(port, wl, WARMUP_SECONDS, connections, logs / f"{srv.name}-{wl.name}.warmup")
         if proc.poll() is not None:
             res.status = f"died during warm-up: {_log_tail(log)}"
             return res
+        side_cpu0 = tree_cpu_seconds(side.pid) if side else 0.0
         cpu0, machine0 = tree_cpu_seconds(proc.pid), machine_cpu_seconds()
-        w = run_wrk(port, wl, args.duration, args.connections, logs / f"{srv.name}-{wl.name}.wrk")
+        w = run_wrk(port, wl, args.duration, connections, logs / f"{srv.name}-{wl.name}.wrk")
         cpu1, machine1 = tree_cpu_seconds(proc.pid), machine_cpu_seconds()
-        # Task time not spent by the server or wrk = other processes competing for the cores.
-        other = (machine1[0] - machine0[0]) - (cpu1 - cpu0) - w["wrk_cpu_s"]
+        side_cpu = (tree_cpu_seconds(side.pid) - side_cpu0) if side else 0.0
+        # Task time not spent by the server, wrk or our slow clients = other processes.
+        other = (machine1[0] - machine0[0]) - (cpu1 - cpu0) - w["wrk_cpu_s"] - side_cpu
         res.other_pct = max(0.0, 100 * other / w["wall_s"])
         if res.other_pct > DISTURBED_PCT:
             res.notes.append(f"other processes used {res.other_pct:.0f}% of a core")
         steal = machine1[1] - machine0[1]
         if steal > 0.02 * w["wall_s"]:
             res.notes.append(f"hypervisor steal {100 * steal / w['wall_s']:.0f}% of a core")
+        if side is not None:
+            stop(side)
+            side_log = (logs / f"{srv.name}-{wl.name}.slow").read_text(errors="replace")
+            m = re.search(r"SLOW connections (\d+) responses (\d+) reconnects (\d+)", side_log)
+            if m:
+                n, got, again = (int(m.group(i)) for i in (1, 2, 3))
+                secs = WARMUP_SECONDS + args.duration
+                res.notes.append(
+                    f"{n} slow clients got {got:,} responses in about {secs} s "
+                    f"({got / n / secs:.2f}/s each, about 1/s if never held back), "
+                    f"{again} reconnects"
+                )
+            side = None
         res.peak_rss_mib = tree_peak_rss_kib(proc.pid) / 1024
         if proc.poll() is not None:
             res.notes.append(f"server exited during the run: {_log_tail(log)}")
         res.rps, res.requests = w.get("rps"), w.get("requests")
-        res.p50_us, res.p99_us, res.errors = w.get("p50_us"), w.get("p99_us"), w["errors"]
+        res.p50_us, res.p99_us, res.p999_us = w.get("p50_us"), w.get("p99_us"), w.get("p999_us")
+        res.errors = w["errors"]
         res.wall_s = w["wall_s"]
         res.server_cpu_s = cpu1 - cpu0
         res.server_cpu_pct = 100 * res.server_cpu_s / w["wall_s"]
@@ -643,9 +1107,38 @@ def bench_one(
             res.cpu_us_per_req = 1e6 * res.server_cpu_s / res.requests
         if res.rps is None:
             res.status = "wrk printed no result"
+        elif not res.requests:
+            res.status = "; ".join(
+                ["wrk completed no request: no connection was served"] + res.notes
+            )
+        if wl.pipeline > 1 and w.get("sent"):
+            # At the end of the run at most one batch per connection is still in flight; more
+            # unanswered requests were dropped when the server closed connections (legal, but
+            # the client must resend them).
+            gap = w["sent"] - (res.requests or 0) - wl.pipeline  # init's verify call counts once
+            if gap > connections * wl.pipeline:
+                res.notes.append(
+                    f"{gap:,} pipelined requests ({100 * gap / w['sent']:.1f}%) left unanswered "
+                    "(connections closed with requests pending)"
+                )
+            closes = any("pipelined requests (the rest" in n for n in res.notes)
+            if not closes and (gap > 0.1 * w["sent"] or res.errors.get("timeout")):
+                res.notes.append("stalls: pipelined requests went unanswered for long")
+            if res.errors.get("non-2xx/3xx"):
+                res.notes.append("wrong answers: non-2xx responses to pipelined requests")
+        if proc.poll() is None:
+            res.probed = connections
+            res.served = probe_connections(port, wl.path, connections)
+            if res.served < connections:
+                res.notes.append(
+                    f"starves connections: the probe got answers on {res.served} of "
+                    f"{connections} connections opened at once within {PROBE_TIMEOUT:.0f} s"
+                )
     except (RuntimeError, OSError, http.client.HTTPException) as exc:
         res.status = f"error: {exc}"[:200]
     finally:
+        if side is not None:
+            stop(side)
         stop(proc)
     return res
 
@@ -662,7 +1155,8 @@ def measure(
     """bench_one on a quiet machine; a run disturbed by other processes is repeated."""
     best: Result | None = None
     for attempt in range(1 + args.retries):
-        busy = wait_quiet(min(QUIET_WAIT, max(0.0, deadline - time.monotonic() - per_cell)))
+        limit = min(args.quiet_wait, max(0.0, deadline - time.monotonic() - per_cell))
+        busy = wait_quiet(limit) if limit > 0 else 0.0
         if busy >= 2 * DISTURBED_PCT:
             print(f"  machine still busy ({busy:.0f}% of a core); measuring anyway", flush=True)
         res = bench_one(srv, wl, args, env, logs)
@@ -671,13 +1165,25 @@ def measure(
         best.attempts = attempt + 1
         if best.status or best.other_pct <= DISTURBED_PCT:
             break
-        if attempt < args.retries and deadline - time.monotonic() > per_cell + QUIET_WAIT:
+        if attempt < args.retries and deadline - time.monotonic() > per_cell + args.quiet_wait:
             print(
                 f"  disturbed ({best.other_pct:.0f}% of a core used by others); again", flush=True
             )
         else:
             break
     return best
+
+
+def python_call_cost(env: dict[str, str]) -> dict:
+    """bench/pycall.py pinned to the server's CPU: µs of bare Python per WSGI hello call."""
+    argv = ["taskset", "-c", SERVER_CPU, str(VENV_PY), str(BENCH_DIR / "pycall.py")]
+    try:
+        r = subprocess.run(
+            argv, capture_output=True, text=True, timeout=300, env=env, cwd=BENCH_DIR
+        )
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired) as exc:
+        return {"error": str(exc)[:200]}
 
 
 # --------------------------------------------------------------------------- report
@@ -697,13 +1203,16 @@ def table(results: list[Result]) -> str:
     ref = next((r for r in results if r.server == "ferrowsgi" and r.cpu_us_per_req), None)
     rows = sorted(results, key=lambda r: (r.status != "", -(r.rps or 0)))
     head = (
-        "server|req/s|p50|p99|errors|CPU µs/req|× ferrowsgi CPU|server CPU %|peak RSS MiB"
-        "|wrk CPU %|notes"
+        "server|threads|req/s|p50|p99|p99.9|errors|CPU µs/req|× ferrowsgi CPU|server CPU %"
+        "|peak RSS MiB|wrk CPU %|conns served|notes"
     ).split("|")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * 9 + ["---"]) + "|"]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|",
+    ]
     for r in rows:
         if r.status:
-            cells = [r.server] + [PAGE_NOTE] * 9 + [r.status.replace("|", "/")]
+            cells = [r.server] + [PAGE_NOTE] * (len(head) - 2) + [r.status.replace("|", "/")]
         else:
             ratio = (
                 f"{r.cpu_us_per_req / ref.cpu_us_per_req:.2f}"
@@ -711,17 +1220,21 @@ def table(results: list[Result]) -> str:
                 else PAGE_NOTE
             )
             errors = ", ".join(f"{k} {v}" for k, v in r.errors.items()) or "0"
+            served = f"{r.served}/{r.probed}" if r.probed else PAGE_NOTE
             cells = [
                 r.server,
+                str(r.threads) if r.threads else PAGE_NOTE,
                 _fmt(r.rps, ",.0f"),
                 _fmt_lat(r.p50_us),
                 _fmt_lat(r.p99_us),
+                _fmt_lat(r.p999_us),
                 errors,
                 _fmt(r.cpu_us_per_req, ".1f"),
                 ratio,
                 _fmt(r.server_cpu_pct, ".0f"),
                 _fmt(r.peak_rss_mib, ".1f"),
                 _fmt(r.wrk_cpu_pct, ".0f"),
+                served,
                 "; ".join(r.notes).replace("|", "/"),
             ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -734,23 +1247,32 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
     out: list[str] = []
     if not ok:
         return ["No server produced numbers for this workload."]
-    best = ok[0]
+    servers = [r for r in ok if r.server != "floor"]
+    if not servers:
+        return ["Only the floor produced numbers for this workload."]
+    best = servers[0]
     out.append(f"Highest throughput: {best.server} at {best.rps:,.0f} req/s.")
-    with_cpu = [r for r in ok if r.cpu_us_per_req]
+    with_cpu = [r for r in servers if r.cpu_us_per_req]
     if with_cpu:
         cheapest = min(with_cpu, key=lambda r: r.cpu_us_per_req or 0)
         out.append(
             f"Least server CPU per request: {cheapest.server} "
             f"({cheapest.cpu_us_per_req:.1f} µs/req)."
         )
-    ferro = next((r for r in ok if r.server == "ferrowsgi"), None)
-    if ferro and len(ok) > 1:
-        rank = ok.index(ferro) + 1
-        peers = [r for r in ok if r.server != "ferrowsgi"]
+    floor = next((r for r in ok if r.server == "floor"), None)
+    if floor and floor.cpu_us_per_req:
+        out.append(
+            f"The pure-Rust floor responder (no Python) spent {floor.cpu_us_per_req:.1f} µs/req "
+            f"at {floor.rps:,.0f} req/s."
+        )
+    ferro = next((r for r in servers if r.server == "ferrowsgi"), None)
+    if ferro and len(servers) > 1:
+        rank = servers.index(ferro) + 1
+        peers = [r for r in servers if r.server != "ferrowsgi"]
         top = peers[0]
         out.append(
-            f"ferrowsgi ranks {rank} of {len(ok)} by req/s: {ferro.rps / top.rps:.2f}× the "
-            f"best peer ({top.server})"
+            f"ferrowsgi ranks {rank} of {len(servers)} servers by req/s: "
+            f"{ferro.rps / top.rps:.2f}× the best peer ({top.server})"
             + (
                 f", and uses {ferro.cpu_us_per_req / top.cpu_us_per_req:.2f}× its CPU per request."
                 if ferro.cpu_us_per_req and top.cpu_us_per_req
@@ -773,12 +1295,25 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
         for r in ok
         if (r.server_cpu_pct or 0) < 90 and (r.wrk_cpu_pct or 0) < 85 and r.server_cpu_pct
     ]
-    if held:
+    if held and wl.name != "sleep":
         out.append(
             "Neither the server nor wrk used a full core for " + ", ".join(held) + ": something "
-            "else held those runs back (other load on the machine, or the server waiting on "
-            "itself), so their req/s understate them while their CPU µs/req stays comparable."
+            "else held those runs back (other load on the machine, waiting on the network "
+            "stack, or the server waiting on itself), so their req/s understate them while "
+            "their CPU µs/req stays comparable."
         )
+    starving = [
+        f"{r.server} ({r.served}/{r.probed})" for r in ok if r.probed and r.served != r.probed
+    ]
+    if starving:
+        out.append(
+            "Not every connection was served when all were opened at once: "
+            + ", ".join(starving)
+            + ". Such a server gives each connection a thread (or its one process) for as "
+            "long as the connection stays open, so the other clients wait."
+        )
+    elif any(r.probed for r in ok):
+        out.append("Every server answered on every connection of the probe.")
     retried = [f"{r.server} ({r.attempts} runs)" for r in ok if r.attempts > 1]
     if retried:
         out.append(
@@ -799,6 +1334,72 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
     return out
 
 
+def floor_section(by_workload: dict[str, list[Result]], pycall: dict) -> list[str]:
+    """How far ferrowsgi is from (floor responder CPU µs/req + bare Python µs/call)."""
+    py = pycall.get("us_per_call")
+    md = [
+        "## The floor",
+        "",
+        "Two measurements bound what a Python WSGI server can cost per request on this machine:",
+        "",
+        "- **Responder**: bench/floor/ is a minimal pure-Rust HTTP responder (one thread, "
+        "edge-triggered epoll through libc, TCP_NODELAY; per wake-up one read, every complete "
+        "request head in the buffer answered, one write for the batch) sending the same bytes "
+        "as ferrowsgi's hello answer. It runs on the same core under the same wrk command; its "
+        "rows are the `floor` rows of the hello tables.",
+        "- **Python**: bench/pycall.py times the bare Python work of one WSGI call in-process "
+        "(copy an environ template and fill the per-request keys, call the hello app with a "
+        "start_response, iterate the result, close it), pinned to the server's core, best of 7 "
+        "× 200,000 calls with timeit: "
+        + (
+            f"**{py:.3f} µs/call** ({pycall.get('app_only_us', 0):.3f} µs without the environ "
+            f"work), Python {pycall.get('python', '?')}."
+            if py
+            else f"not measured ({pycall.get('error', 'no result')})."
+        ),
+        "",
+        "ferrowsgi's distance from the floor is its CPU µs/req minus (responder CPU µs/req + "
+        "Python µs/call):",
+        "",
+        "| workload | ferrowsgi CPU µs/req | responder CPU µs/req | Python µs/call | floor sum "
+        "| ferrowsgi − floor | ferrowsgi ÷ floor |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = 0
+    for name in HELLO_ONLY:
+        results = by_workload.get(name, [])
+        ferro = next((r for r in results if r.server == "ferrowsgi" and r.cpu_us_per_req), None)
+        floor = next((r for r in results if r.server == "floor" and r.cpu_us_per_req), None)
+        if not (ferro and floor and py):
+            continue
+        total = floor.cpu_us_per_req + py
+        md.append(
+            f"| {name} | {ferro.cpu_us_per_req:.2f} | {floor.cpu_us_per_req:.2f} | {py:.2f} "
+            f"| {total:.2f} | {ferro.cpu_us_per_req - total:+.2f} "
+            f"| {ferro.cpu_us_per_req / total:.2f}× |"
+        )
+        rows += 1
+    if not rows:
+        md.append("| (needs ferrowsgi and floor rows of a hello workload) | | | | | | |")
+    md += [
+        "",
+        "The Python figure is measured from Python: a call into the app from Rust "
+        "(PyO3, with interned keys and a builtin start_response) may cost somewhat less, so the "
+        "floor sum is an upper estimate of the floor and the distance a lower estimate of "
+        "ferrowsgi's overhead.",
+        "",
+    ]
+    return md
+
+
+def _tool_version(argv: list[str]) -> str:
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).split("Copyright")[0].strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
 def machine_info(vers: dict[str, str]) -> list[str]:
     model = "unknown"
     try:
@@ -808,11 +1409,6 @@ def machine_info(vers: dict[str, str]) -> list[str]:
                 break
     except OSError:
         pass
-    try:
-        wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10)
-        wrk_version = (wrk_v.stdout + wrk_v.stderr).split("Copyright")[0].strip()
-    except (OSError, subprocess.TimeoutExpired):
-        wrk_version = "unknown"
     mem = ""
     try:
         kib = int(Path("/proc/meminfo").read_text().split()[1])
@@ -826,51 +1422,123 @@ def machine_info(vers: dict[str, str]) -> list[str]:
         f"- CPU: {os.cpu_count()} × {model}{mem}",
         f"- Kernel: {platform.system()} {platform.release()}",
         f"- Python (bench venv): {vers.get('python', '?')}",
-        f"- Load generator: {wrk_version}",
+        f"- Load generator: {_tool_version(['wrk', '-v'])}",
+        f"- Floor responder built with: {_tool_version(['rustc', '--version'])}",
         f"- Packages: {pkgs}",
         f"- ferrowsgi built from: {source}",
     ]
 
 
-def write_docs(command: str, args, vers, by_workload: dict[str, list[Result]], when: str) -> None:
+def _rel(path: Path) -> str:
+    try:
+        return str(path.relative_to(REPO_DIR))
+    except ValueError:
+        return str(path)
+
+
+def server_commands(by_workload: dict[str, list[Result]]) -> list[str]:
+    """One exact command line per server, as started for the `hello` cell (or its first cell)."""
+    md = ["| server | how | command line (PORT and paths as in that run) |", "|---|---|---|"]
+    seen: set[str] = set()
+    for results in by_workload.values():
+        for r in results:
+            if r.server in seen or not r.argv:
+                continue
+            seen.add(r.server)
+            cmd = " ".join(_rel(Path(a)) if a.startswith("/") else a for a in r.argv)
+            md.append(f"| {r.server} | {SERVERS[r.server].how} | `{cmd}` |")
+    return md
+
+
+def write_docs(
+    command: str,
+    args,
+    vers,
+    by_workload: dict[str, list[Result]],
+    when: str,
+    pycall: dict,
+    charts: dict[str, Path],
+) -> None:
+    wl_lines = []
+    for name in by_workload:
+        wl = WORKLOADS[name]
+        argv = wrk_argv(0, wl, args.duration, _connections_for(wl, args), "SCRIPT")
+        cmd = shlex.join(argv).replace(f"{HOST}:0", f"{HOST}:PORT")
+        script = f"bench/lua/{wl.lua} + common.lua" if wl.lua else "bench/lua/common.lua"
+        wl_lines.append(f"| `{name}` | `{wl.app}` | {script} | `{cmd}` |")
     md = [
         "# Benchmarks",
         "",
-        "Generated by `bench/run.py --write-docs`; rerun it to refresh this page.",
+        "Generated by `python bench/run.py --all --write-docs` (or a subset of it); rerun it to "
+        "refresh this page and the charts in bench/charts/.",
         "",
+        *([f"> **Note:** {args.note}", ""] if args.note else []),
         "## Method",
         "",
-        f"Each server runs as one worker process pinned to CPU {SERVER_CPU} with one application "
-        "thread where it has threads (gunicorn gthread `--threads 1`, waitress `--threads=1`, "
-        "granian `--workers 1 --blocking-threads 1 --runtime-threads 1`, ferrowsgi "
-        f"`--threads 1`). After a readiness poll, a correctness check and a {WARMUP_SECONDS} s "
-        f"warm-up, wrk runs pinned to CPU {WRK_CPU}: `wrk -t1 -c{args.connections} "
-        f"-d{args.duration}s --latency` against 127.0.0.1. Server CPU is utime+stime of the "
-        "server's whole process tree (all threads) read from /proc before and after the wrk "
-        "run; CPU µs/req divides it by the requests wrk completed. Peak RSS is VmHWM summed over "
-        "the tree. wrk CPU % is wrk's own utime+stime over the run's wall time: near 100 % means "
-        "the load generator, not the server, is the limit. Before each cell the script waits "
-        f"(up to {QUIET_WAIT:.0f} s) for the machine to be idle; a run during which other "
-        "processes "
-        f"used more than {DISTURBED_PCT:.0f}% of a core is repeated (up to {args.retries} times) "
-        "and the least disturbed run is kept; a row that stayed disturbed says so in its notes. "
-        "Each number comes from a single run.",
+        f"Each server runs as one worker process pinned to CPU {SERVER_CPU}. Servers that have "
+        f"application threads run {args.threads} (`--threads`), except in the `sleep` workload, "
+        f"where every one of them runs {SLEEP_THREADS}; the threads column says what each row "
+        "used. Servers without threads (bjoern, fastwsgi, meinheld, gunicorn's sync worker, the "
+        "floor) run their single loop. After a readiness poll, a correctness check (the "
+        "workload's request with its expected status and body; for `hello_pipelined` also "
+        f"{PIPELINE_DEPTH} requests in one write, every answer checked: a server that answers "
+        "fewer is reported as stalling, a wrong one as giving wrong answers) and a "
+        f"{WARMUP_SECONDS} s warm-up, wrk runs pinned to CPU {WRK_CPU} against 127.0.0.1 with "
+        "the command line below. Server CPU is utime+stime of the server's whole process tree "
+        "(all threads) read from /proc before and after the wrk run; CPU µs/req divides it by "
+        "the requests wrk completed. Latency percentiles come from wrk's histogram through "
+        "bench/lua/common.lua. Peak RSS is VmHWM summed over the tree. wrk CPU % is wrk's own "
+        "utime+stime over the run's wall time: near 100 % means the load generator, not the "
+        "server, is the limit. After the run, a probe opens as many connections as wrk used, "
+        "all at once, sends one request on each and keeps them open: conns served counts those "
+        f"that got an answer within {PROBE_TIMEOUT:.0f} s (a server that gives each keep-alive "
+        "connection a thread serves only as many as it has threads). Before each cell the "
+        f"script waits (up to {args.quiet_wait:.0f} s) for the machine to be idle; a run during "
+        f"which other processes used more than {DISTURBED_PCT:.0f}% of a core is repeated (up "
+        f"to {args.retries} times) and the least disturbed run is kept; a row that stayed "
+        "disturbed says so in its notes. Each number comes from a single run.",
         "",
         "## Machine",
         "",
         *machine_info(vers),
         f"- Date: {when}",
         "",
-        "## Command",
+        "## Commands",
+        "",
+        "The whole page (later lines re-rendered or replaced workloads):"
+        if "\n" in command
+        else "The whole page:",
         "",
         "```",
         command,
         "```",
         "",
+        "Servers (T = application threads):",
+        "",
+        *server_commands(by_workload),
+        "",
+        "Workloads (apps in bench/apps/, wrk scripts in bench/lua/):",
+        "",
+        "| workload | app | SCRIPT | wrk command line |",
+        "|---|---|---|---|",
+        *wl_lines,
+        "",
     ]
+    if "mixed" in by_workload:
+        md += [
+            "`mixed` also runs `python bench/slowclients.py 127.0.0.1 PORT "
+            f"{WORKLOADS['mixed'].slow_clients} SECONDS /` pinned to CPU {WRK_CPU} from before "
+            "the warm-up to the end of the run.",
+            "",
+        ]
+    md += floor_section(by_workload, pycall)
     for name, results in by_workload.items():
         wl = WORKLOADS[name]
-        md += [f"## Workload `{name}`", "", wl.description + ".", "", table(results), ""]
+        md += [f"## Workload `{name}`", "", wl.description + "."]
+        md += [""]
+        if name in charts:
+            md += [f"![{name}]({os.path.relpath(charts[name], DOCS_FILE.parent)})", ""]
+        md += [table(results), ""]
         md += ["Reading:", ""] + [f"- {line}" for line in reading(wl, results)] + [""]
     md += [
         "## Caveats",
@@ -882,13 +1550,42 @@ def write_docs(command: str, args, vers, by_workload: dict[str, list[Result]], w
         "- Loopback packet processing runs partly in softirq context, which the kernel charges to "
         "whichever task is on the CPU (or to ksoftirqd): CPU µs/req is close to, not exactly, "
         "the server's own cost.",
-        "- A server that closes every connection (gunicorn's sync worker does) pays for a TCP "
-        "connect per request even in `hello`; its row says so in the notes column.",
+        "- A server that closes every connection (gunicorn's sync worker, uWSGI's "
+        "`--http-socket`) pays for a TCP connect per request even in `hello`; its row says so in "
+        "the notes column.",
+        f"- `hello_pipelined` latency is per batch of {PIPELINE_DEPTH} requests; req/s counts "
+        "requests. wrk's histogram returns 0 for the high percentiles of some pipelined runs; "
+        "those cells show —. A server that closes the connection after the first pipelined "
+        "answer is measured as it is: wrk opens a new connection and writes a new batch, and only "
+        "answers count.",
+        "- In `mixed`, `sleep` and the large-body workloads the server does not always use a "
+        "full core; compare CPU µs/req there with care.",
         "",
     ]
     DOCS_FILE.parent.mkdir(parents=True, exist_ok=True)
     DOCS_FILE.write_text("\n".join(md))
     print(f"wrote {DOCS_FILE}", flush=True)
+
+
+def draw_charts(results_json: Path) -> dict[str, Path]:
+    """bench/charts.py under the venv's Python (matplotlib); returns {workload: png}."""
+    try:
+        r = subprocess.run(
+            [str(VENV_PY), str(BENCH_DIR / "charts.py"), str(results_json), str(CHARTS_DIR)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        print(f"charts: {exc}", flush=True)
+        return {}
+    if r.returncode != 0:
+        print(f"charts failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}", flush=True)
+        return {}
+    data = json.loads(results_json.read_text())
+    return {
+        w: CHARTS_DIR / f"{w}.png" for w in data["results"] if (CHARTS_DIR / f"{w}.png").exists()
+    }
 
 
 def _now() -> str:
@@ -900,10 +1597,21 @@ def _now() -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=10, help="seconds of measured load per cell")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help=f"every server and workload (duration {ALL_DURATION} s per cell unless --duration)",
+    )
+    p.add_argument("--duration", type=int, default=0, help="seconds of measured load per cell")
     p.add_argument("--connections", type=int, default=50, help="wrk connections (-c)")
-    p.add_argument("--servers", default=",".join(SERVERS), help="comma list: " + ",".join(SERVERS))
-    p.add_argument("--workloads", default="hello", help="comma list: " + ",".join(WORKLOADS))
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help=f"application threads for servers that have them (`sleep` uses {SLEEP_THREADS})",
+    )
+    p.add_argument("--servers", default="", help="comma list: " + ",".join(SERVERS))
+    p.add_argument("--workloads", default="", help="comma list: " + ",".join(WORKLOADS))
     p.add_argument("--no-install", action="store_true", help="use the venv as it is")
     p.add_argument(
         "--retries",
@@ -911,7 +1619,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default=2,
         help="repeat a cell this many times when other processes disturbed it",
     )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=QUIET_WAIT,
+        help="seconds to wait for an idle machine before each cell (0: do not wait)",
+    )
     p.add_argument("--write-docs", action="store_true", help="also write docs/BENCHMARKS.md")
+    p.add_argument("--note", default="", help="a line shown at the top of the docs page")
+    p.add_argument(
+        "--render",
+        default="",
+        metavar="DIR[,DIR...]",
+        help="measure nothing: write the docs and charts from earlier runs' results "
+        "(bench/results/STAMP); a later run's workloads replace an earlier one's",
+    )
     p.add_argument(
         "--max-total",
         type=int,
@@ -919,6 +1641,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="hard limit on the whole run in seconds (default: computed from the plan)",
     )
     args = p.parse_args(argv)
+    if args.all:
+        args.servers = args.servers or ",".join(SERVERS)
+        args.workloads = args.workloads or ",".join(WORKLOADS)
+        args.duration = args.duration or ALL_DURATION
+    args.servers = args.servers or ",".join(SERVERS)
+    args.workloads = args.workloads or "hello"
+    args.duration = args.duration or 10
     args.server_list = [s for s in args.servers.split(",") if s]
     args.workload_list = [w for w in args.workloads.split(",") if w]
     for name in args.server_list:
@@ -929,8 +1658,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
             p.error(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}")
     if not 1 <= args.duration <= 600 or not 1 <= args.connections <= 10000:
         p.error("--duration must be 1..600 and --connections 1..10000")
-    if not 0 <= args.retries <= 10:
-        p.error("--retries must be 0..10")
+    if not 1 <= args.threads <= 256:
+        p.error("--threads must be 1..256")
+    if not 0 <= args.retries <= 10 or not 0 <= args.quiet_wait <= 600:
+        p.error("--retries must be 0..10 and --quiet-wait 0..600")
     return args
 
 
@@ -942,17 +1673,68 @@ def _on_signal(signum, _frame):
     raise _Stop(f"stopped by signal {signal.Signals(signum).name}")
 
 
+def plan(args: argparse.Namespace) -> tuple[int, float, float, int]:
+    """(cells, expected seconds of one undisturbed cell, expected total, hard cap) of a run."""
+    cells = sum(1 for w in args.workload_list for s in args.server_list if SERVERS[s].serves(w))
+    # start + check ~2 s, warm-up, run, probe ~1 s, stop ~1 s, idle check 1 s
+    typical = 5 + WARMUP_SECONDS + args.duration
+    install = 0 if args.no_install else 240
+    expected = install + cells * typical + 30  # + the Python micro-benchmark
+    # A cell may wait for a quiet machine and be repeated when disturbed; a starved probe,
+    # a slow stop or a server that never comes up adds up to a minute more.
+    worst_cell = (1 + args.retries) * (typical + args.quiet_wait + PROBE_TIMEOUT)
+    cap = args.max_total or int(
+        min(install + cells * worst_cell + 120, 3 * expected + 600)
+        if args.retries or args.quiet_wait
+        else 2 * expected + 300
+    )
+    return cells, typical, expected, cap
+
+
+def render(args: argparse.Namespace, argv: list[str]) -> int:
+    """--render: docs/BENCHMARKS.md and the charts from stored results.json files."""
+    by_workload: dict[str, list[Result]] = {}
+    commands, vers, when, pycall = [], {}, "", {}
+    known = set(Result.__dataclass_fields__)
+    for item in args.render.split(","):
+        path = Path(item)
+        path = path / "results.json" if path.is_dir() else path
+        data = json.loads(path.read_text())
+        commands.append(data["command"])
+        vers, when = data.get("versions") or vers, data.get("when") or when
+        pycall = data.get("pycall") or pycall
+        for w, rows in data["results"].items():
+            by_workload[w] = [Result(**{k: v for k, v in r.items() if k in known}) for r in rows]
+    ordered = {w: by_workload[w] for w in WORKLOADS if w in by_workload}
+    run_args = parse_args(shlex.split(commands[0])[2:])
+    run_args.note = args.note or run_args.note
+    out = RESULTS_DIR / (datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-render")
+    out.mkdir(parents=True, exist_ok=True)
+    results_json = out / "results.json"
+    merged = {"command": commands, "versions": vers, "when": when, "pycall": pycall}
+    merged["results"] = {w: [r.__dict__ for r in rs] for w, rs in ordered.items()}
+    results_json.write_text(json.dumps(merged, indent=2))
+    command = "\n".join([*commands, "python bench/run.py " + shlex.join(argv)])
+    write_docs(command, run_args, vers, ordered, when, pycall, draw_charts(results_json))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render(args, argv)
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             print(f"{tool} is not installed", file=sys.stderr)
             return 2
-    cells = len(args.server_list) * len(args.workload_list)
-    per_cell = args.duration + WARMUP_SECONDS + READY_TIMEOUT + 4 * STOP_GRACE + 40
-    per_cell_all = (1 + args.retries) * (per_cell + QUIET_WAIT)
-    install_budget = 0 if args.no_install else FERRO_INSTALL_TIMEOUT + 300
-    max_total = args.max_total or int(install_budget + cells * per_cell_all + 60)
+    cells, typical, expected, max_total = plan(args)
+    per_cell = typical + READY_TIMEOUT + 4 * STOP_GRACE + PROBE_TIMEOUT
+    print(
+        f"plan: {cells} cells ({len(args.server_list)} servers × {len(args.workload_list)} "
+        f"workloads) × ~{typical:.0f} s = about {expected / 60:.0f} min on a quiet machine; "
+        f"hard cap {max_total / 60:.0f} min (--max-total {max_total})",
+        flush=True,
+    )
     start = time.monotonic()
     deadline = start + max_total
     atexit.register(stop_all)
@@ -962,6 +1744,7 @@ def main(argv: list[str]) -> int:
     command = "python bench/run.py " + shlex.join(argv) if argv else "python bench/run.py"
     servers = [SERVERS[n] for n in args.server_list]
     by_workload: dict[str, list[Result]] = {w: [] for w in args.workload_list}
+    data_dir = Path(tempfile.mkdtemp(prefix="ferrowsgi-bench-"))
     try:
         ensure_venv()
         install_status = check_installed(servers) if args.no_install else install(servers, deadline)
@@ -972,14 +1755,22 @@ def main(argv: list[str]) -> int:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         logs = RESULTS_DIR / stamp
         logs.mkdir(parents=True, exist_ok=True)
+        data_file = data_dir / "data.bin"
+        data_file.write_bytes(_data_file_bytes())
         env = dict(os.environ)
         env["PYTHONPATH"] = str(BENCH_DIR)
         env["PYTHONUNBUFFERED"] = "1"
         env["PATH"] = f"{VENV_DIR / 'bin'}:{env.get('PATH', '')}"
+        env["BENCH_DATA_FILE"] = str(data_file)
         env.pop("PYTHONHOME", None)
+        pycall = python_call_cost(env) if any(s.name == "floor" for s in servers) else {}
+        if pycall:
+            print(f"python work of one WSGI hello call: {pycall}", flush=True)
         for wname in args.workload_list:
             wl = WORKLOADS[wname]
             for srv in servers:
+                if not srv.serves(wname):
+                    continue
                 if install_status[srv.name]:
                     reason = install_status[srv.name]
                     if not reason.startswith("not installed"):
@@ -998,20 +1789,26 @@ def main(argv: list[str]) -> int:
             print()
             for line in reading(WORKLOADS[wname], results):
                 print(f"- {line}")
-        (logs / "results.json").write_text(
+        results_json = logs / "results.json"
+        results_json.write_text(
             json.dumps(
                 {
                     "command": command,
                     "versions": vers,
                     "when": when,
+                    "pycall": pycall,
                     "results": {w: [r.__dict__ for r in rs] for w, rs in by_workload.items()},
                 },
                 indent=2,
             )
         )
         print(f"\nlogs and results.json in {logs}")
+        if pycall:
+            for line in floor_section(by_workload, pycall)[-9:]:
+                print(line)
         if args.write_docs:
-            write_docs(command, args, vers, by_workload, when)
+            charts = draw_charts(results_json)
+            write_docs(command, args, vers, by_workload, when, pycall, charts)
         print(f"total time {time.monotonic() - start:.0f} s")
         return 0
     except (_Stop, KeyboardInterrupt) as exc:
@@ -1020,6 +1817,7 @@ def main(argv: list[str]) -> int:
     finally:
         signal.alarm(0)
         stop_all()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
