@@ -269,6 +269,17 @@ impl Conn {
         self.drain = None;
     }
 
+    /// A body could not be written to its temporary file: 500, then close.
+    fn spool_failed(&mut self, e: &io::Error) -> Next {
+        log::error(&format!("cannot spool a request body: {e}"));
+        self.reject(
+            500,
+            "Internal Server Error",
+            "cannot store the request body",
+        );
+        Next::Close
+    }
+
     /// Finds the next request ready for the application among the buffered
     /// bytes: discards the rest of a previous body, parses a head, applies
     /// the body rules and buffers a small body completely. Rejections queue
@@ -366,13 +377,7 @@ impl Conn {
             if p.decoder.is_done() {
                 if let Some(spool) = p.spool.as_mut() {
                     if let Err(e) = spool.append(&mut p.body) {
-                        log::error(&format!("cannot spool a request body: {e}"));
-                        self.reject(
-                            500,
-                            "Internal Server Error",
-                            "cannot store the request body",
-                        );
-                        return Next::Close;
+                        return self.spool_failed(&e);
                     }
                 }
                 return Next::Ready(p);
@@ -387,13 +392,7 @@ impl Conn {
                     }),
                 };
                 if let Err(e) = spooled {
-                    log::error(&format!("cannot spool a request body: {e}"));
-                    self.reject(
-                        500,
-                        "Internal Server Error",
-                        "cannot store the request body",
-                    );
-                    return Next::Close;
+                    return self.spool_failed(&e);
                 }
             }
             let room = BODY_BUFFER.saturating_sub(p.body.len()).max(1);

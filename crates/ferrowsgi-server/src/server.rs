@@ -79,6 +79,16 @@ enum Slot {
     Lingering(Box<Conn>),
 }
 
+impl Slot {
+    /// A connection just handed away, with no event seen yet.
+    fn away() -> Slot {
+        Slot::Away {
+            readable: false,
+            read_closed: false,
+        }
+    }
+}
+
 /// A request handed to an application thread, with its connection.
 #[derive(Debug)]
 struct Job {
@@ -412,13 +422,9 @@ impl<H: Handler> EventLoop<H> {
             match conn.next_request(&cfg) {
                 Next::Ready(req) => {
                     if let Some(pool) = &self.pool {
-                        let Slot::Here(conn) = std::mem::replace(
-                            &mut self.conns[key],
-                            Slot::Away {
-                                readable: false,
-                                read_closed: false,
-                            },
-                        ) else {
+                        let Slot::Here(conn) =
+                            std::mem::replace(&mut self.conns[key], Slot::away())
+                        else {
                             return;
                         };
                         self.away += 1;
@@ -482,13 +488,7 @@ impl<H: Handler> EventLoop<H> {
             self.remove(key);
             return;
         }
-        let Slot::Here(mut conn) = std::mem::replace(
-            &mut self.conns[key],
-            Slot::Away {
-                readable: false,
-                read_closed: false,
-            },
-        ) else {
+        let Slot::Here(mut conn) = std::mem::replace(&mut self.conns[key], Slot::away()) else {
             return;
         };
         conn.stream.shutdown_write();
