@@ -34,7 +34,6 @@ import re
 import resource
 import selectors
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -43,6 +42,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from serverproc import ServerProc
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -543,49 +544,10 @@ def run_attack(port: int, args: argparse.Namespace, duration: float) -> dict:
 # the orchestrator
 
 
-class ServerProc:
+class SoakServer(ServerProc):
     def __init__(self, threads: int, log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [
-            sys.executable, "-m", "ferrowsgi", APP, "--bind", f"{HOST}:0",
-            "--threads", str(threads), "--read-timeout", "10", "--write-timeout", "10",
-        ]  # fmt: skip
-        env = dict(os.environ, PYTHONPATH=str(BENCH_DIR))
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=BENCH_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-        self.port = self._wait_port()
-
-    def _wait_port(self) -> int:
-        deadline = time.monotonic() + 20
-        for _ in range(1000):
-            m = re.search(r"Listening at: http://[\d.]+:(\d+)", self.log_path.read_text())
-            if m:
-                return int(m.group(1))
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise SystemExit(f"soak: the server did not start:\n{self.log_path.read_text()}")
-
-    def status(self, key: str) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        return -1
-
-    def rss_mib(self) -> float:
-        return self.status("VmRSS") / 1024
-
-    def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        args = ["--threads", str(threads), "--read-timeout", "10", "--write-timeout", "10"]
+        super().__init__(APP, args, log_path, "soak")
 
     def nofile(self) -> str:
         with open(f"/proc/{self.proc.pid}/limits") as f:
@@ -594,25 +556,11 @@ class ServerProc:
                     return line.split()[3]
         return "?"
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(35)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        return self.proc.returncode
-
 
 class Sampler(threading.Thread):
     """Samples the server's RSS and descriptor count every 0.2 s."""
 
-    def __init__(self, server: ServerProc) -> None:
+    def __init__(self, server: SoakServer) -> None:
         super().__init__(daemon=True)
         self.server = server
         self.stop_event = threading.Event()
@@ -697,7 +645,7 @@ def orchestrate(args: argparse.Namespace) -> int:
     if nofile < need:
         raise SystemExit(f"soak: RLIMIT_NOFILE {nofile} < {need} needed")
     workdir = Path(tempfile.mkdtemp(prefix="ferrowsgi-soak-"))
-    server = ServerProc(args.threads, workdir / "server.log")
+    server = SoakServer(args.threads, workdir / "server.log")
     sampler = Sampler(server)
     try:
         load0 = os.getloadavg()

@@ -22,14 +22,14 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from serverproc import ServerProc
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -53,48 +53,13 @@ def human(n: float) -> str:
     return f"{n:.0f} B"
 
 
-class Server:
+class Server(ServerProc):
     def __init__(self, threads: int, limit: int, log_path: Path) -> None:
-        self.log_path = log_path
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [
-            sys.executable, "-m", "ferrowsgi", APP, "--bind", f"{HOST}:0",
-            "--threads", str(threads), "--limit-request-body", str(limit),
-        ]  # fmt: skip
-        env = dict(os.environ, PYTHONPATH=str(BENCH_DIR))
-        self.proc = subprocess.Popen(
-            cmd, cwd=BENCH_DIR, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=self.log,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        self.port = 0
-        for _ in range(1000):
-            m = re.search(r"Listening at: http://[\d.]+:(\d+)", log_path.read_text())
-            if m:
-                self.port = int(m.group(1))
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SystemExit(f"uploads: the server did not start:\n{log_path.read_text()}")
-            time.sleep(0.05)
+        args = ["--threads", str(threads), "--limit-request-body", str(limit)]
+        super().__init__(APP, args, log_path, "uploads")
 
     def rss(self) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return -1
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(35)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
-        return self.proc.returncode
+        return self.status("VmRSS") * 1024
 
 
 class Sampler(threading.Thread):
