@@ -1,6 +1,7 @@
 //! The WSGI application as a [`Handler`]: call it, check what it returns,
 //! send the response, and always call `close()`.
 
+use std::any::Any;
 use std::os::fd::RawFd;
 
 use ferrowsgi_server::exchange::ResponseHead;
@@ -8,7 +9,7 @@ use ferrowsgi_server::{log, Exchange, Handler, Waiter};
 use pyo3::exceptions::PyTypeError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyIterator, PyList, PyString, PyTuple};
 
 use crate::environ::EnvTemplate;
 use crate::errors::ErrorStream;
@@ -30,6 +31,43 @@ enum Sent {
     Done,
     /// The application failed; the error is to be logged and answered.
     AppError(PyErr),
+    /// The client reads slower than the response is made: the socket is
+    /// full, and the rest is sent when the event loop has written what is
+    /// buffered (no application thread waits for a slow reader).
+    Paused(Rest),
+}
+
+/// What is left of a paused response.
+enum Rest {
+    /// The application's iterator, to be asked for its next block.
+    Iter(Py<PyIterator>),
+    /// A `wsgi.file_wrapper` file, to be sent from `pos` (the descriptor
+    /// stays open: the wrapper is kept alive with the paused response).
+    File { fd: RawFd, pos: u64 },
+}
+
+/// A paused response, kept with its connection by the server. Dropping it
+/// before it is resumed to the end (the client went away or stopped
+/// reading) still calls the iterable's `close()`.
+struct Paused {
+    rest: Option<Rest>,
+    /// The application's iterable, for `close()`.
+    result: Option<Py<PyAny>>,
+    sr: Py<StartResponse>,
+    errors: Py<ErrorStream>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let Some(result) = self.result.take() else {
+            return;
+        };
+        let tag = self.errors.get().tag();
+        log::info(&format!(
+            "{tag}: response abandoned: the client stopped reading or went away"
+        ));
+        Python::attach(|py| close_result(py, result.bind(py), &tag));
+    }
 }
 
 impl PyHandler {
@@ -70,34 +108,79 @@ impl PyHandler {
         };
         let slot = &sr.get().slot;
         let guard = slot.fill(ex);
-        let result = self.app.bind(py).call1((environ, &sr));
-        let sent = match result {
-            Err(e) => Sent::AppError(e),
-            Ok(result) => {
-                let sent = send_result(py, slot, sr.get(), &result);
-                // PEP 3333: close() is called once, whatever happened. Lists
-                // and tuples have none (and asking would build an exception).
-                let plain = result.is_exact_instance_of::<PyList>()
-                    || result.is_exact_instance_of::<PyTuple>();
-                if !plain {
-                    if let Ok(close) = result.getattr(intern!(py, "close")) {
-                        if let Err(e) = close.call0() {
-                            let tag = errors.get().tag();
-                            report(py, &format!("{tag} (in close())"), &e);
-                        }
-                    }
-                }
-                sent
-            }
+        let (sent, result) = match self.app.bind(py).call1((environ, &sr)) {
+            Err(e) => (Sent::AppError(e), None),
+            Ok(result) => (send_result(py, slot, sr.get(), &result), Some(result)),
         };
         drop(guard);
+        self.conclude(py, ex, sent, result, sr.unbind(), errors.unbind());
+    }
+
+    /// Goes on with a paused response.
+    fn resume_run(&self, py: Python<'_>, ex: &mut Exchange<'_>, state: Box<dyn Any + Send>) {
+        let Ok(mut paused) = state.downcast::<Paused>() else {
+            ex.abort();
+            return;
+        };
+        // Taken out, the paused state's Drop no longer calls close():
+        // `conclude` does, once.
+        let result = paused.result.take().map(|r| r.into_bound(py));
+        let rest = paused.rest.take();
+        let sr = paused.sr.clone_ref(py).into_bound(py);
+        let errors = paused.errors.clone_ref(py);
+        drop(paused);
+        let slot = &sr.get().slot;
+        let guard = slot.fill(ex);
+        let sent = match rest {
+            Some(Rest::Iter(it)) => {
+                let mut it = it.into_bound(py);
+                send_iter(slot, sr.get(), &mut it).unwrap_or_else(Sent::AppError)
+            }
+            Some(Rest::File { fd, pos }) => slot
+                .with(|ex| Ok(file_step(ex, fd, pos)))
+                .unwrap_or(Sent::Done),
+            None => Sent::Done,
+        };
+        drop(guard);
+        self.conclude(py, ex, sent, result, sr.unbind(), errors);
+    }
+
+    /// After the application's iterable was sent (or failed, or paused):
+    /// pauses, or calls `close()` and answers an error.
+    fn conclude(
+        &self,
+        py: Python<'_>,
+        ex: &mut Exchange<'_>,
+        sent: Sent,
+        result: Option<Bound<'_, PyAny>>,
+        sr: Py<StartResponse>,
+        errors: Py<ErrorStream>,
+    ) {
+        let sent = match sent {
+            Sent::Paused(rest) => {
+                let paused = Paused {
+                    rest: Some(rest),
+                    result: result.map(Bound::unbind),
+                    sr,
+                    errors,
+                };
+                // Only a streaming response pauses, so this cannot fail; if
+                // it did, dropping `paused` would still call close().
+                let _ = ex.pause(Box::new(paused));
+                return;
+            }
+            other => other,
+        };
+        let tag = errors.get().tag();
+        if let Some(result) = result {
+            close_result(py, &result, &tag);
+        }
         if let Sent::AppError(err) = sent {
             if ex.is_body_invalid() && !ex.is_committed() {
                 // RFC 9110 §15.5.1: bad framing is the client's error, even
                 // when it surfaced inside the application's read.
                 log::info(&format!(
-                    "{} rejected: 400 Bad Request: invalid request body",
-                    errors.get().tag()
+                    "{tag} rejected: 400 Bad Request: invalid request body"
                 ));
                 let mut head = ResponseHead::new(400, b"400 Bad Request");
                 head.push_header(b"Content-Type", b"text/plain; charset=utf-8");
@@ -105,12 +188,25 @@ impl PyHandler {
                 let _ = ex.respond(&head, &[b"invalid request body\n"]);
                 return;
             }
-            report(py, &errors.get().tag(), &err);
+            report(py, &tag, &err);
             if ex.is_committed() {
                 ex.abort();
             } else {
                 respond_500(py, ex, &err, self.debug);
             }
+        }
+    }
+}
+
+/// PEP 3333: `close()` is called once, whatever happened. Lists and tuples
+/// have none (and asking would build an exception).
+fn close_result(py: Python<'_>, result: &Bound<'_, PyAny>, tag: &str) {
+    if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
+        return;
+    }
+    if let Ok(close) = result.getattr(intern!(py, "close")) {
+        if let Err(e) = close.call0() {
+            report(py, &format!("{tag} (in close())"), &e);
         }
     }
 }
@@ -198,35 +294,37 @@ fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyR
 }
 
 /// Any other iterable: each block goes out before the next is asked for.
-fn send_iter(
-    slot: &Slot,
-    sr: &StartResponse,
-    it: &mut Bound<'_, pyo3::types::PyIterator>,
-) -> PyResult<Sent> {
+/// When the socket is full, the iteration pauses and the event loop sends
+/// the block meanwhile.
+fn send_iter(slot: &Slot, sr: &StartResponse, it: &mut Bound<'_, PyIterator>) -> PyResult<Sent> {
     for item in it.by_ref() {
         let item = item?;
         let block = as_block(&item)?;
         if block.as_bytes().is_empty() {
             continue;
         }
-        let gone = slot.with(|ex| {
+        let sent = slot.with(|ex| {
             if !ex.is_committed() {
                 let head = sr.head().clone();
                 if !head.called {
                     return Err(not_started());
                 }
                 if ex.start_stream(&head.response).is_err() {
-                    return Ok(true);
+                    return Ok(None);
                 }
             }
-            Ok(ex.send(block.as_bytes()).is_err())
+            Ok(ex.send_nowait(block.as_bytes()).ok())
         })?;
-        if gone {
-            log::info(&format!(
-                "{}: client went away during the response",
-                ex_tag(slot)
-            ));
-            return Ok(Sent::Done);
+        match sent {
+            Some(true) => {}
+            Some(false) => return Ok(Sent::Paused(Rest::Iter(it.clone().unbind()))),
+            None => {
+                log::info(&format!(
+                    "{}: client went away during the response",
+                    ex_tag(slot)
+                ));
+                return Ok(Sent::Done);
+            }
         }
     }
     slot.with(|ex| {
@@ -290,14 +388,24 @@ fn try_sendfile(
         if !ex.is_committed() && ex.start_stream(&head.response).is_err() {
             return Ok(Some(Sent::Done));
         }
-        match ex.send_file(fd, pos, None) {
-            Ok(_) => {
-                let _ = ex.finish();
-            }
-            Err(e) => log::info(&format!("{}: file response cut short: {e}", ex_tag_of(ex))),
-        }
-        Ok(Some(Sent::Done))
+        Ok(Some(file_step(ex, fd, pos)))
     })
+}
+
+/// Sends what the socket takes of the file from `pos`; pauses when it is
+/// full, finishes the response at the end.
+fn file_step(ex: &mut Exchange<'_>, fd: RawFd, pos: u64) -> Sent {
+    match ex.send_file_nowait(fd, pos, None) {
+        Ok((_, true)) => {
+            let _ = ex.finish();
+            Sent::Done
+        }
+        Ok((n, false)) => Sent::Paused(Rest::File { fd, pos: pos + n }),
+        Err(e) => {
+            log::info(&format!("{}: file response cut short: {e}", ex_tag_of(ex)));
+            Sent::Done
+        }
+    }
 }
 
 /// Logs an application error with its traceback.
@@ -348,6 +456,10 @@ impl Handler for PyHandler {
 
     fn handle(&self, ex: &mut Exchange<'_>) {
         Python::attach(|py| self.run(py, ex));
+    }
+
+    fn resume(&self, ex: &mut Exchange<'_>, state: Box<dyn Any + Send>) {
+        Python::attach(|py| self.resume_run(py, ex, state));
     }
 }
 

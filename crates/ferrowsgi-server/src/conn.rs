@@ -14,7 +14,7 @@ use std::time::Instant;
 use ferrowsgi_proto::{parse_head, BodyDecoder, BodyKind, Parsed, RequestHead, Version};
 
 use crate::config::Config;
-use crate::exchange::PeerInfo;
+use crate::exchange::{Parked, PeerInfo};
 use crate::listen::Stream;
 use crate::log;
 
@@ -116,6 +116,12 @@ pub struct Conn {
     pub since: Instant,
     /// When the first byte of a still incomplete head arrived.
     pub head_since: Option<Instant>,
+    /// A response paused until its buffered output drains (a slow reader
+    /// of a streamed response); no further request is served meanwhile.
+    pub parked: Option<Parked>,
+    /// A write without waiting met a full socket (EAGAIN); a paused
+    /// response resumes only after the next writability edge.
+    pub write_blocked: bool,
 }
 
 /// Outcome of reading from the socket.
@@ -149,6 +155,8 @@ impl Conn {
             must_linger: false,
             since: Instant::now(),
             head_since: None,
+            parked: None,
+            write_blocked: false,
         }
     }
 
@@ -232,12 +240,18 @@ impl Conn {
     }
 
     /// Writes pending output without blocking. `Ok(true)` when all of it is
-    /// written.
+    /// written. Any progress restarts the write timeout.
     pub fn flush(&mut self) -> io::Result<bool> {
         while self.wpos < self.wbuf.len() {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
+                Ok(n) => {
+                    self.wpos += n;
+                    if self.wpos < self.wbuf.len() {
+                        // A partial write: the client is reading, slowly.
+                        self.since = Instant::now();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

@@ -178,6 +178,42 @@ pub struct Exchange<'a> {
     /// Another request is already buffered behind this one, so a complete
     /// response may wait in the buffer and go out with the next one.
     can_defer: bool,
+    /// What the handler left to continue with once the output drains.
+    paused: Option<Box<dyn Any + Send>>,
+}
+
+/// An exchange whose response is waiting for a slow reader: the handler's
+/// own state and the exchange's, kept with the connection while the event
+/// loop writes the buffered output, until [`crate::Handler::resume`].
+pub struct Parked {
+    req: Pending,
+    body_pos: usize,
+    state: RespState,
+    status: u16,
+    body_read: u64,
+    body_invalid: bool,
+    body_sent: u64,
+    keep_alive: bool,
+    /// The handler's state (dropping it ends the response for good).
+    pub(crate) app: Box<dyn Any + Send>,
+}
+
+impl Parked {
+    /// The parked request's head.
+    pub fn head(&self) -> &RequestHead {
+        &self.req.head
+    }
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parked")
+            .field("method", &String::from_utf8_lossy(self.req.head.method()))
+            .field("target", &String::from_utf8_lossy(self.req.head.target()))
+            .field("state", &self.state)
+            .field("body_sent", &self.body_sent)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Exchange<'_> {
@@ -219,7 +255,78 @@ impl<'a> Exchange<'a> {
             body_sent: 0,
             keep_alive,
             can_defer,
+            paused: None,
         }
+    }
+
+    /// Takes up a parked exchange again, for [`crate::Handler::resume`].
+    pub(crate) fn resumed(
+        conn: &'a mut Conn,
+        parked: Parked,
+        cfg: &'a Config,
+        waiter: &'a dyn Waiter,
+        date: &'a mut DateCache,
+    ) -> (Exchange<'a>, Box<dyn Any + Send>) {
+        let ex = Exchange {
+            conn,
+            req: parked.req,
+            body_pos: parked.body_pos,
+            cfg,
+            waiter,
+            date,
+            state: parked.state,
+            status: parked.status,
+            body_read: parked.body_read,
+            body_invalid: parked.body_invalid,
+            body_sent: parked.body_sent,
+            keep_alive: parked.keep_alive,
+            can_defer: false,
+            paused: None,
+        };
+        (ex, parked.app)
+    }
+
+    /// Pauses the response: the handler returns, keeping `state`, and the
+    /// event loop writes the buffered output and then calls
+    /// [`crate::Handler::resume`] with `state` (on any application thread).
+    /// If the client goes away or stops reading for the write timeout,
+    /// `state` is dropped instead, so its `Drop` is where the handler's
+    /// cleanup belongs. Only a started, unfinished response can pause.
+    pub fn pause(&mut self, state: Box<dyn Any + Send>) -> io::Result<()> {
+        if !matches!(self.state, RespState::Streaming(_)) {
+            return Err(io::Error::other("only a streaming response can pause"));
+        }
+        self.paused = Some(state);
+        Ok(())
+    }
+
+    /// Whether the handler paused the response.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// Drops the handler's paused state (after a panic).
+    pub(crate) fn unpause(&mut self) {
+        self.paused = None;
+    }
+
+    /// Moves a paused exchange into its connection, to wait for the output
+    /// to drain.
+    pub(crate) fn park(self) {
+        let Some(app) = self.paused else {
+            return self.complete();
+        };
+        self.conn.parked = Some(Parked {
+            req: self.req,
+            body_pos: self.body_pos,
+            state: self.state,
+            status: self.status,
+            body_read: self.body_read,
+            body_invalid: self.body_invalid,
+            body_sent: self.body_sent,
+            keep_alive: self.keep_alive,
+            app,
+        });
     }
 
     /// The parsed request head.
@@ -404,16 +511,31 @@ impl<'a> Exchange<'a> {
     /// kernel (PEP 3333: a block is transmitted before the next is asked
     /// for). Bytes past the application's Content-Length are dropped.
     pub fn send(&mut self, block: &[u8]) -> io::Result<()> {
+        self.send_block(block, true).map(|_| ())
+    }
+
+    /// Sends one block of a streamed response without waiting: what the
+    /// socket does not take now stays in the connection's buffer. Returns
+    /// `Ok(true)` when the block is all in the kernel, and `Ok(false)` when
+    /// the client is reading slower than the response is made: the handler
+    /// should then [`Exchange::pause`] and go on when resumed, and the event
+    /// loop keeps transmitting meanwhile (so PEP 3333's rule that a block is
+    /// on its way before the next is asked for still holds).
+    pub fn send_nowait(&mut self, block: &[u8]) -> io::Result<bool> {
+        self.send_block(block, false)
+    }
+
+    fn send_block(&mut self, block: &[u8], wait: bool) -> io::Result<bool> {
         let RespState::Streaming(framing) = self.state else {
             return Err(io::Error::other("response not started"));
         };
         if block.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         match framing {
             Framing::Empty => {
                 self.body_sent += block.len() as u64;
-                Ok(())
+                Ok(true)
             }
             Framing::Length(left) => {
                 let take = (block.len() as u64).min(left) as usize;
@@ -427,25 +549,49 @@ impl<'a> Exchange<'a> {
                 }
                 self.state = RespState::Streaming(Framing::Length(left - take as u64));
                 self.body_sent += take as u64;
-                self.write_parts(&[&block[..take]])
+                self.write_out(&[&block[..take]], wait)
             }
             Framing::Close => {
                 self.body_sent += block.len() as u64;
-                self.write_parts(&[block])
+                self.write_out(&[block], wait)
             }
             Framing::Chunked => {
                 self.body_sent += block.len() as u64;
                 let mut prefix = Vec::with_capacity(18);
                 write_chunk_size(&mut prefix, block.len());
-                self.write_parts(&[&prefix, block, b"\r\n"])
+                self.write_out(&[&prefix, block, b"\r\n"], wait)
             }
         }
     }
 
     /// Sends `len` bytes (all that is left when `None`) of the open file
-    /// `fd` from `offset` with sendfile(2), as part of a streamed response.
-    /// Returns the bytes sent.
+    /// `fd` from `offset` with sendfile(2), as part of a streamed response,
+    /// waiting for the socket as needed. Returns the bytes sent.
     pub fn send_file(&mut self, fd: RawFd, offset: u64, len: Option<u64>) -> io::Result<u64> {
+        self.file_out(fd, offset, len, true).map(|(n, _)| n)
+    }
+
+    /// [`Exchange::send_file`] without waiting: returns the bytes sent and
+    /// whether that was all of them. When it was not, the socket is full:
+    /// the handler should [`Exchange::pause`] and, when resumed, call again
+    /// from the new offset. In a chunked stream the file is one chunk, which
+    /// cannot be left open, so there this waits like `send_file`.
+    pub fn send_file_nowait(
+        &mut self,
+        fd: RawFd,
+        offset: u64,
+        len: Option<u64>,
+    ) -> io::Result<(u64, bool)> {
+        self.file_out(fd, offset, len, false)
+    }
+
+    fn file_out(
+        &mut self,
+        fd: RawFd,
+        offset: u64,
+        len: Option<u64>,
+        wait: bool,
+    ) -> io::Result<(u64, bool)> {
         let RespState::Streaming(framing) = self.state else {
             return Err(io::Error::other("response not started"));
         };
@@ -461,13 +607,14 @@ impl<'a> Exchange<'a> {
         if let Some(l) = len {
             want = want.min(l);
         }
+        let wait = wait || framing == Framing::Chunked;
         match framing {
-            Framing::Empty => return Ok(0),
+            Framing::Empty => return Ok((0, true)),
             Framing::Length(left) => want = want.min(left),
             Framing::Chunked => {
                 // A file in a chunked stream goes as one chunk of known size.
                 if want == 0 {
-                    return Ok(0);
+                    return Ok((0, true));
                 }
                 let mut prefix = Vec::with_capacity(18);
                 write_chunk_size(&mut prefix, want as usize);
@@ -475,7 +622,9 @@ impl<'a> Exchange<'a> {
             }
             Framing::Close => {}
         }
-        self.write_parts(&[])?;
+        if !self.write_out(&[], wait)? {
+            return Ok((0, want == 0));
+        }
         let sock = self.conn.stream.as_raw_fd();
         let mut off = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
         let mut left = want;
@@ -484,7 +633,13 @@ impl<'a> Exchange<'a> {
             match sys::sendfile(sock, fd, &mut off, chunk) {
                 Ok(0) => break,
                 Ok(n) => left -= n as u64,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !wait {
+                        self.conn.write_blocked = true;
+                        break;
+                    }
+                    self.wait_writable()?
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.keep_alive = false;
@@ -494,6 +649,9 @@ impl<'a> Exchange<'a> {
         }
         let sent = want - left;
         self.body_sent += sent;
+        if sent > 0 {
+            self.conn.since = std::time::Instant::now();
+        }
         match framing {
             Framing::Length(l) => self.state = RespState::Streaming(Framing::Length(l - sent)),
             Framing::Chunked => {
@@ -506,7 +664,10 @@ impl<'a> Exchange<'a> {
             }
             _ => {}
         }
-        Ok(sent)
+        // A file that ended early (sendfile returned 0) is done too; the
+        // Content-Length check in `finish` reports the shortfall.
+        let done = left == 0 || off as u64 >= size;
+        Ok((sent, done))
     }
 
     /// Ends a streamed response: the last chunk for chunked framing, or a
@@ -667,12 +828,22 @@ impl<'a> Exchange<'a> {
     /// returns once everything is in the kernel, waiting for the socket
     /// (through the [`Waiter`]) up to the write timeout.
     fn write_parts(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        self.write_out(parts, true).map(|_| ())
+    }
+
+    /// Writes the pending output and `parts`. With `wait`, as
+    /// [`Exchange::write_parts`]; without, what the socket does not take is
+    /// left in the connection's buffer and `Ok(false)` says so.
+    fn write_out(&mut self, parts: &[&[u8]], wait: bool) -> io::Result<bool> {
         let small: usize = parts.iter().map(|p| p.len()).sum();
         if small <= 4096 {
             for p in parts {
                 self.conn.wbuf.extend_from_slice(p);
             }
-            return self.flush_blocking();
+            if wait {
+                return self.flush_blocking().map(|_| true);
+            }
+            return self.conn.flush().map_err(|e| self.write_failed(e));
         }
         // Large blocks go straight from the application's buffer.
         let mut skip = 0usize; // bytes of the parts already written
@@ -694,12 +865,13 @@ impl<'a> Exchange<'a> {
             if slices.is_empty() {
                 self.conn.wbuf.clear();
                 self.conn.wpos = 0;
-                return Ok(());
+                return Ok(true);
             }
             let pending_len = pending.len();
             match self.conn.stream.write_vectored(&slices) {
                 Ok(0) => return Err(self.write_failed(io::ErrorKind::WriteZero.into())),
                 Ok(mut n) => {
+                    self.conn.since = std::time::Instant::now();
                     let from_pending = n.min(pending_len);
                     self.conn.wpos += from_pending;
                     n -= from_pending;
@@ -709,7 +881,24 @@ impl<'a> Exchange<'a> {
                         self.conn.wpos = 0;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_writable()?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if wait {
+                        self.wait_writable()?;
+                        continue;
+                    }
+                    // The rest waits in the buffer for the event loop.
+                    self.conn.write_blocked = true;
+                    let mut s = skip;
+                    for p in parts {
+                        if s >= p.len() {
+                            s -= p.len();
+                            continue;
+                        }
+                        self.conn.wbuf.extend_from_slice(&p[s..]);
+                        s = 0;
+                    }
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(self.write_failed(e)),
             }

@@ -1,5 +1,7 @@
 //! The interface between the server and an application.
 
+use std::any::Any;
+
 use crate::exchange::Exchange;
 
 /// Runs blocking waits on behalf of the server.
@@ -32,4 +34,14 @@ pub trait Handler: Waiter + Send + Sync + 'static {
     /// a handler that returns without either gets its response finished by
     /// the server.
     fn handle(&self, ex: &mut Exchange<'_>);
+
+    /// Goes on with a response the handler paused ([`Exchange::pause`])
+    /// once the client has taken the buffered output; `state` is what the
+    /// handler paused with. The same rules as for [`Handler::handle`] hold,
+    /// and the handler may pause again. A handler that never pauses needs
+    /// no override: the default ends the response.
+    fn resume(&self, ex: &mut Exchange<'_>, state: Box<dyn Any + Send>) {
+        drop(state);
+        let _ = ex.finish();
+    }
 }

@@ -25,7 +25,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Next, Pending, READ_CHUNK};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Parked};
 use crate::handler::Handler;
 use crate::listen::Listener;
 use crate::log;
@@ -73,6 +73,8 @@ enum Slot {
         readable: bool,
         /// That event said the client shut its side.
         read_closed: bool,
+        /// A write event arrived while away.
+        writable: bool,
     },
     /// Output flushed and write side shut; reading and discarding until the
     /// client closes or the linger time passes.
@@ -85,16 +87,25 @@ impl Slot {
         Slot::Away {
             readable: false,
             read_closed: false,
+            writable: false,
         }
     }
 }
 
-/// A request handed to an application thread, with its connection.
+/// Work for an application thread.
 #[derive(Debug)]
-struct Job {
-    key: usize,
-    conn: Box<Conn>,
-    req: Pending,
+enum Job {
+    /// Serve a ready request (and whatever is pipelined behind it).
+    Serve {
+        key: usize,
+        conn: Box<Conn>,
+        req: Pending,
+    },
+    /// Go on with a paused response whose output has drained.
+    Resume { key: usize, conn: Box<Conn> },
+    /// End a paused response whose connection is gone: the handler's state
+    /// is dropped where the handler's context is held.
+    Discard(Parked),
 }
 
 /// State shared between the loop and the application threads.
@@ -281,15 +292,20 @@ impl<H: Handler> EventLoop<H> {
                         Some(Slot::Away {
                             readable,
                             read_closed,
+                            writable,
                         }) => {
                             *readable |= event.is_readable() || event.is_read_closed();
                             *read_closed |= event.is_read_closed();
+                            *writable |= event.is_writable();
                         }
                         Some(Slot::Lingering(_)) => self.linger(key),
                         Some(Slot::Here(conn)) => {
                             // The client's FIN may come with its last bytes
                             // in one edge: then read on to the EOF.
                             conn.read_closed |= event.is_read_closed();
+                            if event.is_writable() {
+                                conn.write_blocked = false;
+                            }
                             let read = event.is_readable() || event.is_read_closed();
                             self.drive(key, read);
                         }
@@ -395,15 +411,39 @@ impl<H: Handler> EventLoop<H> {
             };
             // Answers to pipelined requests collect in the buffer and go out
             // in one write once the batch is served (or the buffer is big).
-            let batching = conn.state == ConnState::Open
+            let batching = conn.parked.is_none()
+                && conn.state == ConnState::Open
                 && !conn.input().is_empty()
                 && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
             if conn.has_output() && !batching {
                 match conn.flush() {
-                    Ok(true) => conn.since = Instant::now(),
+                    Ok(true) => {
+                        conn.since = Instant::now();
+                        conn.write_blocked = false;
+                    }
                     Ok(false) => return,
                     Err(_) => return self.remove(key),
                 }
+            }
+            if conn.parked.is_some() {
+                if conn.write_blocked {
+                    // The socket is full: a writability edge brings us back.
+                    return;
+                }
+                // A paused response's output is out: go on with it.
+                if let Some(pool) = &self.pool {
+                    let Slot::Here(conn) = std::mem::replace(&mut self.conns[key], Slot::away())
+                    else {
+                        return;
+                    };
+                    self.away += 1;
+                    lock(&pool.queue).push_back(Job::Resume { key, conn });
+                    pool.ready.notify_one();
+                    return;
+                }
+                resume(&*self.server.handler, conn, &cfg, &mut self.date);
+                conn.since = Instant::now();
+                continue;
             }
             if conn.state == ConnState::CloseAfterFlush {
                 return self.start_linger(key);
@@ -428,7 +468,7 @@ impl<H: Handler> EventLoop<H> {
                             return;
                         };
                         self.away += 1;
-                        lock(&pool.queue).push_back(Job { key, conn, req });
+                        lock(&pool.queue).push_back(Job::Serve { key, conn, req });
                         pool.ready.notify_one();
                         return;
                     }
@@ -457,16 +497,21 @@ impl<H: Handler> EventLoop<H> {
         let back = std::mem::take(&mut *lock(&pool.returned));
         for (key, conn) in back {
             self.away = self.away.saturating_sub(1);
-            let (readable, read_closed) = match self.conns.get(key) {
+            let (readable, read_closed, writable) = match self.conns.get(key) {
                 Some(Slot::Away {
                     readable,
                     read_closed,
-                }) => (*readable, *read_closed),
-                _ => (false, false),
+                    writable,
+                }) => (*readable, *read_closed, *writable),
+                _ => (false, false, false),
             };
             let more = conn.maybe_more;
             let mut conn = conn;
             conn.read_closed |= read_closed;
+            // An edge seen while away may predate the last EAGAIN; then the
+            // resumed response meets a full socket again and waits for the
+            // next edge, which that EAGAIN guarantees.
+            conn.write_blocked &= !writable;
             if let Some(slot) = self.conns.get_mut(key) {
                 *slot = Slot::Here(conn);
                 self.drive(key, readable || more);
@@ -514,9 +559,20 @@ impl<H: Handler> EventLoop<H> {
     }
 
     /// Drops a connection. Closing the socket also removes it from epoll
-    /// (it is never duplicated), so no deregistration call is made.
+    /// (it is never duplicated), so no deregistration call is made. A paused
+    /// response on it is ended on an application thread when there is a pool
+    /// (its cleanup may run application code).
     fn remove(&mut self, key: usize) {
-        self.conns.try_remove(key);
+        let Some(slot) = self.conns.try_remove(key) else {
+            return;
+        };
+        if let (Some(pool), Slot::Here(mut conn) | Slot::Lingering(mut conn)) = (&self.pool, slot) {
+            if let Some(parked) = conn.parked.take() {
+                drop(conn);
+                lock(&pool.queue).push_back(Job::Discard(parked));
+                pool.ready.notify_one();
+            }
+        }
     }
 
     /// At shutdown: marks every connection as on its last request and
@@ -528,7 +584,10 @@ impl<H: Handler> EventLoop<H> {
             .filter_map(|(k, s)| match s {
                 Slot::Here(c) => {
                     c.stopping = true;
-                    let idle = c.input().is_empty() && c.pending.is_none() && !c.has_output();
+                    let idle = c.input().is_empty()
+                        && c.pending.is_none()
+                        && c.parked.is_none()
+                        && !c.has_output();
                     idle.then_some(k)
                 }
                 _ => None,
@@ -591,8 +650,7 @@ impl<H: Handler> EventLoop<H> {
     }
 }
 
-/// Runs one request through the handler on this thread. A panic in the
-/// handler is caught, logged, and closes only this connection.
+/// Runs one request through the handler on this thread.
 fn serve<H: Handler>(
     handler: &H,
     conn: &mut Conn,
@@ -600,16 +658,41 @@ fn serve<H: Handler>(
     cfg: &Config,
     date: &mut DateCache,
 ) {
-    let mut ex = Exchange::new(conn, req, cfg, handler, date);
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut ex)));
+    let ex = Exchange::new(conn, req, cfg, handler, date);
+    run_handler(handler, ex, |h, ex| h.handle(ex));
+}
+
+/// Goes on with the response parked on `conn`, on this thread.
+fn resume<H: Handler>(handler: &H, conn: &mut Conn, cfg: &Config, date: &mut DateCache) {
+    let Some(parked) = conn.parked.take() else {
+        return;
+    };
+    let (ex, state) = Exchange::resumed(conn, parked, cfg, handler, date);
+    run_handler(handler, ex, move |h, ex| h.resume(ex, state));
+}
+
+/// Calls the handler on `ex`, then parks the exchange if the handler paused
+/// it, or completes it. A panic in the handler is caught, logged, and closes
+/// only this connection.
+fn run_handler<H: Handler>(
+    handler: &H,
+    mut ex: Exchange<'_>,
+    f: impl FnOnce(&H, &mut Exchange<'_>),
+) {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(handler, &mut ex)));
     if outcome.is_err() {
         log::error("internal error while serving a request (panic); closing the connection");
+        ex.unpause();
         ex.close_after();
         if ex.is_committed() {
             ex.abort();
         }
     }
-    ex.complete();
+    if ex.is_paused() {
+        ex.park();
+    } else {
+        ex.complete();
+    }
 }
 
 /// An application thread: takes connections with a ready request, serves
@@ -643,17 +726,32 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
                     }
                 });
             }
-            let Some(Job { key, mut conn, req }) = job else {
-                return;
+            let (key, mut conn, mut req) = match job {
+                None => return,
+                Some(Job::Serve { key, conn, req }) => (key, conn, Some(req)),
+                Some(Job::Resume { key, mut conn }) => {
+                    resume(&*handler, &mut conn, &cfg, &mut date);
+                    (key, conn, None)
+                }
+                Some(Job::Discard(parked)) => {
+                    drop(parked);
+                    continue;
+                }
             };
-            let mut req = Some(req);
-            while let Some(r) = req.take() {
-                serve(&*handler, &mut conn, r, &cfg, &mut date);
-                if conn.state == ConnState::Open && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT {
+            loop {
+                if let Some(r) = req.take() {
+                    serve(&*handler, &mut conn, r, &cfg, &mut date);
+                }
+                if conn.parked.is_none()
+                    && conn.state == ConnState::Open
+                    && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT
+                {
                     if let Next::Ready(next) = conn.next_request(&cfg) {
                         req = Some(next);
+                        continue;
                     }
                 }
+                break;
             }
             // The batch's answers in one write; what the socket does not
             // take now, the event loop writes (a failure shows there too).

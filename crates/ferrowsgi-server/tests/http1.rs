@@ -3,10 +3,11 @@
 
 mod support;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use support::{big_body, get, post, TestServer, FILE_CONTENT, HELLO, STREAM_BLOCKS};
+use support::{big_body, get, post, Client, TestServer, FILE_CONTENT, HELLO, STREAM_BLOCKS};
 
 /// The `/stream` body as the client should see it.
 fn stream_body() -> Vec<u8> {
@@ -983,4 +984,91 @@ fn stop_flushes_pending_output() {
 #[test]
 fn pool_stop_flushes_pending_output() {
     check_stop_flushes_pending_output(pool());
+}
+
+// ---------------------------------------------------------------------------
+// Paused responses (slow readers)
+// ---------------------------------------------------------------------------
+
+/// Far more than the loopback socket buffers hold, so the sender pauses.
+const PAUSED_LEN: usize = 24 << 20;
+
+fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if pred() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pred()
+}
+
+fn check_paused_reader_blocks_nobody(server: &TestServer, readers: usize) {
+    let mut slow: Vec<Client> = (0..readers)
+        .map(|_| {
+            let mut c = server.connect();
+            c.send(format!("GET /paused?{PAUSED_LEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+            c
+        })
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || server.calls() >= readers));
+    std::thread::sleep(Duration::from_millis(200));
+    // Nobody reads the big responses, yet others are answered at once.
+    let mut other = server.connect();
+    assert_hello(&other.get("/hello"));
+    // Then the slow readers take every byte, in order, on the same
+    // connection, which stays usable.
+    let want = big_body(PAUSED_LEN);
+    for c in &mut slow {
+        c.set_read_timeout(Duration::from_secs(20));
+        let resp = c.read_response();
+        assert_eq!(resp.status, 200);
+        assert!(resp.chunked);
+        assert!(resp.body == want, "paused body differs");
+        assert_hello(&c.get("/hello"));
+    }
+    assert!(server.resumes.load(Ordering::SeqCst) >= readers);
+    assert_eq!(server.abandoned.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn paused_response_blocks_nobody_inline() {
+    let server = TestServer::tcp_with(|c| c.write_timeout = Duration::from_secs(60));
+    check_paused_reader_blocks_nobody(&server, 2);
+}
+
+#[test]
+fn paused_response_blocks_nobody_with_a_pool() {
+    let server = TestServer::tcp_with(|c| {
+        c.threads = 2;
+        c.write_timeout = Duration::from_secs(60);
+    });
+    check_paused_reader_blocks_nobody(&server, 4);
+}
+
+#[test]
+fn paused_response_of_a_stalled_reader_is_dropped() {
+    for threads in [1, 2] {
+        let server = TestServer::tcp_with(|c| {
+            c.threads = threads;
+            c.write_timeout = Duration::from_secs(1);
+        });
+        let mut c = server.connect();
+        c.send(format!("GET /paused?{PAUSED_LEN} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert!(
+            wait_until(Duration::from_secs(8), || server
+                .abandoned
+                .load(Ordering::SeqCst)
+                == 1),
+            "the paused state of a reader that stopped was not dropped"
+        );
+        c.set_read_timeout(Duration::from_secs(10));
+        let got = c.read_to_close();
+        assert!(
+            got.len() < PAUSED_LEN,
+            "a stalled reader got the whole body"
+        );
+        assert_hello(&server.connect().get("/hello"));
+    }
 }

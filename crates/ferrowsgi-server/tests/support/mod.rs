@@ -53,11 +53,50 @@ pub const FILE_CONTENT: &[u8] = b"file contents, served by sendfile(2)\n";
 /// - `/status/NNN`: answers with status NNN and a body (`?stream` streams it).
 /// - `/slow?MS`: sleeps MS milliseconds (300 by default), then like `/hello`.
 /// - `/big?N`: answers with N bytes (`?N&stream` sends them in 64 KiB blocks).
+/// - `/paused?N`: streams [`big_body`]`(N)` in 64 KiB blocks with
+///   `send_nowait`, pausing whenever the socket is full.
 #[derive(Debug)]
 pub struct TestHandler {
     /// How many times `handle` was entered.
     pub calls: Arc<AtomicUsize>,
+    /// How many times `resume` was entered.
+    pub resumes: Arc<AtomicUsize>,
+    /// Paused responses dropped before their end.
+    pub abandoned: Arc<AtomicUsize>,
     file: PathBuf,
+}
+
+/// The state `/paused` pauses with.
+struct PausedBig {
+    body: Vec<u8>,
+    next: usize,
+    abandoned: Arc<AtomicUsize>,
+}
+
+impl Drop for PausedBig {
+    fn drop(&mut self) {
+        if self.next < self.body.len() {
+            self.abandoned.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Sends `/paused` blocks from `st.next` until the end or a full socket.
+fn paused_step(ex: &mut Exchange<'_>, mut st: Box<PausedBig>) {
+    while st.next < st.body.len() {
+        let end = (st.next + 64 * 1024).min(st.body.len());
+        match ex.send_nowait(&st.body[st.next..end]) {
+            Ok(done) => {
+                st.next = end;
+                if !done && st.next < st.body.len() {
+                    let _ = ex.pause(st);
+                    return;
+                }
+            }
+            Err(_) => return ex.abort(),
+        }
+    }
+    let _ = ex.finish();
 }
 
 impl Waiter for TestHandler {}
@@ -154,6 +193,16 @@ impl Handler for TestHandler {
                     ok(ex, &[], &body);
                 }
             }
+            "/paused" => {
+                let n: usize = query.parse().unwrap_or(1 << 20);
+                let st = Box::new(PausedBig {
+                    body: big_body(n),
+                    next: 0,
+                    abandoned: Arc::clone(&self.abandoned),
+                });
+                let _ = ex.start_stream(&head(200, b"200 OK", &[]));
+                paused_step(ex, st);
+            }
             p if p.starts_with("/status/") => {
                 let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
                 let line = format!("{code} Whatever");
@@ -169,6 +218,14 @@ impl Handler for TestHandler {
             _ => {
                 let _ = ex.respond(&head(404, b"404 Not Found", &[]), &[b"not found\n"]);
             }
+        }
+    }
+
+    fn resume(&self, ex: &mut Exchange<'_>, state: Box<dyn std::any::Any + Send>) {
+        self.resumes.fetch_add(1, Ordering::SeqCst);
+        match state.downcast::<PausedBig>() {
+            Ok(st) => paused_step(ex, st),
+            Err(_) => ex.abort(),
         }
     }
 }
@@ -228,6 +285,10 @@ pub struct TestServer {
     pub addr: Addr,
     /// Calls into the handler so far.
     pub calls: Arc<AtomicUsize>,
+    /// Resumes of paused responses so far.
+    pub resumes: Arc<AtomicUsize>,
+    /// Paused responses dropped before their end.
+    pub abandoned: Arc<AtomicUsize>,
     stop: StopHandle,
     thread: Option<JoinHandle<io::Result<()>>>,
     file: PathBuf,
@@ -284,8 +345,12 @@ impl TestServer {
         let file = unique_path("txt");
         std::fs::write(&file, FILE_CONTENT).expect("write the test file");
         let calls = Arc::new(AtomicUsize::new(0));
+        let resumes = Arc::new(AtomicUsize::new(0));
+        let abandoned = Arc::new(AtomicUsize::new(0));
         let handler = TestHandler {
             calls: Arc::clone(&calls),
+            resumes: Arc::clone(&resumes),
+            abandoned: Arc::clone(&abandoned),
             file: file.clone(),
         };
         let server = Server::bind(cfg, handler).unwrap_or_else(|(a, e)| panic!("bind {a}: {e}"));
@@ -306,6 +371,8 @@ impl TestServer {
         TestServer {
             addr,
             calls,
+            resumes,
+            abandoned,
             stop,
             thread: Some(thread),
             file,

@@ -1,0 +1,155 @@
+"""Slow readers of large responses: the response pauses, nobody waits for them.
+
+When a client reads slower than a streamed (or file) response is made, the socket fills; the
+server then pauses the application's iteration (backpressure: the app makes at most about a
+socket buffer's worth ahead) and the event loop sends what is buffered. No application thread
+waits for the slow reader, so with a single thread (the default, which runs the app on the
+event loop) or more slow readers than threads, every other client is still answered. When the
+reader catches up the response resumes, byte for byte; when it stops reading for the write
+timeout the response is abandoned and the iterable's close() still runs, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import socket
+import time
+
+import pytest
+from apps.backpressure import file_data, stream_digest
+from support import IO_TIMEOUT, RawConn, Server, build_request, new_tag
+
+BLOCKS, SIZE = 320, 64 * 1024  # 20 MiB: far more than the socket buffers hold
+FILE_SIZE = 24 * 1024 * 1024
+
+
+def slow_client(server: Server, target: str) -> RawConn:
+    """A client with a small receive buffer that asks for ``target`` and reads nothing yet."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(IO_TIMEOUT)
+    sock.connect(server.addr)
+    conn = RawConn(sock, timeout=30)
+    conn.send(build_request("GET", target))
+    return conn
+
+
+def counts(server: Server, tag: str) -> dict:
+    return server.get_json(f"/count?tag={tag}")
+
+
+def quick_answer(server: Server) -> float:
+    """Seconds one ordinary request takes; fails if it is not answered within IO_TIMEOUT."""
+    t0 = time.monotonic()
+    resp = server.request("GET", "/alive")
+    assert (resp.status, resp.body) == (200, b"ok")
+    return time.monotonic() - t0
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return pred()
+
+
+@pytest.mark.parametrize(("threads", "readers"), [(1, 3), (2, 6)])
+def test_slow_stream_readers_hold_no_thread(start_server, threads: int, readers: int) -> None:
+    # The write timeout is long: before pausing existed, each slow reader held a thread (or,
+    # with one thread, the event loop) for up to this long.
+    server = start_server(
+        "apps.backpressure:app", "--threads", str(threads), "--write-timeout", "120"
+    )
+    tags = [new_tag() for _ in range(readers)]
+    clients = [slow_client(server, f"/stream?tag={t}&blocks={BLOCKS}&size={SIZE}") for t in tags]
+    assert wait_for(lambda: all(counts(server, t)["blocks"] > 0 for t in tags))
+    time.sleep(0.5)
+    assert quick_answer(server) < 2.0
+    # Backpressure: each app was paused long before the end.
+    for t in tags:
+        c = counts(server, t)
+        assert c["calls"] == 1 and c["closes"] == 0
+        assert c["blocks"] < BLOCKS // 2, c
+    # Now the readers catch up: every byte arrives in order, and close() runs once each.
+    want = stream_digest(BLOCKS, SIZE)
+    for t, client in zip(tags, clients):
+        resp = client.read_response()
+        assert resp.status == 200 and resp.framing == "chunked"
+        assert len(resp.body) == BLOCKS * SIZE
+        assert hashlib.sha256(resp.body).hexdigest() == want
+        client.close()
+        assert wait_for(lambda t=t: counts(server, t)["closes"] == 1)
+        assert counts(server, t) == {"calls": 1, "blocks": BLOCKS, "closes": 1}
+    assert "response abandoned" not in server.stderr_text()
+
+
+def test_slow_file_reader_holds_no_thread(start_server) -> None:
+    server = start_server("apps.backpressure:app", "--write-timeout", "120")
+    tags = [new_tag() for _ in range(2)]
+    clients = [slow_client(server, f"/file?tag={t}&size={FILE_SIZE}") for t in tags]
+    assert wait_for(lambda: all(counts(server, t)["calls"] == 1 for t in tags))
+    time.sleep(0.5)
+    assert quick_answer(server) < 2.0
+    assert all(counts(server, t)["closes"] == 0 for t in tags)
+    want = hashlib.sha256(file_data(FILE_SIZE)).hexdigest()
+    for t, client in zip(tags, clients):
+        resp = client.read_response()
+        assert resp.status == 200 and resp.framing == "length"
+        assert resp.header("content-length") == str(FILE_SIZE)
+        assert hashlib.sha256(resp.body).hexdigest() == want
+        client.close()
+        assert wait_for(lambda t=t: counts(server, t)["closes"] == 1)
+
+
+def test_pipelined_request_waits_behind_a_paused_stream(start_server) -> None:
+    server = start_server("apps.backpressure:app")
+    tag = new_tag()
+    client = slow_client(server, f"/stream?tag={tag}&blocks={BLOCKS}&size={SIZE}")
+    client.send(build_request("GET", "/alive"))
+    assert wait_for(lambda: counts(server, tag)["blocks"] > 0)
+    time.sleep(0.3)
+    assert quick_answer(server) < 2.0
+    first = client.read_response()
+    assert hashlib.sha256(first.body).hexdigest() == stream_digest(BLOCKS, SIZE)
+    second = client.read_response()
+    assert (second.status, second.body) == (200, b"ok")
+    client.close()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reader_that_stops_is_dropped_and_close_runs_once(start_server, threads: int) -> None:
+    server = start_server(
+        "apps.backpressure:app", "--threads", str(threads), "--write-timeout", "1"
+    )
+    tag = new_tag()
+    client = slow_client(server, f"/stream?tag={tag}&blocks={BLOCKS}&size={SIZE}")
+    assert wait_for(lambda: counts(server, tag)["closes"] == 1, timeout=15)
+    assert server.wait_stderr(r"GET /stream\?tag=" + re.escape(tag) + r".*response abandoned")
+    c = counts(server, tag)
+    assert c["calls"] == 1 and c["blocks"] < BLOCKS // 2, c
+    # The connection was closed: what the client gets is a cut-off body, then EOF.
+    resp = client.read_response(allow_truncated=True)
+    assert resp.status == 200 and not resp.complete
+    client.close()
+    time.sleep(0.3)
+    assert counts(server, tag)["closes"] == 1
+    assert quick_answer(server) < 2.0
+
+
+def test_client_gone_during_paused_stream_close_runs_once(start_server) -> None:
+    server = start_server("apps.backpressure:app", "--threads", "2")
+    tag = new_tag()
+    client = slow_client(server, f"/stream?tag={tag}&blocks={BLOCKS}&size={SIZE}")
+    assert wait_for(lambda: counts(server, tag)["blocks"] > 0)
+    time.sleep(0.3)
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    client.close()  # a reset
+    assert wait_for(lambda: counts(server, tag)["closes"] == 1)
+    time.sleep(0.3)
+    c = counts(server, tag)
+    assert c["closes"] == 1 and c["blocks"] < BLOCKS, c
+    assert json.loads(server.request("GET", f"/count?tag={tag}").body)["closes"] == 1
