@@ -29,6 +29,7 @@ use crate::exchange::{Exchange, Parked};
 use crate::handler::Handler;
 use crate::listen::Listener;
 use crate::log;
+use crate::sys;
 
 /// Token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX - 1);
@@ -42,6 +43,9 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Answers to pipelined requests wait in the output buffer, to go out in
 /// one write, until the batch is served or this many bytes wait.
 const BATCH_OUTPUT: usize = 64 * 1024;
+/// A burst of at least this many connections is worth giving memory back
+/// after.
+const TRIM_AFTER_PEAK: usize = 64;
 /// How long a stopping server waits for requests in progress.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -228,6 +232,8 @@ struct EventLoop<H: Handler> {
     paused_full: bool,
     /// Accepting paused after an accept error (out of descriptors).
     paused_error: bool,
+    /// Most connections open at once since memory was last given back.
+    peak_conns: usize,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -241,6 +247,7 @@ impl<H: Handler> EventLoop<H> {
             accepting: true,
             paused_full: false,
             paused_error: false,
+            peak_conns: 0,
         }
     }
 
@@ -374,6 +381,7 @@ impl<H: Handler> EventLoop<H> {
                         continue;
                     }
                     entry.insert(Slot::Here(Box::new(Conn::new(stream, peer))));
+                    self.peak_conns = self.peak_conns.max(self.conns.len());
                     self.drive(key, true);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -646,6 +654,13 @@ impl<H: Handler> EventLoop<H> {
                 log::debug("closing a connection after a timeout");
                 self.remove(key);
             }
+        }
+        // After a burst (slow readers hold their responses' buffers) most
+        // of the memory is free again but still mapped: give it back once
+        // the connections are down to a quarter of the peak.
+        if self.peak_conns >= TRIM_AFTER_PEAK && self.conns.len() * 4 <= self.peak_conns {
+            sys::release_free_memory();
+            self.peak_conns = self.conns.len();
         }
     }
 }
