@@ -30,6 +30,10 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
 /// Default number of requests served on one persistent connection before it
 /// is closed (nginx's default), so no connection lives forever.
 pub const DEFAULT_KEEP_ALIVE_REQUESTS: u64 = 1000;
+
+/// Default for `--max-pipelined`: more than the 16 in flight that fast
+/// pipelining clients use, so their batches still go out in one write.
+pub const DEFAULT_MAX_PIPELINED: u32 = 32;
 /// Default cap on a request body (0 means no cap), like gunicorn's unlimited
 /// default but bounded: 1 GiB.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
@@ -67,6 +71,9 @@ pub struct Config {
     pub max_connections: usize,
     /// Requests served on one connection before it closes (0: no limit).
     pub keep_alive_requests: u64,
+    /// Pipelined requests served back to back from one connection's buffer
+    /// before the server turns to other connections and reads more from it.
+    pub max_pipelined: usize,
 }
 
 impl Default for Config {
@@ -86,6 +93,7 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
+            max_pipelined: DEFAULT_MAX_PIPELINED as usize,
         }
     }
 }
@@ -153,6 +161,12 @@ pub struct Cli {
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_KEEP_ALIVE_REQUESTS)]
     pub keep_alive_requests: u64,
 
+    /// Pipelined requests served back to back from one connection before
+    /// the others get their turn (and before more is read from it).
+    #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_MAX_PIPELINED,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pipelined: u32,
+
     /// Most connections open at once; more wait in the backlog.
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -204,6 +218,7 @@ impl Cli {
         cfg.backlog = self.backlog;
         cfg.max_connections = self.worker_connections as usize;
         cfg.keep_alive_requests = self.keep_alive_requests;
+        cfg.max_pipelined = self.max_pipelined as usize;
         if let Some(n) = self.limit_request_line {
             cfg.limits.max_request_line = n;
         }
@@ -254,6 +269,7 @@ mod tests {
         assert_eq!(cfg.binds.len(), 1);
         assert_eq!(cfg.binds[0].to_string(), "127.0.0.1:8000");
         assert_eq!(cfg.threads, 1);
+        assert_eq!(cfg.max_pipelined, DEFAULT_MAX_PIPELINED as usize);
     }
 
     #[test]
@@ -267,6 +283,8 @@ mod tests {
             "--threads",
             "4",
             "--access-log",
+            "--max-pipelined",
+            "8",
             "m:app",
         ]))
         .unwrap();
@@ -274,6 +292,10 @@ mod tests {
         assert_eq!(cfg.binds.len(), 2);
         assert_eq!(cfg.threads, 4);
         assert!(cfg.access_log);
+        assert_eq!(cfg.max_pipelined, 8);
+        let (_, code) =
+            parse_args(&args(&["ferrowsgi", "--max-pipelined", "0", "m:app"])).unwrap_err();
+        assert_eq!(code, 2);
     }
 
     #[test]

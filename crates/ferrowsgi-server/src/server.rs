@@ -234,6 +234,9 @@ struct EventLoop<H: Handler> {
     paused_error: bool,
     /// Most connections open at once since memory was last given back.
     peak_conns: usize,
+    /// Connections that used up their turn (`max_pipelined`) with requests
+    /// still buffered: driven again after the current events.
+    again: Vec<usize>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -248,6 +251,7 @@ impl<H: Handler> EventLoop<H> {
             paused_full: false,
             paused_error: false,
             peak_conns: 0,
+            again: Vec::new(),
         }
     }
 
@@ -257,6 +261,10 @@ impl<H: Handler> EventLoop<H> {
         let mut stop_deadline: Option<Instant> = None;
         loop {
             let mut timeout = Some(SWEEP_EVERY);
+            if !self.again.is_empty() {
+                // Buffered requests wait: look for events without sleeping.
+                timeout = Some(Duration::ZERO);
+            }
             let mut polled = Ok(());
             if let Some(pool) = &self.pool {
                 // Announce the sleep, then look once more: a worker that
@@ -318,6 +326,11 @@ impl<H: Handler> EventLoop<H> {
                         }
                         None => {}
                     }
+                }
+            }
+            for key in std::mem::take(&mut self.again) {
+                if matches!(self.conns.get(key), Some(Slot::Here(_))) {
+                    self.drive(key, true);
                 }
             }
             if self.server.stop.load(Ordering::SeqCst) {
@@ -413,6 +426,7 @@ impl<H: Handler> EventLoop<H> {
     fn drive(&mut self, key: usize, mut try_read: bool) {
         let cfg = Arc::clone(&self.server.cfg);
         let read_cap = cfg.limits.max_head_size + READ_CHUNK;
+        let mut turn = 0usize;
         loop {
             let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
                 return;
@@ -483,6 +497,20 @@ impl<H: Handler> EventLoop<H> {
                     serve(&*self.server.handler, conn, req, &cfg, &mut self.date);
                     conn.since = Instant::now();
                     try_read = conn.maybe_more;
+                    turn += 1;
+                    if turn >= cfg.max_pipelined
+                        && conn.parked.is_none()
+                        && (!conn.input().is_empty() || conn.maybe_more)
+                    {
+                        // Other connections get their turn before the rest
+                        // of this one's pipeline (and before more of it is
+                        // read); the answers so far go out now.
+                        if conn.flush().is_err() {
+                            return self.remove(key);
+                        }
+                        self.again.push(key);
+                        return;
+                    }
                 }
                 Next::Close => conn.state = ConnState::CloseAfterFlush,
                 Next::Wait => {
@@ -753,11 +781,16 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
                     continue;
                 }
             };
+            let mut turn = 0usize;
             loop {
                 if let Some(r) = req.take() {
                     serve(&*handler, &mut conn, r, &cfg, &mut date);
+                    turn += 1;
                 }
-                if conn.parked.is_none()
+                // Past its turn, the connection goes back to the loop and
+                // its next request to the end of the queue.
+                if turn < cfg.max_pipelined
+                    && conn.parked.is_none()
                     && conn.state == ConnState::Open
                     && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT
                 {

@@ -1072,3 +1072,50 @@ fn paused_response_of_a_stalled_reader_is_dropped() {
         assert_hello(&server.connect().get("/hello"));
     }
 }
+
+// ---------------------------------------------------------------------------
+// Pipelining turns (--max-pipelined)
+// ---------------------------------------------------------------------------
+
+fn check_pipeline_takes_turns(threads: usize) {
+    let server = TestServer::tcp_with(|c| {
+        c.threads = threads;
+        c.max_pipelined = 4;
+    });
+    // 40 requests of 50 ms each, pipelined: 2 s of work on each of as many
+    // connections as there are threads.
+    let mut batch = Vec::new();
+    for _ in 0..40 {
+        batch.extend_from_slice(b"GET /slow?50 HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    let mut greedy: Vec<Client> = (0..threads).map(|_| server.connect()).collect();
+    for g in &mut greedy {
+        g.send(&batch);
+    }
+    assert!(wait_until(Duration::from_secs(2), || server.calls() >= threads));
+    // Another client is served after at most a turn, not after the pipeline.
+    let started = Instant::now();
+    assert_hello(&server.connect().get("/hello"));
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1000),
+        "waited {waited:?} behind other connections' pipelines"
+    );
+    // And the greedy clients still get every answer, in order.
+    for g in &mut greedy {
+        g.set_read_timeout(Duration::from_secs(10));
+        for _ in 0..40 {
+            assert_hello(&g.read_response());
+        }
+    }
+}
+
+#[test]
+fn pipeline_takes_turns_inline() {
+    check_pipeline_takes_turns(1);
+}
+
+#[test]
+fn pipeline_takes_turns_with_a_pool() {
+    check_pipeline_takes_turns(2);
+}
