@@ -11,6 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyIterator, PyList, PyString, PyTuple};
 
+use crate::context::RequestContext;
 use crate::environ::EnvTemplate;
 use crate::errors::ErrorStream;
 use crate::file_wrapper::FileWrapper;
@@ -55,6 +56,8 @@ struct Paused {
     result: Option<Py<PyAny>>,
     sr: Py<StartResponse>,
     errors: Py<ErrorStream>,
+    /// The request's context, entered again to go on (and to close).
+    ctx: Option<RequestContext>,
 }
 
 impl Drop for Paused {
@@ -66,7 +69,11 @@ impl Drop for Paused {
         log::info(&format!(
             "{tag}: response abandoned: the client stopped reading or went away"
         ));
-        Python::attach(|py| close_result(py, result.bind(py), &tag));
+        Python::attach(|py| {
+            let entered = self.ctx.as_ref().and_then(|c| c.enter(py).ok());
+            close_result(py, result.bind(py), &tag);
+            drop(entered);
+        });
     }
 }
 
@@ -86,6 +93,22 @@ impl PyHandler {
 
     /// Calls the application and sends what it returns.
     fn run(&self, py: Python<'_>, ex: &mut Exchange<'_>) {
+        let ctx = match RequestContext::new(py) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                report(py, &ex_tag_of(ex), &e);
+                respond_500(py, ex, &e, self.debug);
+                return;
+            }
+        };
+        let entered = match ctx.enter(py) {
+            Ok(entered) => entered,
+            Err(e) => {
+                report(py, &ex_tag_of(ex), &e);
+                respond_500(py, ex, &e, self.debug);
+                return;
+            }
+        };
         let built = (|| -> PyResult<_> {
             let sr = Bound::new(py, StartResponse::new())?;
             let input = Bound::new(py, InputStream::new(sr.clone().unbind()))?;
@@ -113,7 +136,14 @@ impl PyHandler {
             Ok(result) => (send_result(py, slot, sr.get(), &result), Some(result)),
         };
         drop(guard);
-        self.conclude(py, ex, sent, result, sr.unbind(), errors.unbind());
+        let sent = self.conclude(py, ex, sent, result, sr.unbind(), errors.unbind());
+        drop(entered);
+        if let Some(mut paused) = sent {
+            paused.ctx = Some(ctx);
+            // Only an unfinished response pauses, so this cannot fail; if
+            // it did, dropping the state would still call close().
+            let _ = ex.pause(paused);
+        }
     }
 
     /// Goes on with a paused response.
@@ -121,6 +151,15 @@ impl PyHandler {
         let Ok(mut paused) = state.downcast::<Paused>() else {
             ex.abort();
             return;
+        };
+        let ctx = paused.ctx.take();
+        let entered = match ctx.as_ref().map(|c| c.enter(py)).transpose() {
+            Ok(entered) => entered,
+            Err(e) => {
+                report(py, &ex_tag_of(ex), &e);
+                ex.abort();
+                return;
+            }
         };
         // Taken out, the paused state's Drop no longer calls close():
         // `conclude` does, once.
@@ -142,11 +181,17 @@ impl PyHandler {
             None => Sent::Done,
         };
         drop(guard);
-        self.conclude(py, ex, sent, result, sr.unbind(), errors);
+        let sent = self.conclude(py, ex, sent, result, sr.unbind(), errors);
+        drop(entered);
+        if let Some(mut paused) = sent {
+            paused.ctx = ctx;
+            let _ = ex.pause(paused);
+        }
     }
 
     /// After the application's iterable was sent (or failed, or paused):
-    /// pauses, or calls `close()` and answers an error.
+    /// returns the state to pause with, or calls `close()` and answers an
+    /// error.
     fn conclude(
         &self,
         py: Python<'_>,
@@ -155,19 +200,16 @@ impl PyHandler {
         result: Option<Bound<'_, PyAny>>,
         sr: Py<StartResponse>,
         errors: Py<ErrorStream>,
-    ) {
+    ) -> Option<Box<Paused>> {
         let sent = match sent {
             Sent::Paused(rest) => {
-                let paused = Paused {
+                return Some(Box::new(Paused {
                     rest: Some(rest),
                     result: result.map(Bound::unbind),
                     sr,
                     errors,
-                };
-                // Only a streaming response pauses, so this cannot fail; if
-                // it did, dropping `paused` would still call close().
-                let _ = ex.pause(Box::new(paused));
-                return;
+                    ctx: None,
+                }));
             }
             other => other,
         };
@@ -186,7 +228,7 @@ impl PyHandler {
                 head.push_header(b"Content-Type", b"text/plain; charset=utf-8");
                 head.push_header(b"Connection", b"close");
                 let _ = ex.respond(&head, &[b"invalid request body\n"]);
-                return;
+                return None;
             }
             report(py, &tag, &err);
             if ex.is_committed() {
@@ -195,6 +237,7 @@ impl PyHandler {
                 respond_500(py, ex, &err, self.debug);
             }
         }
+        None
     }
 }
 
@@ -227,6 +270,11 @@ fn send_result(py: Python<'_>, slot: &Slot, sr: &StartResponse, result: &Bound<'
             return send_sequence(slot, sr, result);
         }
         let mut it = result.try_iter()?;
+        // Before asking for the first block, let the other requests of this
+        // wake-up be served (see Exchange::should_yield).
+        if slot.with(|ex| Ok(ex.should_yield()))? {
+            return Ok(Sent::Paused(Rest::Iter(it.unbind())));
+        }
         send_iter(slot, sr, &mut it)
     })();
     outcome.unwrap_or_else(Sent::AppError)

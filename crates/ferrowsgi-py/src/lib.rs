@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 
 mod app;
 mod cli;
+mod context;
 mod environ;
 mod errors;
 mod file_wrapper;

@@ -122,6 +122,18 @@ pub struct Conn {
     /// A write without waiting met a full socket (EAGAIN); a paused
     /// response resumes only after the next writability edge.
     pub write_blocked: bool,
+    /// Complete responses may wait in the buffer until the event loop has
+    /// served the other connections ready in the same wake-up, and then go
+    /// out together (set by an inline event loop, which flushes them).
+    pub defer_output: bool,
+    /// This connection is on the event loop's list of deferred flushes.
+    pub deferred: bool,
+    /// Other connections have requests ready in this wake-up (inline mode):
+    /// a response may yield to them before its iteration starts.
+    pub others_ready: bool,
+    /// A paused response is on the event loop's list to go on with at the
+    /// end of this wake-up.
+    pub resume_due: bool,
 }
 
 /// Outcome of reading from the socket.
@@ -157,6 +169,10 @@ impl Conn {
             head_since: None,
             parked: None,
             write_blocked: false,
+            defer_output: false,
+            deferred: false,
+            others_ready: false,
+            resume_due: false,
         }
     }
 

@@ -291,13 +291,25 @@ impl<'a> Exchange<'a> {
     /// [`crate::Handler::resume`] with `state` (on any application thread).
     /// If the client goes away or stops reading for the write timeout,
     /// `state` is dropped instead, so its `Drop` is where the handler's
-    /// cleanup belongs. Only a started, unfinished response can pause.
+    /// cleanup belongs. A response can pause before it starts (see
+    /// [`Exchange::should_yield`]) or while it streams, not once finished.
     pub fn pause(&mut self, state: Box<dyn Any + Send>) -> io::Result<()> {
-        if !matches!(self.state, RespState::Streaming(_)) {
-            return Err(io::Error::other("only a streaming response can pause"));
+        if !matches!(self.state, RespState::Streaming(_) | RespState::Idle) {
+            return Err(io::Error::other("a finished response cannot pause"));
         }
         self.paused = Some(state);
         Ok(())
+    }
+
+    /// Whether the handler should [`Exchange::pause`] now, before it starts
+    /// producing the response body: other connections have requests ready
+    /// in this wake-up of the event loop (which runs the application
+    /// itself). The event loop then serves them and goes on with this one
+    /// right after, so that the answers go out in one burst: every write to
+    /// a sleeping client wakes it, and a burst wakes it once. Nothing of
+    /// the response has been produced yet, so no block waits meanwhile.
+    pub fn should_yield(&self) -> bool {
+        self.conn.defer_output && self.conn.others_ready && self.state == RespState::Idle
     }
 
     /// Whether the handler paused the response.
@@ -490,8 +502,9 @@ impl<'a> Exchange<'a> {
         self.body_sent = sent;
         self.state = RespState::Done;
         self.check_length(framing, sent, total);
-        if self.can_defer && self.keep_alive {
-            // Goes out with the answers to the requests pipelined behind.
+        if (self.can_defer || self.conn.defer_output) && self.keep_alive {
+            // Goes out with the answers to the requests pipelined behind, or
+            // with those to the other connections of this wake-up.
             return Ok(());
         }
         // Push what the socket takes now; the event loop writes the rest.

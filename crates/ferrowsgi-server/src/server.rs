@@ -43,6 +43,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Answers to pipelined requests wait in the output buffer, to go out in
 /// one write, until the batch is served or this many bytes wait.
 const BATCH_OUTPUT: usize = 64 * 1024;
+/// At most this many connections' answers wait for the end of a wake-up.
+const DEFER_MAX_CONNS: usize = 32;
+/// An answer waits at most about this long for the end of a wake-up.
+const DEFER_MAX_WAIT: Duration = Duration::from_micros(1000);
 /// A burst of at least this many connections is worth giving memory back
 /// after.
 const TRIM_AFTER_PEAK: usize = 64;
@@ -180,6 +184,7 @@ impl<H: Handler> Server<H> {
 
     /// Runs until a [`StopHandle`] stops it.
     pub fn run(self) -> io::Result<()> {
+        sys::tune_allocator();
         let handler = Arc::clone(&self.handler);
         if self.cfg.threads <= 1 {
             handler.enter(move || EventLoop::new(self, None).run())
@@ -237,6 +242,14 @@ struct EventLoop<H: Handler> {
     /// Connections that used up their turn (`max_pipelined`) with requests
     /// still buffered: driven again after the current events.
     again: Vec<usize>,
+    /// Connections whose complete answers wait for the end of the wake-up.
+    deferred: Vec<usize>,
+    /// When the first of `deferred` was added.
+    deferred_since: Instant,
+    /// Paused responses to go on with at the end of this wake-up.
+    later: Vec<usize>,
+    /// More events of this wake-up wait after the one being handled.
+    more_ready: bool,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -252,6 +265,10 @@ impl<H: Handler> EventLoop<H> {
             paused_error: false,
             peak_conns: 0,
             again: Vec::new(),
+            deferred: Vec::new(),
+            deferred_since: Instant::now(),
+            later: Vec::new(),
+            more_ready: false,
         }
     }
 
@@ -291,7 +308,10 @@ impl<H: Handler> EventLoop<H> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+            let mut left = events.iter().count();
             for event in events.iter() {
+                left -= 1;
+                self.more_ready = left > 0;
                 let token = event.token();
                 if token == WAKER {
                     self.take_returned();
@@ -328,11 +348,20 @@ impl<H: Handler> EventLoop<H> {
                     }
                 }
             }
+            self.more_ready = false;
             for key in std::mem::take(&mut self.again) {
                 if matches!(self.conns.get(key), Some(Slot::Here(_))) {
                     self.drive(key, true);
                 }
             }
+            // Responses that yielded to the others of this wake-up go on
+            // now, then every complete answer held back goes out.
+            for key in std::mem::take(&mut self.later) {
+                if matches!(self.conns.get(key), Some(Slot::Here(_))) {
+                    self.drive(key, false);
+                }
+            }
+            self.flush_deferred();
             if self.server.stop.load(Ordering::SeqCst) {
                 if self.accepting {
                     self.accepting = false;
@@ -393,7 +422,9 @@ impl<H: Handler> EventLoop<H> {
                         log::warning(&format!("cannot watch a new connection: {e}"));
                         continue;
                     }
-                    entry.insert(Slot::Here(Box::new(Conn::new(stream, peer))));
+                    let mut conn = Box::new(Conn::new(stream, peer));
+                    conn.defer_output = self.pool.is_none();
+                    entry.insert(Slot::Here(conn));
                     self.peak_conns = self.peak_conns.max(self.conns.len());
                     self.drive(key, true);
                 }
@@ -437,7 +468,10 @@ impl<H: Handler> EventLoop<H> {
                 && conn.state == ConnState::Open
                 && !conn.input().is_empty()
                 && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
-            if conn.has_output() && !batching {
+            // Inline, complete answers wait for the end of the wake-up (see
+            // `defer_flush`).
+            let hold = conn.defer_output && conn.state == ConnState::Open && conn.parked.is_none();
+            if conn.has_output() && !batching && !hold {
                 match conn.flush() {
                     Ok(true) => {
                         conn.since = Instant::now();
@@ -463,6 +497,14 @@ impl<H: Handler> EventLoop<H> {
                     pool.ready.notify_one();
                     return;
                 }
+                if !conn.resume_due {
+                    // Inline: the other connections ready in this wake-up
+                    // are served first, so the answers go out together.
+                    conn.resume_due = true;
+                    self.later.push(key);
+                    return;
+                }
+                conn.resume_due = false;
                 resume(&*self.server.handler, conn, &cfg, &mut self.date);
                 conn.since = Instant::now();
                 continue;
@@ -494,6 +536,7 @@ impl<H: Handler> EventLoop<H> {
                         pool.ready.notify_one();
                         return;
                     }
+                    conn.others_ready = self.more_ready || !self.deferred.is_empty();
                     serve(&*self.server.handler, conn, req, &cfg, &mut self.date);
                     conn.since = Instant::now();
                     try_read = conn.maybe_more;
@@ -518,11 +561,60 @@ impl<H: Handler> EventLoop<H> {
                         try_read = true;
                         continue;
                     }
-                    if conn.has_output() && conn.flush().is_err() {
-                        self.remove(key);
+                    if conn.has_output() {
+                        if hold {
+                            return self.defer_flush(key);
+                        }
+                        if conn.flush().is_err() {
+                            self.remove(key);
+                        }
                     }
                     return;
                 }
+            }
+        }
+    }
+
+    /// Puts a connection's complete answers on the list written at the end
+    /// of this wake-up. Answering every ready connection first and then
+    /// writing all the answers wakes each client once per burst instead of
+    /// once per answer (on loopback the wake-up of the reader is paid in
+    /// the writer's send, so this saves the server CPU too). The list is
+    /// written early when it grows long or old, so the first answer of a
+    /// long burst does not wait for the last.
+    fn defer_flush(&mut self, key: usize) {
+        let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.deferred {
+            conn.deferred = true;
+            if self.deferred.is_empty() {
+                self.deferred_since = Instant::now();
+            }
+            self.deferred.push(key);
+        }
+        if self.deferred.len() >= DEFER_MAX_CONNS || self.deferred_since.elapsed() >= DEFER_MAX_WAIT
+        {
+            self.flush_deferred();
+        }
+    }
+
+    /// Writes the answers [`EventLoop::defer_flush`] held back.
+    fn flush_deferred(&mut self) {
+        let now = Instant::now();
+        for key in std::mem::take(&mut self.deferred) {
+            let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.deferred = false;
+            match conn.flush() {
+                Ok(true) => {
+                    conn.since = now;
+                    conn.write_blocked = false;
+                }
+                // The writability edge finishes it.
+                Ok(false) => {}
+                Err(_) => self.remove(key),
             }
         }
     }
@@ -644,7 +736,7 @@ impl<H: Handler> EventLoop<H> {
             match slot {
                 Slot::Here(c) => {
                     let waited = now.duration_since(c.since);
-                    if c.has_output() {
+                    if c.has_output() || c.parked.is_some() {
                         if waited > cfg.write_timeout {
                             expired.push((key, false));
                         }

@@ -75,3 +75,33 @@ pub(crate) fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Keeps glibc from handing memory back to the kernel after every request.
+///
+/// The application runs on threads other than the main one, and glibc gives
+/// each such thread its own arena, which it shrinks (`MADV_DONTNEED`) as
+/// soon as 128 KiB at its top are free, so the next request faults the
+/// same pages in again. For a Flask view that made each request about 15%
+/// slower than on the main thread. With a 64 MiB trim threshold (and a
+/// fixed 32 MiB mmap threshold, so large response buffers are reused
+/// rather than mapped each time) the arenas keep their pages; the server
+/// gives freed memory back itself after bursts ([`release_free_memory`]).
+/// Settings made through `GLIBC_TUNABLES` or `MALLOC_*_` variables win.
+pub(crate) fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = std::env::var_os("GLIBC_TUNABLES")
+            .is_some_and(|v| v.to_string_lossy().contains("malloc"))
+            || std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some()
+            || std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_some();
+        if user_set {
+            return;
+        }
+        // SAFETY: mallopt only changes allocator parameters, under the
+        // allocator's own lock.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        }
+    }
+}
