@@ -133,6 +133,10 @@ impl ResponseHead {
     }
 }
 
+/// A complete response body larger than this is written from the
+/// application's buffer rather than copied into the connection's.
+const DIRECT_BODY: usize = 64 * 1024;
+
 /// How the response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -493,15 +497,25 @@ impl<'a> Exchange<'a> {
             _ => u64::MAX,
         };
         let mut sent = 0u64;
+        let mut body: Vec<&[u8]> = Vec::with_capacity(blocks.len());
         for b in blocks {
             let take = (b.len() as u64).min(allowed) as usize;
-            self.conn.wbuf.extend_from_slice(&b[..take]);
+            body.push(&b[..take]);
             allowed -= take as u64;
             sent += take as u64;
         }
         self.body_sent = sent;
         self.state = RespState::Done;
         self.check_length(framing, sent, total);
+        if sent > DIRECT_BODY as u64 {
+            // A large body goes straight from the application's buffer, with
+            // the head in the same writev; only what the socket does not
+            // take now is copied, for the event loop to write.
+            return self.write_out(&body, false).map(|_| ());
+        }
+        for b in body {
+            self.conn.wbuf.extend_from_slice(b);
+        }
         if (self.can_defer || self.conn.defer_output) && self.keep_alive {
             // Goes out with the answers to the requests pipelined behind, or
             // with those to the other connections of this wake-up.
