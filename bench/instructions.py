@@ -1,0 +1,157 @@
+"""User-space instructions per request, counted by valgrind's callgrind.
+
+    python bench/instructions.py [--app apps.hello:app] [--low 300] [--high 900]
+
+The VM this project is measured on exposes no hardware counter, so `perf stat -e
+instructions` cannot count; callgrind can (user space only: the kernel's share, most of a
+hello request's time, is not in it). The server runs under callgrind twice, serving LOW and
+then HIGH keep-alive requests on one connection (both below --keep-alive-requests), and the
+difference of the two totals divided by HIGH - LOW is the cost of one request without the
+start-up and shutdown. Per shared object and the top functions are printed from the same
+difference. Needs valgrind (Debian package) and the bench virtual environment
+(bench/.venv, made by run.py); takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+VENV_PY = BENCH_DIR / ".venv" / "bin" / "python"
+LINE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+(.*)$")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drive(port: int, n: int, expect: bytes) -> None:
+    """Send ``n`` GET / on one keep-alive connection, each after the previous answer."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit("the server under valgrind did not start")
+            time.sleep(0.2)
+    request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    with sock:
+        for i in range(n):
+            sock.sendall(request)
+            buf = b""
+            while expect not in buf:
+                data = sock.recv(65536)
+                if not data:
+                    sys.exit(f"connection closed after {i} answers")
+                buf += data
+
+
+def profile(app: str, n: int, out: Path, expect: bytes) -> None:
+    port = free_port()
+    argv = [
+        "valgrind",
+        "--tool=callgrind",
+        f"--callgrind-out-file={out}",
+        str(VENV_PY),
+        "-m",
+        "ferrowsgi",
+        app,
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
+    proc = subprocess.Popen(
+        argv, cwd=BENCH_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        drive(port, n, expect)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def costs(path: Path) -> tuple[int, collections.Counter, collections.Counter]:
+    """Total, per object and per function, from callgrind_annotate's exclusive listing."""
+    text = subprocess.run(
+        ["callgrind_annotate", "--auto=no", "--inclusive=no", "--threshold=100", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    total = 0
+    objs: collections.Counter = collections.Counter()
+    funcs: collections.Counter = collections.Counter()
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        n = int(m.group(1).replace(",", ""))
+        rest = m.group(2)
+        if rest.startswith("PROGRAM TOTALS"):
+            total = n
+            continue
+        obj = "?"
+        if rest.endswith("]") and " [" in rest:
+            rest, obj = rest.rsplit(" [", 1)
+            obj = os.path.basename(obj[:-1])
+        func = rest.split(":", 1)[1] if ":" in rest else rest
+        if obj == "?" and "::" in func:
+            # Rust functions whose line callgrind printed without the object.
+            obj = "Rust, object not recorded (the extension)"
+        objs[obj] += n
+        funcs[(obj, func)] += n
+    return total, objs, funcs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--app", default="apps.hello:app")
+    ap.add_argument("--expect", default="Hello, World!", help="text every answer contains")
+    ap.add_argument("--low", type=int, default=300)
+    ap.add_argument("--high", type=int, default=900)
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
+        sys.exit("instructions.py: valgrind is not installed (apt-get install valgrind)")
+    if not VENV_PY.exists():
+        sys.exit("instructions.py: no bench/.venv; run `python bench/run.py` once first")
+    with tempfile.TemporaryDirectory() as d:
+        results = []
+        for n in (args.low, args.high):
+            out = Path(d) / f"callgrind.{n}.out"
+            profile(args.app, n, out, args.expect.encode())
+            results.append(costs(out))
+    (t1, o1, f1), (t2, o2, f2) = results
+    per = args.high - args.low
+    print(f"app {args.app}: {(t2 - t1) / per:,.0f} user-space instructions per request")
+    print(f"(callgrind totals {t1:,} for {args.low} requests, {t2:,} for {args.high})")
+    print("\nper shared object (instructions per request):")
+    for obj in sorted(o2, key=lambda k: -(o2[k] - o1[k])):
+        d = (o2[obj] - o1[obj]) / per
+        if abs(d) >= 20:
+            print(f"  {d:8,.0f}  {obj}")
+    print(f"\ntop {args.top} functions (instructions per request):")
+    ranked = sorted(f2, key=lambda k: -(f2[k] - f1[k]))[: args.top]
+    for key in ranked:
+        print(f"  {(f2[key] - f1[key]) / per:8,.0f}  {key[0]}: {key[1][:90]}")
+
+
+if __name__ == "__main__":
+    main()
