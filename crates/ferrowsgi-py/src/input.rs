@@ -124,6 +124,30 @@ impl InputStream {
         size: Option<usize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         self.slot().with(|ex| {
+            // A large body on disk goes straight into the bytes object.
+            if ex.body_buffered().is_empty() && ex.spooled_left() > 0 {
+                let left = usize::try_from(ex.spooled_left()).unwrap_or(usize::MAX);
+                let n = size.map_or(left, |s| s.min(left));
+                if n > 0 {
+                    let mut failed = None;
+                    let mut got = 0;
+                    let out = PyBytes::new_with(py, n, |buf| {
+                        match ex.read_spooled(buf) {
+                            Ok(k) => got = k,
+                            Err(e) => failed = Some(e),
+                        }
+                        Ok(())
+                    })?;
+                    if let Some(e) = failed {
+                        return Err(io_error(e));
+                    }
+                    if got == n {
+                        return Ok(out);
+                    }
+                    // The file was shorter than recorded: return what came.
+                    return Ok(PyBytes::new(py, &out.as_bytes()[..got]));
+                }
+            }
             loop {
                 let have = ex.body_buffered().len();
                 if size.is_some_and(|n| have >= n) {

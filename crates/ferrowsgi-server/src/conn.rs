@@ -22,6 +22,10 @@ use crate::log;
 /// is attempted with. 16 KiB holds dozens of pipelined requests.
 pub const READ_CHUNK: usize = 16 * 1024;
 
+/// Room asked of the kernel per read(2) while a request body is being
+/// buffered: large bodies arrive in far fewer system calls.
+pub const BODY_READ_CHUNK: usize = 128 * 1024;
+
 /// A request body is read completely before the application is called, so a
 /// slow uploader never holds an application thread: up to this size in
 /// memory, the rest in a temporary file (so memory stays flat under large
@@ -185,7 +189,12 @@ impl Conn {
     pub fn consume(&mut self, n: usize) {
         self.rpos += n;
         if self.rpos >= self.rbuf.len() {
-            self.rbuf.clear();
+            if self.rbuf.capacity() > KEEP_BUFFER {
+                // Grown for a body: not kept for the connection's idle life.
+                self.rbuf = Vec::new();
+            } else {
+                self.rbuf.clear();
+            }
             self.rpos = 0;
         }
     }
@@ -196,8 +205,13 @@ impl Conn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
-            self.rbuf.reserve(READ_CHUNK);
+        let chunk = if self.pending.is_some() {
+            BODY_READ_CHUNK
+        } else {
+            READ_CHUNK
+        };
+        if self.rbuf.capacity() - self.rbuf.len() < chunk / 4 {
+            self.rbuf.reserve(chunk);
         }
         let len = self.rbuf.len();
         let spare = self.rbuf.spare_capacity_mut();
@@ -511,6 +525,24 @@ impl Spool {
         self.len += data.len() as u64;
         data.clear();
         Ok(())
+    }
+
+    /// Reads unread bytes into `out` (as many as fit); returns how many.
+    pub fn read_at_most(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = (self.len - self.read_pos).min(out.len() as u64) as usize;
+        let mut got = 0;
+        while got < want {
+            match self
+                .file
+                .read_at(&mut out[got..want], self.read_pos + got as u64)?
+            {
+                0 => break,
+                n => got += n,
+            }
+        }
+        self.read_pos += got as u64;
+        Ok(got)
     }
 
     /// Appends up to `max` unread bytes to `out`; returns how many.

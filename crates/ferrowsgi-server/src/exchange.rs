@@ -376,6 +376,28 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    /// Reads body bytes kept on disk straight into `out`, when nothing of
+    /// the body waits in memory before them (a large body, read by the
+    /// application in pieces: one copy less than through the buffer).
+    /// Returns `Ok(0)` when there is nothing to read this way.
+    pub fn read_spooled(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.body_pos < self.req.body.len() {
+            return Ok(0);
+        }
+        match self.req.spool.as_mut() {
+            Some(spool) => spool.read_at_most(out),
+            None => Ok(0),
+        }
+    }
+
+    /// Body bytes kept on disk and not yet read.
+    pub fn spooled_left(&self) -> u64 {
+        self.req
+            .spool
+            .as_ref()
+            .map_or(0, |s| s.len.saturating_sub(s.read_pos))
+    }
+
     /// Whether the whole body has been decoded (it may still sit unconsumed
     /// in the buffer).
     pub fn body_complete(&self) -> bool {

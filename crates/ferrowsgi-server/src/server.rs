@@ -24,7 +24,7 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, Next, Pending, READ_CHUNK};
+use crate::conn::{Conn, ConnState, Next, Pending, BODY_READ_CHUNK, READ_CHUNK};
 use crate::exchange::{Exchange, Parked};
 use crate::handler::Handler;
 use crate::listen::Listener;
@@ -514,7 +514,12 @@ impl<H: Handler> EventLoop<H> {
             }
             if try_read && !conn.peer_eof {
                 try_read = false;
-                match conn.fill(read_cap) {
+                let cap = if conn.pending.is_some() {
+                    2 * BODY_READ_CHUNK
+                } else {
+                    read_cap
+                };
+                match conn.fill(cap) {
                     Ok(_) => {
                         if !conn.input().is_empty() || conn.pending.is_some() {
                             conn.since = Instant::now();
