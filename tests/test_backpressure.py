@@ -68,7 +68,7 @@ def test_slow_stream_readers_hold_no_thread(start_server, threads: int, readers:
     clients = [slow_client(server, f"/stream?tag={t}&blocks={BLOCKS}&size={SIZE}") for t in tags]
     assert wait_for(lambda: all(counts(server, t)["blocks"] > 0 for t in tags))
     time.sleep(0.5)
-    assert quick_answer(server) < 2.0
+    assert quick_answer(server) < 5.0
     # Backpressure: each app was paused long before the end.
     for t in tags:
         c = counts(server, t)
@@ -93,7 +93,7 @@ def test_slow_file_reader_holds_no_thread(start_server) -> None:
     clients = [slow_client(server, f"/file?tag={t}&size={FILE_SIZE}") for t in tags]
     assert wait_for(lambda: all(counts(server, t)["calls"] == 1 for t in tags))
     time.sleep(0.5)
-    assert quick_answer(server) < 2.0
+    assert quick_answer(server) < 5.0
     assert all(counts(server, t)["closes"] == 0 for t in tags)
     want = hashlib.sha256(file_data(FILE_SIZE)).hexdigest()
     for t, client in zip(tags, clients):
@@ -112,7 +112,7 @@ def test_pipelined_request_waits_behind_a_paused_stream(start_server) -> None:
     client.send(build_request("GET", "/alive"))
     assert wait_for(lambda: counts(server, tag)["blocks"] > 0)
     time.sleep(0.3)
-    assert quick_answer(server) < 2.0
+    assert quick_answer(server) < 5.0
     first = client.read_response()
     assert hashlib.sha256(first.body).hexdigest() == stream_digest(BLOCKS, SIZE)
     second = client.read_response()
@@ -137,7 +137,7 @@ def test_reader_that_stops_is_dropped_and_close_runs_once(start_server, threads:
     client.close()
     time.sleep(0.3)
     assert counts(server, tag)["closes"] == 1
-    assert quick_answer(server) < 2.0
+    assert quick_answer(server) < 5.0
 
 
 def test_client_gone_during_paused_stream_close_runs_once(start_server) -> None:
