@@ -129,6 +129,10 @@ class ServerStartError(AssertionError):
     pass
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Server:
     """``python -m ferrowsgi APP --bind ... [options]`` in a subprocess.
 
@@ -144,8 +148,10 @@ class Server:
         cwd: Path | str = TESTS_DIR,
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
+        ignore_sigint: bool = False,
     ) -> None:
         self.app = app
+        self.ignore_sigint = ignore_sigint
         self.options = list(options)
         self.binds = ["127.0.0.1:0"] if binds is None else list(binds)
         self.cwd = str(cwd)
@@ -175,6 +181,8 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # As a background job of a non-interactive shell starts it.
+            preexec_fn=_ignore_sigint if self.ignore_sigint else None,
         )
         self._out = _Collector(self.proc.stdout, "server-stdout")
         self._err = _Collector(self.proc.stderr, "server-stderr")

@@ -348,6 +348,19 @@ def test_signal_exits_cleanly(sig: int) -> None:
     assert "KeyboardInterrupt" not in server.stderr_text()
 
 
+def test_sigint_stops_a_server_started_with_sigint_ignored() -> None:
+    # A background job of a shell script inherits SIGINT ignored; `kill -INT` must still stop
+    # the server (and so must the test suite, when it runs as such a job).
+    server = Server("apps.echo:app", ignore_sigint=True).start()
+    try:
+        assert server.request("GET", "/").status == 200
+        rc = server.stop(signal.SIGINT, timeout=10)
+    finally:
+        server.stop()
+    assert rc == 0, server.stderr_text()[-2000:]
+    assert "Traceback" not in server.stderr_text()
+
+
 def test_sigint_right_after_startup() -> None:
     # A signal that arrives as soon as the server said it is listening must still stop it.
     for _ in range(5):

@@ -4,7 +4,8 @@ The server runs on its own thread; the main thread only waits. Python runs
 signal handlers on the main thread alone, so Ctrl-C interrupts this wait and
 never lands inside application code as a ``KeyboardInterrupt``. SIGTERM is
 made to behave like Ctrl-C (a graceful stop) unless the application
-installed a handler of its own.
+installed a handler of its own, and SIGINT stops the server even when the
+process was started with it ignored (a background job of a shell script).
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ def run_until_signal(server: Server, *, banner: bool = True) -> None:
             done.set()
 
     in_main = threading.current_thread() is threading.main_thread()
-    old_term = None
+    old_term = old_int = None
     if in_main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         old_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if in_main and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Started as a background job of a non-interactive shell, which
+        # ignores SIGINT for its children: a server still stops on it (as
+        # gunicorn and uvicorn do), or `kill -INT` would do nothing.
+        old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     thread = threading.Thread(target=serve, name="ferrowsgi-server")
     try:
         started = False
@@ -56,5 +62,7 @@ def run_until_signal(server: Server, *, banner: bool = True) -> None:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
     if failure:
         raise failure[0]
