@@ -14,6 +14,9 @@
 # (the seeds) is only read. Crashes land in fuzz/artifacts/<target>/, full logs
 # in fuzz/logs/<target>.log.
 #
+# Do not pause (SIGSTOP) a running target: libFuzzer's per-input timeout
+# counts wall time, so the pause is reported as a timeout.
+#
 # Environment: FUZZ_SANITIZER (default "address"; "none" is faster),
 # FUZZ_MAX_LEN (default 4096), FUZZ_TARGETS (default "head head_split body").
 #
@@ -119,7 +122,7 @@ case "${1:-}" in
         (cd fuzz && env -u RUSTC_BOOTSTRAP cargo test --lib -q)
         ;;
     *)
-        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac
