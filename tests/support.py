@@ -129,6 +129,15 @@ class ServerStartError(AssertionError):
     pass
 
 
+def rss_kib(pid: int) -> int:
+    """The resident set size of process ``pid`` in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 from apps.backpressure import file_data, stream_digest
-from support import IO_TIMEOUT, RawConn, Server, build_request, new_tag
+from support import IO_TIMEOUT, RawConn, Server, build_request, new_tag, rss_kib
 
 BLOCKS, SIZE = 320, 64 * 1024  # 20 MiB: far more than the socket buffers hold
 FILE_SIZE = 24 * 1024 * 1024
@@ -153,3 +153,34 @@ def test_client_gone_during_paused_stream_close_runs_once(start_server) -> None:
     c = counts(server, tag)
     assert c["closes"] == 1 and c["blocks"] < BLOCKS, c
     assert json.loads(server.request("GET", f"/count?tag={tag}").body)["closes"] == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pipelined_large_answers_do_not_pile_up(start_server, threads: int) -> None:
+    # 24 slow readers each pipeline 8 requests for a 1 MB complete body: the server must stop
+    # serving a connection's pipeline while its answers wait (about one answer buffered per
+    # connection), not make all 8 (192 MB in all).
+    server = start_server(
+        "apps.backpressure:app", "--threads", str(threads), "--write-timeout", "60"
+    )
+    before = rss_kib(server.pid)
+    batch = build_request("GET", "/blob?size=1000000") * 8
+    clients = []
+    for _ in range(24):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        sock.settimeout(IO_TIMEOUT)
+        sock.connect(server.addr)
+        sock.sendall(batch)
+        clients.append(sock)
+    time.sleep(1.5)
+    grown_mib = (rss_kib(server.pid) - before) / 1024
+    assert grown_mib < 96, f"server RSS grew by {grown_mib:.0f} MiB"
+    assert quick_answer(server) < 5.0
+    # Every answer still arrives, in order, to a client that reads.
+    conn = RawConn(clients[0], timeout=30)
+    for _ in range(8):
+        resp = conn.read_response()
+        assert resp.status == 200 and len(resp.body) == 1000000
+    for sock in clients:
+        sock.close()

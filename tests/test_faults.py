@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from urllib.parse import parse_qs
 
 import pytest
-from support import RawConn, Server, build_request, connect, new_tag, wait_until
+from support import RawConn, Server, build_request, connect, new_tag, rss_kib, wait_until
 
 # --------------------------------------------------------------------------------------------
 # The application (the server process imports this module, pytest and support included)
@@ -163,14 +163,6 @@ def server() -> Iterator[Server]:
 
 def counts(server: Server, tag: str) -> dict:
     return server.get_json(f"/count?tag={tag}")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def error_records(server: Server, request: str) -> list[str]:

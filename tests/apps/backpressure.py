@@ -2,8 +2,9 @@
 
 ``/stream?tag=T&blocks=N&size=S``: a generator of N blocks of S bytes (block i is the byte
 i % 251 repeated), with no Content-Length; ``/file?tag=T&size=N``: ``wsgi.file_wrapper`` over a
-real N-byte file (byte i is i % 253); ``/count?tag=T``: how many blocks each tag's response
-produced, and how many times its ``close()`` ran; ``/alive``: "ok".
+real N-byte file (byte i is i % 253); ``/blob?size=N``: N bytes as a one-item list (a complete
+response); ``/count?tag=T``: how many blocks each tag's response produced, and how many times
+its ``close()`` ran; ``/alive``: "ok".
 """
 
 import hashlib
@@ -88,6 +89,9 @@ def app(environ, start_response):
         f.tag = tag
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](f)
+    if path == "/blob":
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return [b"b" * int(qs.get("size", "1000000"))]
     if path == "/count":
         with _lock:
             body = json.dumps(_counts.get(tag, {"calls": 0, "blocks": 0, "closes": 0}))

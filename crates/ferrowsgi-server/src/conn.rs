@@ -138,6 +138,8 @@ pub struct Conn {
     /// A paused response is on the event loop's list to go on with at the
     /// end of this wake-up.
     pub resume_due: bool,
+    /// A read-readiness edge has not been acted on yet.
+    pub read_due: bool,
 }
 
 /// Outcome of reading from the socket.
@@ -177,6 +179,7 @@ impl Conn {
             deferred: false,
             others_ready: false,
             resume_due: false,
+            read_due: false,
         }
     }
 

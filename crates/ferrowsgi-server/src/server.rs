@@ -454,10 +454,17 @@ impl<H: Handler> EventLoop<H> {
 
     /// Moves a connection forward: writes pending output, reads, and serves
     /// or dispatches every ready request.
-    fn drive(&mut self, key: usize, mut try_read: bool) {
+    fn drive(&mut self, key: usize, try_read: bool) {
         let cfg = Arc::clone(&self.server.cfg);
         let read_cap = cfg.limits.max_head_size + READ_CHUNK;
         let mut turn = 0usize;
+        match self.conns.get_mut(key) {
+            // A read edge is remembered until the socket is read: with
+            // edge-triggered readiness, an edge that arrives while a paused
+            // response or a full socket keeps us from reading comes once.
+            Some(Slot::Here(conn)) => conn.read_due |= try_read,
+            _ => return,
+        }
         loop {
             let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
                 return;
@@ -470,7 +477,12 @@ impl<H: Handler> EventLoop<H> {
                 && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
             // Inline, complete answers wait for the end of the wake-up (see
             // `defer_flush`).
-            let hold = conn.defer_output && conn.state == ConnState::Open && conn.parked.is_none();
+            // Not past the batch cap, though: a client that pipelines large
+            // responses and reads slowly must not make them pile up.
+            let hold = conn.defer_output
+                && conn.state == ConnState::Open
+                && conn.parked.is_none()
+                && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
             if conn.has_output() && !batching && !hold {
                 match conn.flush() {
                     Ok(true) => {
@@ -512,8 +524,8 @@ impl<H: Handler> EventLoop<H> {
             if conn.state == ConnState::CloseAfterFlush {
                 return self.start_linger(key);
             }
-            if try_read && !conn.peer_eof {
-                try_read = false;
+            if conn.read_due && !conn.peer_eof {
+                conn.read_due = false;
                 let cap = if conn.pending.is_some() {
                     2 * BODY_READ_CHUNK
                 } else {
@@ -544,7 +556,7 @@ impl<H: Handler> EventLoop<H> {
                     conn.others_ready = self.more_ready || !self.deferred.is_empty();
                     serve(&*self.server.handler, conn, req, &cfg, &mut self.date);
                     conn.since = Instant::now();
-                    try_read = conn.maybe_more;
+                    conn.read_due |= conn.maybe_more;
                     turn += 1;
                     if turn >= cfg.max_pipelined
                         && conn.parked.is_none()
@@ -563,7 +575,7 @@ impl<H: Handler> EventLoop<H> {
                 Next::Close => conn.state = ConnState::CloseAfterFlush,
                 Next::Wait => {
                     if conn.maybe_more {
-                        try_read = true;
+                        conn.read_due = true;
                         continue;
                     }
                     if conn.has_output() {
