@@ -167,18 +167,11 @@ enum RespState {
 /// [`crate::Handler::handle`].
 pub struct Exchange<'a> {
     conn: &'a mut Conn,
-    req: Pending,
-    body_pos: usize,
     cfg: &'a Config,
     waiter: &'a dyn Waiter,
     date: &'a mut DateCache,
-    state: RespState,
-    status: u16,
-    body_read: u64,
-    /// The request body turned out malformed while the application read it.
-    body_invalid: bool,
-    body_sent: u64,
-    keep_alive: bool,
+    /// Where the request and its response are (kept across a pause).
+    st: ExchangeState,
     /// Another request is already buffered behind this one, so a complete
     /// response may wait in the buffer and go out with the next one.
     can_defer: bool,
@@ -186,18 +179,26 @@ pub struct Exchange<'a> {
     paused: Option<Box<dyn Any + Send>>,
 }
 
-/// An exchange whose response is waiting for a slow reader: the handler's
-/// own state and the exchange's, kept with the connection while the event
-/// loop writes the buffered output, until [`crate::Handler::resume`].
-pub struct Parked {
+/// The per-request part of an [`Exchange`], which a paused response keeps
+/// with its connection ([`Parked`]).
+#[derive(Debug)]
+struct ExchangeState {
     req: Pending,
     body_pos: usize,
     state: RespState,
     status: u16,
     body_read: u64,
+    /// The request body turned out malformed while the application read it.
     body_invalid: bool,
     body_sent: u64,
     keep_alive: bool,
+}
+
+/// An exchange whose response is waiting for a slow reader: the handler's
+/// own state and the exchange's, kept with the connection while the event
+/// loop writes the buffered output, until [`crate::Handler::resume`].
+pub struct Parked {
+    st: ExchangeState,
     /// The handler's state (dropping it ends the response for good).
     pub(crate) app: Box<dyn Any + Send>,
 }
@@ -205,17 +206,23 @@ pub struct Parked {
 impl Parked {
     /// The parked request's head.
     pub fn head(&self) -> &RequestHead {
-        &self.req.head
+        &self.st.req.head
     }
 }
 
 impl std::fmt::Debug for Parked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parked")
-            .field("method", &String::from_utf8_lossy(self.req.head.method()))
-            .field("target", &String::from_utf8_lossy(self.req.head.target()))
-            .field("state", &self.state)
-            .field("body_sent", &self.body_sent)
+            .field(
+                "method",
+                &String::from_utf8_lossy(self.st.req.head.method()),
+            )
+            .field(
+                "target",
+                &String::from_utf8_lossy(self.st.req.head.target()),
+            )
+            .field("state", &self.st.state)
+            .field("body_sent", &self.st.body_sent)
             .finish()
     }
 }
@@ -223,9 +230,15 @@ impl std::fmt::Debug for Parked {
 impl std::fmt::Debug for Exchange<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Exchange")
-            .field("method", &String::from_utf8_lossy(self.req.head.method()))
-            .field("target", &String::from_utf8_lossy(self.req.head.target()))
-            .field("state", &self.state)
+            .field(
+                "method",
+                &String::from_utf8_lossy(self.st.req.head.method()),
+            )
+            .field(
+                "target",
+                &String::from_utf8_lossy(self.st.req.head.target()),
+            )
+            .field("state", &self.st.state)
             .finish()
     }
 }
@@ -247,17 +260,19 @@ impl<'a> Exchange<'a> {
         let body_read = req.body.len() as u64;
         Exchange {
             conn,
-            req,
-            body_pos: 0,
             cfg,
             waiter,
             date,
-            body_read,
-            body_invalid: false,
-            state: RespState::Idle,
-            status: 0,
-            body_sent: 0,
-            keep_alive,
+            st: ExchangeState {
+                req,
+                body_pos: 0,
+                state: RespState::Idle,
+                status: 0,
+                body_read,
+                body_invalid: false,
+                body_sent: 0,
+                keep_alive,
+            },
             can_defer,
             paused: None,
         }
@@ -273,17 +288,10 @@ impl<'a> Exchange<'a> {
     ) -> (Exchange<'a>, Box<dyn Any + Send>) {
         let ex = Exchange {
             conn,
-            req: parked.req,
-            body_pos: parked.body_pos,
             cfg,
             waiter,
             date,
-            state: parked.state,
-            status: parked.status,
-            body_read: parked.body_read,
-            body_invalid: parked.body_invalid,
-            body_sent: parked.body_sent,
-            keep_alive: parked.keep_alive,
+            st: parked.st,
             can_defer: false,
             paused: None,
         };
@@ -298,7 +306,7 @@ impl<'a> Exchange<'a> {
     /// cleanup belongs. A response can pause before it starts (see
     /// [`Exchange::should_yield`]) or while it streams, not once finished.
     pub fn pause(&mut self, state: Box<dyn Any + Send>) -> io::Result<()> {
-        if !matches!(self.state, RespState::Streaming(_) | RespState::Idle) {
+        if !matches!(self.st.state, RespState::Streaming(_) | RespState::Idle) {
             return Err(io::Error::other("a finished response cannot pause"));
         }
         self.paused = Some(state);
@@ -313,7 +321,7 @@ impl<'a> Exchange<'a> {
     /// a sleeping client wakes it, and a burst wakes it once. Nothing of
     /// the response has been produced yet, so no block waits meanwhile.
     pub fn should_yield(&self) -> bool {
-        self.conn.defer_output && self.conn.others_ready && self.state == RespState::Idle
+        self.conn.defer_output && self.conn.others_ready && self.st.state == RespState::Idle
     }
 
     /// Whether the handler paused the response.
@@ -332,22 +340,12 @@ impl<'a> Exchange<'a> {
         let Some(app) = self.paused else {
             return self.complete();
         };
-        self.conn.parked = Some(Parked {
-            req: self.req,
-            body_pos: self.body_pos,
-            state: self.state,
-            status: self.status,
-            body_read: self.body_read,
-            body_invalid: self.body_invalid,
-            body_sent: self.body_sent,
-            keep_alive: self.keep_alive,
-            app,
-        });
+        self.conn.parked = Some(Parked { st: self.st, app });
     }
 
     /// The parsed request head.
     pub fn head(&self) -> &RequestHead {
-        &self.req.head
+        &self.st.req.head
     }
 
     /// The connection's two ends.
@@ -364,15 +362,15 @@ impl<'a> Exchange<'a> {
 
     /// Decoded body bytes buffered and not yet consumed.
     pub fn body_buffered(&self) -> &[u8] {
-        &self.req.body[self.body_pos..]
+        &self.st.req.body[self.st.body_pos..]
     }
 
     /// Marks `n` buffered body bytes consumed.
     pub fn consume_body(&mut self, n: usize) {
-        self.body_pos = (self.body_pos + n).min(self.req.body.len());
-        if self.body_pos == self.req.body.len() {
-            self.req.body.clear();
-            self.body_pos = 0;
+        self.st.body_pos = (self.st.body_pos + n).min(self.st.req.body.len());
+        if self.st.body_pos == self.st.req.body.len() {
+            self.st.req.body.clear();
+            self.st.body_pos = 0;
         }
     }
 
@@ -381,10 +379,10 @@ impl<'a> Exchange<'a> {
     /// application in pieces: one copy less than through the buffer).
     /// Returns `Ok(0)` when there is nothing to read this way.
     pub fn read_spooled(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.body_pos < self.req.body.len() {
+        if self.st.body_pos < self.st.req.body.len() {
             return Ok(0);
         }
-        match self.req.spool.as_mut() {
+        match self.st.req.spool.as_mut() {
             Some(spool) => spool.read_at_most(out),
             None => Ok(0),
         }
@@ -392,7 +390,8 @@ impl<'a> Exchange<'a> {
 
     /// Body bytes kept on disk and not yet read.
     pub fn spooled_left(&self) -> u64 {
-        self.req
+        self.st
+            .req
             .spool
             .as_ref()
             .map_or(0, |s| s.len.saturating_sub(s.read_pos))
@@ -401,7 +400,7 @@ impl<'a> Exchange<'a> {
     /// Whether the whole body has been decoded (it may still sit unconsumed
     /// in the buffer).
     pub fn body_complete(&self) -> bool {
-        self.req.decoder.is_done()
+        self.st.req.decoder.is_done()
     }
 
     /// Decodes more of the body into the buffer, reading the socket (and
@@ -409,52 +408,53 @@ impl<'a> Exchange<'a> {
     /// `Ok(false)` at the end of the body. A client that goes quiet for the
     /// read timeout or disconnects is an error.
     pub fn fill_body(&mut self) -> io::Result<bool> {
-        if let Some(spool) = self.req.spool.as_mut() {
-            if spool.read_into(&mut self.req.body, READ_CHUNK * 4)? > 0 {
+        if let Some(spool) = self.st.req.spool.as_mut() {
+            if spool.read_into(&mut self.st.req.body, READ_CHUNK * 4)? > 0 {
                 return Ok(true);
             }
         }
-        if self.req.decoder.is_done() {
+        if self.st.req.decoder.is_done() {
             return Ok(false);
         }
-        if self.req.continue_pending {
-            self.req.continue_pending = false;
-            if self.state == RespState::Idle {
+        if self.st.req.continue_pending {
+            self.st.req.continue_pending = false;
+            if self.st.state == RespState::Idle {
                 self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])?;
             }
         }
-        let before = self.req.body.len();
+        let before = self.st.req.body.len();
         loop {
             let n = self
+                .st
                 .req
                 .decoder
                 .decode(
                     &self.conn.rbuf[self.conn.rpos..],
-                    &mut self.req.body,
+                    &mut self.st.req.body,
                     READ_CHUNK * 4,
                 )
                 .map_err(|e| {
-                    self.keep_alive = false;
-                    self.body_invalid = true;
+                    self.st.keep_alive = false;
+                    self.st.body_invalid = true;
                     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
                 })?;
             self.conn.consume(n);
-            let got = self.req.body.len() - before;
-            self.body_read += got as u64;
-            if self.cfg.max_body > 0 && self.body_read > self.cfg.max_body {
+            let got = self.st.req.body.len() - before;
+            self.st.body_read += got as u64;
+            if self.cfg.max_body > 0 && self.st.body_read > self.cfg.max_body {
                 // Declared lengths were checked before the application was
                 // called; a chunked body is checked as it grows.
-                self.keep_alive = false;
+                self.st.keep_alive = false;
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "request body over the limit",
                 ));
             }
-            if got > 0 || self.req.decoder.is_done() {
+            if got > 0 || self.st.req.decoder.is_done() {
                 return Ok(got > 0);
             }
             if self.conn.peer_eof {
-                self.keep_alive = false;
+                self.st.keep_alive = false;
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "client disconnected before the end of the request body",
@@ -470,12 +470,12 @@ impl<'a> Exchange<'a> {
                     self.waiter
                         .wait(&mut || ready = sys::wait_fd(fd, Want::Read, timeout));
                     if !ready? {
-                        self.keep_alive = false;
+                        self.st.keep_alive = false;
                         return Err(timed_out("reading the request body"));
                     }
                 }
                 Err(e) => {
-                    self.keep_alive = false;
+                    self.st.keep_alive = false;
                     return Err(e);
                 }
             }
@@ -488,22 +488,22 @@ impl<'a> Exchange<'a> {
     /// while the application read it: a client error, answered 400 when
     /// nothing has been sent yet.
     pub fn is_body_invalid(&self) -> bool {
-        self.body_invalid
+        self.st.body_invalid
     }
 
     /// Whether the response head has gone out.
     pub fn is_committed(&self) -> bool {
-        self.state != RespState::Idle
+        self.st.state != RespState::Idle
     }
 
     /// Whether the response is complete or aborted.
     pub fn is_finished(&self) -> bool {
-        matches!(self.state, RespState::Done | RespState::Aborted)
+        matches!(self.st.state, RespState::Done | RespState::Aborted)
     }
 
     /// Status code sent (0 before the head).
     pub fn status(&self) -> u16 {
-        self.status
+        self.st.status
     }
 
     /// Sends a complete response whose body is `blocks`. Without an
@@ -526,8 +526,8 @@ impl<'a> Exchange<'a> {
             allowed -= take as u64;
             sent += take as u64;
         }
-        self.body_sent = sent;
-        self.state = RespState::Done;
+        self.st.body_sent = sent;
+        self.st.state = RespState::Done;
         self.check_length(framing, sent, total);
         if sent > DIRECT_BODY as u64 {
             // A large body goes straight from the application's buffer, with
@@ -538,7 +538,7 @@ impl<'a> Exchange<'a> {
         for b in body {
             self.conn.wbuf.extend_from_slice(b);
         }
-        if (self.can_defer || self.conn.defer_output) && self.keep_alive {
+        if (self.can_defer || self.conn.defer_output) && self.st.keep_alive {
             // Goes out with the answers to the requests pipelined behind, or
             // with those to the other connections of this wake-up.
             return Ok(());
@@ -552,7 +552,7 @@ impl<'a> Exchange<'a> {
     /// HTTP/1.0. The head goes out with the first block.
     pub fn start_stream(&mut self, head: &ResponseHead) -> io::Result<()> {
         let framing = self.commit_head(head, None)?;
-        self.state = RespState::Streaming(framing);
+        self.st.state = RespState::Streaming(framing);
         Ok(())
     }
 
@@ -575,7 +575,7 @@ impl<'a> Exchange<'a> {
     }
 
     fn send_block(&mut self, block: &[u8], wait: bool) -> io::Result<bool> {
-        let RespState::Streaming(framing) = self.state else {
+        let RespState::Streaming(framing) = self.st.state else {
             return Err(io::Error::other("response not started"));
         };
         if block.is_empty() {
@@ -583,7 +583,7 @@ impl<'a> Exchange<'a> {
         }
         match framing {
             Framing::Empty => {
-                self.body_sent += block.len() as u64;
+                self.st.body_sent += block.len() as u64;
                 Ok(true)
             }
             Framing::Length(left) => {
@@ -591,21 +591,21 @@ impl<'a> Exchange<'a> {
                 if take < block.len() {
                     log::warning(&format!(
                         "{} {}: application sent more than its Content-Length; cut",
-                        String::from_utf8_lossy(self.req.head.method()),
-                        String::from_utf8_lossy(self.req.head.target())
+                        String::from_utf8_lossy(self.st.req.head.method()),
+                        String::from_utf8_lossy(self.st.req.head.target())
                     ));
-                    self.keep_alive = false;
+                    self.st.keep_alive = false;
                 }
-                self.state = RespState::Streaming(Framing::Length(left - take as u64));
-                self.body_sent += take as u64;
+                self.st.state = RespState::Streaming(Framing::Length(left - take as u64));
+                self.st.body_sent += take as u64;
                 self.write_out(&[&block[..take]], wait)
             }
             Framing::Close => {
-                self.body_sent += block.len() as u64;
+                self.st.body_sent += block.len() as u64;
                 self.write_out(&[block], wait)
             }
             Framing::Chunked => {
-                self.body_sent += block.len() as u64;
+                self.st.body_sent += block.len() as u64;
                 let mut prefix = Vec::with_capacity(18);
                 write_chunk_size(&mut prefix, block.len());
                 self.write_out(&[&prefix, block, b"\r\n"], wait)
@@ -641,7 +641,7 @@ impl<'a> Exchange<'a> {
         len: Option<u64>,
         wait: bool,
     ) -> io::Result<(u64, bool)> {
-        let RespState::Streaming(framing) = self.state else {
+        let RespState::Streaming(framing) = self.st.state else {
             return Err(io::Error::other("response not started"));
         };
         // SAFETY: fstat only writes into the zeroed stat buffer we own.
@@ -691,18 +691,18 @@ impl<'a> Exchange<'a> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.keep_alive = false;
+                    self.st.keep_alive = false;
                     return Err(e);
                 }
             }
         }
         let sent = want - left;
-        self.body_sent += sent;
+        self.st.body_sent += sent;
         if sent > 0 {
             self.conn.since = std::time::Instant::now();
         }
         match framing {
-            Framing::Length(l) => self.state = RespState::Streaming(Framing::Length(l - sent)),
+            Framing::Length(l) => self.st.state = RespState::Streaming(Framing::Length(l - sent)),
             Framing::Chunked => {
                 if left > 0 {
                     // The file shrank under us: the chunk cannot be completed.
@@ -723,22 +723,22 @@ impl<'a> Exchange<'a> {
     /// check that the application's Content-Length was met (a short body
     /// closes the connection, so the client sees the truncation).
     pub fn finish(&mut self) -> io::Result<()> {
-        match self.state {
+        match self.st.state {
             RespState::Idle => Err(io::Error::other("response not started")),
             RespState::Done | RespState::Aborted => Ok(()),
             RespState::Streaming(framing) => {
-                self.state = RespState::Done;
+                self.st.state = RespState::Done;
                 match framing {
                     Framing::Chunked => self.write_parts(&[LAST_CHUNK]),
                     Framing::Length(left) if left > 0 => {
                         log::warning(&format!(
                             "{} {}: application sent {} bytes less than its Content-Length; \
                              closing the connection",
-                            String::from_utf8_lossy(self.req.head.method()),
-                            String::from_utf8_lossy(self.req.head.target()),
+                            String::from_utf8_lossy(self.st.req.head.method()),
+                            String::from_utf8_lossy(self.st.req.head.target()),
                             left
                         ));
-                        self.keep_alive = false;
+                        self.st.keep_alive = false;
                         self.write_parts(&[])
                     }
                     _ => self.write_parts(&[]),
@@ -749,14 +749,14 @@ impl<'a> Exchange<'a> {
 
     /// Makes this the connection's last exchange (after an internal error).
     pub(crate) fn close_after(&mut self) {
-        self.keep_alive = false;
+        self.st.keep_alive = false;
     }
 
     /// Cuts the response off after an error: the connection closes without
     /// a terminating chunk, so the client can tell the body is incomplete.
     pub fn abort(&mut self) {
-        self.state = RespState::Aborted;
-        self.keep_alive = false;
+        self.st.state = RespState::Aborted;
+        self.st.keep_alive = false;
         let _ = self.write_parts(&[]);
     }
 
@@ -765,41 +765,41 @@ impl<'a> Exchange<'a> {
             if produced > n {
                 log::warning(&format!(
                     "{} {}: application sent more than its Content-Length; cut",
-                    String::from_utf8_lossy(self.req.head.method()),
-                    String::from_utf8_lossy(self.req.head.target())
+                    String::from_utf8_lossy(self.st.req.head.method()),
+                    String::from_utf8_lossy(self.st.req.head.target())
                 ));
-                self.keep_alive = false;
+                self.st.keep_alive = false;
             } else if sent < n && !self.is_head() {
                 log::warning(&format!(
                     "{} {}: application sent {} bytes less than its Content-Length; \
                      closing the connection",
-                    String::from_utf8_lossy(self.req.head.method()),
-                    String::from_utf8_lossy(self.req.head.target()),
+                    String::from_utf8_lossy(self.st.req.head.method()),
+                    String::from_utf8_lossy(self.st.req.head.target()),
                     n - sent
                 ));
-                self.keep_alive = false;
+                self.st.keep_alive = false;
             }
         }
     }
 
     fn is_head(&self) -> bool {
-        self.req.head.method() == b"HEAD"
+        self.st.req.head.method() == b"HEAD"
     }
 
     /// Builds the response head into the connection's write buffer and
     /// decides the framing. `full_len` is the whole body's length when the
     /// application handed it over at once.
     fn commit_head(&mut self, head: &ResponseHead, full_len: Option<u64>) -> io::Result<Framing> {
-        if self.state != RespState::Idle {
+        if self.st.state != RespState::Idle {
             return Err(io::Error::other("response already started"));
         }
-        self.status = head.status;
-        let http10 = self.req.head.version() == Version::Http10;
+        self.st.status = head.status;
+        let http10 = self.st.req.head.version() == Version::Http10;
         let is_head = self.is_head();
         let buffered_input = self.conn.input().len() as u64;
         let conn_closing = self.conn.state == ConnState::CloseAfterFlush || self.conn.stopping;
         if head.close {
-            self.keep_alive = false;
+            self.st.keep_alive = false;
         }
         let app_len = head.content_length;
         let out = &mut self.conn.wbuf;
@@ -834,7 +834,7 @@ impl<'a> Exchange<'a> {
                 Framing::Length(n)
             }
         } else if http10 {
-            self.keep_alive = false;
+            self.st.keep_alive = false;
             if is_head {
                 Framing::Empty
             } else {
@@ -852,19 +852,19 @@ impl<'a> Exchange<'a> {
         // not send it, so the connection cannot be reused safely. An unread
         // body too large to discard afterwards (or of unknown size) means
         // closing too, and the client is told so now.
-        if self.req.continue_pending {
-            self.keep_alive = false;
-        } else if !self.req.decoder.is_done() {
-            let left = self.req.decoder.remaining_hint().unwrap_or(u64::MAX);
+        if self.st.req.continue_pending {
+            self.st.keep_alive = false;
+        } else if !self.st.req.decoder.is_done() {
+            let left = self.st.req.decoder.remaining_hint().unwrap_or(u64::MAX);
             if left.saturating_sub(buffered_input) > DRAIN_LIMIT {
-                self.keep_alive = false;
+                self.st.keep_alive = false;
             }
         }
         let limit = self.cfg.keep_alive_requests;
         if conn_closing || (limit > 0 && self.conn.served + 1 >= limit) {
-            self.keep_alive = false;
+            self.st.keep_alive = false;
         }
-        if !self.keep_alive {
+        if !self.st.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if http10 {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
@@ -965,8 +965,8 @@ impl<'a> Exchange<'a> {
     }
 
     fn write_failed(&mut self, e: io::Error) -> io::Error {
-        self.keep_alive = false;
-        self.state = RespState::Aborted;
+        self.st.keep_alive = false;
+        self.st.state = RespState::Aborted;
         e
     }
 
@@ -979,8 +979,8 @@ impl<'a> Exchange<'a> {
         match ready {
             Ok(true) => Ok(()),
             Ok(false) => {
-                self.keep_alive = false;
-                self.state = RespState::Aborted;
+                self.st.keep_alive = false;
+                self.st.state = RespState::Aborted;
                 Err(timed_out("writing the response"))
             }
             Err(e) => Err(self.write_failed(e)),
@@ -992,7 +992,7 @@ impl<'a> Exchange<'a> {
     /// arranges for an unread body to be discarded, and writes the access
     /// log line.
     pub(crate) fn complete(mut self) {
-        match self.state {
+        match self.st.state {
             RespState::Idle => {
                 log::error("application returned without a response; sending 500");
                 let mut head = ResponseHead::new(500, b"500 Internal Server Error");
@@ -1004,23 +1004,23 @@ impl<'a> Exchange<'a> {
             }
             _ => {}
         }
-        if self.keep_alive && !self.req.decoder.is_done() {
-            match self.req.decoder.remaining_hint() {
-                Some(n) if n <= DRAIN_LIMIT => self.conn.drain = Some(self.req.decoder.clone()),
+        if self.st.keep_alive && !self.st.req.decoder.is_done() {
+            match self.st.req.decoder.remaining_hint() {
+                Some(n) if n <= DRAIN_LIMIT => self.conn.drain = Some(self.st.req.decoder.clone()),
                 None if self.conn.input().len() as u64 <= DRAIN_LIMIT => {
-                    self.conn.drain = Some(self.req.decoder.clone())
+                    self.conn.drain = Some(self.st.req.decoder.clone())
                 }
-                _ => self.keep_alive = false,
+                _ => self.st.keep_alive = false,
             }
         }
-        if !self.keep_alive {
+        if !self.st.keep_alive {
             self.conn.state = ConnState::CloseAfterFlush;
             // The client may still be sending the body nobody read.
-            self.conn.must_linger |= !self.req.decoder.is_done();
+            self.conn.must_linger |= !self.st.req.decoder.is_done();
         }
         self.conn.served += 1;
         if self.cfg.access_log {
-            let h = &self.req.head;
+            let h = &self.st.req.head;
             let find = |name: &[u8]| {
                 h.headers()
                     .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -1035,8 +1035,8 @@ impl<'a> Exchange<'a> {
                 method: h.method(),
                 target: h.target(),
                 protocol: h.version().as_str(),
-                status: self.status,
-                bytes: self.body_sent,
+                status: self.st.status,
+                bytes: self.st.body_sent,
                 referer: find(b"referer"),
                 user_agent: find(b"user-agent"),
             });
