@@ -112,6 +112,22 @@ def test_each_block_is_sent_before_the_next_is_requested(stream_server: Server) 
     assert time.monotonic() - start >= 1.4
 
 
+@pytest.mark.parametrize("busy", ["0", "1"])
+def test_quick_blocks_are_not_held_while_the_app_works_on(stream_server: Server, busy: str) -> None:
+    # Blocks yielded in quick succession may leave together, but none may wait for the
+    # application's next block: while it sleeps, or computes holding the GIL, they go out.
+    n = 40
+    expected = b"".join(b"burst%d;" % i for i in range(n))
+    with RawConn(stream_server.addr) as c:
+        c.request("GET", f"/burst?n={n}&delay=1.5&busy={busy}", headers=[("Connection", "close")])
+        got = c.recv_within(0.7)
+        last = b"burst%d;" % (n - 1)
+        assert last in got, f"quick blocks held while the application worked: {got[-80:]!r}"
+        assert b"end;" not in got
+        resp = c.read_response()
+    assert resp.body == expected + b"end;"
+
+
 # --- HEAD -------------------------------------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-it
 ``/gen?n=N`` (generator), ``/empty_blocks`` (generator with b"" blocks), ``/empty`` ([]),
 ``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
 ``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
-``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
+``/burst?n=N&delay=S&busy=0|1`` (N quick blocks, then a pause sleeping or computing with
+the GIL held, then one more), ``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
 """
 
 import time
@@ -34,6 +35,18 @@ def _slowgen(n, delay):
         if i:
             time.sleep(delay)
         yield b"slow%d;" % i
+
+
+def _burst(n, delay, busy):
+    for i in range(n):
+        yield b"burst%d;" % i
+    end = time.monotonic() + delay
+    if busy:
+        while time.monotonic() < end:  # keeps the GIL: no other Python thread runs
+            pass
+    else:
+        time.sleep(delay)
+    yield b"end;"
 
 
 def _stream(environ, start_response):
@@ -71,6 +84,9 @@ def _stream(environ, start_response):
     if path == "/slowgen":
         start_response("200 OK", TEXT)
         return _slowgen(int(qs.get("n", "2")), float(qs.get("delay", "1")))
+    if path == "/burst":
+        start_response("200 OK", TEXT)
+        return _burst(int(qs.get("n", "50")), float(qs.get("delay", "1")), qs.get("busy") == "1")
     if path == "/server_header":
         start_response("200 OK", [*TEXT, ("Server", "custom-srv/1.0")])
         return [b"custom server"]

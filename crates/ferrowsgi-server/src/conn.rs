@@ -15,6 +15,7 @@ use ferrowsgi_proto::{parse_head, BodyDecoder, BodyKind, Parsed, RequestHead, Ve
 
 use crate::config::Config;
 use crate::exchange::{Parked, PeerInfo};
+use crate::hold::Held;
 use crate::listen::Stream;
 use crate::log;
 
@@ -140,6 +141,19 @@ pub struct Conn {
     pub resume_due: bool,
     /// A read-readiness edge has not been acted on yet.
     pub read_due: bool,
+    /// Streamed output held back for a moment (see `hold.rs`), made on the
+    /// connection's first streamed response and kept for the next ones.
+    pub(crate) held: Option<Arc<Held>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Before the socket closes: the flusher must never write to its
+        // descriptor again (it could be reused at once).
+        if let Some(h) = &self.held {
+            h.close();
+        }
+    }
 }
 
 /// Outcome of reading from the socket.
@@ -180,6 +194,7 @@ impl Conn {
             others_ready: false,
             resume_due: false,
             read_due: false,
+            held: None,
         }
     }
 

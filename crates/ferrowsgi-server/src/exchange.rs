@@ -8,12 +8,14 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Instant;
 
 use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Pending, DRAIN_LIMIT, READ_CHUNK};
 use crate::handler::Waiter;
+use crate::hold::{Wrote, HOLD_TIME};
 use crate::log;
 use crate::sys::{self, Want};
 
@@ -137,6 +139,11 @@ impl ResponseHead {
 /// application's buffer rather than copied into the connection's.
 const DIRECT_BODY: usize = 64 * 1024;
 
+/// Parts of a write up to this size are copied into the connection's buffer
+/// (or held); larger ones go to the kernel from the caller's buffer, with
+/// the buffered bytes before them in one writev.
+const COPY_LIMIT: usize = 4096;
+
 /// How the response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -192,6 +199,8 @@ struct ExchangeState {
     body_invalid: bool,
     body_sent: u64,
     keep_alive: bool,
+    /// When the stream's previous block (or its head) was handed over.
+    last_block: Instant,
 }
 
 /// An exchange whose response is waiting for a slow reader: the handler's
@@ -272,6 +281,7 @@ impl<'a> Exchange<'a> {
                 body_invalid: false,
                 body_sent: 0,
                 keep_alive,
+                last_block: Instant::now(),
             },
             can_defer,
             paused: None,
@@ -336,7 +346,13 @@ impl<'a> Exchange<'a> {
 
     /// Moves a paused exchange into its connection, to wait for the output
     /// to drain.
-    pub(crate) fn park(self) {
+    pub(crate) fn park(mut self) {
+        if self.paused.is_none() {
+            return self.complete();
+        }
+        if let Err(e) = self.release_held() {
+            let _ = self.write_failed(e);
+        }
         let Some(app) = self.paused else {
             return self.complete();
         };
@@ -553,6 +569,7 @@ impl<'a> Exchange<'a> {
     pub fn start_stream(&mut self, head: &ResponseHead) -> io::Result<()> {
         let framing = self.commit_head(head, None)?;
         self.st.state = RespState::Streaming(framing);
+        self.st.last_block = Instant::now();
         Ok(())
     }
 
@@ -565,11 +582,17 @@ impl<'a> Exchange<'a> {
 
     /// Sends one block of a streamed response without waiting: what the
     /// socket does not take now stays in the connection's buffer. Returns
-    /// `Ok(true)` when the block is all in the kernel, and `Ok(false)` when
-    /// the client is reading slower than the response is made: the handler
-    /// should then [`Exchange::pause`] and go on when resumed, and the event
-    /// loop keeps transmitting meanwhile (so PEP 3333's rule that a block is
-    /// on its way before the next is asked for still holds).
+    /// `Ok(true)` when the block is in the kernel or held for a moment, and
+    /// `Ok(false)` when the client is reading slower than the response is
+    /// made: the handler should then [`Exchange::pause`] and go on when
+    /// resumed, and the event loop keeps transmitting meanwhile (so PEP
+    /// 3333's rule that a block is on its way before the next is asked for
+    /// still holds).
+    ///
+    /// A small block that follows the previous one quickly is held, so that
+    /// a fast generator's blocks leave together; a flusher thread writes
+    /// held bytes the application has not followed up within
+    /// [`HOLD_TIME`] (see `hold.rs`), whatever the application is doing.
     pub fn send_nowait(&mut self, block: &[u8]) -> io::Result<bool> {
         self.send_block(block, false)
     }
@@ -598,18 +621,52 @@ impl<'a> Exchange<'a> {
                 }
                 self.st.state = RespState::Streaming(Framing::Length(left - take as u64));
                 self.st.body_sent += take as u64;
-                self.write_out(&[&block[..take]], wait)
+                self.block_out(&[&block[..take]], wait)
             }
             Framing::Close => {
                 self.st.body_sent += block.len() as u64;
-                self.write_out(&[block], wait)
+                self.block_out(&[block], wait)
             }
             Framing::Chunked => {
                 self.st.body_sent += block.len() as u64;
                 let mut prefix = Vec::with_capacity(18);
                 write_chunk_size(&mut prefix, block.len());
-                self.write_out(&[&prefix, block, b"\r\n"], wait)
+                self.block_out(&[&prefix, block, b"\r\n"], wait)
             }
+        }
+    }
+
+    /// Writes a streamed block's bytes: waiting for the socket with `wait`,
+    /// else held or written now (see [`Exchange::send_nowait`]).
+    fn block_out(&mut self, parts: &[&[u8]], wait: bool) -> io::Result<bool> {
+        let now = Instant::now();
+        let slow = now.saturating_duration_since(self.st.last_block) >= HOLD_TIME;
+        self.st.last_block = now;
+        let size: usize = parts.iter().map(|p| p.len()).sum();
+        if wait || size > COPY_LIMIT {
+            return self.write_out(parts, wait);
+        }
+        let conn = &mut *self.conn;
+        let fd = conn.stream.as_raw_fd();
+        let held = conn.held.get_or_insert_with(Default::default);
+        match held.push(fd, &mut conn.wbuf, &mut conn.wpos, parts, slow, now) {
+            Ok(Wrote::Done) => Ok(true),
+            Ok(Wrote::Blocked) => {
+                conn.write_blocked = true;
+                conn.since = now;
+                Ok(false)
+            }
+            Err(e) => Err(self.write_failed(e)),
+        }
+    }
+
+    /// Moves held stream output back into the connection's buffer, ahead of
+    /// whatever is written next.
+    fn release_held(&mut self) -> io::Result<()> {
+        let conn = &mut *self.conn;
+        match &conn.held {
+            Some(h) => h.release(&mut conn.wbuf),
+            None => Ok(()),
         }
     }
 
@@ -728,8 +785,11 @@ impl<'a> Exchange<'a> {
             RespState::Done | RespState::Aborted => Ok(()),
             RespState::Streaming(framing) => {
                 self.st.state = RespState::Done;
+                if let Err(e) = self.release_held() {
+                    return Err(self.write_failed(e));
+                }
                 match framing {
-                    Framing::Chunked => self.write_parts(&[LAST_CHUNK]),
+                    Framing::Chunked => self.conn.wbuf.extend_from_slice(LAST_CHUNK),
                     Framing::Length(left) if left > 0 => {
                         log::warning(&format!(
                             "{} {}: application sent {} bytes less than its Content-Length; \
@@ -739,9 +799,19 @@ impl<'a> Exchange<'a> {
                             left
                         ));
                         self.st.keep_alive = false;
-                        self.write_parts(&[])
                     }
-                    _ => self.write_parts(&[]),
+                    _ => {}
+                }
+                // The response is complete, so like a complete response it
+                // may go out with the other answers of this wake-up (or of
+                // the pipelined batch); what the socket does not take now,
+                // the event loop writes, holding no thread.
+                if (self.can_defer || self.conn.defer_output) && self.st.keep_alive {
+                    return Ok(());
+                }
+                match self.conn.flush() {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(self.write_failed(e)),
                 }
             }
         }
@@ -757,6 +827,8 @@ impl<'a> Exchange<'a> {
     pub fn abort(&mut self) {
         self.st.state = RespState::Aborted;
         self.st.keep_alive = false;
+        // The blocks already yielded still go out before the close.
+        let _ = self.release_held();
         let _ = self.write_parts(&[]);
     }
 
@@ -884,8 +956,11 @@ impl<'a> Exchange<'a> {
     /// [`Exchange::write_parts`]; without, what the socket does not take is
     /// left in the connection's buffer and `Ok(false)` says so.
     fn write_out(&mut self, parts: &[&[u8]], wait: bool) -> io::Result<bool> {
+        if let Err(e) = self.release_held() {
+            return Err(self.write_failed(e));
+        }
         let small: usize = parts.iter().map(|p| p.len()).sum();
-        if small <= 4096 {
+        if small <= COPY_LIMIT {
             for p in parts {
                 self.conn.wbuf.extend_from_slice(p);
             }
@@ -992,6 +1067,9 @@ impl<'a> Exchange<'a> {
     /// arranges for an unread body to be discarded, and writes the access
     /// log line.
     pub(crate) fn complete(mut self) {
+        if let Err(e) = self.release_held() {
+            let _ = self.write_failed(e);
+        }
         match self.st.state {
             RespState::Idle => {
                 log::error("application returned without a response; sending 500");

@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod exchange;
 pub mod handler;
+mod hold;
 pub mod listen;
 pub mod log;
 pub mod server;

@@ -43,6 +43,26 @@ pub(crate) fn wait_fd(fd: RawFd, want: Want, timeout: Duration) -> io::Result<bo
     }
 }
 
+/// Writes what the socket `fd` takes of `buf` now, without waiting and
+/// without SIGPIPE. Returns the bytes written; a full socket is
+/// `WouldBlock`.
+pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid readable slice for the whole call; the caller
+    // keeps `fd` open while it may be written (see hold.rs).
+    let rc = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 /// Sends up to `count` bytes of file `file_fd` from `offset` to socket
 /// `sock_fd` with sendfile(2), advancing `offset`. Returns the bytes sent
 /// (0 at the end of the file).
