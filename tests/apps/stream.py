@@ -5,7 +5,8 @@ Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-it
 ``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
 ``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
 ``/burst?n=N&delay=S&busy=0|1`` (N quick blocks, then a pause sleeping or computing with
-the GIL held, then one more), ``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
+the GIL held, then one more), ``/server_header`` and ``/date_header`` (app-supplied
+Server/Date), ``/big?size=N``.
 """
 
 import time
