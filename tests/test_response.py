@@ -112,6 +112,17 @@ def test_each_block_is_sent_before_the_next_is_requested(stream_server: Server) 
     assert time.monotonic() - start >= 1.4
 
 
+def test_an_iterable_of_len_one_gets_a_content_length(stream_server: Server) -> None:
+    one = fetch(stream_server, "/sized?n=1")
+    assert one.body == b"sized0;"
+    assert one.header("Content-Length") == "7"
+    assert one.header("Transfer-Encoding") is None
+    two = fetch(stream_server, "/sized?n=2")
+    assert two.body == b"sized0;sized1;"
+    assert two.header("Content-Length") is None
+    assert two.header("Transfer-Encoding") == "chunked"
+
+
 @pytest.mark.parametrize("busy", ["0", "1"])
 def test_quick_blocks_are_not_held_while_the_app_works_on(stream_server: Server, busy: str) -> None:
     # Blocks yielded in quick succession may leave together, but none may wait for the

@@ -4,9 +4,9 @@ Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-it
 ``/gen?n=N`` (generator), ``/empty_blocks`` (generator with b"" blocks), ``/empty`` ([]),
 ``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
 ``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
-``/burst?n=N&delay=S&busy=0|1`` (N quick blocks, then a pause sleeping or computing with
-the GIL held, then one more), ``/server_header`` and ``/date_header`` (app-supplied
-Server/Date), ``/big?size=N``.
+``/sized?n=N`` (an iterable with len() N), ``/burst?n=N&delay=S&busy=0|1`` (N quick
+blocks, then a pause sleeping or computing with the GIL held, then one more),
+``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
 """
 
 import time
@@ -50,6 +50,19 @@ def _burst(n, delay, busy):
     yield b"end;"
 
 
+class _Sized:
+    """An iterable with a len(), which is neither a list nor a tuple."""
+
+    def __init__(self, *blocks):
+        self.blocks = blocks
+
+    def __len__(self):
+        return len(self.blocks)
+
+    def __iter__(self):
+        return iter(self.blocks)
+
+
 def _stream(environ, start_response):
     path = environ["PATH_INFO"]
     qs = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
@@ -85,6 +98,9 @@ def _stream(environ, start_response):
     if path == "/slowgen":
         start_response("200 OK", TEXT)
         return _slowgen(int(qs.get("n", "2")), float(qs.get("delay", "1")))
+    if path == "/sized":
+        start_response("200 OK", TEXT)
+        return _Sized(*[b"sized%d;" % i for i in range(int(qs.get("n", "1")))])
     if path == "/burst":
         start_response("200 OK", TEXT)
         return _burst(int(qs.get("n", "50")), float(qs.get("delay", "1")), qs.get("busy") == "1")
@@ -106,9 +122,9 @@ _validated = validator(_stream)
 
 
 def app(environ, start_response):
-    # The validator wraps every iterable in its own iterator, hiding that /list and /tuple
-    # return a one-item sequence (which the server should frame with a Content-Length), so
-    # those two routes are served without it.
-    if environ["PATH_INFO"] in ("/list", "/tuple"):
+    # The validator wraps every iterable in its own iterator, hiding that /list, /tuple and /sized
+    # return sized iterables (one item: the server should frame it with a Content-Length), so
+    # those routes are served without it.
+    if environ["PATH_INFO"] in ("/list", "/tuple", "/sized"):
         return _stream(environ, start_response)
     return _validated(environ, start_response)

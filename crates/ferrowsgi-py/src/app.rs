@@ -266,7 +266,7 @@ fn send_result(py: Python<'_>, slot: &Slot, sr: &StartResponse, result: &Bound<'
             return send_sequence(slot, sr, result);
         }
         // PEP 3333: an iterable whose len() is 1 has a known length too.
-        if result.hasattr(intern!(py, "__len__"))? && result.len().is_ok_and(|n| n == 1) {
+        if has_len(result) && result.len().is_ok_and(|n| n == 1) {
             return send_sequence(slot, sr, result);
         }
         let mut it = result.try_iter()?;
@@ -278,6 +278,22 @@ fn send_result(py: Python<'_>, slot: &Slot, sr: &StartResponse, result: &Bound<'
         send_iter(slot, sr, &mut it)
     })();
     outcome.unwrap_or_else(Sent::AppError)
+}
+
+/// Whether `obj`'s type implements `len()`. Asked of the type's length
+/// slots rather than by looking `__len__` up by name, which builds (and
+/// throws away) an AttributeError for every iterable without one: a
+/// generator, a Django or Flask response.
+fn has_len(obj: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: `obj` is a live object, so its type object is live too; the
+    // slot tables of a ready type are only read here, never written.
+    unsafe {
+        let tp = pyo3::ffi::Py_TYPE(obj.as_ptr());
+        let seq = (*tp).tp_as_sequence;
+        let map = (*tp).tp_as_mapping;
+        (!seq.is_null() && (*seq).sq_length.is_some())
+            || (!map.is_null() && (*map).mp_length.is_some())
+    }
 }
 
 fn not_started() -> PyErr {
