@@ -15,7 +15,7 @@ use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Pending, DRAIN_LIMIT, READ_CHUNK};
 use crate::handler::Waiter;
-use crate::hold::{Wrote, HOLD_TIME};
+use crate::hold::{Wrote, TICK};
 use crate::log;
 use crate::sys::{self, Want};
 
@@ -591,8 +591,8 @@ impl<'a> Exchange<'a> {
     ///
     /// A small block that follows the previous one quickly is held, so that
     /// a fast generator's blocks leave together; a flusher thread writes
-    /// held bytes the application has not followed up within
-    /// [`HOLD_TIME`] (see `hold.rs`), whatever the application is doing.
+    /// held bytes the application has not followed up within 1 ms (see
+    /// `hold.rs`), whatever the application is doing.
     pub fn send_nowait(&mut self, block: &[u8]) -> io::Result<bool> {
         self.send_block(block, false)
     }
@@ -640,7 +640,7 @@ impl<'a> Exchange<'a> {
     /// else held or written now (see [`Exchange::send_nowait`]).
     fn block_out(&mut self, parts: &[&[u8]], wait: bool) -> io::Result<bool> {
         let now = Instant::now();
-        let slow = now.saturating_duration_since(self.st.last_block) >= HOLD_TIME;
+        let slow = now.saturating_duration_since(self.st.last_block) >= TICK;
         self.st.last_block = now;
         let size: usize = parts.iter().map(|p| p.len()).sum();
         if wait || size > COPY_LIMIT {

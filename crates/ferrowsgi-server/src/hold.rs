@@ -11,19 +11,20 @@
 //! are written:
 //!
 //! - by the producer, once [`HOLD_MAX`] bytes have gathered or a block took
-//!   [`HOLD_TIME`] or longer to come (a slow stream, such as server-sent
+//!   a [`TICK`] or longer to come (a slow stream, such as server-sent
 //!   events, is written block by block and gains nothing by waiting);
 //! - by the producer when the response ends or writes anything else;
-//! - by the flusher thread, when the application has not produced the next
-//!   block within [`HOLD_TIME`] of the first held one. This is the
+//! - by the flusher thread, at its first tick a [`TICK`] or more after the
+//!   first held block, when the application has not moved on. This is the
 //!   guarantee: whatever the application does next (compute, sleep, block
 //!   on a lock, hold the GIL), a block it yielded is in the kernel within
-//!   about [`HOLD_TIME`] of being yielded.
+//!   two ticks (1 ms) of being yielded.
 //!
-//! The flusher never touches Python and only writes a socket while the
-//! connection's owner has it marked open for holding ([`Held::open`] /
-//! [`Held::release`] run under the same lock), so it can never write to a
-//! descriptor that was closed and reused.
+//! The flusher never touches Python, and it writes a socket only while the
+//! connection's owner holds output on it: [`Held::push`] sets the
+//! descriptor and [`Held::release`] / [`Held::close`] (before the socket
+//! closes) clear it, under the lock the flusher writes under, so it can
+//! never write to a descriptor that was closed and reused.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -36,16 +37,21 @@ use std::time::{Duration, Instant};
 /// on a batch of pipelined answers.
 pub(crate) const HOLD_MAX: usize = 64 * 1024;
 
-/// The longest a held block waits before the flusher writes it, and the gap
-/// between two blocks past which the producer writes each block at once.
-/// Half a millisecond is far below what a client can notice and far above
-/// the few microseconds a fast generator takes per block.
-pub(crate) const HOLD_TIME: Duration = Duration::from_micros(500);
+/// The flusher's period while output is held: at each tick it writes what
+/// has been held for a whole tick, so a held block waits at most two ticks,
+/// 1 ms: far below what a client can notice, far above the few
+/// microseconds a fast generator takes per block, and as long as the event
+/// loop holds complete answers (see server.rs). A producer also writes a block at once when it came a
+/// tick or more after the previous one: such a stream is slow (server-sent
+/// events, a cursor over a database) and gains nothing by waiting. Fixed
+/// ticks rather than one timer per held block: at thousands of responses a
+/// second the flusher wakes 2,000 times a second, not once per response,
+/// and putting a connection on its list costs a lock and no wake-up.
+pub(crate) const TICK: Duration = Duration::from_micros(500);
 
-/// The shortest sleep of the flusher between two looks at its list, so a
-/// list whose entries are all busy (locked by their producers) is not
-/// polled in a tight loop.
-const MIN_TICK: Duration = Duration::from_micros(50);
+/// After this long without held output the flusher sleeps until woken, so
+/// an idle server has no thread waking 2,000 times a second.
+const IDLE_SLEEP: Duration = Duration::from_millis(100);
 
 /// What the producer's write of held bytes achieved.
 #[derive(Debug, PartialEq, Eq)]
@@ -271,27 +277,27 @@ fn enlist(held: &Arc<Held>) -> bool {
     true
 }
 
-/// The flusher thread: writes held output that has waited [`HOLD_TIME`],
-/// drops entries that hold nothing, and sleeps until the next one is due
-/// (or, with an empty list, until one is added).
+/// The flusher thread: every [`TICK`] writes held output that has waited
+/// a tick or more and drops entries that hold nothing; after
+/// [`IDLE_SLEEP`] with an empty list it sleeps until an entry is added.
 fn run(f: &Flusher) {
     let mut list = lock(&f.list);
+    let mut last_busy = Instant::now();
+    let mut tick = Instant::now();
     loop {
         let now = Instant::now();
-        let mut next: Option<Instant> = None;
         list.items.retain(|h| {
             let Ok(mut g) = h.inner.try_lock() else {
                 // Its producer is adding to it or writing it right now.
-                next = Some(next.map_or(now + MIN_TICK, |n| n.min(now + MIN_TICK)));
                 return true;
             };
             if g.fd < 0 || g.pending().is_empty() || g.failed.is_some() {
                 g.listed = false;
                 return false;
             }
-            let due = g.since.map_or(now, |s| s + HOLD_TIME);
-            if due > now {
-                next = Some(next.map_or(due, |n| n.min(due)));
+            if g.since
+                .is_some_and(|s| now.saturating_duration_since(s) < TICK)
+            {
                 return true;
             }
             match g.write_now() {
@@ -301,10 +307,8 @@ fn run(f: &Flusher) {
                 }
                 Ok(false) => {
                     // The client reads slowly: tell the producer, and try
-                    // again later in case it is not back soon.
+                    // again at the next tick in case it is not back soon.
                     g.blocked = true;
-                    let again = now + HOLD_TIME;
-                    next = Some(next.map_or(again, |n| n.min(again)));
                     true
                 }
                 Err(e) => {
@@ -314,18 +318,122 @@ fn run(f: &Flusher) {
                 }
             }
         });
-        if list.items.is_empty() {
+        if !list.items.is_empty() {
+            last_busy = now;
+        } else if now.saturating_duration_since(last_busy) >= IDLE_SLEEP {
             list.sleeping = true;
             list = f.wake.wait(list).unwrap_or_else(|e| e.into_inner());
+            last_busy = Instant::now();
+            tick = last_busy;
             continue;
         }
-        let wait = next
-            .map_or(HOLD_TIME, |n| n.saturating_duration_since(now))
-            .max(MIN_TICK);
+        // The next tick on the grid, so that time spent writing does not
+        // stretch the period.
+        tick += TICK;
+        if tick <= now {
+            tick = now + TICK;
+        }
+        let wait = tick.saturating_duration_since(Instant::now());
         list = f
             .wake
             .wait_timeout(list, wait)
             .map(|(g, _)| g)
             .unwrap_or_else(|e| e.into_inner().0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn a_held_block_is_written_by_the_flusher_while_the_producer_waits() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let held = Arc::new(Held::default());
+        let (mut out, mut pos) = (b"head;".to_vec(), 0);
+        let now = Instant::now();
+        let wrote = held.push(
+            ours.as_raw_fd(),
+            &mut out,
+            &mut pos,
+            &[b"block;"],
+            false,
+            now,
+        );
+        assert_eq!(wrote.unwrap(), Wrote::Done);
+        assert!(
+            out.is_empty(),
+            "the unwritten head moved into the held bytes"
+        );
+        // Held, not written: nothing has arrived yet.
+        theirs.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        let early = theirs.read(&mut buf);
+        assert_eq!(early.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        // The producer does nothing more; the flusher writes it.
+        theirs.set_nonblocking(false).unwrap();
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 11 {
+            let n = theirs.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"head;block;");
+        assert!(now.elapsed() >= TICK, "written before a tick had passed");
+        let mut rest = Vec::new();
+        held.release(&mut rest).unwrap();
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn writes_at_once_when_asked_and_keeps_the_order_when_released() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let held = Arc::new(Held::default());
+        let (mut out, mut pos) = (Vec::new(), 0);
+        let now = Instant::now();
+        let fd = ours.as_raw_fd();
+        held.push(fd, &mut out, &mut pos, &[b"a;"], true, now)
+            .unwrap();
+        let mut buf = [0u8; 2];
+        theirs.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"a;");
+        held.push(fd, &mut out, &mut pos, &[b"b;", b"c;"], false, now)
+            .unwrap();
+        let mut back = Vec::new();
+        held.release(&mut back).unwrap();
+        assert_eq!(
+            back, b"b;c;",
+            "released bytes go back to the caller, in order"
+        );
+    }
+
+    #[test]
+    fn a_full_socket_hands_the_rest_back() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let held = Arc::new(Held::default());
+        let (mut out, mut pos) = (Vec::new(), 0);
+        let block = vec![7u8; 4096];
+        let fd = ours.as_raw_fd();
+        let mut blocked = false;
+        for _ in 0..10_000 {
+            let r = held.push(fd, &mut out, &mut pos, &[&block], true, Instant::now());
+            if r.unwrap() == Wrote::Blocked {
+                blocked = true;
+                break;
+            }
+        }
+        assert!(blocked, "the peer never read, so the socket had to fill");
+        assert!(
+            !out.is_empty(),
+            "what the socket did not take is the caller's"
+        );
     }
 }
