@@ -123,6 +123,13 @@ def test_an_iterable_of_len_one_gets_a_content_length(stream_server: Server) -> 
     assert two.header("Transfer-Encoding") == "chunked"
 
 
+def test_an_iterable_that_iterates_as_a_list_is_sent_whole(stream_server: Server) -> None:
+    resp = fetch(stream_server, "/list_backed")
+    assert resp.body == b"lb0;lb1;"
+    assert resp.header("Content-Length") == "8"
+    assert resp.header("Transfer-Encoding") is None
+
+
 @pytest.mark.parametrize("busy", ["0", "1"])
 def test_quick_blocks_are_not_held_while_the_app_works_on(stream_server: Server, busy: str) -> None:
     # Blocks yielded in quick succession may leave together, but none may wait for the

@@ -4,8 +4,9 @@ Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-it
 ``/gen?n=N`` (generator), ``/empty_blocks`` (generator with b"" blocks), ``/empty`` ([]),
 ``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
 ``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
-``/sized?n=N`` (an iterable with len() N), ``/burst?n=N&delay=S&busy=0|1`` (N quick
-blocks, then a pause sleeping or computing with the GIL held, then one more),
+``/sized?n=N`` (an iterable with len() N), ``/list_backed`` (iterates as a list),
+``/burst?n=N&delay=S&busy=0|1`` (N quick blocks, then a pause sleeping or computing with
+the GIL held, then one more),
 ``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
 """
 
@@ -60,6 +61,16 @@ class _Sized:
         return len(self.blocks)
 
     def __iter__(self):
+        yield from self.blocks  # a generator: only len() tells how many blocks come
+
+
+class _ListBacked:
+    """Iterates as a list's iterator (as Django's HttpResponse does)."""
+
+    def __init__(self, *blocks):
+        self.blocks = list(blocks)
+
+    def __iter__(self):
         return iter(self.blocks)
 
 
@@ -101,6 +112,9 @@ def _stream(environ, start_response):
     if path == "/sized":
         start_response("200 OK", TEXT)
         return _Sized(*[b"sized%d;" % i for i in range(int(qs.get("n", "1")))])
+    if path == "/list_backed":
+        start_response("200 OK", TEXT)
+        return _ListBacked(b"", b"lb0;", b"lb1;")
     if path == "/burst":
         start_response("200 OK", TEXT)
         return _burst(int(qs.get("n", "50")), float(qs.get("delay", "1")), qs.get("busy") == "1")
@@ -122,9 +136,9 @@ _validated = validator(_stream)
 
 
 def app(environ, start_response):
-    # The validator wraps every iterable in its own iterator, hiding that /list, /tuple and /sized
-    # return sized iterables (one item: the server should frame it with a Content-Length), so
-    # those routes are served without it.
-    if environ["PATH_INFO"] in ("/list", "/tuple", "/sized"):
+    # The validator wraps every iterable in its own iterator, hiding what /list, /tuple,
+    # /sized and /list_backed return (iterables whose blocks are all known, which the server
+    # frames with a Content-Length), so those routes are served without it.
+    if environ["PATH_INFO"] in ("/list", "/tuple", "/sized", "/list_backed"):
         return _stream(environ, start_response)
     return _validated(environ, start_response)

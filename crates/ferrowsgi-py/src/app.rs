@@ -270,6 +270,16 @@ fn send_result(py: Python<'_>, slot: &Slot, sr: &StartResponse, result: &Bound<'
             return send_sequence(slot, sr, result);
         }
         let mut it = result.try_iter()?;
+        if is_sequence_iter(&it) {
+            // Iterating a list or tuple runs no application code, so every
+            // block is already there: a complete response, in one write and
+            // with a Content-Length (Django's HttpResponse iterates so).
+            let mut blocks = Vec::with_capacity(1);
+            for item in it.by_ref() {
+                blocks.push(as_block(&item?)?.clone());
+            }
+            return send_blocks(slot, sr, &blocks);
+        }
         // Before asking for the first block, let the other requests of this
         // wake-up be served (see Exchange::should_yield).
         if slot.with(|ex| Ok(ex.should_yield()))? {
@@ -330,9 +340,25 @@ fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyR
             blocks.push(as_block(&item)?.clone());
         }
     }
+    send_blocks(slot, sr, &blocks)
+}
+
+/// Whether `it` is the builtin iterator of a list or a tuple, whose items
+/// are all there and whose `next()` runs no application code.
+fn is_sequence_iter(it: &Bound<'_, PyIterator>) -> bool {
+    let tp = it.get_type().as_type_ptr();
+    // Only the addresses of the interpreter's static type objects are
+    // taken; nothing is read or written through them.
+    tp == std::ptr::addr_of_mut!(pyo3::ffi::PyListIter_Type)
+        || tp == std::ptr::addr_of_mut!(pyo3::ffi::PyTupleIter_Type)
+}
+
+/// Sends blocks that are all known: as a complete response, or after
+/// write() started a stream, one after the other.
+fn send_blocks(slot: &Slot, sr: &StartResponse, blocks: &[Bound<'_, PyBytes>]) -> PyResult<Sent> {
     slot.with(|ex| {
         if ex.is_committed() {
-            for b in &blocks {
+            for b in blocks {
                 if ex.send(b.as_bytes()).is_err() {
                     return Ok(Sent::Done);
                 }
@@ -345,7 +371,7 @@ fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyR
             if !head.called {
                 return Err(not_started());
             }
-            let _ = match blocks.as_slice() {
+            let _ = match blocks {
                 [one] => ex.respond(&head.response, &[one.as_bytes()]),
                 many => {
                     let slices: Vec<&[u8]> = many.iter().map(|b| b.as_bytes()).collect();
