@@ -1719,13 +1719,41 @@ def render(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+# What the run needs from the system, by the file that shows it is there: the load
+# generator, taskset, and libev's headers (bjoern builds against them).
+SYSTEM_PACKAGES = {"wrk": "wrk", "taskset": "util-linux", "/usr/include/ev.h": "libev-dev"}
+
+
+def install_system_packages() -> None:
+    """Install the missing Debian packages of SYSTEM_PACKAGES when running as root with apt."""
+    missing = [
+        pkg
+        for need, pkg in SYSTEM_PACKAGES.items()
+        if not (Path(need).exists() if need.startswith("/") else shutil.which(need))
+    ]
+    if not missing or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    print(f"installing Debian packages: {' '.join(missing)} ...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", *missing]):
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if r.returncode != 0:
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            print(f"  {' '.join(cmd[:2])} failed: {last[0]}", flush=True)
+            return
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     if args.render:
         return render(args, argv)
+    install_system_packages()
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
-            print(f"{tool} is not installed", file=sys.stderr)
+            print(
+                f"{tool} is not installed (apt-get install {SYSTEM_PACKAGES[tool]})",
+                file=sys.stderr,
+            )
             return 2
     cells, typical, expected, max_total = plan(args)
     per_cell = typical + READY_TIMEOUT + 4 * STOP_GRACE + PROBE_TIMEOUT
