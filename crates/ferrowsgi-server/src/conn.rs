@@ -144,6 +144,12 @@ pub struct Conn {
     /// Streamed output held back for a moment (see `hold.rs`), made on the
     /// connection's first streamed response and kept for the next ones.
     pub(crate) held: Option<Arc<Held>>,
+    /// The socket is registered with the event loop's poller. A connection
+    /// answered and closed in its first round never is (see
+    /// `EventLoop::watch`).
+    pub(crate) registered: bool,
+    /// TCP_NODELAY is set (see [`Conn::set_nodelay`]).
+    pub(crate) nodelay: bool,
 }
 
 impl Drop for Conn {
@@ -195,6 +201,21 @@ impl Conn {
             resume_due: false,
             read_due: false,
             held: None,
+            registered: false,
+            nodelay: false,
+        }
+    }
+
+    /// Sets TCP_NODELAY before a write that may follow an unacknowledged
+    /// one (a second response, a streamed one, `100 Continue`). Only a
+    /// connection whose one small answer leaves in one write and is closed
+    /// goes without: a system call saved per connection without keep-alive.
+    pub fn set_nodelay(&mut self) {
+        if !self.nodelay {
+            self.nodelay = true;
+            if let Err(e) = self.stream.set_nodelay() {
+                log::debug(&format!("cannot set TCP_NODELAY: {e}"));
+            }
         }
     }
 

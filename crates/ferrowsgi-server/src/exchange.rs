@@ -139,6 +139,13 @@ impl ResponseHead {
 /// application's buffer rather than copied into the connection's.
 const DIRECT_BODY: usize = 64 * 1024;
 
+/// A complete answer up to this size (head and body), the first on a
+/// connection that closes after it, is sent without TCP_NODELAY: it fits
+/// one segment on any path (IPv6 guarantees an MTU of 1,280 bytes), and
+/// Nagle's algorithm only holds a segment back while earlier data is
+/// unacknowledged, so nothing of it can wait.
+const ONE_SHOT_MAX: u64 = 1200;
+
 /// Parts of a write up to this size are copied into the connection's buffer
 /// (or held); larger ones go to the kernel from the caller's buffer, with
 /// the buffered bytes before them in one writev.
@@ -435,6 +442,7 @@ impl<'a> Exchange<'a> {
         if self.st.req.continue_pending {
             self.st.req.continue_pending = false;
             if self.st.state == RespState::Idle {
+                self.conn.set_nodelay();
                 self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])?;
             }
         }
@@ -942,6 +950,15 @@ impl<'a> Exchange<'a> {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        // The first answer on a connection that closes after it, small and
+        // complete, leaves in one write: Nagle's algorithm cannot delay it.
+        let head_len = (self.conn.wbuf.len() - self.conn.wpos) as u64;
+        let one_shot = !self.st.keep_alive
+            && self.conn.served == 0
+            && full_len.is_some_and(|n| n.saturating_add(head_len) <= ONE_SHOT_MAX);
+        if !one_shot {
+            self.conn.set_nodelay();
+        }
         Ok(framing)
     }
 

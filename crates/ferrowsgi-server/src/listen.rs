@@ -174,13 +174,13 @@ impl Listener {
         }
     }
 
-    /// Accepts one connection, sets TCP_NODELAY on TCP streams, and returns
-    /// it with its peer and local addresses.
+    /// Accepts one connection and returns it with its peer and local
+    /// addresses. TCP_NODELAY is left to [`Stream::set_nodelay`]: a
+    /// connection answered in one write and closed never needs it.
     pub fn accept(&self) -> io::Result<(Stream, crate::exchange::PeerInfo)> {
         match self {
             Listener::Tcp(l, fixed) => {
                 let (s, peer) = l.accept()?;
-                s.set_nodelay(true)?;
                 let local = match fixed {
                     Some(a) => *a,
                     None => s.local_addr()?,
@@ -236,6 +236,17 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.deregister(registry),
             Stream::Unix(s) => s.deregister(registry),
+        }
+    }
+
+    /// Turns Nagle's algorithm off (TCP_NODELAY), so that a write made
+    /// while earlier bytes are unacknowledged goes out at once instead of
+    /// waiting for the acknowledgement, which a client may delay by up to
+    /// 40 ms. Nothing to do on a unix socket.
+    pub fn set_nodelay(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_nodelay(true),
+            Stream::Unix(_) => Ok(()),
         }
     }
 

@@ -415,18 +415,18 @@ impl<H: Handler> EventLoop<H> {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
+                Ok((stream, peer)) => {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
-                    if let Err(e) = stream.register(self.server.poll.registry(), Token(key)) {
-                        log::warning(&format!("cannot watch a new connection: {e}"));
-                        continue;
-                    }
                     let mut conn = Box::new(Conn::new(stream, peer));
                     conn.defer_output = self.pool.is_none();
                     entry.insert(Slot::Here(conn));
                     self.peak_conns = self.peak_conns.max(self.conns.len());
+                    // TCP_DEFER_ACCEPT: the request is usually there already,
+                    // and a connection answered and closed right now is
+                    // never registered with the poller.
                     self.drive(key, true);
+                    self.watch(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -440,6 +440,24 @@ impl<H: Handler> EventLoop<H> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Registers a connection the loop keeps with the poller, once (edge
+    /// triggered, so an edge that came before is reported at once). A
+    /// connection that cannot be watched is dropped.
+    fn watch(&mut self, key: usize) {
+        let registry = self.server.poll.registry();
+        let failed = match self.conns.get_mut(key) {
+            Some(Slot::Here(conn) | Slot::Lingering(conn)) if !conn.registered => {
+                conn.registered = true;
+                conn.stream.register(registry, Token(key)).err()
+            }
+            _ => None,
+        };
+        if let Some(e) = failed {
+            log::warning(&format!("cannot watch a connection: {e}; closing it"));
+            self.remove(key);
         }
     }
 
@@ -500,6 +518,9 @@ impl<H: Handler> EventLoop<H> {
                 }
                 // A paused response's output is out: go on with it.
                 if let Some(pool) = &self.pool {
+                    if !watch_before_handoff(conn, &self.server.poll, key) {
+                        return self.remove(key);
+                    }
                     let Slot::Here(conn) = std::mem::replace(&mut self.conns[key], Slot::away())
                     else {
                         return;
@@ -543,6 +564,9 @@ impl<H: Handler> EventLoop<H> {
             match conn.next_request(&cfg) {
                 Next::Ready(req) => {
                     if let Some(pool) = &self.pool {
+                        if !watch_before_handoff(conn, &self.server.poll, key) {
+                            return self.remove(key);
+                        }
                         let Slot::Here(conn) =
                             std::mem::replace(&mut self.conns[key], Slot::away())
                         else {
@@ -798,6 +822,22 @@ impl<H: Handler> EventLoop<H> {
         if self.peak_conns >= TRIM_AFTER_PEAK && self.conns.len() * 4 <= self.peak_conns {
             sys::release_free_memory();
             self.peak_conns = self.conns.len();
+        }
+    }
+}
+
+/// Registers a connection with the poller before it goes to an application
+/// thread (which the loop cannot reach it on). `false` when that failed.
+fn watch_before_handoff(conn: &mut Conn, poll: &Poll, key: usize) -> bool {
+    if conn.registered {
+        return true;
+    }
+    conn.registered = true;
+    match conn.stream.register(poll.registry(), Token(key)) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warning(&format!("cannot watch a connection: {e}; closing it"));
+            false
         }
     }
 }
