@@ -41,12 +41,13 @@ pub(crate) const HOLD_MAX: usize = 64 * 1024;
 /// has been held for a whole tick, so a held block waits at most two ticks,
 /// 1 ms: far below what a client can notice, far above the few
 /// microseconds a fast generator takes per block, and as long as the event
-/// loop holds complete answers (see server.rs). A producer also writes a block at once when it came a
-/// tick or more after the previous one: such a stream is slow (server-sent
-/// events, a cursor over a database) and gains nothing by waiting. Fixed
-/// ticks rather than one timer per held block: at thousands of responses a
-/// second the flusher wakes 2,000 times a second, not once per response,
-/// and putting a connection on its list costs a lock and no wake-up.
+/// loop holds complete answers (see server.rs). A producer also writes a
+/// block at once when it came a tick or more after the previous one: such
+/// a stream is slow (server-sent events, a cursor over a database) and
+/// gains nothing by waiting. Fixed ticks rather than one timer per held
+/// block: at thousands of responses a second the flusher wakes 2,000 times
+/// a second, not once per response, and putting a connection on its list
+/// costs a lock and no wake-up.
 pub(crate) const TICK: Duration = Duration::from_micros(500);
 
 /// After this long without held output the flusher sleeps until woken, so
