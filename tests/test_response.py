@@ -3,6 +3,7 @@ app Content-Length mismatches, close() on the iterable and wsgi.file_wrapper."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import email.utils
 import json
 import time
@@ -144,6 +145,22 @@ def test_quick_blocks_are_not_held_while_the_app_works_on(stream_server: Server,
         assert b"end;" not in got
         resp = c.read_response()
     assert resp.body == expected + b"end;"
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_streams_with_pauses_arrive_whole_and_in_order(start_server, threads: str) -> None:
+    # Concurrent streams whose blocks are held, written at once or written by the flusher
+    # while the generator sleeps: every body arrives complete, in order, correctly framed.
+    server = start_server("apps.stream:app", "--threads", threads)
+    n = 120
+
+    def one(seed: int) -> bytes:
+        return fetch(server, f"/jitter?n={n}&seed={seed}").body
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
+        bodies = list(pool.map(one, range(1, 25)))
+    for seed, body in zip(range(1, 25), bodies):
+        assert body == b"".join(b"j%d-%d;" % (seed, i) for i in range(n))
 
 
 # --- HEAD -------------------------------------------------------------------------------------

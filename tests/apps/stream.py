@@ -5,6 +5,7 @@ Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-it
 ``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
 ``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
 ``/sized?n=N`` (an iterable with len() N), ``/list_backed`` (iterates as a list),
+``/jitter?n=N&seed=S`` (blocks with short pauses in a seeded order),
 ``/burst?n=N&delay=S&busy=0|1`` (N quick blocks, then a pause sleeping or computing with
 the GIL held, then one more),
 ``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
@@ -74,6 +75,19 @@ class _ListBacked:
         return iter(self.blocks)
 
 
+def _jitter(n, seed):
+    # Blocks with pauses of 0, 0.2 ms and 1.5 ms in a fixed pseudo-random order: some are
+    # held and joined, some written at once, some written by the server's flusher while
+    # the generator sleeps.
+    state = seed
+    for i in range(n):
+        state = (state * 1103515245 + 12345) % 2**31
+        pause = (0.0, 0.0, 0.0002, 0.0015)[state % 4]
+        if pause:
+            time.sleep(pause)
+        yield b"j%d-%d;" % (seed, i)
+
+
 def _stream(environ, start_response):
     path = environ["PATH_INFO"]
     qs = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
@@ -115,6 +129,9 @@ def _stream(environ, start_response):
     if path == "/list_backed":
         start_response("200 OK", TEXT)
         return _ListBacked(b"", b"lb0;", b"lb1;")
+    if path == "/jitter":
+        start_response("200 OK", TEXT)
+        return _jitter(int(qs.get("n", "100")), int(qs.get("seed", "1")))
     if path == "/burst":
         start_response("200 OK", TEXT)
         return _burst(int(qs.get("n", "50")), float(qs.get("delay", "1")), qs.get("busy") == "1")
