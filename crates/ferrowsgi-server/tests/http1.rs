@@ -1119,3 +1119,33 @@ fn pipeline_takes_turns_inline() {
 fn pipeline_takes_turns_with_a_pool() {
     check_pipeline_takes_turns(2);
 }
+
+/// A client that connects and stays quiet past TCP_DEFER_ACCEPT's wait (the
+/// kernel then hands the connection over with nothing to read) is served
+/// when its request comes: a connection is watched once its first round
+/// finds nothing to answer.
+#[test]
+fn request_sent_long_after_the_connect_is_served() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let resp = c.get("/hello");
+    assert_hello(&resp);
+    let again = c.get("/hello");
+    assert_hello(&again);
+}
+
+/// Without keep-alive, each connection's answer is complete and the
+/// connection closed, over many connections in a row.
+#[test]
+fn connection_close_answers_are_whole() {
+    let server = TestServer::tcp();
+    for _ in 0..50 {
+        let mut c = server.connect();
+        c.send(b"GET /hello HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let resp = c.read_response();
+        assert_hello(&resp);
+        assert!(resp.says_close());
+        c.expect_closed();
+    }
+}
