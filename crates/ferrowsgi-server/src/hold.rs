@@ -50,6 +50,11 @@ pub(crate) const HOLD_MAX: usize = 64 * 1024;
 /// costs a lock and no wake-up.
 pub(crate) const TICK: Duration = Duration::from_micros(500);
 
+/// A held buffer larger than this is freed when its response ends, so an
+/// idle keep-alive connection that once streamed keeps no 64 KiB buffer;
+/// a small one is kept for the next response (no allocation per response).
+const KEEP_BETWEEN: usize = 8 * 1024;
+
 /// After this long without held output the flusher sleeps until woken, so
 /// an idle server has no thread waking 2,000 times a second.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
@@ -226,6 +231,10 @@ impl Held {
             return Err(e);
         }
         g.spill_into(out);
+        if g.buf.capacity() > KEEP_BETWEEN {
+            // Not kept for the connection's idle life.
+            g.buf = Vec::new();
+        }
         Ok(())
     }
 
