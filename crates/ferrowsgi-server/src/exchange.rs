@@ -378,7 +378,9 @@ impl<'a> Exchange<'a> {
     /// the body waits in memory before them (a large body, read by the
     /// application in pieces: one copy less than through the buffer).
     /// Returns `Ok(0)` when there is nothing to read this way.
-    pub fn read_spooled(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
+    /// returns.
+    pub fn read_spooled(&mut self, out: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
         if self.st.body_pos < self.st.req.body.len() {
             return Ok(0);
         }
