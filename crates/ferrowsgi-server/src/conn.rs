@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,6 +44,62 @@ pub const KEEP_BUFFER: usize = 64 * 1024;
 /// did not read are read and discarded to keep the connection; past it the
 /// connection is closed instead.
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
+
+/// A connection keeps the spool file of its last large body for its next
+/// one when the file is at most this large: overwriting pages the file
+/// already has skips the page cache and ext4 work of a new file (buffer
+/// heads, delayed-allocation reservations, and the truncation when it is
+/// closed). Larger files are closed with their request, so a huge upload's
+/// disk space is freed at once.
+pub const SPOOL_KEEP_MAX: u64 = 16 * 1024 * 1024;
+
+/// At most this many bytes of spool files are kept by connections between
+/// requests, process-wide (disk space and page cache, not process memory):
+/// enough for 32 keep-alive connections that upload 16 MiB bodies.
+pub const SPOOL_KEEP_TOTAL: u64 = 512 * 1024 * 1024;
+
+/// Bytes of spool files kept now (see [`SPOOL_KEEP_TOTAL`]).
+static SPOOL_KEPT: AtomicU64 = AtomicU64::new(0);
+
+/// A spool file a connection keeps for its next large body, counted in
+/// [`SPOOL_KEPT`] until it is used again or dropped.
+#[derive(Debug)]
+pub struct KeptSpool(Option<Spool>);
+
+impl KeptSpool {
+    /// Keeps `spool` if it is small enough and the process-wide budget has
+    /// room; otherwise it is dropped (and its file closed).
+    pub fn keep(spool: Spool) -> Option<KeptSpool> {
+        let size = spool.size;
+        if size == 0 || size > SPOOL_KEEP_MAX {
+            return None;
+        }
+        let before = SPOOL_KEPT.fetch_add(size, Ordering::Relaxed);
+        if before + size > SPOOL_KEEP_TOTAL {
+            SPOOL_KEPT.fetch_sub(size, Ordering::Relaxed);
+            return None;
+        }
+        Some(KeptSpool(Some(spool)))
+    }
+
+    /// The kept file, emptied, for a new body.
+    pub fn reuse(mut self) -> Option<Spool> {
+        let mut spool = self.0.take()?;
+        SPOOL_KEPT.fetch_sub(spool.size, Ordering::Relaxed);
+        spool.len = 0;
+        spool.read_pos = 0;
+        spool.failed = None;
+        Some(spool)
+    }
+}
+
+impl Drop for KeptSpool {
+    fn drop(&mut self) {
+        if let Some(spool) = &self.0 {
+            SPOOL_KEPT.fetch_sub(spool.size, Ordering::Relaxed);
+        }
+    }
+}
 
 /// What the connection does once its output is flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +200,8 @@ pub struct Conn {
     pub resume_due: bool,
     /// A read-readiness edge has not been acted on yet.
     pub read_due: bool,
+    /// The spool file of an earlier body, kept for the next large one.
+    pub kept_spool: Option<KeptSpool>,
 }
 
 /// Outcome of reading from the socket.
@@ -183,6 +242,16 @@ impl Conn {
             others_ready: false,
             resume_due: false,
             read_due: false,
+            kept_spool: None,
+        }
+    }
+
+    /// A spool file for a new body: the one kept from an earlier request,
+    /// or a new one.
+    fn new_spool(&mut self) -> io::Result<Spool> {
+        match self.kept_spool.take().and_then(KeptSpool::reuse) {
+            Some(spool) => Ok(spool),
+            None => Spool::create(),
         }
     }
 
@@ -504,7 +573,8 @@ impl Conn {
                 // part is written from the connection's buffer directly (the
                 // rest is spliced from the socket by `fill`).
                 if p.spool.is_none() && p.body.len() as u64 + remaining > BODY_BUFFER as u64 {
-                    match Spool::create()
+                    match self
+                        .new_spool()
                         .and_then(|mut spool| spool.append(&mut p.body).map(|()| spool))
                     {
                         Ok(spool) => p.spool = Some(spool),
@@ -534,7 +604,7 @@ impl Conn {
             if p.body.len() >= BODY_BUFFER {
                 let spooled = match p.spool.as_mut() {
                     Some(spool) => spool.append(&mut p.body),
-                    None => Spool::create().and_then(|mut spool| {
+                    None => self.new_spool().and_then(|mut spool| {
                         let r = spool.append(&mut p.body);
                         p.spool = Some(spool);
                         r
@@ -582,6 +652,9 @@ pub struct Spool {
     pub len: u64,
     /// Bytes handed to the application so far.
     pub read_pos: u64,
+    /// The file's size: the most bytes it held (a kept file is overwritten,
+    /// not truncated).
+    size: u64,
     /// splice(2) from the socket is worth trying (cleared when the kernel
     /// refuses it for this socket or file).
     splice: bool,
@@ -625,6 +698,7 @@ impl Spool {
             file,
             len: 0,
             read_pos: 0,
+            size: 0,
             splice: true,
             failed: None,
         })
@@ -635,6 +709,7 @@ impl Spool {
         use std::os::unix::fs::FileExt;
         self.file.write_all_at(data, self.len)?;
         self.len += data.len() as u64;
+        self.size = self.size.max(self.len);
         Ok(())
     }
 
@@ -659,6 +734,7 @@ impl Spool {
             };
             let moved = pipe.socket_to_file(sock, self.file.as_raw_fd(), &mut offset, max);
             self.len = u64::try_from(offset).unwrap_or(self.len);
+            self.size = self.size.max(self.len);
             if matches!(moved, Spliced::File(_)) {
                 *slot = None;
             }
@@ -671,6 +747,7 @@ impl Spool {
         use std::os::unix::fs::FileExt;
         self.file.write_all_at(data, self.len)?;
         self.len += data.len() as u64;
+        self.size = self.size.max(self.len);
         data.clear();
         Ok(())
     }

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, Pending, DRAIN_LIMIT, READ_CHUNK};
+use crate::conn::{Conn, ConnState, KeptSpool, Pending, DRAIN_LIMIT, READ_CHUNK};
 use crate::handler::Waiter;
 use crate::log;
 use crate::sys::{self, Want};
@@ -1019,6 +1019,12 @@ impl<'a> Exchange<'a> {
             self.conn.state = ConnState::CloseAfterFlush;
             // The client may still be sending the body nobody read.
             self.conn.must_linger |= !self.st.req.decoder.is_done();
+        }
+        if self.conn.state == ConnState::Open {
+            // The connection goes on: its next large body reuses the file.
+            if let Some(spool) = self.st.req.spool.take() {
+                self.conn.kept_spool = KeptSpool::keep(spool);
+            }
         }
         self.conn.served += 1;
         if self.cfg.access_log {

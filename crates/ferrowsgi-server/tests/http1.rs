@@ -503,6 +503,28 @@ fn spooled_body_leaves_the_pipelined_requests_behind_it() {
 }
 
 #[test]
+fn kept_spool_file_returns_only_the_new_body() {
+    // A keep-alive connection reuses its spool file, which is overwritten,
+    // not truncated: a shorter body must not read back the longer one's
+    // tail, and a longer one must read back whole.
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let sizes = [3 << 20, 1 << 20, 300 * 1024, (3 << 20) + 4099];
+    for (i, n) in sizes.into_iter().enumerate() {
+        let body: Vec<u8> = big_body(n)
+            .iter()
+            .map(|b| b.wrapping_add(i as u8))
+            .collect();
+        c.send(&post("/echo", &body));
+        let resp = c.read_response();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body.len(), n, "body {i}");
+        assert!(resp.body == body, "body {i} differs");
+    }
+    assert_eq!(server.calls(), sizes.len());
+}
+
+#[test]
 fn large_chunked_body_is_spooled_and_reads_back() {
     let server = TestServer::tcp();
     let mut c = server.connect();
