@@ -7,6 +7,7 @@ use std::sync::{Mutex, TryLockError};
 
 use ferrowsgi_server::Exchange;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -97,6 +98,42 @@ fn limit(size: Option<isize>) -> Option<usize> {
     }
 }
 
+/// Reads `n` spooled body bytes straight from the file into a new bytes
+/// object, which is not zeroed first (pread fills it).
+fn spooled_bytes<'py>(
+    py: Python<'py>,
+    ex: &mut Exchange<'_>,
+    n: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let Ok(len) = ffi::Py_ssize_t::try_from(n) else {
+        return Err(PyValueError::new_err("read size too large"));
+    };
+    // SAFETY: a null source asks CPython for an uninitialised bytes object
+    // of `len` bytes; the call needs the GIL, which `py` proves we hold.
+    let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    // SAFETY: `raw` is a new (owned) reference or null with an exception
+    // set, which `from_owned_ptr_or_err` turns into the error.
+    let obj = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
+    // SAFETY: `obj` is a bytes object of exactly `n` bytes that nothing
+    // else has seen yet, so its buffer is ours to fill; the slice ends
+    // before `obj` can be shared (it is returned after the last use).
+    let buf = unsafe {
+        std::slice::from_raw_parts_mut(
+            ffi::PyBytes_AsString(obj.as_ptr()).cast::<std::mem::MaybeUninit<u8>>(),
+            n,
+        )
+    };
+    let got = ex.read_spooled(buf).map_err(io_error)?;
+    if got == n {
+        // SAFETY: PyBytes_FromStringAndSize returned a bytes object.
+        return Ok(unsafe { obj.cast_into_unchecked::<PyBytes>() });
+    }
+    // The file was shorter than recorded: return what came.
+    // SAFETY: `read_spooled` initialised the first `got` bytes of `buf`.
+    let head = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), got) };
+    Ok(PyBytes::new(py, head))
+}
+
 /// The request body as a binary stream: `read`, `readline`, `readlines` and
 /// iteration. It never reads past the body, decodes chunked bodies, and
 /// sends `100 Continue` on the first read when the client asked for it.
@@ -129,23 +166,7 @@ impl InputStream {
                 let left = usize::try_from(ex.spooled_left()).unwrap_or(usize::MAX);
                 let n = size.map_or(left, |s| s.min(left));
                 if n > 0 {
-                    let mut failed = None;
-                    let mut got = 0;
-                    let out = PyBytes::new_with(py, n, |buf| {
-                        match ex.read_spooled(buf) {
-                            Ok(k) => got = k,
-                            Err(e) => failed = Some(e),
-                        }
-                        Ok(())
-                    })?;
-                    if let Some(e) = failed {
-                        return Err(io_error(e));
-                    }
-                    if got == n {
-                        return Ok(out);
-                    }
-                    // The file was shorter than recorded: return what came.
-                    return Ok(PyBytes::new(py, &out.as_bytes()[..got]));
+                    return spooled_bytes(py, ex, n);
                 }
             }
             loop {

@@ -6,8 +6,11 @@
 //! buffer are served by whichever thread holds the connection, without a
 //! hand-off.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +21,7 @@ use crate::exchange::{Parked, PeerInfo};
 use crate::hold::Held;
 use crate::listen::Stream;
 use crate::log;
+use crate::sys::{SplicePipe, Spliced};
 
 /// Bytes asked of the kernel per read(2), and the smallest spare room a read
 /// is attempted with. 16 KiB holds dozens of pipelined requests.
@@ -41,6 +45,62 @@ pub const KEEP_BUFFER: usize = 64 * 1024;
 /// did not read are read and discarded to keep the connection; past it the
 /// connection is closed instead.
 pub const DRAIN_LIMIT: u64 = 256 * 1024;
+
+/// A connection keeps the spool file of its last large body for its next
+/// one when the file is at most this large: overwriting pages the file
+/// already has skips the page cache and ext4 work of a new file (buffer
+/// heads, delayed-allocation reservations, and the truncation when it is
+/// closed). Larger files are closed with their request, so a huge upload's
+/// disk space is freed at once.
+pub const SPOOL_KEEP_MAX: u64 = 16 * 1024 * 1024;
+
+/// At most this many bytes of spool files are kept by connections between
+/// requests, process-wide (disk space and page cache, not process memory):
+/// enough for 32 keep-alive connections that upload 16 MiB bodies.
+pub const SPOOL_KEEP_TOTAL: u64 = 512 * 1024 * 1024;
+
+/// Bytes of spool files kept now (see [`SPOOL_KEEP_TOTAL`]).
+static SPOOL_KEPT: AtomicU64 = AtomicU64::new(0);
+
+/// A spool file a connection keeps for its next large body, counted in
+/// [`SPOOL_KEPT`] until it is used again or dropped.
+#[derive(Debug)]
+pub struct KeptSpool(Option<Spool>);
+
+impl KeptSpool {
+    /// Keeps `spool` if it is small enough and the process-wide budget has
+    /// room; otherwise it is dropped (and its file closed).
+    pub fn keep(spool: Spool) -> Option<KeptSpool> {
+        let size = spool.size;
+        if size == 0 || size > SPOOL_KEEP_MAX {
+            return None;
+        }
+        let before = SPOOL_KEPT.fetch_add(size, Ordering::Relaxed);
+        if before + size > SPOOL_KEEP_TOTAL {
+            SPOOL_KEPT.fetch_sub(size, Ordering::Relaxed);
+            return None;
+        }
+        Some(KeptSpool(Some(spool)))
+    }
+
+    /// The kept file, emptied, for a new body.
+    pub fn reuse(mut self) -> Option<Spool> {
+        let mut spool = self.0.take()?;
+        SPOOL_KEPT.fetch_sub(spool.size, Ordering::Relaxed);
+        spool.len = 0;
+        spool.read_pos = 0;
+        spool.failed = None;
+        Some(spool)
+    }
+}
+
+impl Drop for KeptSpool {
+    fn drop(&mut self) {
+        if let Some(spool) = &self.0 {
+            SPOOL_KEPT.fetch_sub(spool.size, Ordering::Relaxed);
+        }
+    }
+}
 
 /// What the connection does once its output is flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +210,8 @@ pub struct Conn {
     pub(crate) registered: bool,
     /// TCP_NODELAY is set (see [`Conn::set_nodelay`]).
     pub(crate) nodelay: bool,
+    /// The spool file of an earlier body, kept for the next large one.
+    pub kept_spool: Option<KeptSpool>,
 }
 
 impl Drop for Conn {
@@ -203,6 +265,16 @@ impl Conn {
             held: None,
             registered: false,
             nodelay: false,
+            kept_spool: None,
+        }
+    }
+
+    /// A spool file for a new body: the one kept from an earlier request,
+    /// or a new one.
+    fn new_spool(&mut self) -> io::Result<Spool> {
+        match self.kept_spool.take().and_then(KeptSpool::reuse) {
+            Some(spool) => Ok(spool),
+            None => Spool::create(),
         }
     }
 
@@ -277,6 +349,11 @@ impl Conn {
     /// Reads until EAGAIN, EOF, or `cap` unconsumed bytes are buffered.
     pub fn fill(&mut self, cap: usize) -> io::Result<ReadOutcome> {
         self.maybe_more = false;
+        if self.input().is_empty() {
+            if let Some(outcome) = self.splice_body() {
+                return outcome;
+            }
+        }
         loop {
             if self.input().len() >= cap {
                 self.maybe_more = true;
@@ -299,6 +376,52 @@ impl Conn {
                     return Ok(ReadOutcome::Progress)
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves the rest of a Content-Length body that is being spooled from
+    /// the socket straight into its file (splice(2): the bytes never enter
+    /// user space), until the socket is empty, the client closes, or the
+    /// body is complete. `None` when this does not apply (no spooled
+    /// Content-Length body, or splice(2) unavailable): the caller reads into
+    /// the buffer instead.
+    fn splice_body(&mut self) -> Option<io::Result<ReadOutcome>> {
+        let p = self.pending.as_mut()?;
+        let spool = p.spool.as_mut()?;
+        if !spool.splice || spool.failed.is_some() {
+            return None;
+        }
+        let sock = self.stream.as_raw_fd();
+        loop {
+            let remaining = p.decoder.remaining_hint()?;
+            if remaining == 0 {
+                // The body ended before the socket was drained: whatever
+                // follows (a pipelined request) is read after the response,
+                // without waiting for an edge that will not come again.
+                self.maybe_more = true;
+                return Some(Ok(ReadOutcome::Progress));
+            }
+            let max = usize::try_from(remaining).unwrap_or(usize::MAX);
+            match spool.splice_from(sock, max) {
+                Spliced::Moved(n) => {
+                    p.decoder.consume_length(n as u64);
+                }
+                Spliced::Eof => {
+                    self.peer_eof = true;
+                    return Some(Ok(ReadOutcome::Eof));
+                }
+                Spliced::Empty => return Some(Ok(ReadOutcome::Progress)),
+                Spliced::Unsupported => {
+                    spool.splice = false;
+                    return None;
+                }
+                Spliced::Socket(e) => return Some(Err(e)),
+                Spliced::File(e) => {
+                    // Reported by `next_request`, which answers 500.
+                    spool.failed = Some(e);
+                    return Some(Ok(ReadOutcome::Progress));
+                }
             }
         }
     }
@@ -361,6 +484,18 @@ impl Conn {
             "cannot store the request body",
         );
         Next::Close
+    }
+
+    /// Logs a body the client stopped sending by closing the connection.
+    fn body_cut_short(&self, p: &Pending) {
+        let got = p.body.len() as u64 + p.spool.as_ref().map_or(0, |s| s.len);
+        log::info(&format!(
+            "{}: client closed the connection during the body of {} {} \
+             ({got} bytes received); request dropped",
+            self.peer.remote_addr,
+            String::from_utf8_lossy(p.head.method()),
+            String::from_utf8_lossy(p.head.target()),
+        ));
     }
 
     /// Finds the next request ready for the application among the buffered
@@ -457,6 +592,9 @@ impl Conn {
             return Next::Wait;
         };
         loop {
+            if let Some(e) = p.spool.as_mut().and_then(|s| s.failed.take()) {
+                return self.spool_failed(&e);
+            }
             if p.decoder.is_done() {
                 if let Some(spool) = p.spool.as_mut() {
                     if let Err(e) = spool.append(&mut p.body) {
@@ -465,10 +603,44 @@ impl Conn {
                 }
                 return Next::Ready(p);
             }
+            if let Some(remaining) = p.decoder.remaining_hint() {
+                // A Content-Length body: one that cannot stay in memory goes
+                // to its file as soon as its size is known, and the buffered
+                // part is written from the connection's buffer directly (the
+                // rest is spliced from the socket by `fill`).
+                if p.spool.is_none() && p.body.len() as u64 + remaining > BODY_BUFFER as u64 {
+                    match self
+                        .new_spool()
+                        .and_then(|mut spool| spool.append(&mut p.body).map(|()| spool))
+                    {
+                        Ok(spool) => p.spool = Some(spool),
+                        Err(e) => return self.spool_failed(&e),
+                    }
+                }
+                if let Some(spool) = p.spool.as_mut() {
+                    let take = usize::try_from(remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(self.input().len());
+                    if take > 0 {
+                        if let Err(e) = spool.write(&self.rbuf[self.rpos..self.rpos + take]) {
+                            return self.spool_failed(&e);
+                        }
+                        p.decoder.consume_length(take as u64);
+                        self.consume(take);
+                        continue;
+                    }
+                    if self.peer_eof {
+                        self.body_cut_short(&p);
+                        return Next::Close;
+                    }
+                    self.pending = Some(p);
+                    return Next::Wait;
+                }
+            }
             if p.body.len() >= BODY_BUFFER {
                 let spooled = match p.spool.as_mut() {
                     Some(spool) => spool.append(&mut p.body),
-                    None => Spool::create().and_then(|mut spool| {
+                    None => self.new_spool().and_then(|mut spool| {
                         let r = spool.append(&mut p.body);
                         p.spool = Some(spool);
                         r
@@ -492,14 +664,7 @@ impl Conn {
                     }
                     if n == 0 || self.input().is_empty() {
                         if self.peer_eof {
-                            let got = p.body.len() as u64 + p.spool.as_ref().map_or(0, |s| s.len);
-                            log::info(&format!(
-                                "{}: client closed the connection during the body of {} {} \
-                                 ({got} bytes received); request dropped",
-                                self.peer.remote_addr,
-                                String::from_utf8_lossy(p.head.method()),
-                                String::from_utf8_lossy(p.head.target()),
-                            ));
+                            self.body_cut_short(&p);
                             return Next::Close;
                         }
                         self.pending = Some(p);
@@ -523,6 +688,21 @@ pub struct Spool {
     pub len: u64,
     /// Bytes handed to the application so far.
     pub read_pos: u64,
+    /// The file's size: the most bytes it held (a kept file is overwritten,
+    /// not truncated).
+    size: u64,
+    /// splice(2) from the socket is worth trying (cleared when the kernel
+    /// refuses it for this socket or file).
+    splice: bool,
+    /// Writing the file failed while splicing; the request gets a 500.
+    failed: Option<io::Error>,
+}
+
+thread_local! {
+    /// This thread's pipe for splicing bodies into their spool files: made
+    /// on first use, dropped after a failed transfer (it may hold stray
+    /// bytes then).
+    static SPLICE_PIPE: RefCell<Option<SplicePipe>> = const { RefCell::new(None) };
 }
 
 impl Spool {
@@ -554,6 +734,47 @@ impl Spool {
             file,
             len: 0,
             read_pos: 0,
+            size: 0,
+            splice: true,
+            failed: None,
+        })
+    }
+
+    /// Appends `data` to the file.
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(data, self.len)?;
+        self.len += data.len() as u64;
+        self.size = self.size.max(self.len);
+        Ok(())
+    }
+
+    /// Moves up to `max` bytes from socket `sock` to the end of the file
+    /// with splice(2), through this thread's pipe.
+    fn splice_from(&mut self, sock: RawFd, max: usize) -> Spliced {
+        SPLICE_PIPE.with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return Spliced::Unsupported;
+            };
+            if slot.is_none() {
+                match SplicePipe::new() {
+                    Ok(pipe) => *slot = Some(pipe),
+                    Err(_) => return Spliced::Unsupported,
+                }
+            }
+            let Some(pipe) = slot.as_ref() else {
+                return Spliced::Unsupported;
+            };
+            let Ok(mut offset) = i64::try_from(self.len) else {
+                return Spliced::Unsupported;
+            };
+            let moved = pipe.socket_to_file(sock, self.file.as_raw_fd(), &mut offset, max);
+            self.len = u64::try_from(offset).unwrap_or(self.len);
+            self.size = self.size.max(self.len);
+            if matches!(moved, Spliced::File(_)) {
+                *slot = None;
+            }
+            moved
         })
     }
 
@@ -562,22 +783,41 @@ impl Spool {
         use std::os::unix::fs::FileExt;
         self.file.write_all_at(data, self.len)?;
         self.len += data.len() as u64;
+        self.size = self.size.max(self.len);
         data.clear();
         Ok(())
     }
 
-    /// Reads unread bytes into `out` (as many as fit); returns how many.
-    pub fn read_at_most(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
+    /// Reads unread bytes into `out` (as many as fit, up to the end of the
+    /// body); returns how many. `out` need not be initialised: the first
+    /// `n` bytes are, when `Ok(n)` returns.
+    pub fn read_at_most(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         let want = (self.len - self.read_pos).min(out.len() as u64) as usize;
         let mut got = 0;
         while got < want {
-            match self
-                .file
-                .read_at(&mut out[got..want], self.read_pos + got as u64)?
-            {
+            let Ok(at) = libc::off_t::try_from(self.read_pos + got as u64) else {
+                break;
+            };
+            let dest = &mut out[got..want];
+            // SAFETY: pread(2) writes at most `dest.len()` bytes into `dest`,
+            // a live, writable slice; the descriptor is our open file.
+            let rc = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    dest.as_mut_ptr().cast(),
+                    dest.len(),
+                    at,
+                )
+            };
+            match rc {
                 0 => break,
-                n => got += n,
+                n if n > 0 => got += n as usize,
+                _ => {
+                    let err = io::Error::last_os_error();
+                    if err.kind() != io::ErrorKind::Interrupted {
+                        return Err(err);
+                    }
+                }
             }
         }
         self.read_pos += got as u64;
@@ -586,25 +826,16 @@ impl Spool {
 
     /// Appends up to `max` unread bytes to `out`; returns how many.
     pub fn read_into(&mut self, out: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
         let want = (self.len - self.read_pos).min(max as u64) as usize;
         if want == 0 {
             return Ok(0);
         }
+        out.reserve(want);
         let start = out.len();
-        out.resize(start + want, 0);
-        let mut got = 0;
-        while got < want {
-            match self
-                .file
-                .read_at(&mut out[start + got..], self.read_pos + got as u64)?
-            {
-                0 => break,
-                n => got += n,
-            }
-        }
-        out.truncate(start + got);
-        self.read_pos += got as u64;
+        let got = self.read_at_most(&mut out.spare_capacity_mut()[..want])?;
+        // SAFETY: `read_at_most` initialised the first `got` bytes of the
+        // spare capacity, right after the vector's `start` bytes.
+        unsafe { out.set_len(start + got) };
         Ok(got)
     }
 }

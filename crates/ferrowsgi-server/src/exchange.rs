@@ -13,7 +13,7 @@ use std::time::Instant;
 use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, Pending, DRAIN_LIMIT, READ_CHUNK};
+use crate::conn::{Conn, ConnState, KeptSpool, Pending, DRAIN_LIMIT, READ_CHUNK};
 use crate::handler::Waiter;
 use crate::hold::{Wrote, TICK};
 use crate::log;
@@ -401,7 +401,9 @@ impl<'a> Exchange<'a> {
     /// the body waits in memory before them (a large body, read by the
     /// application in pieces: one copy less than through the buffer).
     /// Returns `Ok(0)` when there is nothing to read this way.
-    pub fn read_spooled(&mut self, out: &mut [u8]) -> io::Result<usize> {
+    /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
+    /// returns.
+    pub fn read_spooled(&mut self, out: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
         if self.st.body_pos < self.st.req.body.len() {
             return Ok(0);
         }
@@ -1112,6 +1114,12 @@ impl<'a> Exchange<'a> {
             self.conn.state = ConnState::CloseAfterFlush;
             // The client may still be sending the body nobody read.
             self.conn.must_linger |= !self.st.req.decoder.is_done();
+        }
+        if self.conn.state == ConnState::Open {
+            // The connection goes on: its next large body reuses the file.
+            if let Some(spool) = self.st.req.spool.take() {
+                self.conn.kept_spool = KeptSpool::keep(spool);
+            }
         }
         self.conn.served += 1;
         if self.cfg.access_log {

@@ -125,3 +125,144 @@ pub(crate) fn tune_allocator() {
         }
     }
 }
+
+/// Capacity asked for the pipe that carries spooled request bodies from the
+/// socket to their file (fcntl `F_SETPIPE_SZ`): 1 MiB is the default
+/// `/proc/sys/fs/pipe-max-size`, so an unprivileged process gets it, and it
+/// lets one splice(2) move 256 pages instead of the default pipe's 16. The
+/// pipe holds page references only while one transfer is in flight; it is
+/// empty between calls.
+const SPLICE_PIPE_SIZE: libc::c_int = 1024 * 1024;
+
+/// A pipe used as the kernel-side buffer of splice(2): socket → pipe → file,
+/// so a body going to disk never crosses into user space.
+#[derive(Debug)]
+pub(crate) struct SplicePipe {
+    read: std::os::fd::OwnedFd,
+    write: std::os::fd::OwnedFd,
+    /// Bytes the pipe holds at most.
+    capacity: usize,
+}
+
+/// What [`SplicePipe::socket_to_file`] did.
+#[derive(Debug)]
+pub(crate) enum Spliced {
+    /// This many bytes went from the socket to the file.
+    Moved(usize),
+    /// The client closed its side.
+    Eof,
+    /// The socket has nothing more to read now (EAGAIN).
+    Empty,
+    /// The socket or file does not support splice(2); nothing was moved.
+    Unsupported,
+    /// Reading the socket failed; nothing was moved.
+    Socket(io::Error),
+    /// Writing the file failed after bytes left the socket: they are lost,
+    /// and the pipe (which may still hold some) must not be used again.
+    File(io::Error),
+}
+
+impl SplicePipe {
+    /// Opens a close-on-exec pipe, enlarged to [`SPLICE_PIPE_SIZE`] where the
+    /// kernel allows it.
+    pub(crate) fn new() -> io::Result<SplicePipe> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by
+        // nobody else; each is wrapped exactly once.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETPIPE_SZ / F_GETPIPE_SZ take an int argument (or none)
+        // on a descriptor we own.
+        let capacity = unsafe {
+            libc::fcntl(fds[1], libc::F_SETPIPE_SZ, SPLICE_PIPE_SIZE);
+            libc::fcntl(fds[1], libc::F_GETPIPE_SZ)
+        };
+        let capacity = usize::try_from(capacity).unwrap_or(0).max(4096);
+        Ok(SplicePipe {
+            read,
+            write,
+            capacity,
+        })
+    }
+
+    /// Moves up to `max` bytes from socket `sock` to `file` at `*offset`
+    /// (advanced by the bytes written) without copying them to user space:
+    /// one splice(2) from the socket into the pipe, then as many as it takes
+    /// from the pipe into the file. The socket must be non-blocking.
+    pub(crate) fn socket_to_file(
+        &self,
+        sock: RawFd,
+        file: RawFd,
+        offset: &mut i64,
+        max: usize,
+    ) -> Spliced {
+        use std::os::fd::AsRawFd;
+        let want = max.min(self.capacity);
+        if want == 0 {
+            return Spliced::Moved(0);
+        }
+        let got = loop {
+            // SAFETY: plain descriptors and null offsets (a socket and a pipe
+            // have no file position); the kernel moves page references.
+            let rc = unsafe {
+                libc::splice(
+                    sock,
+                    std::ptr::null_mut(),
+                    self.write.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    want,
+                    libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+                )
+            };
+            if rc > 0 {
+                break rc as usize;
+            }
+            if rc == 0 {
+                return Spliced::Eof;
+            }
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => return Spliced::Empty,
+                Some(libc::EINVAL) | Some(libc::ENOSYS) => return Spliced::Unsupported,
+                _ => return Spliced::Socket(err),
+            }
+        };
+        let mut left = got;
+        while left > 0 {
+            let mut off: libc::loff_t = *offset;
+            // SAFETY: `off` is a valid, writable loff_t for the file's
+            // position; the pipe holds at least `left` bytes, so the blocking
+            // read end returns without waiting.
+            let rc = unsafe {
+                libc::splice(
+                    self.read.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    file,
+                    &mut off,
+                    left,
+                    libc::SPLICE_F_MOVE,
+                )
+            };
+            if rc > 0 {
+                *offset = off;
+                left -= rc as usize;
+                continue;
+            }
+            let err = if rc == 0 {
+                io::ErrorKind::WriteZero.into()
+            } else {
+                io::Error::last_os_error()
+            };
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Spliced::File(err);
+        }
+        Spliced::Moved(got)
+    }
+}

@@ -481,6 +481,83 @@ fn large_body_is_spooled_before_the_handler_runs() {
 }
 
 #[test]
+fn spooled_body_leaves_the_pipelined_requests_behind_it() {
+    // A large Content-Length body moves from the socket to its file
+    // without passing through the connection's buffer; the requests sent
+    // right behind it in the same write must still be found and answered.
+    for server in [TestServer::tcp(), TestServer::unix_with(|_| {})] {
+        let mut c = server.connect();
+        let body = big_body(2 << 20);
+        let mut batch = post("/echo", &body);
+        batch.extend(post("/echo", b"after"));
+        batch.extend(get("/hello"));
+        c.send(&batch);
+        let resp = c.read_response();
+        assert_eq!(resp.status, 200);
+        assert!(resp.body == body, "spooled body differs");
+        assert_eq!(c.read_response().body, b"after");
+        assert_hello(&c.read_response());
+        assert!(c.is_open_after(Duration::from_millis(100)));
+        assert_eq!(server.calls(), 3);
+    }
+}
+
+#[test]
+fn kept_spool_file_returns_only_the_new_body() {
+    // A keep-alive connection reuses its spool file, which is overwritten,
+    // not truncated: a shorter body must not read back the longer one's
+    // tail, and a longer one must read back whole.
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let sizes = [3 << 20, 1 << 20, 300 * 1024, (3 << 20) + 4099];
+    for (i, n) in sizes.into_iter().enumerate() {
+        let body: Vec<u8> = big_body(n)
+            .iter()
+            .map(|b| b.wrapping_add(i as u8))
+            .collect();
+        c.send(&post("/echo", &body));
+        let resp = c.read_response();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body.len(), n, "body {i}");
+        assert!(resp.body == body, "body {i} differs");
+    }
+    assert_eq!(server.calls(), sizes.len());
+}
+
+#[test]
+fn large_chunked_body_is_spooled_and_reads_back() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let body = big_body(1 << 20);
+    let mut req =
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for part in body.chunks(100_000) {
+        req.extend(format!("{:x}\r\n", part.len()).as_bytes());
+        req.extend(part);
+        req.extend(b"\r\n");
+    }
+    req.extend(b"0\r\n\r\n");
+    c.send(&req);
+    let resp = c.read_response();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body == body, "chunked spooled body differs");
+    assert_hello(&c.get("/hello"));
+}
+
+#[test]
+fn client_closing_during_a_spooled_body_is_not_served() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let req = post("/hello", &big_body(1 << 20));
+    c.send(&req[..req.len() - 1000]);
+    c.shutdown_write();
+    c.expect_closed();
+    assert_eq!(server.calls(), 0, "handler called for a truncated body");
+    // The server goes on serving others.
+    assert_hello(&server.connect().get("/hello"));
+}
+
+#[test]
 fn expect_continue_sent_when_the_body_is_read() {
     let server = TestServer::tcp();
     let mut c = server.connect();

@@ -150,6 +150,22 @@ impl BodyDecoder {
         }
     }
 
+    /// Records `n` bytes of a Content-Length body as received without passing
+    /// through [`BodyDecoder::decode`] (moved by the kernel straight from the
+    /// socket to a file, for instance). Returns how many of them counted: at
+    /// most the bytes still to come, and 0 for a chunked or failed body,
+    /// whose framing only `decode` can follow.
+    pub fn consume_length(&mut self, n: u64) -> u64 {
+        match self.mode {
+            Mode::Length(remaining) => {
+                let n = n.min(remaining);
+                self.mode = Mode::Length(remaining - n);
+                n
+            }
+            Mode::Chunked(_) | Mode::Failed(_) => 0,
+        }
+    }
+
     /// Whether the whole body has been decoded.
     pub fn is_done(&self) -> bool {
         matches!(self.mode, Mode::Length(0) | Mode::Chunked(Chunked::Done))
@@ -406,6 +422,20 @@ mod tests {
             }
         };
         Ok((out, consumed))
+    }
+
+    #[test]
+    fn consume_length_counts_only_content_length_bytes() {
+        let limits = Limits::default();
+        let mut d = BodyDecoder::new(BodyKind::Length(10), &limits);
+        assert_eq!(d.consume_length(4), 4);
+        assert_eq!(d.remaining_hint(), Some(6));
+        assert_eq!(d.consume_length(100), 6);
+        assert!(d.is_done());
+        assert_eq!(d.consume_length(1), 0);
+        let mut c = BodyDecoder::new(BodyKind::Chunked, &limits);
+        assert_eq!(c.consume_length(5), 0);
+        assert!(!c.is_done());
     }
 
     /// Chunked bodies that decode; the bytes after `consumed` are "NEXT".
