@@ -631,6 +631,13 @@ impl<'a> Exchange<'a> {
                 }
                 self.st.state = RespState::Streaming(Framing::Length(left - take as u64));
                 self.st.body_sent += take as u64;
+                if take as u64 == left {
+                    // The body is complete: nothing can follow it to join,
+                    // so it goes out now (with anything held before it)
+                    // rather than wait for the iteration to end.
+                    self.st.last_block = Instant::now();
+                    return self.write_out(&[&block[..take]], wait);
+                }
                 self.block_out(&[&block[..take]], wait)
             }
             Framing::Close => {
