@@ -632,11 +632,11 @@ impl<'a> Exchange<'a> {
                 self.st.state = RespState::Streaming(Framing::Length(left - take as u64));
                 self.st.body_sent += take as u64;
                 if take as u64 == left {
-                    // The body is complete: nothing can follow it to join,
-                    // so it goes out now (with anything held before it)
-                    // rather than wait for the iteration to end.
+                    // The body is complete: no block can follow it, so it
+                    // is a complete response like a list's (it starts no
+                    // flusher, and may join the wake-up's burst).
                     self.st.last_block = Instant::now();
-                    return self.write_out(&[&block[..take]], wait);
+                    return self.complete_out(&block[..take], wait);
                 }
                 self.block_out(&[&block[..take]], wait)
             }
@@ -675,6 +675,23 @@ impl<'a> Exchange<'a> {
             }
             Err(e) => Err(self.write_failed(e)),
         }
+    }
+
+    /// Sends the block that completes a streamed body. A small one waits in
+    /// the connection's buffer, after whatever was held, when a complete
+    /// response may (the answers of this wake-up or of a pipelined batch
+    /// leave together, see [`Exchange::respond`]); otherwise it is written
+    /// now, waiting for the socket only with `wait`.
+    fn complete_out(&mut self, block: &[u8], wait: bool) -> io::Result<bool> {
+        let may_defer = (self.can_defer || self.conn.defer_output) && self.st.keep_alive;
+        if wait || !may_defer || block.len() > COPY_LIMIT {
+            return self.write_out(&[block], wait);
+        }
+        if let Err(e) = self.release_held() {
+            return Err(self.write_failed(e));
+        }
+        self.conn.wbuf.extend_from_slice(block);
+        Ok(true)
     }
 
     /// Moves held stream output back into the connection's buffer, ahead of
