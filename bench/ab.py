@@ -1,0 +1,132 @@
+"""Alternating A/B runs: server CPU per request for two or more servers, taken in turns.
+
+    python bench/ab.py [--rounds 6] [--duration 5] [--path /] NAME=COMMAND [NAME=COMMAND ...]
+
+Each COMMAND starts one server; the word PORT in it is replaced by a free port, and it runs
+from bench/ pinned to CPU 0. In every round each server in turn is started, warmed up with
+2 s of wrk, measured with ``wrk -t1 -c50 -d DURATION`` pinned to CPU 1 (127.0.0.1 only),
+and stopped. Server CPU is utime+stime of all its threads from /proc, divided by the
+requests wrk completed. On a shared machine single runs swing widely; taking the servers in
+turns, round after round, lets each round's ratio and the medians be compared. Prints one
+line per server with every round's figure and the median, then each round's ratio to the
+first server. Standard library only; needs wrk and taskset.
+
+Example (flask_json, as in docs/PERFORMANCE.md):
+
+    python bench/ab.py \\
+        "ferrowsgi=.venv/bin/python -m ferrowsgi apps.flask_json:app --bind 127.0.0.1:PORT" \\
+        "bjoern=.venv/bin/python launch.py bjoern apps.flask_json:app 127.0.0.1 PORT 1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+WARMUP_S = 2
+START_TIMEOUT_S = 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime of every thread of ``pid``."""
+    ticks = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def wait_listening(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"ab.py: the server exited with status {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"ab.py: nothing listens on port {port} after {START_TIMEOUT_S} s")
+
+
+def wrk(port: int, path: str, seconds: float) -> str:
+    argv = ["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{seconds:g}s"]
+    argv.append(f"http://127.0.0.1:{port}{path}")
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    return r.stdout
+
+
+def measure(command: str, path: str, seconds: float) -> float:
+    """CPU µs per request of one server run."""
+    port = free_port()
+    argv = ["taskset", "-c", "0", *shlex.split(command.replace("PORT", str(port)))]
+    proc = subprocess.Popen(
+        argv, cwd=BENCH_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(port, proc)
+        wrk(port, path, WARMUP_S)
+        before = cpu_seconds(proc.pid)
+        out = wrk(port, path, seconds)
+        after = cpu_seconds(proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    m = re.search(r"(\d+) requests in", out)
+    if not m or int(m.group(1)) == 0:
+        sys.exit(f"ab.py: wrk completed no requests against {command!r}")
+    return (after - before) / int(m.group(1)) * 1e6
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
+    p.add_argument("--path", default="/")
+    p.add_argument("servers", nargs="+", metavar="NAME=COMMAND")
+    args = p.parse_args(argv)
+    specs = []
+    for spec in args.servers:
+        name, sep, command = spec.partition("=")
+        if not sep or not name or "PORT" not in command:
+            p.error(f"{spec!r}: expected NAME=COMMAND with PORT in the command")
+        specs.append((name, command))
+    results: dict[str, list[float]] = {name: [] for name, _ in specs}
+    for _ in range(args.rounds):
+        for name, command in specs:
+            results[name].append(measure(command, args.path, args.duration))
+    width = max(len(name) for name in results)
+    print(f"server CPU µs per request, {args.rounds} rounds taken in turns")
+    for name, values in results.items():
+        row = " ".join(f"{v:7.1f}" for v in values)
+        print(f"{name:<{width}}  {row}   median {statistics.median(values):7.1f}")
+    first, *others = specs
+    for name, _ in others:
+        ratios = [b / a for a, b in zip(results[first[0]], results[name])]
+        row = " ".join(f"{r:7.2f}" for r in ratios)
+        print(f"{name} / {first[0]}  {row}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
