@@ -564,7 +564,7 @@ impl<'a> Exchange<'a> {
         for b in body {
             self.conn.wbuf.extend_from_slice(b);
         }
-        if (self.can_defer || self.conn.defer_output) && self.st.keep_alive {
+        if self.may_defer() {
             // Goes out with the answers to the requests pipelined behind, or
             // with those to the other connections of this wake-up.
             return Ok(());
@@ -683,8 +683,7 @@ impl<'a> Exchange<'a> {
     /// leave together, see [`Exchange::respond`]); otherwise it is written
     /// now, waiting for the socket only with `wait`.
     fn complete_out(&mut self, block: &[u8], wait: bool) -> io::Result<bool> {
-        let may_defer = (self.can_defer || self.conn.defer_output) && self.st.keep_alive;
-        if wait || !may_defer || block.len() > COPY_LIMIT {
+        if wait || !self.may_defer() || block.len() > COPY_LIMIT {
             return self.write_out(&[block], wait);
         }
         if let Err(e) = self.release_held() {
@@ -692,6 +691,13 @@ impl<'a> Exchange<'a> {
         }
         self.conn.wbuf.extend_from_slice(block);
         Ok(true)
+    }
+
+    /// Whether a complete answer may wait in the connection's buffer to go
+    /// out with the answers to the requests pipelined behind it, or with
+    /// those to the other connections of this wake-up.
+    fn may_defer(&self) -> bool {
+        (self.can_defer || self.conn.defer_output) && self.st.keep_alive
     }
 
     /// Moves held stream output back into the connection's buffer, ahead of
@@ -840,7 +846,7 @@ impl<'a> Exchange<'a> {
                 // may go out with the other answers of this wake-up (or of
                 // the pipelined batch); what the socket does not take now,
                 // the event loop writes, holding no thread.
-                if (self.can_defer || self.conn.defer_output) && self.st.keep_alive {
+                if self.may_defer() {
                     return Ok(());
                 }
                 match self.conn.flush() {

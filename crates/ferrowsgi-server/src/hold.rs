@@ -28,7 +28,9 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use crate::server::lock;
 use std::time::{Duration, Instant};
 
 /// Held bytes are written by the producer once this many have gathered:
@@ -162,10 +164,6 @@ impl Inner {
         out.extend_from_slice(self.pending());
         self.clear();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Held {

@@ -128,10 +128,11 @@ struct Pool {
     loop_sleeping: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the queues
-    // inconsistent (each operation is a single push or pop), so a poisoned
-    // lock is used as it is.
+/// Takes a lock of the pool's queues or of held output (`hold.rs`). A
+/// panic while holding one cannot leave its state inconsistent (each
+/// operation is a single push, pop or buffer update), so a poisoned lock is
+/// used as it is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -447,16 +448,13 @@ impl<H: Handler> EventLoop<H> {
     /// triggered, so an edge that came before is reported at once). A
     /// connection that cannot be watched is dropped.
     fn watch(&mut self, key: usize) {
-        let registry = self.server.poll.registry();
-        let failed = match self.conns.get_mut(key) {
-            Some(Slot::Here(conn) | Slot::Lingering(conn)) if !conn.registered => {
-                conn.registered = true;
-                conn.stream.register(registry, Token(key)).err()
+        let watched = match self.conns.get_mut(key) {
+            Some(Slot::Here(conn) | Slot::Lingering(conn)) => {
+                register_once(conn, &self.server.poll, key)
             }
-            _ => None,
+            _ => true,
         };
-        if let Some(e) = failed {
-            log::warning(&format!("cannot watch a connection: {e}; closing it"));
+        if !watched {
             self.remove(key);
         }
     }
@@ -518,7 +516,7 @@ impl<H: Handler> EventLoop<H> {
                 }
                 // A paused response's output is out: go on with it.
                 if let Some(pool) = &self.pool {
-                    if !watch_before_handoff(conn, &self.server.poll, key) {
+                    if !register_once(conn, &self.server.poll, key) {
                         return self.remove(key);
                     }
                     let Slot::Here(conn) = std::mem::replace(&mut self.conns[key], Slot::away())
@@ -564,7 +562,7 @@ impl<H: Handler> EventLoop<H> {
             match conn.next_request(&cfg) {
                 Next::Ready(req) => {
                     if let Some(pool) = &self.pool {
-                        if !watch_before_handoff(conn, &self.server.poll, key) {
+                        if !register_once(conn, &self.server.poll, key) {
                             return self.remove(key);
                         }
                         let Slot::Here(conn) =
@@ -826,9 +824,10 @@ impl<H: Handler> EventLoop<H> {
     }
 }
 
-/// Registers a connection with the poller before it goes to an application
-/// thread (which the loop cannot reach it on). `false` when that failed.
-fn watch_before_handoff(conn: &mut Conn, poll: &Poll, key: usize) -> bool {
+/// Registers a connection with the poller unless it already is: when the
+/// loop keeps it, and before it goes to an application thread (where the
+/// loop cannot reach it). `false` when that failed.
+fn register_once(conn: &mut Conn, poll: &Poll, key: usize) -> bool {
     if conn.registered {
         return true;
     }
