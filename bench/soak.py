@@ -1,6 +1,7 @@
 """Soak ferrowsgi with normal keep-alive clients while slow and malformed clients attack it.
 
     python bench/soak.py [--duration 30] [--slowloris 1000] [--slow-readers 200] [--threads 4]
+                         [--timeline]
 
 Standard library only; all traffic goes to 127.0.0.1. The script
 
@@ -20,9 +21,9 @@ Standard library only; all traffic goes to 127.0.0.1. The script
    descriptors went back down, and stops it (SIGINT, then SIGKILL after 35 s).
 
 A slow reader's server-side socket is watched in /proc/net/tcp: the server closed it when
-that socket leaves ESTABLISHED (its FIN waits behind the unread data, so the client cannot
-see it yet). Prints a table; exit status 1 when a normal request failed or the server is not
-healthy afterwards.
+that socket leaves ESTABLISHED. Prints a table (``--timeline`` adds the normal clients' p99
+and max for each second, to tell a steady tail from bursts); exit status 1 when a normal
+request failed or the server is not healthy afterwards.
 """
 
 from __future__ import annotations
@@ -138,9 +139,12 @@ def run_normal(port: int, clients: int, duration: float) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     reconnects = [0]
+    timeline: list[tuple[float, float]] = []
+    origin = time.perf_counter()
 
     def client() -> None:
         mine: list[float] = []
+        starts: list[float] = []
         sock = None
         for _ in range(MAX_LOOPS):
             if time.monotonic() >= deadline:
@@ -153,6 +157,7 @@ def run_normal(port: int, clients: int, duration: float) -> dict:
                 sock.sendall(request)
                 status, body, closes = read_response(sock)
                 mine.append(time.perf_counter() - t0)
+                starts.append(t0)
                 if status != 200 or body != b"Hello, World!":
                     with lock:
                         errors.append(f"status {status}")
@@ -172,6 +177,7 @@ def run_normal(port: int, clients: int, duration: float) -> dict:
             sock.close()
         with lock:
             latencies.extend(mine)
+            timeline.extend(zip(starts, mine))
 
     threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
     for t in threads:
@@ -195,7 +201,20 @@ def run_normal(port: int, clients: int, duration: float) -> dict:
         "p999_ms": percentile(lat, 99.9) * 1e3,
         "max_ms": (lat[-1] if lat else float("nan")) * 1e3,
         "mean_ms": (statistics.fmean(lat) if lat else float("nan")) * 1e3,
+        "timeline": by_second(timeline, origin),
     }
+
+
+def by_second(samples: list[tuple[float, float]], origin: float) -> list[list[float]]:
+    """Per second of the run (by request start): [second, requests, p99 ms, max ms]."""
+    buckets: dict[int, list[float]] = {}
+    for start, latency in samples:
+        buckets.setdefault(int(start - origin), []).append(latency)
+    rows = []
+    for second in sorted(buckets):
+        lat = sorted(buckets[second])
+        rows.append([second, len(lat), percentile(lat, 99) * 1e3, lat[-1] * 1e3])
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -742,6 +761,12 @@ def orchestrate(args: argparse.Namespace) -> int:
         f"  p99 ratio under attack / baseline: {ratio:.2f} (goal <= 2: "
         f"{'met' if ratio <= 2 else 'MISSED'})"
     )
+    if args.timeline:
+        for name, run in (("baseline", base), ("under attack", under)):
+            cells = ", ".join(
+                f"{int(sec)}s {n} {p99:.1f}/{mx:.0f}" for sec, n, p99, mx in run["timeline"]
+            )
+            print(f"  {name} by second (requests p99/max ms): {cells}")
     if base["error_kinds"] or under["error_kinds"]:
         print(f"  normal error kinds: {base['error_kinds']} / {under['error_kinds']}")
     lt = atk["slowloris_lifetimes"]
@@ -788,6 +813,7 @@ def main() -> int:
     p.add_argument("--malformed-rate", type=float, default=50, help="malformed requests/s (50)")
     p.add_argument("--pipeline", type=int, default=8, help="/big requests per slow reader (8)")
     p.add_argument("--stream-share", type=float, default=0.5, help="slow readers on /stream")
+    p.add_argument("--timeline", action="store_true", help="print p99 and max per second")
     p.add_argument("--keep-log", metavar="PATH", help="copy the server log here")
     p.add_argument("--role", choices=["normal", "attack"], help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)

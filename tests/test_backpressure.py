@@ -140,6 +140,34 @@ def test_reader_that_stops_is_dropped_and_close_runs_once(start_server, threads:
     assert quick_answer(server) < 5.0
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_reader_of_a_complete_answer_that_stops_is_reset(start_server, threads: int) -> None:
+    # A complete 8 MB answer to a client that reads nothing: after the write timeout the
+    # server resets the connection, so the kernel drops what it still held (megabytes in the
+    # autotuned send buffer) instead of trickling it to a client it gave up on.
+    server = start_server(
+        "apps.backpressure:app", "--threads", str(threads), "--write-timeout", "1"
+    )
+    client = slow_client(server, "/blob?size=8000000")
+    assert server.wait_stderr(r"closing the connection: the client read nothing for 1 s")
+    time.sleep(0.3)
+    received, reset = 0, False
+    client.sock.settimeout(IO_TIMEOUT)
+    for _ in range(10_000):
+        try:
+            data = client.sock.recv(1 << 20)
+        except ConnectionResetError:
+            reset = True
+            break
+        if not data:
+            break
+        received += len(data)
+    client.close()
+    assert reset, f"the connection ended with a FIN after {received} bytes, not a reset"
+    assert received < 1 << 20, received
+    assert quick_answer(server) < 5.0
+
+
 def test_client_gone_during_paused_stream_close_runs_once(start_server) -> None:
     server = start_server("apps.backpressure:app", "--threads", "2")
     tag = new_tag()

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferrowsgi_proto::{parse_head, BodyDecoder, BodyKind, Parsed, RequestHead, Version};
 
@@ -458,6 +458,25 @@ impl Conn {
         }
         self.wpos = 0;
         Ok(true)
+    }
+
+    /// The client left its response unread for `waited`: logs one line
+    /// (a paused response's own state logs its abandonment instead) and
+    /// makes the close a reset, so the kernel drops the unsent bytes rather
+    /// than trickling them to a client we gave up on.
+    pub fn give_up_writing(&self, waited: Duration) {
+        if self.parked.is_none() {
+            log::info(&format!(
+                "{}: closing the connection: the client read nothing for {} s \
+                 ({} response bytes unsent)",
+                self.peer.remote_addr,
+                waited.as_secs(),
+                self.wbuf.len() - self.wpos,
+            ));
+        }
+        if let Err(e) = self.stream.reset_on_close() {
+            log::debug(&format!("cannot set SO_LINGER: {e}"));
+        }
     }
 
     /// Queues a complete error response for a request the application never

@@ -250,6 +250,19 @@ impl Stream {
         }
     }
 
+    /// Makes the coming close reset the connection (`SO_LINGER` with a zero
+    /// time): the kernel drops whatever it still holds unsent instead of
+    /// keeping the closed socket alive to deliver it. For a client that
+    /// stopped reading, that is up to the whole autotuned send buffer
+    /// (megabytes) trickled out through its small window after we gave up.
+    /// Nothing to do on a unix socket.
+    pub fn reset_on_close(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)),
+            Stream::Unix(_) => Ok(()),
+        }
+    }
+
     /// Shuts down the sending side (a FIN after the last response byte).
     pub fn shutdown_write(&self) {
         let _ = match self {

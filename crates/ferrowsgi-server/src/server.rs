@@ -770,48 +770,62 @@ impl<H: Handler> EventLoop<H> {
     fn sweep(&mut self) {
         let cfg = Arc::clone(&self.server.cfg);
         let now = Instant::now();
-        let mut expired: Vec<(usize, bool)> = Vec::new();
+        let mut expired: Vec<(usize, Expiry)> = Vec::new();
         for (key, slot) in self.conns.iter() {
             match slot {
                 Slot::Here(c) => {
                     let waited = now.duration_since(c.since);
                     if c.has_output() || c.parked.is_some() {
                         if waited > cfg.write_timeout {
-                            expired.push((key, false));
+                            expired.push((key, Expiry::Reset));
                         }
                     } else if c.input().is_empty() && c.pending.is_none() && c.drain.is_none() {
                         if waited > cfg.keep_alive || self.server.stop.load(Ordering::Relaxed) {
-                            expired.push((key, false));
+                            expired.push((key, Expiry::Quiet));
                         }
                     } else if waited > cfg.read_timeout
                         || c.head_since
                             .is_some_and(|t| now.duration_since(t) > cfg.read_timeout)
                     {
-                        expired.push((key, c.drain.is_none()));
+                        let answer = if c.drain.is_none() {
+                            Expiry::Answer408
+                        } else {
+                            Expiry::Quiet
+                        };
+                        expired.push((key, answer));
                     }
                 }
                 Slot::Lingering(c) => {
                     if now.duration_since(c.since) > LINGER {
-                        expired.push((key, false));
+                        expired.push((key, Expiry::Quiet));
                     }
                 }
                 Slot::Away { .. } => {}
             }
         }
-        for (key, send_408) in expired {
-            if send_408 {
-                if let Some(Slot::Here(c)) = self.conns.get_mut(key) {
-                    c.reject(
-                        408,
-                        "Request Timeout",
-                        "the request took too long to arrive",
-                    );
-                    c.since = now;
+        for (key, expiry) in expired {
+            match expiry {
+                Expiry::Answer408 => {
+                    if let Some(Slot::Here(c)) = self.conns.get_mut(key) {
+                        c.reject(
+                            408,
+                            "Request Timeout",
+                            "the request took too long to arrive",
+                        );
+                        c.since = now;
+                    }
+                    self.drive(key, false);
                 }
-                self.drive(key, false);
-            } else {
-                log::debug("closing a connection after a timeout");
-                self.remove(key);
+                Expiry::Reset => {
+                    if let Some(Slot::Here(c)) = self.conns.get(key) {
+                        c.give_up_writing(cfg.write_timeout);
+                    }
+                    self.remove(key);
+                }
+                Expiry::Quiet => {
+                    log::debug("closing a connection after a timeout");
+                    self.remove(key);
+                }
             }
         }
         // After a burst (slow readers hold their responses' buffers) most
@@ -822,6 +836,17 @@ impl<H: Handler> EventLoop<H> {
             self.peak_conns = self.conns.len();
         }
     }
+}
+
+/// What a timeout does to a connection (see `EventLoop::sweep`).
+#[derive(Debug, Clone, Copy)]
+enum Expiry {
+    /// Close quietly (idle keep-alive, lingering, a discarded body).
+    Quiet,
+    /// Answer 408, then close: the client was still sending its request.
+    Answer408,
+    /// Reset: the client left its response unread for the write timeout.
+    Reset,
 }
 
 /// Registers a connection with the poller unless it already is: when the
