@@ -1,6 +1,7 @@
 """Alternating A/B runs: server CPU per request for two or more servers, taken in turns.
 
-    python bench/ab.py [--rounds 6] [--duration 5] [--path /] NAME=COMMAND [NAME=COMMAND ...]
+    python bench/ab.py [--rounds 6] [--duration 5] [--path /] [--header "Connection: close"]
+                       NAME=COMMAND [NAME=COMMAND ...]
 
 Each COMMAND starts one server; the word PORT in it is replaced by a free port, and it runs
 from bench/ pinned to CPU 0. In every round each server in turn is started, warmed up with
@@ -9,7 +10,7 @@ and stopped. Server CPU is utime+stime of all its threads from /proc, divided by
 requests wrk completed. On a shared machine single runs swing widely; taking the servers in
 turns, round after round, lets each round's ratio and the medians be compared. Prints one
 line per server with every round's figure and the median, then each round's ratio to the
-first server. Standard library only; needs wrk and taskset.
+first server; the same for wrk's p99 latency. Standard library only; needs wrk and taskset.
 
 Example (flask_json, as in docs/PERFORMANCE.md):
 
@@ -65,15 +66,28 @@ def wait_listening(port: int, proc: subprocess.Popen) -> None:
     sys.exit(f"ab.py: nothing listens on port {port} after {START_TIMEOUT_S} s")
 
 
+WRK_EXTRA: list[str] = []  # --header: wrk -H arguments for every run
+
+
 def wrk(port: int, path: str, seconds: float) -> str:
-    argv = ["taskset", "-c", "1", "wrk", "-t1", "-c50", f"-d{seconds:g}s"]
+    argv = ["taskset", "-c", "1", "wrk", "--latency", "-t1", "-c50", f"-d{seconds:g}s"]
+    argv += WRK_EXTRA
     argv.append(f"http://127.0.0.1:{port}{path}")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     return r.stdout
 
 
-def measure(command: str, path: str, seconds: float) -> float:
-    """CPU µs per request of one server run."""
+UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def p99_ms(out: str) -> float:
+    """wrk's 99th percentile latency in ms (NaN when absent)."""
+    m = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    return float(m.group(1)) * UNITS_MS[m.group(2)] if m else float("nan")
+
+
+def measure(command: str, path: str, seconds: float) -> tuple[float, float]:
+    """CPU µs per request and p99 latency (ms) of one server run."""
     port = free_port()
     argv = ["taskset", "-c", "0", *shlex.split(command.replace("PORT", str(port)))]
     proc = subprocess.Popen(
@@ -95,7 +109,7 @@ def measure(command: str, path: str, seconds: float) -> float:
     m = re.search(r"(\d+) requests in", out)
     if not m or int(m.group(1)) == 0:
         sys.exit(f"ab.py: wrk completed no requests against {command!r}")
-    return (after - before) / int(m.group(1)) * 1e6
+    return (after - before) / int(m.group(1)) * 1e6, p99_ms(out)
 
 
 def main(argv: list[str]) -> int:
@@ -103,8 +117,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     p.add_argument("--path", default="/")
+    p.add_argument(
+        "--header", action="append", default=[], help="extra request header for wrk (repeatable)"
+    )
     p.add_argument("servers", nargs="+", metavar="NAME=COMMAND")
     args = p.parse_args(argv)
+    for header in args.header:
+        WRK_EXTRA.extend(["-H", header])
     specs = []
     for spec in args.servers:
         name, sep, command = spec.partition("=")
@@ -112,19 +131,26 @@ def main(argv: list[str]) -> int:
             p.error(f"{spec!r}: expected NAME=COMMAND with PORT in the command")
         specs.append((name, command))
     results: dict[str, list[float]] = {name: [] for name, _ in specs}
+    tails: dict[str, list[float]] = {name: [] for name, _ in specs}
     for _ in range(args.rounds):
         for name, command in specs:
-            results[name].append(measure(command, args.path, args.duration))
-    width = max(len(name) for name in results)
-    print(f"server CPU µs per request, {args.rounds} rounds taken in turns")
-    for name, values in results.items():
-        row = " ".join(f"{v:7.1f}" for v in values)
-        print(f"{name:<{width}}  {row}   median {statistics.median(values):7.1f}")
+            cpu, p99 = measure(command, args.path, args.duration)
+            results[name].append(cpu)
+            tails[name].append(p99)
     first, *others = specs
-    for name, _ in others:
-        ratios = [b / a for a, b in zip(results[first[0]], results[name])]
-        row = " ".join(f"{r:7.2f}" for r in ratios)
-        print(f"{name} / {first[0]}  {row}")
+    for title, table, fmt in (
+        ("server CPU µs per request", results, "7.1f"),
+        ("p99 latency ms", tails, "7.2f"),
+    ):
+        width = max(len(name) for name in table) + len(first[0]) + 3
+        print(f"{title}, {args.rounds} rounds taken in turns")
+        for name, values in table.items():
+            row = " ".join(f"{v:{fmt}}" for v in values)
+            print(f"{name:<{width}}  {row}   median {statistics.median(values):{fmt}}")
+        for name, _ in others:
+            ratios = [b / a for a, b in zip(table[first[0]], table[name])]
+            row = " ".join(f"{r:7.2f}" for r in ratios)
+            print(f"{name + ' / ' + first[0]:<{width}}  {row}")
     return 0
 
 
