@@ -149,7 +149,8 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_READ_TIMEOUT_SECS)]
     pub read_timeout: u64,
 
-    /// Seconds a client may leave a response unread.
+    /// Seconds a client may leave a response unread; then the connection is
+    /// reset.
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WRITE_TIMEOUT_SECS)]
     pub write_timeout: u64,
 
