@@ -69,7 +69,9 @@ pub struct Config {
     pub max_body: u64,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
-    /// Requests served on one connection before it closes (0: no limit).
+    /// Requests served on one connection before it closes (0: no limit);
+    /// requests already pipelined behind the last are answered first, up
+    /// to `max_pipelined` more.
     pub keep_alive_requests: u64,
     /// Pipelined requests served back to back from one connection's buffer
     /// before the server turns to other connections and reads more from it.
@@ -158,7 +160,9 @@ pub struct Cli {
     #[arg(long, default_value_t = DEFAULT_BACKLOG)]
     pub backlog: u32,
 
-    /// Requests served on one connection before it closes (0: no limit).
+    /// Requests served on one connection before it closes (0: no limit);
+    /// a pipelined batch already received is finished first, up to
+    /// --max-pipelined more.
     #[arg(long, value_name = "COUNT", default_value_t = DEFAULT_KEEP_ALIVE_REQUESTS)]
     pub keep_alive_requests: u64,
 

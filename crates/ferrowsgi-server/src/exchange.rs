@@ -909,7 +909,9 @@ impl<'a> Exchange<'a> {
         let http10 = self.st.req.head.version() == Version::Http10;
         let is_head = self.is_head();
         let buffered_input = self.conn.input().len() as u64;
-        let conn_closing = self.conn.state == ConnState::CloseAfterFlush || self.conn.stopping;
+        let conn_closing = self.conn.state == ConnState::CloseAfterFlush
+            || self.conn.stopping
+            || self.at_request_limit();
         if head.close {
             self.st.keep_alive = false;
         }
@@ -972,8 +974,7 @@ impl<'a> Exchange<'a> {
                 self.st.keep_alive = false;
             }
         }
-        let limit = self.cfg.keep_alive_requests;
-        if conn_closing || (limit > 0 && self.conn.served + 1 >= limit) {
+        if conn_closing {
             self.st.keep_alive = false;
         }
         if !self.st.keep_alive {
@@ -992,6 +993,21 @@ impl<'a> Exchange<'a> {
             self.conn.set_nodelay();
         }
         Ok(framing)
+    }
+
+    /// This request reaches `--keep-alive-requests`, so its answer closes
+    /// the connection. Requests the client already pipelined behind it are
+    /// answered first (up to `--max-pipelined` past the limit), so that a
+    /// batch is not cut off and resent: the answer that closes is the one
+    /// after which nothing more is buffered.
+    fn at_request_limit(&self) -> bool {
+        let limit = self.cfg.keep_alive_requests;
+        if limit == 0 || self.conn.served + 1 < limit {
+            return false;
+        }
+        let pipelined = self.st.req.decoder.is_done() && !self.conn.input().is_empty();
+        let grace = self.cfg.max_pipelined as u64;
+        !pipelined || self.conn.served + 1 >= limit.saturating_add(grace)
     }
 
     /// Writes the connection's pending output followed by `parts`, and

@@ -838,6 +838,44 @@ fn keep_alive_requests_limit_closes_after_the_last() {
 }
 
 #[test]
+fn keep_alive_requests_limit_finishes_a_pipelined_batch() {
+    // The limit falls inside a batch of 5: the batch is answered whole and
+    // the last answer closes; nothing the client sent is left unanswered.
+    let server = TestServer::tcp_with(|cfg| cfg.keep_alive_requests = 3);
+    let mut c = server.connect();
+    let one = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    c.send(&one.repeat(5));
+    for i in 1..=5 {
+        let resp = c.read_response();
+        assert_hello(&resp);
+        assert_eq!(resp.says_close(), i == 5, "request {i}: {resp:?}");
+    }
+    c.expect_closed();
+    assert_eq!(server.calls(), 5);
+}
+
+#[test]
+fn keep_alive_requests_limit_bounds_a_pipeline_by_max_pipelined() {
+    // A client that always has more queued cannot extend the connection
+    // past the limit plus --max-pipelined.
+    let server = TestServer::tcp_with(|cfg| {
+        cfg.keep_alive_requests = 3;
+        cfg.max_pipelined = 4;
+    });
+    let mut c = server.connect();
+    let one = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
+    c.send(&one.repeat(12));
+    // Requests 4 to 7 are the 4 past the limit.
+    for i in 1..=7 {
+        let resp = c.read_response();
+        assert_hello(&resp);
+        assert_eq!(resp.says_close(), i == 7, "request {i}: {resp:?}");
+    }
+    c.expect_closed();
+    assert_eq!(server.calls(), 7);
+}
+
+#[test]
 fn partial_head_gets_408_after_read_timeout() {
     let server = TestServer::tcp_with(|cfg| cfg.read_timeout = Duration::from_secs(1));
     let mut c = server.connect();
