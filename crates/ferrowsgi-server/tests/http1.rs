@@ -837,42 +837,39 @@ fn keep_alive_requests_limit_closes_after_the_last() {
     c.expect_closed();
 }
 
-#[test]
-fn keep_alive_requests_limit_finishes_a_pipelined_batch() {
-    // The limit falls inside a batch of 5: the batch is answered whole and
-    // the last answer closes; nothing the client sent is left unanswered.
-    let server = TestServer::tcp_with(|cfg| cfg.keep_alive_requests = 3);
+/// Pipelines `sent` requests at once to a server with a limit of 3 per
+/// connection: exactly the first `answered` get answers, the last of them
+/// with `Connection: close`, and the connection closes.
+fn check_limit_in_a_pipeline(max_pipelined: usize, sent: usize, answered: usize) {
+    let server = TestServer::tcp_with(|cfg| {
+        cfg.keep_alive_requests = 3;
+        cfg.max_pipelined = max_pipelined;
+    });
     let mut c = server.connect();
     let one = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
-    c.send(&one.repeat(5));
-    for i in 1..=5 {
+    c.send(&one.repeat(sent));
+    for i in 1..=answered {
         let resp = c.read_response();
         assert_hello(&resp);
-        assert_eq!(resp.says_close(), i == 5, "request {i}: {resp:?}");
+        assert_eq!(resp.says_close(), i == answered, "request {i}: {resp:?}");
     }
     c.expect_closed();
-    assert_eq!(server.calls(), 5);
+    assert_eq!(server.calls(), answered);
+}
+
+#[test]
+fn keep_alive_requests_limit_finishes_a_pipelined_batch() {
+    // The limit falls inside a batch of 5: the batch is answered whole;
+    // nothing the client sent is left unanswered.
+    check_limit_in_a_pipeline(32, 5, 5);
 }
 
 #[test]
 fn keep_alive_requests_limit_bounds_a_pipeline_by_max_pipelined() {
     // A client that always has more queued cannot extend the connection
-    // past the limit plus --max-pipelined.
-    let server = TestServer::tcp_with(|cfg| {
-        cfg.keep_alive_requests = 3;
-        cfg.max_pipelined = 4;
-    });
-    let mut c = server.connect();
-    let one = b"GET /hello HTTP/1.1\r\nHost: t\r\n\r\n";
-    c.send(&one.repeat(12));
-    // Requests 4 to 7 are the 4 past the limit.
-    for i in 1..=7 {
-        let resp = c.read_response();
-        assert_hello(&resp);
-        assert_eq!(resp.says_close(), i == 7, "request {i}: {resp:?}");
-    }
-    c.expect_closed();
-    assert_eq!(server.calls(), 7);
+    // past the limit plus --max-pipelined: requests 4 to 7 are the 4 past
+    // the limit of 3.
+    check_limit_in_a_pipeline(4, 12, 7);
 }
 
 #[test]
