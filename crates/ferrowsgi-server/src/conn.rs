@@ -474,9 +474,7 @@ impl Conn {
                 self.wbuf.len() - self.wpos,
             ));
         }
-        if let Err(e) = self.stream.reset_on_close() {
-            log::debug(&format!("cannot set SO_LINGER: {e}"));
-        }
+        self.stream.reset_on_close();
     }
 
     /// Queues a complete error response for a request the application never

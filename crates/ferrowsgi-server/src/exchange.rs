@@ -1123,9 +1123,7 @@ impl<'a> Exchange<'a> {
                 self.st.state = RespState::Aborted;
                 // As for a timed-out buffered response: drop what the
                 // kernel still holds rather than trickle it out.
-                if let Err(e) = self.conn.stream.reset_on_close() {
-                    log::debug(&format!("cannot set SO_LINGER: {e}"));
-                }
+                self.conn.stream.reset_on_close();
                 Err(timed_out("writing the response"))
             }
             Err(e) => Err(self.write_failed(e)),

@@ -255,11 +255,13 @@ impl Stream {
     /// keeping the closed socket alive to deliver it. For a client that
     /// stopped reading, that is up to the whole autotuned send buffer
     /// (megabytes) trickled out through its small window after we gave up.
-    /// Nothing to do on a unix socket.
-    pub fn reset_on_close(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)),
-            Stream::Unix(_) => Ok(()),
+    /// Nothing to do on a unix socket. A failure only means a plain close,
+    /// so it is logged at debug level and not returned.
+    pub fn reset_on_close(&self) {
+        if let Stream::Tcp(s) = self {
+            if let Err(e) = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)) {
+                crate::log::debug(&format!("cannot set SO_LINGER: {e}"));
+            }
         }
     }
 
