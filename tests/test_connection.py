@@ -14,6 +14,10 @@ from support import RawConn, Server, build_request, connect, new_tag, wait_until
 pytestmark = pytest.mark.timeout(30)
 
 
+# Offset of tcpi_segs_in in Linux's struct tcp_info (after the u64 tcpi_bytes_received).
+TCP_INFO_SEGS_IN = 140
+
+
 def remote_port(resp) -> str:
     return resp.json()["environ"]["REMOTE_PORT"]
 
@@ -59,6 +63,27 @@ def test_http10_closes_by_default(echo_server: Server) -> None:
         assert resp.status == 200
         assert resp.closes
         assert c.at_eof()
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
+def test_closing_answer_leaves_with_the_fin(start_server, threads: str, version: str) -> None:
+    # The last answer before a close goes out with the FIN in one segment (MSG_MORE, then the
+    # shutdown of the write side). So the client receives three segments in all: the SYN-ACK,
+    # the acknowledgement of its request, and the answer with the FIN; a separate FIN makes four.
+    server = start_server("apps.echo:app", "--threads", threads)
+    headers = [("Connection", "close")] if version == "HTTP/1.1" else []
+    for i in range(5):
+        with connect(server.addr) as sock:
+            sock.sendall(build_request("GET", f"/fin{i}", headers=headers, version=version))
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        segs_in = struct.unpack_from("I", info, TCP_INFO_SEGS_IN)[0]
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:200]
+        assert f"/fin{i}".encode() in data
+        assert segs_in <= 3, f"{segs_in} segments: the FIN did not leave with the answer"
 
 
 def test_http10_keep_alive(echo_server: Server) -> None:

@@ -695,9 +695,12 @@ impl<'a> Exchange<'a> {
 
     /// Whether a complete answer may wait in the connection's buffer to go
     /// out with the answers to the requests pipelined behind it, or with
-    /// those to the other connections of this wake-up.
+    /// those to the other connections of this wake-up. The last answer of
+    /// a closing connection always waits: the event loop (or the
+    /// application thread) writes it right after the exchange, with the
+    /// FIN (`Conn::finish_output`).
     fn may_defer(&self) -> bool {
-        (self.can_defer || self.conn.defer_output) && self.st.keep_alive
+        !self.st.keep_alive || self.can_defer || self.conn.defer_output
     }
 
     /// Moves held stream output back into the connection's buffer, ahead of

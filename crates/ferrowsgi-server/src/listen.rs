@@ -265,6 +265,17 @@ impl Stream {
         }
     }
 
+    /// Writes the last bytes before the write side is shut down: on TCP
+    /// with `MSG_MORE` (see [`crate::sys::send_more`]), so that the FIN of
+    /// the shutdown goes in the same segment as the end of the response.
+    /// The caller must shut the write side down next.
+    pub fn write_last(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => crate::sys::send_more(s.as_raw_fd(), buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
     /// Shuts down the sending side (a FIN after the last response byte).
     pub fn shutdown_write(&self) {
         let _ = match self {

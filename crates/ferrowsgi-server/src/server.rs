@@ -500,7 +500,14 @@ impl<H: Handler> EventLoop<H> {
                 && conn.parked.is_none()
                 && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
             if conn.has_output() && !batching && !hold {
-                match conn.flush() {
+                // The last output of a closing connection leaves with its FIN.
+                let last = conn.state == ConnState::CloseAfterFlush && conn.parked.is_none();
+                let flushed = if last {
+                    conn.finish_output()
+                } else {
+                    conn.flush()
+                };
+                match flushed {
                     Ok(true) => {
                         conn.since = Instant::now();
                         conn.write_blocked = false;
@@ -703,7 +710,9 @@ impl<H: Handler> EventLoop<H> {
         let Slot::Here(mut conn) = std::mem::replace(&mut self.conns[key], Slot::away()) else {
             return;
         };
-        conn.stream.shutdown_write();
+        if !conn.write_shut {
+            conn.stream.shutdown_write();
+        }
         conn.since = Instant::now();
         self.conns[key] = Slot::Lingering(conn);
         self.linger(key);
@@ -974,9 +983,14 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
                 }
                 break;
             }
-            // The batch's answers in one write; what the socket does not
-            // take now, the event loop writes (a failure shows there too).
-            let _ = conn.flush();
+            // The batch's answers in one write (the last one with the FIN);
+            // what the socket does not take now, the event loop writes (a
+            // failure shows there too).
+            let _ = if conn.state == ConnState::CloseAfterFlush && conn.parked.is_none() {
+                conn.finish_output()
+            } else {
+                conn.flush()
+            };
             conn.since = Instant::now();
             lock(&pool.returned).push((key, conn));
             if pool.loop_sleeping.load(Ordering::SeqCst) {

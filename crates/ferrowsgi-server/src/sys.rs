@@ -63,6 +63,27 @@ pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     Ok(rc as usize)
 }
 
+/// Writes what the socket `fd` takes of `buf` now, like [`send_nowait`],
+/// but with `MSG_MORE`: TCP holds back a last partial segment until more
+/// data comes or the write side is shut down, whose FIN then leaves in the
+/// same segment.
+pub(crate) fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid readable slice for the whole call, and the
+    // caller owns `fd`.
+    let rc = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_MORE,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as usize)
+}
+
 /// Sends up to `count` bytes of file `file_fd` from `offset` to socket
 /// `sock_fd` with sendfile(2), advancing `offset`. Returns the bytes sent
 /// (0 at the end of the file).
