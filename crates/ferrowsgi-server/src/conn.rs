@@ -461,6 +461,17 @@ impl Conn {
         Ok(true)
     }
 
+    /// [`Conn::finish_output`] when this output is the connection's last
+    /// (it closes after it, and no paused response will add to it),
+    /// [`Conn::flush`] otherwise.
+    pub fn flush_or_finish(&mut self) -> io::Result<bool> {
+        if self.state == ConnState::CloseAfterFlush && self.parked.is_none() {
+            self.finish_output()
+        } else {
+            self.flush()
+        }
+    }
+
     fn flush_with(&mut self, last: bool) -> io::Result<bool> {
         while self.wpos < self.wbuf.len() {
             let wrote = if last {

@@ -501,13 +501,7 @@ impl<H: Handler> EventLoop<H> {
                 && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
             if conn.has_output() && !batching && !hold {
                 // The last output of a closing connection leaves with its FIN.
-                let last = conn.state == ConnState::CloseAfterFlush && conn.parked.is_none();
-                let flushed = if last {
-                    conn.finish_output()
-                } else {
-                    conn.flush()
-                };
-                match flushed {
+                match conn.flush_or_finish() {
                     Ok(true) => {
                         conn.since = Instant::now();
                         conn.write_blocked = false;
@@ -986,11 +980,7 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
             // The batch's answers in one write (the last one with the FIN);
             // what the socket does not take now, the event loop writes (a
             // failure shows there too).
-            let _ = if conn.state == ConnState::CloseAfterFlush && conn.parked.is_none() {
-                conn.finish_output()
-            } else {
-                conn.flush()
-            };
+            let _ = conn.flush_or_finish();
             conn.since = Instant::now();
             lock(&pool.returned).push((key, conn));
             if pool.loop_sleeping.load(Ordering::SeqCst) {

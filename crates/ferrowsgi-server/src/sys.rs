@@ -47,6 +47,17 @@ pub(crate) fn wait_fd(fd: RawFd, want: Want, timeout: Duration) -> io::Result<bo
 /// without SIGPIPE. Returns the bytes written; a full socket is
 /// `WouldBlock`.
 pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    send(fd, buf, 0)
+}
+
+/// [`send_nowait`] with `MSG_MORE`: TCP holds back a last partial segment
+/// until more data comes or the write side is shut down, whose FIN then
+/// leaves in the same segment.
+pub(crate) fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    send(fd, buf, libc::MSG_MORE)
+}
+
+fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is a valid readable slice for the whole call; the caller
     // keeps `fd` open while it may be written (see hold.rs).
     let rc = unsafe {
@@ -54,28 +65,7 @@ pub(crate) fn send_nowait(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             fd,
             buf.as_ptr().cast(),
             buf.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
-}
-
-/// Writes what the socket `fd` takes of `buf` now, like [`send_nowait`],
-/// but with `MSG_MORE`: TCP holds back a last partial segment until more
-/// data comes or the write side is shut down, whose FIN then leaves in the
-/// same segment.
-pub(crate) fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is a valid readable slice for the whole call, and the
-    // caller owns `fd`.
-    let rc = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | libc::MSG_MORE,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | flags,
         )
     };
     if rc < 0 {
