@@ -1344,7 +1344,9 @@ def floor_section(by_workload: dict[str, list[Result]], pycall: dict) -> list[st
         "",
         "- **Responder**: bench/floor/ is a minimal pure-Rust HTTP responder (one thread, "
         "edge-triggered epoll through libc, TCP_NODELAY; per wake-up one read, every complete "
-        "request head in the buffer answered, one write for the batch) sending the same bytes "
+        "request head in the buffer answered, one write for the batch; the answer before a "
+        "close is sent with MSG_MORE and followed by a shutdown, so the FIN leaves in the same "
+        "segment) sending the same bytes "
         "as ferrowsgi's hello answer. It runs on the same core under the same wrk command; its "
         "rows are the `floor` rows of the hello tables.",
         "- **Python**: bench/pycall.py times the bare Python work of one WSGI call in-process "
