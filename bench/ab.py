@@ -1,11 +1,13 @@
 """Alternating A/B runs: server CPU per request for two or more servers, taken in turns.
 
     python bench/ab.py [--rounds 6] [--duration 5] [--path /] [--header "Connection: close"]
+                       [--connections 50] [--lua post.lua --lua-arg 8388608]
                        NAME=COMMAND [NAME=COMMAND ...]
 
 Each COMMAND starts one server; the word PORT in it is replaced by a free port, and it runs
 from bench/ pinned to CPU 0. In every round each server in turn is started, warmed up with
-2 s of wrk, measured with ``wrk -t1 -c50 -d DURATION`` pinned to CPU 1 (127.0.0.1 only),
+2 s of wrk, measured with ``wrk -t1 -c50 -d DURATION`` pinned to CPU 1 (127.0.0.1 only;
+``--connections`` sets -c, ``--lua`` a script from bench/lua/ with its ``--lua-arg`` values),
 and stopped. Server CPU is utime+stime of all its threads from /proc, divided by the
 requests wrk completed. On a shared machine single runs swing widely; taking the servers in
 turns, round after round, lets each round's ratio and the medians be compared. Prints one
@@ -66,13 +68,16 @@ def wait_listening(port: int, proc: subprocess.Popen) -> None:
     sys.exit(f"ab.py: nothing listens on port {port} after {START_TIMEOUT_S} s")
 
 
-WRK_EXTRA: list[str] = []  # --header: wrk -H arguments for every run
+WRK_EXTRA: list[str] = []  # --header and --lua: wrk arguments for every run
+WRK_SCRIPT_ARGS: list[str] = []  # --lua-arg: after the URL and "--"
+CONNECTIONS = [50]  # --connections
 
 
 def wrk(port: int, path: str, seconds: float) -> str:
-    argv = ["taskset", "-c", "1", "wrk", "--latency", "-t1", "-c50", f"-d{seconds:g}s"]
-    argv += WRK_EXTRA
-    argv.append(f"http://127.0.0.1:{port}{path}")
+    argv = ["taskset", "-c", "1", "wrk", "--latency", "-t1", f"-c{CONNECTIONS[0]}"]
+    argv += [f"-d{seconds:g}s", *WRK_EXTRA, f"http://127.0.0.1:{port}{path}"]
+    if WRK_SCRIPT_ARGS:
+        argv += ["--", *WRK_SCRIPT_ARGS]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
     return r.stdout
 
@@ -120,10 +125,24 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--header", action="append", default=[], help="extra request header for wrk (repeatable)"
     )
+    p.add_argument("--connections", type=int, default=50, help="wrk -c")
+    p.add_argument("--lua", help="wrk script in bench/lua/ (post.lua: POST a body)")
+    p.add_argument("--lua-arg", action="append", default=[], help="argument for the script")
     p.add_argument("servers", nargs="+", metavar="NAME=COMMAND")
     args = p.parse_args(argv)
     for header in args.header:
         WRK_EXTRA.extend(["-H", header])
+    if args.lua:
+        script = BENCH_DIR / "lua" / args.lua
+        if not script.is_file():
+            p.error(f"--lua {args.lua}: no such script in {script.parent}")
+        WRK_EXTRA.extend(["-s", str(script)])
+    elif args.lua_arg:
+        p.error("--lua-arg needs --lua")
+    WRK_SCRIPT_ARGS.extend(args.lua_arg)
+    if args.connections < 1:
+        p.error("--connections must be at least 1")
+    CONNECTIONS[0] = args.connections
     specs = []
     for spec in args.servers:
         name, sep, command = spec.partition("=")
