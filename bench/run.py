@@ -256,6 +256,17 @@ SERVERS: dict[str, Server] = {
             workloads=HELLO_ONLY,
             how="bench/floor: pure-Rust epoll responder, no Python (the hello bytes only)",
         ),
+        Server(
+            "floor-uring",
+            "@floor",
+            "",
+            "",
+            lambda app, port, threads: [str(FLOOR_BIN), "--uring", f"{HOST}:{port}"],
+            threaded=False,
+            workloads=HELLO_ONLY,
+            how="bench/floor --uring: the same responder on io_uring (what a completion ring "
+            "saves on this kernel; not a peer)",
+        ),
     ]
 }
 
@@ -1348,7 +1359,11 @@ def floor_section(by_workload: dict[str, list[Result]], pycall: dict) -> list[st
         "close is sent with MSG_MORE and followed by a shutdown, so the FIN leaves in the same "
         "segment) sending the same bytes "
         "as ferrowsgi's hello answer. It runs on the same core under the same wrk command; its "
-        "rows are the `floor` rows of the hello tables.",
+        "rows are the `floor` rows of the hello tables. The `floor-uring` rows are the same "
+        "responder on io_uring (bench/floor/src/uring.rs: one multishot accept, a receive in "
+        "flight per connection, one `io_uring_enter` per turn of its loop): they show what a "
+        "completion ring would save on this kernel, and are not the floor ferrowsgi is "
+        "measured against.",
         "- **Python**: bench/pycall.py times the bare Python work of one WSGI call in-process "
         "(copy an environ template and fill the per-request keys, call the hello app with a "
         "start_response, iterate the result, close it), pinned to the server's core, best of 7 "

@@ -10,7 +10,9 @@
 //! server. The answer before a close is sent with `MSG_MORE` and followed by
 //! `shutdown(SHUT_WR)`, so its FIN leaves in the same segment, as ferrowsgi does.
 //!
-//! Usage: ferrowsgi-floor HOST:PORT
+//! Usage: ferrowsgi-floor [--uring] HOST:PORT (`--uring`: the same on io_uring, uring.rs)
+
+mod uring;
 
 use std::collections::HashMap;
 use std::io;
@@ -195,13 +197,23 @@ fn on_writable(c: &mut Conn) -> bool {
 }
 
 fn main() -> io::Result<()> {
-    let arg = std::env::args()
-        .nth(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let use_uring = args.first().is_some_and(|a| a == "--uring");
+    if use_uring {
+        args.remove(0);
+    }
+    let arg = args
+        .into_iter()
+        .next()
         .unwrap_or_else(|| "127.0.0.1:8000".into());
     let addr: SocketAddrV4 = arg
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{arg}: {e}")))?;
     let lfd = listen(addr)?;
+    if use_uring {
+        eprintln!("floor (io_uring) listening on http://{addr}");
+        return uring::run(lfd);
+    }
     // SAFETY: creating an epoll instance has no preconditions.
     let ep = check(
         unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
