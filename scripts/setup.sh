@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# nginx: tests/test_proxy.py runs the server behind it.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
