@@ -69,6 +69,21 @@ fn listen(addr: SocketAddrV4) -> io::Result<c_int> {
     }
 }
 
+/// TCP_NODELAY on an accepted socket (a failure only leaves Nagle's algorithm on).
+fn set_nodelay(fd: c_int) {
+    let one: c_int = 1;
+    // SAFETY: valid option pointer and length for a socket the caller owns.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            &one as *const c_int as *const libc::c_void,
+            std::mem::size_of::<c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 fn epoll_add(ep: c_int, fd: c_int, events: u32, token: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: ev is a valid epoll_event for the duration of the call.
@@ -257,17 +272,7 @@ fn main() -> io::Result<()> {
                     if fd < 0 {
                         break;
                     }
-                    let one: c_int = 1;
-                    // SAFETY: valid option pointer and length.
-                    unsafe {
-                        libc::setsockopt(
-                            fd,
-                            libc::IPPROTO_TCP,
-                            libc::TCP_NODELAY,
-                            &one as *const c_int as *const libc::c_void,
-                            std::mem::size_of::<c_int>() as libc::socklen_t,
-                        );
-                    }
+                    set_nodelay(fd);
                     let events =
                         (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
                     if epoll_add(ep, fd, events, fd as u64).is_err() {

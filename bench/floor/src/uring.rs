@@ -14,7 +14,7 @@ use std::os::raw::c_int;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use crate::{find, has_close, now_secs, response};
+use crate::{find, has_close, now_secs, response, set_nodelay};
 
 const BUF: usize = 64 * 1024;
 const ACCEPT: u64 = u64::MAX;
@@ -159,17 +159,7 @@ pub fn run(lfd: c_int) -> io::Result<()> {
                 if res < 0 {
                     continue;
                 }
-                let one: c_int = 1;
-                // SAFETY: valid option pointer and length for a socket we own.
-                unsafe {
-                    libc::setsockopt(
-                        res,
-                        libc::IPPROTO_TCP,
-                        libc::TCP_NODELAY,
-                        &one as *const c_int as *const libc::c_void,
-                        std::mem::size_of::<c_int>() as libc::socklen_t,
-                    );
-                }
+                set_nodelay(res);
                 let c = Box::new(Conn {
                     fd: res,
                     inbuf: vec![0u8; BUF].into_boxed_slice(),
