@@ -206,8 +206,9 @@ struct ExchangeState {
     body_invalid: bool,
     body_sent: u64,
     keep_alive: bool,
-    /// When the stream's previous block (or its head) was handed over.
-    last_block: Instant,
+    /// When the stream's previous block (or its head) was handed over; set
+    /// when a stream starts, so a complete response reads no clock for it.
+    last_block: Option<Instant>,
 }
 
 /// An exchange whose response is waiting for a slow reader: the handler's
@@ -288,7 +289,7 @@ impl<'a> Exchange<'a> {
                 body_invalid: false,
                 body_sent: 0,
                 keep_alive,
-                last_block: Instant::now(),
+                last_block: None,
             },
             can_defer,
             paused: None,
@@ -579,7 +580,7 @@ impl<'a> Exchange<'a> {
     pub fn start_stream(&mut self, head: &ResponseHead) -> io::Result<()> {
         let framing = self.commit_head(head, None)?;
         self.st.state = RespState::Streaming(framing);
-        self.st.last_block = Instant::now();
+        self.st.last_block = Some(Instant::now());
         Ok(())
     }
 
@@ -635,7 +636,7 @@ impl<'a> Exchange<'a> {
                     // The body is complete: no block can follow it, so it
                     // is a complete response like a list's (it starts no
                     // flusher, and may join the wake-up's burst).
-                    self.st.last_block = Instant::now();
+                    self.st.last_block = Some(Instant::now());
                     return self.complete_out(&block[..take], wait);
                 }
                 self.block_out(&[&block[..take]], wait)
@@ -657,8 +658,11 @@ impl<'a> Exchange<'a> {
     /// else held or written now (see [`Exchange::send_nowait`]).
     fn block_out(&mut self, parts: &[&[u8]], wait: bool) -> io::Result<bool> {
         let now = Instant::now();
-        let slow = now.saturating_duration_since(self.st.last_block) >= TICK;
-        self.st.last_block = now;
+        let slow = self
+            .st
+            .last_block
+            .map_or(true, |t| now.saturating_duration_since(t) >= TICK);
+        self.st.last_block = Some(now);
         let size: usize = parts.iter().map(|p| p.len()).sum();
         if wait || size > COPY_LIMIT {
             return self.write_out(parts, wait);
