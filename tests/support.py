@@ -287,6 +287,13 @@ class Server:
         assert self._err is not None
         return bool(self._err.wait_for(pattern, timeout))
 
+    def stderr_matches(
+        self, pattern: str | re.Pattern[str], timeout: float = IO_TIMEOUT
+    ) -> list[re.Match[str]]:
+        """Waits until ``pattern`` occurs in stderr; every match so far ([] on timeout)."""
+        assert self._err is not None
+        return self._err.wait_for(pattern, timeout)
+
     def wait_stdout(self, pattern: str, timeout: float = IO_TIMEOUT) -> bool:
         assert self._out is not None
         return bool(self._out.wait_for(pattern, timeout))

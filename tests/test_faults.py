@@ -165,9 +165,12 @@ def counts(server: Server, tag: str) -> dict:
     return server.get_json(f"/count?tag={tag}")
 
 
+ERROR_RECORD = r"\[ERROR\] Error handling request "
+
+
 def error_records(server: Server, request: str) -> list[str]:
     """The error log lines that report an application error for ``request`` ("GET /x")."""
-    rx = re.compile(r"\[ERROR\] Error handling request " + re.escape(request) + r"$", re.M)
+    rx = re.compile(ERROR_RECORD + re.escape(request) + r"$", re.M)
     return rx.findall(server.stderr_text())
 
 
@@ -198,7 +201,17 @@ def test_bad_result_is_500_and_one_log_record(server: Server, target: str, messa
         assert resp.status == 500
         assert b"Traceback" not in resp.body and tag.encode() not in resp.body
         assert resp.closes and c.at_eof()
-    assert server.wait_stderr(re.escape(message))
+    # The record is written before the answer leaves, but the test reads the server's stderr
+    # through a thread of its own: wait for this request's record, not just for the message
+    # (an earlier case logged the same one).
+    # Its traceback lines follow it, up to the next record (a line starting "[2026-...").
+    record = re.compile(
+        ERROR_RECORD
+        + re.escape(f"GET {target}")
+        + r"\n(?:(?!\[\d{4}-).*\n)*?.*"
+        + re.escape(message)
+    )
+    assert server.stderr_matches(record), server.stderr_text()[-2000:]
     assert len(error_records(server, f"GET {target}")) == 1, server.stderr_text()[-2000:]
     assert counts(server, tag)["calls"] == 1
     assert_alive(server)
