@@ -636,7 +636,6 @@ impl<'a> Exchange<'a> {
                     // The body is complete: no block can follow it, so it
                     // is a complete response like a list's (it starts no
                     // flusher, and may join the wake-up's burst).
-                    self.st.last_block = Some(Instant::now());
                     return self.complete_out(&block[..take], wait);
                 }
                 self.block_out(&[&block[..take]], wait)
