@@ -454,11 +454,16 @@ impl Conn {
         if !self.flush_with(true)? {
             return Ok(false);
         }
+        self.shut_write();
+        Ok(true)
+    }
+
+    /// Shuts the write side down (the FIN), once.
+    pub(crate) fn shut_write(&mut self) {
         if !self.write_shut {
             self.stream.shutdown_write();
             self.write_shut = true;
         }
-        Ok(true)
     }
 
     /// [`Conn::finish_output`] when this output is the connection's last

@@ -704,9 +704,7 @@ impl<H: Handler> EventLoop<H> {
         let Slot::Here(mut conn) = std::mem::replace(&mut self.conns[key], Slot::away()) else {
             return;
         };
-        if !conn.write_shut {
-            conn.stream.shutdown_write();
-        }
+        conn.shut_write();
         conn.since = Instant::now();
         self.conns[key] = Slot::Lingering(conn);
         self.linger(key);
