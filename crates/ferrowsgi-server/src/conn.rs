@@ -212,7 +212,7 @@ pub struct Conn {
     pub(crate) nodelay: bool,
     /// The write side is shut down: the FIN has gone (see
     /// [`Conn::finish_output`]).
-    pub(crate) write_shut: bool,
+    write_shut: bool,
     /// The spool file of an earlier body, kept for the next large one.
     pub kept_spool: Option<KeptSpool>,
 }
