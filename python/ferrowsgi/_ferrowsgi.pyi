@@ -17,6 +17,7 @@ class Server:
         read_timeout: float = 30.0,
         write_timeout: float = 30.0,
         limit_request_body: int | None = None,
+        loopback_congestion: str = "reno",
     ) -> None: ...
     @property
     def urls(self) -> list[str]: ...

@@ -39,6 +39,7 @@ pub(crate) fn make_config(
     read_timeout: f64,
     write_timeout: f64,
     limit_request_body: Option<u64>,
+    loopback_congestion: &str,
 ) -> PyResult<Config> {
     let mut cfg = Config::default();
     if bind.is_empty() {
@@ -72,6 +73,8 @@ pub(crate) fn make_config(
     if let Some(n) = limit_request_body {
         cfg.max_body = n;
     }
+    cfg.set_loopback_congestion(loopback_congestion)
+        .map_err(PyValueError::new_err)?;
     Ok(cfg)
 }
 
@@ -126,7 +129,7 @@ impl Server {
     #[pyo3(signature = (
         app, bind, *, threads = 1, access_log = false, debug = false, server_header = true,
         log_level = "info", keep_alive = 5.0, read_timeout = 30.0, write_timeout = 30.0,
-        limit_request_body = None
+        limit_request_body = None, loopback_congestion = "reno"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -142,6 +145,7 @@ impl Server {
         read_timeout: f64,
         write_timeout: f64,
         limit_request_body: Option<u64>,
+        loopback_congestion: &str,
     ) -> PyResult<Self> {
         let cfg = make_config(
             bind,
@@ -154,6 +158,7 @@ impl Server {
             read_timeout,
             write_timeout,
             limit_request_body,
+            loopback_congestion,
         )?;
         Server::create(py, app, cfg)
     }

@@ -34,6 +34,9 @@ pub const DEFAULT_KEEP_ALIVE_REQUESTS: u64 = 1000;
 /// Default for `--max-pipelined`: more than the 16 in flight that fast
 /// pipelining clients use, so their batches still go out in one write.
 pub const DEFAULT_MAX_PIPELINED: u32 = 32;
+/// Default TCP congestion control for connections over loopback (see
+/// `--loopback-congestion`).
+pub const DEFAULT_LOOPBACK_CONGESTION: &str = "reno";
 /// Default cap on a request body (0 means no cap), like gunicorn's unlimited
 /// default but bounded: 1 GiB.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
@@ -76,6 +79,9 @@ pub struct Config {
     /// Pipelined requests served back to back from one connection's buffer
     /// before the server turns to other connections and reads more from it.
     pub max_pipelined: usize,
+    /// TCP congestion control for connections from this host (a front-end
+    /// server or client over loopback); `None` keeps the system's default.
+    pub loopback_congestion: Option<String>,
 }
 
 impl Default for Config {
@@ -96,7 +102,18 @@ impl Default for Config {
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
             keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
             max_pipelined: DEFAULT_MAX_PIPELINED as usize,
+            loopback_congestion: Some(DEFAULT_LOOPBACK_CONGESTION.to_string()),
         }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::loopback_congestion`] from a name checked by
+    /// [`parse_congestion`]; `system` keeps the system's default.
+    pub fn set_loopback_congestion(&mut self, name: &str) -> Result<(), String> {
+        let name = parse_congestion(name)?;
+        self.loopback_congestion = Some(name).filter(|n| n != "system");
+        Ok(())
     }
 }
 
@@ -196,6 +213,28 @@ pub struct Cli {
     /// Largest request body in bytes (413 past it); 0 for no cap.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
     pub limit_request_body: u64,
+
+    /// TCP congestion control for connections from this host, such as a
+    /// front-end server's over loopback: the system's pacing (BBR) only
+    /// costs CPU there. `system` keeps the system's default.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_LOOPBACK_CONGESTION,
+          value_parser = parse_congestion)]
+    pub loopback_congestion: String,
+}
+
+/// Checks a `--loopback-congestion` name: `system`, or the name of a
+/// congestion-control module (letters, digits, `_` and `-`, at most 15
+/// bytes, as the kernel's `TCP_CA_NAME_MAX` allows). The error is one line.
+pub fn parse_congestion(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() < 16
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a congestion-control name"))
+    }
 }
 
 impl Cli {
@@ -234,6 +273,7 @@ impl Cli {
             cfg.limits.max_header_field_size = n;
         }
         cfg.max_body = self.limit_request_body;
+        cfg.set_loopback_congestion(&self.loopback_congestion)?;
         Ok(cfg)
     }
 }
@@ -275,6 +315,34 @@ mod tests {
         assert_eq!(cfg.binds[0].to_string(), "127.0.0.1:8000");
         assert_eq!(cfg.threads, 1);
         assert_eq!(cfg.max_pipelined, DEFAULT_MAX_PIPELINED as usize);
+        assert_eq!(cfg.loopback_congestion.as_deref(), Some("reno"));
+    }
+
+    #[test]
+    fn loopback_congestion_names() {
+        let cfg = |name: &str| {
+            parse_args(&args(&[
+                "ferrowsgi",
+                "--loopback-congestion",
+                name,
+                "m:app",
+            ]))
+            .map(|cli| cli.to_config().unwrap().loopback_congestion)
+        };
+        assert_eq!(cfg("system").unwrap(), None);
+        assert_eq!(cfg("cubic").unwrap().as_deref(), Some("cubic"));
+        for bad in [
+            "",
+            "no/slash",
+            "a name",
+            "sixteen-letters!",
+            "abcdefghijklmnop",
+        ] {
+            let (msg, code) = cfg(bad).unwrap_err();
+            assert_eq!(code, 2, "{bad:?}");
+            assert!(msg.contains("congestion"), "{bad:?}: {msg}");
+            assert_eq!(msg.lines().count(), 1, "{msg}");
+        }
     }
 
     #[test]

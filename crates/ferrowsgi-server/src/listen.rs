@@ -95,9 +95,18 @@ impl fmt::Display for BindAddr {
 /// A bound, listening socket.
 #[derive(Debug)]
 pub enum Listener {
-    /// TCP, with the local address every connection shares when the bind
-    /// address is not a wildcard (saving a getsockname(2) per connection).
-    Tcp(TcpListener, Option<SocketAddr>),
+    /// TCP.
+    Tcp {
+        /// The socket.
+        listener: TcpListener,
+        /// The local address every connection shares when the bind address
+        /// is not a wildcard (saving a getsockname(2) per connection).
+        fixed: Option<SocketAddr>,
+        /// The congestion control to give each connection from a loopback
+        /// peer, when the listener could not do it for all of them (a
+        /// wildcard bind address; see [`Listener::bind`]).
+        loopback_congestion: Option<Box<str>>,
+    },
     /// Unix-domain, with the path to remove when the listener goes away.
     Unix(UnixListener, PathBuf),
 }
@@ -107,7 +116,17 @@ impl Listener {
     /// `[::]` and `0.0.0.0` can be bound side by side), non-blocking and
     /// close-on-exec, listening with `backlog`. A stale unix socket file left
     /// by a dead server is replaced; a live one is "address in use".
-    pub fn bind(addr: &BindAddr, backlog: u32) -> io::Result<Listener> {
+    ///
+    /// `loopback_congestion` names the TCP congestion control for connections
+    /// whose peer is on this host (`None` keeps the system's). A listener on
+    /// a loopback address gets it itself, and its connections inherit it; a
+    /// wildcard listener sets it on each accepted connection from a loopback
+    /// peer. See [`set_congestion`] for why.
+    pub fn bind(
+        addr: &BindAddr,
+        backlog: u32,
+        loopback_congestion: Option<&str>,
+    ) -> io::Result<Listener> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match addr {
             BindAddr::Tcp(sa) => {
@@ -121,12 +140,28 @@ impl Listener {
                 sock.listen(backlog)?;
                 sock.set_nonblocking(true)?;
                 defer_accept(&sock);
-                let l = TcpListener::from_std(sock.into());
-                let fixed = match l.local_addr() {
+                let mut per_conn = None;
+                if let Some(name) = loopback_congestion {
+                    if sa.ip().is_loopback() {
+                        if let Err(e) = set_congestion(&sock, name) {
+                            crate::log::warning(&format!(
+                                "congestion control {name:?} not available for {sa}: {e}"
+                            ));
+                        }
+                    } else if sa.ip().is_unspecified() {
+                        per_conn = Some(name.into());
+                    }
+                }
+                let listener = TcpListener::from_std(sock.into());
+                let fixed = match listener.local_addr() {
                     Ok(a) if !a.ip().is_unspecified() => Some(a),
                     _ => None,
                 };
-                Ok(Listener::Tcp(l, fixed))
+                Ok(Listener::Tcp {
+                    listener,
+                    fixed,
+                    loopback_congestion: per_conn,
+                })
             }
             BindAddr::Unix(path) => {
                 if path.exists() {
@@ -158,7 +193,7 @@ impl Listener {
     /// The address actually bound (with the real port when 0 was asked).
     pub fn local_addr(&self) -> BindAddr {
         match self {
-            Listener::Tcp(l, _) => match l.local_addr() {
+            Listener::Tcp { listener: l, .. } => match l.local_addr() {
                 Ok(a) => BindAddr::Tcp(a),
                 Err(_) => BindAddr::Unix(PathBuf::new()),
             },
@@ -179,12 +214,22 @@ impl Listener {
     /// connection answered in one write and closed never needs it.
     pub fn accept(&self) -> io::Result<(Stream, crate::exchange::PeerInfo)> {
         match self {
-            Listener::Tcp(l, fixed) => {
-                let (s, peer) = l.accept()?;
+            Listener::Tcp {
+                listener,
+                fixed,
+                loopback_congestion,
+            } => {
+                let (s, peer) = listener.accept()?;
                 let local = match fixed {
                     Some(a) => *a,
                     None => s.local_addr()?,
                 };
+                if let Some(name) = loopback_congestion {
+                    if peer.ip().is_loopback() {
+                        // Best effort: the connection works either way.
+                        let _ = set_congestion(&socket2::SockRef::from(&s), name);
+                    }
+                }
                 Ok((Stream::Tcp(s), crate::exchange::PeerInfo::tcp(peer, local)))
             }
             Listener::Unix(l, path) => {
@@ -197,7 +242,9 @@ impl Listener {
     /// Registers the listener for readable events.
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         match self {
-            Listener::Tcp(l, _) => l.register(registry, token, Interest::READABLE),
+            Listener::Tcp { listener, .. } => {
+                listener.register(registry, token, Interest::READABLE)
+            }
             Listener::Unix(l, _) => l.register(registry, token, Interest::READABLE),
         }
     }
@@ -321,6 +368,33 @@ impl AsRawFd for Stream {
     }
 }
 
+/// Sets the TCP congestion control of `sock` (Linux `TCP_CONGESTION`).
+///
+/// ferrowsgi uses it for connections over loopback (a front-end server or
+/// a client on the same host), with `reno` by default. Where the system's
+/// default is a pacing algorithm (BBR), the kernel paces loopback traffic
+/// too: every burst above the pacing rate arms a high-resolution timer and
+/// waits for it, although a loopback connection has no link or queue that
+/// pacing could protect. A 1 MiB response cost about a quarter more server
+/// CPU that way (docs/PERFORMANCE.md). On loopback nothing is lost, so a
+/// loss-based algorithm stays in slow start and behaves like any other;
+/// `reno` is the one every Linux kernel builds in and lets an unprivileged
+/// process choose.
+fn set_congestion(sock: &Socket, name: &str) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        sock.set_tcp_congestion(name.as_bytes())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (sock, name);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "TCP_CONGESTION is Linux-only",
+        ))
+    }
+}
+
 /// Asks the kernel to hand over a TCP connection only once its first bytes
 /// have arrived (Linux `TCP_DEFER_ACCEPT`, nginx's `deferred`): the request
 /// is read right after accept(2), which saves an event-loop round and a
@@ -396,12 +470,12 @@ mod tests {
 
     #[test]
     fn port_zero_reports_real_port_and_in_use_fails() {
-        let l = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 16).unwrap();
+        let l = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 16, None).unwrap();
         let BindAddr::Tcp(a) = l.local_addr() else {
             panic!("not tcp")
         };
         assert_ne!(a.port(), 0);
-        let again = Listener::bind(&BindAddr::Tcp(a), 16).unwrap_err();
+        let again = Listener::bind(&BindAddr::Tcp(a), 16, None).unwrap_err();
         assert_eq!(again.kind(), io::ErrorKind::AddrInUse);
     }
 }

@@ -155,7 +155,8 @@ impl<H: Handler> Server<H> {
         let waker = Waker::new(poll.registry(), WAKER).map_err(|e| ("waker".to_string(), e))?;
         let mut listeners = Vec::new();
         for (i, addr) in cfg.binds.iter().enumerate() {
-            let mut l = Listener::bind(addr, cfg.backlog).map_err(|e| (addr.to_string(), e))?;
+            let mut l = Listener::bind(addr, cfg.backlog, cfg.loopback_congestion.as_deref())
+                .map_err(|e| (addr.to_string(), e))?;
             l.register(poll.registry(), Token(LISTENER_BASE - i))
                 .map_err(|e| (addr.to_string(), e))?;
             listeners.push(l);

@@ -1,0 +1,93 @@
+"""The congestion control of connections from this host (``--loopback-congestion``).
+
+The server runs in this process (``ferrowsgi.background()``), so the test can open the
+server's own end of a connection from ``/proc/self/fd`` and ask the kernel which
+congestion control it has.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from support import RawConn, free_port, parse_url
+
+pytestmark = [
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not hasattr(socket, "TCP_CONGESTION"), reason="Linux only"),
+]
+
+
+def _app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+
+def _system_default() -> str:
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        return f.read().strip()
+
+
+def _server_end_congestion(client: socket.socket) -> str:
+    """The congestion control of the server's end of ``client``'s connection."""
+    want_local, want_peer = client.getpeername(), client.getsockname()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fd = int(name)
+            if fd == client.fileno() or not os.path.exists(f"/proc/self/fd/{fd}"):
+                continue
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                continue
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with s:
+            try:
+                if s.type != socket.SOCK_STREAM or s.family != socket.AF_INET:
+                    continue
+                if s.getsockname() != want_local or s.getpeername() != want_peer:
+                    continue
+            except OSError:
+                continue
+            raw = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+            return raw.split(b"\0", 1)[0].decode()
+    raise AssertionError("the server's end of the connection was not found")
+
+
+def _congestion_of_served_connection(**options) -> str:
+    import ferrowsgi
+
+    with ferrowsgi.background(_app, **options) as url:
+        _, port = parse_url(url)
+        with RawConn(("127.0.0.1", port)) as conn:
+            conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            resp = conn.read_response()
+            assert resp.status == 200 and resp.body == b"ok"
+            return _server_end_congestion(conn.sock)
+
+
+def test_loopback_listener_gives_reno_by_default() -> None:
+    assert _congestion_of_served_connection() == "reno"
+
+
+def test_wildcard_listener_gives_reno_to_loopback_peers() -> None:
+    port = free_port("0.0.0.0")
+    cc = _congestion_of_served_connection(bind=[f"0.0.0.0:{port}"])
+    assert cc == "reno"
+
+
+def test_system_keeps_the_system_default() -> None:
+    assert _congestion_of_served_connection(loopback_congestion="system") == _system_default()
+
+
+def test_unknown_algorithm_still_serves_with_the_system_default() -> None:
+    assert _congestion_of_served_connection(loopback_congestion="nosuchcc") == _system_default()
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "x" * 16, "../bbr"])
+def test_invalid_names_are_refused(bad: str) -> None:
+    import ferrowsgi
+
+    with pytest.raises(ValueError, match="congestion"):
+        ferrowsgi.Server(_app, ["127.0.0.1:0"], loopback_congestion=bad)
