@@ -12,7 +12,8 @@ and stopped. Server CPU is utime+stime of all its threads from /proc, divided by
 requests wrk completed. On a shared machine single runs swing widely; taking the servers in
 turns, round after round, lets each round's ratio and the medians be compared. Prints one
 line per server with every round's figure and the median, then each round's ratio to the
-first server; the same for wrk's p99 latency. Standard library only; needs wrk and taskset.
+first server; the same for wrk's p99 latency and requests/s. Standard library only; needs
+wrk and taskset.
 
 Example (flask_json, as in docs/PERFORMANCE.md):
 
@@ -91,8 +92,8 @@ def p99_ms(out: str) -> float:
     return float(m.group(1)) * UNITS_MS[m.group(2)] if m else float("nan")
 
 
-def measure(command: str, path: str, seconds: float) -> tuple[float, float]:
-    """CPU µs per request and p99 latency (ms) of one server run."""
+def measure(command: str, path: str, seconds: float) -> tuple[float, float, float]:
+    """CPU µs per request, p99 latency (ms) and requests/s of one server run."""
     port = free_port()
     argv = ["taskset", "-c", "0", *shlex.split(command.replace("PORT", str(port)))]
     proc = subprocess.Popen(
@@ -114,7 +115,9 @@ def measure(command: str, path: str, seconds: float) -> tuple[float, float]:
     m = re.search(r"(\d+) requests in", out)
     if not m or int(m.group(1)) == 0:
         sys.exit(f"ab.py: wrk completed no requests against {command!r}")
-    return (after - before) / int(m.group(1)) * 1e6, p99_ms(out)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    per_s = float(rate.group(1)) if rate else float("nan")
+    return (after - before) / int(m.group(1)) * 1e6, p99_ms(out), per_s
 
 
 def main(argv: list[str]) -> int:
@@ -151,15 +154,18 @@ def main(argv: list[str]) -> int:
         specs.append((name, command))
     results: dict[str, list[float]] = {name: [] for name, _ in specs}
     tails: dict[str, list[float]] = {name: [] for name, _ in specs}
+    rates: dict[str, list[float]] = {name: [] for name, _ in specs}
     for _ in range(args.rounds):
         for name, command in specs:
-            cpu, p99 = measure(command, args.path, args.duration)
+            cpu, p99, per_s = measure(command, args.path, args.duration)
             results[name].append(cpu)
             tails[name].append(p99)
+            rates[name].append(per_s)
     first, *others = specs
     for title, table, fmt in (
         ("server CPU µs per request", results, "7.1f"),
         ("p99 latency ms", tails, "7.2f"),
+        ("requests/s", rates, "7.0f"),
     ):
         width = max(len(name) for name in table) + len(first[0]) + 3
         print(f"{title}, {args.rounds} rounds taken in turns")
