@@ -71,7 +71,7 @@ impl Drop for Paused {
         ));
         Python::attach(|py| {
             let entered = self.ctx.as_ref().and_then(|c| c.enter(py).ok());
-            close_result(py, result.bind(py), &tag);
+            close_result(py, result.bind(py), self.errors.get());
             drop(entered);
         });
     }
@@ -213,11 +213,12 @@ impl PyHandler {
             }
             other => other,
         };
-        let tag = errors.get().tag();
+        let errors = errors.get();
         if let Some(result) = result {
-            close_result(py, &result, &tag);
+            close_result(py, &result, errors);
         }
         if let Sent::AppError(err) = sent {
+            let tag = errors.tag();
             if ex.is_body_invalid() && !ex.is_committed() {
                 // RFC 9110 §15.5.1: bad framing is the client's error, even
                 // when it surfaced inside the application's read.
@@ -242,14 +243,15 @@ impl PyHandler {
 }
 
 /// PEP 3333: `close()` is called once, whatever happened. Lists and tuples
-/// have none (and asking would build an exception).
-fn close_result(py: Python<'_>, result: &Bound<'_, PyAny>, tag: &str) {
+/// have none (and asking would build an exception). `errors` names the
+/// request if `close()` fails.
+fn close_result(py: Python<'_>, result: &Bound<'_, PyAny>, errors: &ErrorStream) {
     if result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>() {
         return;
     }
     if let Ok(close) = result.getattr(intern!(py, "close")) {
         if let Err(e) = close.call0() {
-            report(py, &format!("{tag} (in close())"), &e);
+            report(py, &format!("{} (in close())", errors.tag()), &e);
         }
     }
 }

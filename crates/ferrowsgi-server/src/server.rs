@@ -643,7 +643,9 @@ impl<H: Handler> EventLoop<H> {
     /// Writes the answers [`EventLoop::defer_flush`] held back.
     fn flush_deferred(&mut self) {
         let now = Instant::now();
-        for key in std::mem::take(&mut self.deferred) {
+        // The list's allocation is kept for the next wake-up.
+        let mut keys = std::mem::take(&mut self.deferred);
+        for &key in &keys {
             let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
                 continue;
             };
@@ -657,6 +659,10 @@ impl<H: Handler> EventLoop<H> {
                 Ok(false) => {}
                 Err(_) => self.remove(key),
             }
+        }
+        keys.clear();
+        if self.deferred.is_empty() {
+            self.deferred = keys;
         }
     }
 
