@@ -11,7 +11,7 @@ import os
 import socket
 
 import pytest
-from support import RawConn, free_port, parse_url
+from support import RawConn, parse_url
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -44,7 +44,7 @@ def _server_end_congestion(client: socket.socket) -> str:
             continue
         with s:
             try:
-                if s.type != socket.SOCK_STREAM or s.family != socket.AF_INET:
+                if s.type != socket.SOCK_STREAM or s.family != client.family:
                     continue
                 if s.getsockname() != want_local or s.getpeername() != want_peer:
                     continue
@@ -55,12 +55,12 @@ def _server_end_congestion(client: socket.socket) -> str:
     raise AssertionError("the server's end of the connection was not found")
 
 
-def _congestion_of_served_connection(**options) -> str:
+def _congestion_of_served_connection(client_host: str = "127.0.0.1", **options) -> str:
     import ferrowsgi
 
     with ferrowsgi.background(_app, **options) as url:
         _, port = parse_url(url)
-        with RawConn(("127.0.0.1", port)) as conn:
+        with RawConn((client_host, port)) as conn:
             conn.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
             resp = conn.read_response()
             assert resp.status == 200 and resp.body == b"ok"
@@ -72,9 +72,26 @@ def test_loopback_listener_gives_reno_by_default() -> None:
 
 
 def test_wildcard_listener_gives_reno_to_loopback_peers() -> None:
-    port = free_port("0.0.0.0")
-    cc = _congestion_of_served_connection(bind=[f"0.0.0.0:{port}"])
-    assert cc == "reno"
+    assert _congestion_of_served_connection(bind=["0.0.0.0:0"]) == "reno"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_loopback_listener_gives_reno() -> None:
+    assert _congestion_of_served_connection("::1", bind=["[::1]:0"]) == "reno"
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_wildcard_listener_gives_reno_to_loopback_peers() -> None:
+    assert _congestion_of_served_connection("::1", bind=["[::]:0"]) == "reno"
 
 
 def test_system_keeps_the_system_default() -> None:
