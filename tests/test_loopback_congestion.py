@@ -94,6 +94,30 @@ def test_ipv6_wildcard_listener_gives_reno_to_loopback_peers() -> None:
     assert _congestion_of_served_connection("::1", bind=["[::]:0"]) == "reno"
 
 
+def _own_ipv4_address() -> str | None:
+    """An IPv4 address of this host that is not a loopback one, if it has any."""
+    try:
+        with open("/proc/net/fib_trie") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for prev, line in zip(lines, lines[1:]):
+        if "/32 host LOCAL" in line and "|--" in prev:
+            addr = prev.split("|--", 1)[1].strip()
+            if not addr.startswith("127."):
+                return addr
+    return None
+
+
+@pytest.mark.skipif(_own_ipv4_address() is None, reason="no non-loopback IPv4 address")
+def test_connection_to_own_address_is_from_this_host() -> None:
+    # A client on this host that connects to the host's own address goes
+    # over the loopback device too, with that address on both ends.
+    addr = _own_ipv4_address()
+    assert _congestion_of_served_connection(addr, bind=[f"{addr}:0"]) == "reno"
+    assert _congestion_of_served_connection(addr, bind=["0.0.0.0:0"]) == "reno"
+
+
 def test_system_keeps_the_system_default() -> None:
     assert _congestion_of_served_connection(loopback_congestion="system") == _system_default()
 

@@ -102,9 +102,9 @@ pub enum Listener {
         /// The local address every connection shares when the bind address
         /// is not a wildcard (saving a getsockname(2) per connection).
         fixed: Option<SocketAddr>,
-        /// The congestion control to give each connection from a loopback
-        /// peer, when the listener could not do it for all of them (a
-        /// wildcard bind address; see [`Listener::bind`]).
+        /// The congestion control to give each connection from this host,
+        /// when the listener could not do it for all of them (any bind
+        /// address but a loopback one; see [`Listener::bind`]).
         loopback_congestion: Option<Box<str>>,
     },
     /// Unix-domain, with the path to remove when the listener goes away.
@@ -118,10 +118,11 @@ impl Listener {
     /// by a dead server is replaced; a live one is "address in use".
     ///
     /// `loopback_congestion` names the TCP congestion control for connections
-    /// whose peer is on this host (`None` keeps the system's). A listener on
-    /// a loopback address gets it itself, and its connections inherit it; a
-    /// wildcard listener sets it on each accepted connection from a loopback
-    /// peer. See [`set_congestion`] for why.
+    /// from this host (`None` keeps the system's). A listener on a loopback
+    /// address gets it itself, and its connections inherit it; any other
+    /// listener sets it on each accepted connection whose peer is a loopback
+    /// address or the connection's own local address (the kernel routes
+    /// both over the loopback device). See [`set_congestion`] for why.
     pub fn bind(
         addr: &BindAddr,
         backlog: u32,
@@ -148,7 +149,7 @@ impl Listener {
                                 "congestion control {name:?} not available for {sa}: {e}"
                             ));
                         }
-                    } else if sa.ip().is_unspecified() {
+                    } else {
                         per_conn = Some(name.into());
                     }
                 }
@@ -225,7 +226,7 @@ impl Listener {
                     None => s.local_addr()?,
                 };
                 if let Some(name) = loopback_congestion {
-                    if peer.ip().is_loopback() {
+                    if peer.ip().is_loopback() || peer.ip() == local.ip() {
                         // Best effort: the connection works either way.
                         let _ = set_congestion(&socket2::SockRef::from(&s), name);
                     }
@@ -375,7 +376,7 @@ impl AsRawFd for Stream {
 /// default is a pacing algorithm (BBR), the kernel paces loopback traffic
 /// too: every burst above the pacing rate arms a high-resolution timer and
 /// waits for it, although a loopback connection has no link or queue that
-/// pacing could protect. A 1 MiB response cost about a quarter more server
+/// pacing could protect. A 1 MiB response cost about a third more server
 /// CPU that way (docs/PERFORMANCE.md). On loopback nothing is lost, so a
 /// loss-based algorithm stays in slow start and behaves like any other;
 /// `reno` is the one every Linux kernel builds in and lets an unprivileged
