@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -126,6 +126,26 @@ struct Pool {
     /// The event loop is in (or about to enter) epoll_wait and needs a
     /// wake-up to see returned connections.
     loop_sleeping: AtomicBool,
+    /// Application threads waiting on `ready`; changed only with the queue
+    /// lock held.
+    idle: AtomicUsize,
+}
+
+impl Pool {
+    /// Queues `job` and wakes a waiting application thread, if there is
+    /// one. A thread that is not waiting looks at the queue (under its
+    /// lock) before it waits, so it finds the job; skipping the wake-up
+    /// then saves a futex call, which the standard library's condition
+    /// variable makes even when nobody waits.
+    fn push(&self, job: Job) {
+        let mut q = lock(&self.queue);
+        q.push_back(job);
+        let waiting = self.idle.load(Ordering::Relaxed) > 0;
+        drop(q);
+        if waiting {
+            self.ready.notify_one();
+        }
+    }
 }
 
 /// Takes a lock of the pool's queues or of held output (`hold.rs`). A
@@ -197,6 +217,7 @@ impl<H: Handler> Server<H> {
                 returned: Mutex::new(Vec::new()),
                 stopping: AtomicBool::new(false),
                 loop_sleeping: AtomicBool::new(false),
+                idle: AtomicUsize::new(0),
             });
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
             for i in 0..self.cfg.threads {
@@ -526,8 +547,7 @@ impl<H: Handler> EventLoop<H> {
                         return;
                     };
                     self.away += 1;
-                    lock(&pool.queue).push_back(Job::Resume { key, conn });
-                    pool.ready.notify_one();
+                    pool.push(Job::Resume { key, conn });
                     return;
                 }
                 if !conn.resume_due {
@@ -573,8 +593,7 @@ impl<H: Handler> EventLoop<H> {
                             return;
                         };
                         self.away += 1;
-                        lock(&pool.queue).push_back(Job::Serve { key, conn, req });
-                        pool.ready.notify_one();
+                        pool.push(Job::Serve { key, conn, req });
                         return;
                     }
                     conn.others_ready = self.more_ready || !self.deferred.is_empty();
@@ -744,8 +763,7 @@ impl<H: Handler> EventLoop<H> {
         if let (Some(pool), Slot::Here(mut conn) | Slot::Lingering(mut conn)) = (&self.pool, slot) {
             if let Some(parked) = conn.parked.take() {
                 drop(conn);
-                lock(&pool.queue).push_back(Job::Discard(parked));
-                pool.ready.notify_one();
+                pool.push(Job::Discard(parked));
             }
         }
     }
@@ -942,11 +960,13 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
                         if pool.stopping.load(Ordering::SeqCst) {
                             return;
                         }
+                        pool.idle.fetch_add(1, Ordering::Relaxed);
                         q = pool
                             .ready
                             .wait_timeout(q, Duration::from_millis(500))
                             .map(|(g, _)| g)
                             .unwrap_or_else(|e| e.into_inner().0);
+                        pool.idle.fetch_sub(1, Ordering::Relaxed);
                     }
                 });
             }
