@@ -71,6 +71,18 @@ def connect(addr: Address, timeout: float = IO_TIMEOUT) -> socket.socket:
     return sock
 
 
+def ipv6_available() -> bool:
+    """Whether this host can bind the IPv6 loopback address."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (only for tests that cannot use port 0)."""
     with socket.socket() as s:

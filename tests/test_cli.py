@@ -13,7 +13,15 @@ import time
 from pathlib import Path
 
 import pytest
-from support import TESTS_DIR, RawConn, Server, free_port, parse_url, short_tmp_dir
+from support import (
+    TESTS_DIR,
+    RawConn,
+    Server,
+    free_port,
+    ipv6_available,
+    parse_url,
+    short_tmp_dir,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -253,17 +261,6 @@ def test_multiple_binds(start_server) -> None:
                 assert c.read_response().json()["environ"]["PATH_INFO"] == "/multi"
     finally:
         shutil.rmtree(d, ignore_errors=True)
-
-
-def ipv6_available() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")

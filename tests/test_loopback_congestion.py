@@ -11,7 +11,7 @@ import os
 import socket
 
 import pytest
-from support import RawConn, parse_url
+from support import RawConn, ipv6_available, parse_url
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -75,21 +75,12 @@ def test_wildcard_listener_gives_reno_to_loopback_peers() -> None:
     assert _congestion_of_served_connection(bind=["0.0.0.0:0"]) == "reno"
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
 def test_ipv6_loopback_listener_gives_reno() -> None:
     assert _congestion_of_served_connection("::1", bind=["[::1]:0"]) == "reno"
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not ipv6_available(), reason="no IPv6 loopback")
 def test_ipv6_wildcard_listener_gives_reno_to_loopback_peers() -> None:
     assert _congestion_of_served_connection("::1", bind=["[::]:0"]) == "reno"
 
