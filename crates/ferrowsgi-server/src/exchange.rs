@@ -75,6 +75,10 @@ fn canonical_ip(a: SocketAddr) -> String {
     }
 }
 
+/// Room for the header lines of a typical response, reserved when a head is
+/// made.
+const HEAD_CAPACITY: usize = 128;
+
 /// The status line and header fields of a response, kept serialised as they
 /// go on the wire (`Name: value\r\n` each), with what the server needs to
 /// know about them noted on the way in.
@@ -82,9 +86,9 @@ fn canonical_ip(a: SocketAddr) -> String {
 pub struct ResponseHead {
     /// Status code.
     pub status: u16,
-    /// The whole status as given: "200 OK".
-    status_line: Vec<u8>,
-    /// Serialised header lines.
+    /// The status line and the header lines, serialised as they go on the
+    /// wire: `HTTP/1.1 200 OK\r\nName: value\r\n…` (one allocation per
+    /// response rather than one for each part). Empty in a default head.
     block: Vec<u8>,
     /// The application's Content-Length, if it gave a valid one.
     content_length: Option<u64>,
@@ -99,10 +103,13 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// A head with `status` ("200 OK" as `status_line`) and no fields.
     pub fn new(status: u16, status_line: &[u8]) -> ResponseHead {
+        let mut block = Vec::with_capacity(HEAD_CAPACITY + status_line.len());
+        block.extend_from_slice(b"HTTP/1.1 ");
+        block.extend_from_slice(status_line);
+        block.extend_from_slice(b"\r\n");
         ResponseHead {
             status,
-            status_line: status_line.to_vec(),
-            block: Vec::with_capacity(128),
+            block,
             ..ResponseHead::default()
         }
     }
@@ -923,9 +930,6 @@ impl<'a> Exchange<'a> {
         }
         let app_len = head.content_length;
         let out = &mut self.conn.wbuf;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(&head.status_line);
-        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&head.block);
         if !head.has_date {
             out.extend_from_slice(b"Date: ");
