@@ -167,6 +167,20 @@ def test_bad_bind_syntax(bind: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("name", ["a b", "../bbr", "x" * 16])
+def test_bad_loopback_congestion_name(name: str) -> None:
+    result = run_cli("apps.echo:app", "--loopback-congestion", name)
+    line = assert_cli_error(result, 2, "congestion")
+    assert "Traceback" not in result.stderr
+    assert "loopback-congestion" in line
+
+
+def test_loopback_congestion_system_serves(start_server) -> None:
+    server = start_server("apps.echo:app", "--loopback-congestion", "system")
+    resp = server.request("POST", "/", body=b"abc")
+    assert resp.status == 200 and b"abc" in resp.body
+
+
 def test_address_in_use() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
