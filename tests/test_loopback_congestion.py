@@ -113,8 +113,10 @@ def test_system_keeps_the_system_default() -> None:
     assert _congestion_of_served_connection(loopback_congestion="system") == _system_default()
 
 
-def test_unknown_algorithm_still_serves_with_the_system_default() -> None:
-    assert _congestion_of_served_connection(loopback_congestion="nosuchcc") == _system_default()
+@pytest.mark.parametrize("bind", ["127.0.0.1:0", "0.0.0.0:0"])
+def test_unknown_algorithm_still_serves_with_the_system_default(bind: str) -> None:
+    cc = _congestion_of_served_connection(bind=[bind], loopback_congestion="nosuchcc")
+    assert cc == _system_default()
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "x" * 16, "../bbr"])

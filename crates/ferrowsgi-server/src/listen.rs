@@ -143,14 +143,22 @@ impl Listener {
                 defer_accept(&sock);
                 let mut per_conn = None;
                 if let Some(name) = loopback_congestion {
-                    if sa.ip().is_loopback() {
-                        if let Err(e) = set_congestion(&sock, name) {
-                            crate::log::warning(&format!(
-                                "congestion control {name:?} not available for {sa}: {e}"
-                            ));
-                        }
+                    // A loopback listener takes the algorithm itself; any
+                    // other one tries it once on a spare socket, so that a
+                    // name the kernel refuses is reported here and not tried
+                    // again on every connection.
+                    let tried = if sa.ip().is_loopback() {
+                        set_congestion(&sock, name)
                     } else {
-                        per_conn = Some(name.into());
+                        Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))
+                            .and_then(|spare| set_congestion(&spare, name))
+                    };
+                    match tried {
+                        Ok(()) if !sa.ip().is_loopback() => per_conn = Some(name.into()),
+                        Ok(()) => {}
+                        Err(e) => crate::log::warning(&format!(
+                            "congestion control {name:?} not available for {sa}: {e}"
+                        )),
                     }
                 }
                 let listener = TcpListener::from_std(sock.into());
