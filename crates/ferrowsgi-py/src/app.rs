@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::os::fd::RawFd;
+use std::sync::Mutex;
 
 use ferrowsgi_server::exchange::ResponseHead;
 use ferrowsgi_server::{log, Exchange, Handler, Waiter};
@@ -16,7 +17,7 @@ use crate::environ::EnvTemplate;
 use crate::errors::ErrorStream;
 use crate::file_wrapper::FileWrapper;
 use crate::input::{InputStream, Slot};
-use crate::start_response::{Head, StartResponse};
+use crate::start_response::{Head, StartResponse, Write};
 
 /// A Python WSGI application, served by the Rust server.
 #[derive(Debug)]
@@ -24,6 +25,64 @@ pub(crate) struct PyHandler {
     app: Py<PyAny>,
     env: EnvTemplate,
     debug: bool,
+    /// Request objects that nothing refers to any more, for the next
+    /// requests (at most `spare_max`).
+    spare: Mutex<Vec<RequestObjects>>,
+    spare_max: usize,
+}
+
+/// The Python objects a request gives the application besides its environ:
+/// `start_response`, the `write()` callable it returns, `wsgi.input` and
+/// `wsgi.errors`. Making and freeing them cost about a tenth of a hello
+/// request's user-space instructions, so when a request is over and nothing
+/// else holds any of them (the application kept neither the environ nor
+/// one of them), they serve the next request instead.
+#[derive(Debug)]
+struct RequestObjects {
+    sr: Py<StartResponse>,
+    write: Py<Write>,
+    input: Py<InputStream>,
+    errors: Py<ErrorStream>,
+}
+
+impl RequestObjects {
+    fn new(py: Python<'_>) -> PyResult<RequestObjects> {
+        let sr = Py::new(py, StartResponse::new())?;
+        let write = Py::new(py, Write::new(sr.clone_ref(py)))?;
+        sr.get().keep_write(write.clone_ref(py));
+        let input = Py::new(py, InputStream::new(sr.clone_ref(py)))?;
+        let errors = Py::new(py, ErrorStream::new())?;
+        Ok(RequestObjects {
+            sr,
+            write,
+            input,
+            errors,
+        })
+    }
+
+    /// Whether these are the only references: one to each object, plus
+    /// `start_response`'s to `write` and theirs and the input's to it.
+    fn unshared(&self, _py: Python<'_>) -> bool {
+        refcnt(&self.input) == 1
+            && refcnt(&self.errors) == 1
+            && refcnt(&self.write) == 2
+            && refcnt(&self.sr) == 3
+    }
+}
+
+impl Drop for RequestObjects {
+    fn drop(&mut self) {
+        // Break the cycle between start_response and its write(); the
+        // application may still hold either, and both keep working.
+        self.sr.get().forget_write();
+    }
+}
+
+/// The reference count of `obj`.
+fn refcnt<T>(obj: &Py<T>) -> isize {
+    // SAFETY: `obj` is a live object (we hold a reference to it), and its
+    // count is only read; the caller holds the GIL (a `Python` token).
+    unsafe { pyo3::ffi::Py_REFCNT(obj.as_ptr()) }
 }
 
 /// How the exchange went, for the cleanup that follows.
@@ -88,7 +147,34 @@ impl PyHandler {
             app,
             env: EnvTemplate::new(py, threads)?,
             debug,
+            spare: Mutex::new(Vec::new()),
+            spare_max: threads.clamp(1, 64),
         })
+    }
+
+    /// The request objects for the request in `ex`: spare ones if there
+    /// are, new ones otherwise.
+    fn request_objects(&self, py: Python<'_>, ex: &Exchange<'_>) -> PyResult<RequestObjects> {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let objects = match spare {
+            Some(objects) => objects,
+            None => RequestObjects::new(py)?,
+        };
+        let head = ex.head();
+        objects.errors.get().set_tag(head.method(), head.target());
+        Ok(objects)
+    }
+
+    /// Keeps `objects` for a later request if nothing else refers to them.
+    fn recycle(&self, py: Python<'_>, objects: RequestObjects) {
+        if !objects.unshared(py) {
+            return;
+        }
+        objects.sr.get().reset();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        if spare.len() < self.spare_max {
+            spare.push(objects);
+        }
     }
 
     /// Calls the application and sends what it returns.
@@ -110,18 +196,16 @@ impl PyHandler {
             }
         };
         let built = (|| -> PyResult<_> {
-            let sr = Bound::new(py, StartResponse::new())?;
-            let input = Bound::new(py, InputStream::new(sr.clone().unbind()))?;
-            let (method, target) = (ex.head().method(), ex.head().target());
-            let mut tag = Vec::with_capacity(method.len() + 1 + target.len());
-            tag.extend_from_slice(method);
-            tag.push(b' ');
-            tag.extend_from_slice(target);
-            let errors = Bound::new(py, ErrorStream::new(tag))?;
-            let environ = self.env.build(py, ex, input, errors.clone())?;
-            Ok((environ, sr, errors))
+            let objects = self.request_objects(py, ex)?;
+            let environ = self.env.build(
+                py,
+                ex,
+                objects.input.bind(py).clone(),
+                objects.errors.bind(py).clone(),
+            )?;
+            Ok((environ, objects))
         })();
-        let (environ, sr, errors) = match built {
+        let (environ, objects) = match built {
             Ok(v) => v,
             Err(e) => {
                 report(py, &ex_tag_of(ex), &e);
@@ -129,15 +213,26 @@ impl PyHandler {
                 return;
             }
         };
+        let sr = objects.sr.bind(py);
         let slot = &sr.get().slot;
         let guard = slot.fill(ex);
-        let (sent, result) = match self.app.bind(py).call1((environ, &sr)) {
+        let (sent, result) = match self.app.bind(py).call1((environ, sr)) {
             Err(e) => (Sent::AppError(e), None),
             Ok(result) => (send_result(py, slot, sr.get(), &result), Some(result)),
         };
         drop(guard);
-        let sent = self.conclude(py, ex, sent, result, sr.unbind(), errors.unbind());
+        let sent = self.conclude(
+            py,
+            ex,
+            sent,
+            result,
+            objects.sr.clone_ref(py),
+            objects.errors.clone_ref(py),
+        );
         drop(entered);
+        if sent.is_none() {
+            self.recycle(py, objects);
+        }
         if let Some(mut paused) = sent {
             paused.ctx = Some(ctx);
             // Only an unfinished response pauses, so this cannot fail; if

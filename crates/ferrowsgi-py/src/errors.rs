@@ -1,5 +1,7 @@
 //! `wsgi.errors`: a text stream into the error log, tagged with the request.
 
+use std::sync::Mutex;
+
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
@@ -8,19 +10,33 @@ use pyo3::types::PyString;
 #[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
 #[derive(Debug)]
 pub struct ErrorStream {
-    /// "METHOD target" of the request, as sent.
-    tag: Vec<u8>,
+    /// "METHOD target" of the request, as sent. Replaced when the stream is
+    /// handed to the next request (see `app::RequestObjects`), keeping its
+    /// allocation.
+    tag: Mutex<Vec<u8>>,
 }
 
 impl ErrorStream {
-    /// A stream whose lines carry `tag` (such as "GET /path").
-    pub(crate) fn new(tag: Vec<u8>) -> Self {
-        ErrorStream { tag }
+    /// A stream with an empty tag, to be set by [`ErrorStream::set_tag`].
+    pub(crate) fn new() -> Self {
+        ErrorStream {
+            tag: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Tags the stream's lines with "`method` `target`".
+    pub(crate) fn set_tag(&self, method: &[u8], target: &[u8]) {
+        let mut tag = self.tag.lock().unwrap_or_else(|e| e.into_inner());
+        tag.clear();
+        tag.extend_from_slice(method);
+        tag.push(b' ');
+        tag.extend_from_slice(target);
     }
 
     /// The request tag, for log lines.
     pub(crate) fn tag(&self) -> String {
-        String::from_utf8_lossy(&self.tag).into_owned()
+        let tag = self.tag.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&tag).into_owned()
     }
 }
 

@@ -59,8 +59,13 @@ fn latin1<'a>(s: &'a Bound<'_, PyAny>, what: &str) -> PyResult<Cow<'a, [u8]>> {
         .map(Cow::Owned)
 }
 
-/// Validates the arguments of `start_response` into a [`Head`].
-fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<Head> {
+/// Validates the arguments of `start_response` into a [`Head`], built in
+/// `response` (an earlier head whose buffer is reused).
+fn validate(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+    mut response: ResponseHead,
+) -> PyResult<Head> {
     let status_line = latin1(status, "the status")?;
     let code = parse_status(&status_line)
         .filter(|_| is_valid_field_value(&status_line))
@@ -77,7 +82,7 @@ fn validate(status: &Bound<'_, PyAny>, headers: &Bound<'_, PyAny>) -> PyResult<H
             headers.get_type().name()?
         )));
     }
-    let mut response = ResponseHead::new(code, &status_line);
+    response.restart(code, &status_line);
     for item in headers.try_iter()? {
         let item = item?;
         let pair = item.cast::<PyTuple>().map_err(|_| {
@@ -137,6 +142,11 @@ pub struct StartResponse {
     head: Mutex<Head>,
     /// Where this request's exchange is reached from Python.
     pub(crate) slot: Slot,
+    /// The `write()` callable to return, made with this object and kept
+    /// with it while both serve requests (a reference cycle, which
+    /// [`StartResponse::forget_write`] breaks); a new one is made when
+    /// there is none.
+    write: Mutex<Option<Py<Write>>>,
 }
 
 impl StartResponse {
@@ -144,12 +154,32 @@ impl StartResponse {
         StartResponse {
             head: Mutex::new(Head::default()),
             slot: Slot::default(),
+            write: Mutex::new(None),
         }
+    }
+
+    /// Makes `write` the callable that `start_response` returns.
+    pub(crate) fn keep_write(&self, write: Py<Write>) {
+        *self.write.lock().unwrap_or_else(|e| e.into_inner()) = Some(write);
+    }
+
+    /// Drops the kept `write()` callable (which refers back to this object).
+    pub(crate) fn forget_write(&self) {
+        let write = self.write.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(write);
     }
 
     /// The head as given so far.
     pub(crate) fn head(&self) -> MutexGuard<'_, Head> {
         self.head.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Makes the object as new for another request (the head's buffer is
+    /// kept). The slot is empty already: its guard emptied it.
+    pub(crate) fn reset(&self) {
+        let mut head = self.head();
+        head.called = false;
+        head.response.clear();
     }
 }
 
@@ -162,7 +192,7 @@ impl StartResponse {
         status: &Bound<'_, PyAny>,
         headers: &Bound<'_, PyAny>,
         exc_info: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Write> {
+    ) -> PyResult<Py<Write>> {
         let this = slf.get();
         let exc_info = exc_info.filter(|e| !e.is_none());
         if let Some(info) = exc_info {
@@ -178,11 +208,28 @@ impl StartResponse {
                 "start_response() called a second time without exc_info",
             ));
         }
-        let head = validate(status, headers)?;
+        // A first call builds in the buffer of the head this object had
+        // for an earlier request; a second one (with exc_info) must leave
+        // the first head whole if it fails.
+        let spare = {
+            let mut head = this.head();
+            if head.called {
+                ResponseHead::default()
+            } else {
+                std::mem::take(&mut head.response)
+            }
+        };
+        let head = validate(status, headers, spare)?;
         *this.head() = head;
-        Ok(Write {
-            start_response: slf.clone().unbind(),
-        })
+        let py = slf.py();
+        let kept = this.write.lock().unwrap_or_else(|e| e.into_inner());
+        match kept.as_ref() {
+            Some(write) => Ok(write.clone_ref(py)),
+            None => {
+                drop(kept);
+                Py::new(py, Write::new(slf.clone().unbind()))
+            }
+        }
     }
 }
 
@@ -192,6 +239,13 @@ impl StartResponse {
 #[derive(Debug)]
 pub struct Write {
     start_response: Py<StartResponse>,
+}
+
+impl Write {
+    /// The `write()` callable of `start_response`'s request.
+    pub(crate) fn new(start_response: Py<StartResponse>) -> Self {
+        Write { start_response }
+    }
 }
 
 #[pymethods]

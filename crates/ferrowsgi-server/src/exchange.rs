@@ -103,15 +103,31 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// A head with `status` ("200 OK" as `status_line`) and no fields.
     pub fn new(status: u16, status_line: &[u8]) -> ResponseHead {
-        let mut block = Vec::with_capacity(HEAD_CAPACITY + status_line.len());
-        block.extend_from_slice(b"HTTP/1.1 ");
-        block.extend_from_slice(status_line);
-        block.extend_from_slice(b"\r\n");
-        ResponseHead {
-            status,
+        let mut head = ResponseHead::default();
+        head.restart(status, status_line);
+        head
+    }
+
+    /// Makes this a new head with `status` and no fields, as
+    /// [`ResponseHead::new`] does, in the buffer it already has (a head
+    /// object kept from one response to the next allocates once).
+    pub fn restart(&mut self, status: u16, status_line: &[u8]) {
+        self.clear();
+        self.status = status;
+        self.block.reserve(HEAD_CAPACITY + status_line.len());
+        self.block.extend_from_slice(b"HTTP/1.1 ");
+        self.block.extend_from_slice(status_line);
+        self.block.extend_from_slice(b"\r\n");
+    }
+
+    /// Empties the head (as a default one), keeping its buffer.
+    pub fn clear(&mut self) {
+        let mut block = std::mem::take(&mut self.block);
+        block.clear();
+        *self = ResponseHead {
             block,
             ..ResponseHead::default()
-        }
+        };
     }
 
     /// Adds a field. The caller has validated the name (a token) and the
