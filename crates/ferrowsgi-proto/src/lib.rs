@@ -42,8 +42,9 @@ pub use h1::body::BodyDecoder;
 pub use h1::head::{parse_head, BodyKind, Parsed, RequestHead, Version, MAX_LEADING_EMPTY_LINES};
 pub use h1::path::percent_decode;
 pub use h1::response::{
-    has_body, is_token, is_valid_field_value, parse_status, push_decimal, simple_error_response,
-    status_reason, write_chunk, write_simple_error_response, DateCache, LAST_CHUNK,
+    eq_lowercase, has_body, is_token, is_valid_field_value, parse_status, push_decimal,
+    simple_error_response, status_reason, write_chunk, write_simple_error_response, DateCache,
+    LAST_CHUNK,
 };
 pub use limits::Limits;
 

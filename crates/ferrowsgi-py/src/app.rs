@@ -425,9 +425,15 @@ fn as_block<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyB
 /// A list or tuple: all blocks are there, so they go out in one write with a
 /// Content-Length (unless write() already started a stream).
 fn send_sequence(slot: &Slot, sr: &StartResponse, seq: &Bound<'_, PyAny>) -> PyResult<Sent> {
+    if let Ok(list) = seq.cast_exact::<PyList>() {
+        if list.len() == 1 {
+            // The common `[body]`: no iterator object, no vector.
+            let item = list.get_item(0)?;
+            return send_blocks(slot, sr, std::slice::from_ref(as_block(&item)?));
+        }
+    }
     let mut blocks: Vec<Bound<'_, PyBytes>> = Vec::with_capacity(1);
     if let Ok(list) = seq.cast_exact::<PyList>() {
-        // The common `[body]`: no iterator object.
         for item in list.iter() {
             blocks.push(as_block(&item)?.clone());
         }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use ferrowsgi_proto::{percent_decode, Version};
+use ferrowsgi_proto::{eq_lowercase, percent_decode, Version};
 use ferrowsgi_server::{Exchange, PeerInfo};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -167,7 +167,7 @@ impl EnvTemplate {
             return None;
         }
         for (n, k) in &self.headers {
-            if n.len() == name.len() && n.eq_ignore_ascii_case(name) {
+            if eq_lowercase(name, n) {
                 return Some(k.bind(py).clone());
             }
         }
@@ -291,9 +291,7 @@ impl EnvTemplate {
             env.set_item(&k.content_length, latin1_str(py, cl)?)?;
         }
         for (i, (name, value)) in head.headers().enumerate() {
-            if name.eq_ignore_ascii_case(b"content-type")
-                || name.eq_ignore_ascii_case(b"content-length")
-            {
+            if eq_lowercase(name, b"content-type") || eq_lowercase(name, b"content-length") {
                 continue;
             }
             let Some(key) = self.header_key(py, name) else {
@@ -310,7 +308,7 @@ impl EnvTemplate {
             let prev = if repeated { env.get_item(&key)? } else { None };
             match prev {
                 Some(prev) => {
-                    let sep = if name.eq_ignore_ascii_case(b"cookie") {
+                    let sep = if eq_lowercase(name, b"cookie") {
                         "; "
                     } else {
                         ","

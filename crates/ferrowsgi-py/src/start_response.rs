@@ -3,11 +3,11 @@
 use std::borrow::Cow;
 use std::sync::{Mutex, MutexGuard};
 
-use ferrowsgi_proto::{is_token, is_valid_field_value, parse_status};
+use ferrowsgi_proto::{eq_lowercase, is_token, is_valid_field_value, parse_status};
 use ferrowsgi_server::exchange::ResponseHead;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::input::{io_error, Slot};
 
@@ -76,15 +76,14 @@ fn validate(
             ))
         })?;
     // PEP 3333: "response_headers ... must be a Python list".
-    if !headers.is_instance_of::<pyo3::types::PyList>() {
+    let Ok(headers) = headers.cast::<PyList>() else {
         return Err(PyTypeError::new_err(format!(
             "the headers must be a list of (name, value) tuples, not {}",
             headers.get_type().name()?
         )));
-    }
+    };
     response.restart(code, &status_line);
-    for item in headers.try_iter()? {
-        let item = item?;
+    for item in headers.iter() {
         let pair = item.cast::<PyTuple>().map_err(|_| {
             PyTypeError::new_err("each header must be a (name, value) tuple of two str")
         })?;
@@ -93,8 +92,8 @@ fn validate(
                 "each header must be a (name, value) tuple of two str",
             ));
         }
-        let name_obj = pair.get_item(0)?;
-        let value_obj = pair.get_item(1)?;
+        let name_obj = pair.get_borrowed_item(0)?;
+        let value_obj = pair.get_borrowed_item(1)?;
         let name = latin1(&name_obj, "a header name")?;
         let value = latin1(&value_obj, "a header value")?;
         if !is_token(&name) {
@@ -110,16 +109,14 @@ fn validate(
                 String::from_utf8_lossy(&name)
             )));
         }
-        let hop = HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(&name));
-        if hop
-            && !(name.eq_ignore_ascii_case(b"connection") && value.eq_ignore_ascii_case(b"close"))
-        {
+        let hop = HOP_BY_HOP.iter().any(|h| eq_lowercase(&name, h));
+        if hop && !(eq_lowercase(&name, b"connection") && value.eq_ignore_ascii_case(b"close")) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {:?} is not allowed from a WSGI application",
                 String::from_utf8_lossy(&name)
             )));
         }
-        if name.eq_ignore_ascii_case(b"content-length")
+        if eq_lowercase(&name, b"content-length")
             && (value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit))
         {
             return Err(PyValueError::new_err(format!(

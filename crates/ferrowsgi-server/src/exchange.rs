@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use ferrowsgi_proto::{has_body, DateCache, RequestHead, Version, LAST_CHUNK};
+use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, KeptSpool, Pending, DRAIN_LIMIT, READ_CHUNK};
@@ -135,17 +135,18 @@ impl ResponseHead {
     /// writes its own, and only `close` is taken from the application.
     pub fn push_header(&mut self, name: &[u8], value: &[u8]) {
         match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if eq_lowercase(name, b"content-length") => {
                 self.content_length = parse_decimal(value);
             }
-            4 if name.eq_ignore_ascii_case(b"date") => self.has_date = true,
-            6 if name.eq_ignore_ascii_case(b"server") => self.has_server = true,
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            4 if eq_lowercase(name, b"date") => self.has_date = true,
+            6 if eq_lowercase(name, b"server") => self.has_server = true,
+            10 if eq_lowercase(name, b"connection") => {
                 self.close |= value.eq_ignore_ascii_case(b"close");
                 return;
             }
             _ => {}
         }
+        self.block.reserve(name.len() + value.len() + 4);
         self.block.extend_from_slice(name);
         self.block.extend_from_slice(b": ");
         self.block.extend_from_slice(value);
@@ -560,22 +561,22 @@ impl<'a> Exchange<'a> {
     /// application Content-Length, one is added. May leave bytes in the
     /// connection's buffer for the event loop to write (the application is
     /// done with them), so a slow reader holds no application thread.
-    pub fn respond(&mut self, head: &ResponseHead, blocks: &[&[u8]]) -> io::Result<()> {
+    pub fn respond<'b>(&mut self, head: &ResponseHead, blocks: &[&'b [u8]]) -> io::Result<()> {
         let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let framing = self.commit_head(head, Some(total))?;
-        let mut allowed = match framing {
+        let allowed = match framing {
             Framing::Length(n) => n,
             Framing::Empty => 0,
             _ => u64::MAX,
         };
-        let mut sent = 0u64;
-        let mut body: Vec<&[u8]> = Vec::with_capacity(blocks.len());
-        for b in blocks {
-            let take = (b.len() as u64).min(allowed) as usize;
-            body.push(&b[..take]);
-            allowed -= take as u64;
-            sent += take as u64;
-        }
+        // What goes out: the blocks, cut where the framing allows no more.
+        let sent = total.min(allowed);
+        let mut left = sent;
+        let mut cut = move |b: &&'b [u8]| -> &'b [u8] {
+            let take = (b.len() as u64).min(left) as usize;
+            left -= take as u64;
+            &b[..take]
+        };
         self.st.body_sent = sent;
         self.st.state = RespState::Done;
         self.check_length(framing, sent, total);
@@ -583,9 +584,11 @@ impl<'a> Exchange<'a> {
             // A large body goes straight from the application's buffer, with
             // the head in the same writev; only what the socket does not
             // take now is copied, for the event loop to write.
+            let body: Vec<&[u8]> = blocks.iter().map(cut).collect();
             return self.write_out(&body, false).map(|_| ());
         }
-        for b in body {
+        for b in blocks {
+            let b = cut(b);
             self.conn.wbuf.extend_from_slice(b);
         }
         if self.may_defer() {

@@ -16,6 +16,7 @@ pub use body::BodyDecoder;
 pub use head::{parse_head, BodyKind, Parsed, RequestHead, Version, MAX_LEADING_EMPTY_LINES};
 pub use path::percent_decode;
 pub use response::{
-    has_body, is_token, is_valid_field_value, parse_status, push_decimal, simple_error_response,
-    status_reason, write_chunk, write_simple_error_response, DateCache, LAST_CHUNK,
+    eq_lowercase, has_body, is_token, is_valid_field_value, parse_status, push_decimal,
+    simple_error_response, status_reason, write_chunk, write_simple_error_response, DateCache,
+    LAST_CHUNK,
 };

@@ -20,7 +20,26 @@ pub fn is_token(b: &[u8]) -> bool {
 /// other control character except HTAB; obs-text (0x80–0xFF) is allowed. This
 /// is the check that stops header injection.
 pub fn is_valid_field_value(b: &[u8]) -> bool {
-    b.iter().all(|&c| syntax::is_field_value_byte(c))
+    // Without a short cut the loop is vectorised: a field value is checked
+    // 16 or 32 bytes at a time, where stopping at the first bad byte would
+    // take one at a time (a bad byte is rare, and rejected either way).
+    b.iter()
+        .fold(true, |ok, &c| ok & syntax::is_field_value_byte(c))
+}
+
+/// Whether `name` equals `lower` but for ASCII case, where `lower` has no
+/// upper-case letter (a field name as the server spells it to compare:
+/// `b"content-length"`). The same answer as `eq_ignore_ascii_case` for any
+/// `name`, in a loop without branches (a third of the instructions for a
+/// 14-byte name, as only `lower`'s letters are folded).
+#[inline]
+pub fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower.iter().any(u8::is_ascii_uppercase));
+    name.len() == lower.len()
+        && name.iter().zip(lower).fold(0u8, |diff, (&a, &b)| {
+            let fold = if b.is_ascii_lowercase() { 0x20 } else { 0 };
+            diff | ((a | fold) ^ b)
+        }) == 0
 }
 
 /// The canonical reason phrase for a status code (RFC 9110 §15, plus 103,
@@ -250,6 +269,45 @@ pub fn write_simple_error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eq_lowercase_agrees_with_eq_ignore_ascii_case() {
+        // Every byte against every kind of byte a lower-case name may hold,
+        // alone and inside a longer name.
+        for lower in [&b"a"[..], b"z", b"0", b"-", b"_", b"~", b"\x7f", b"\xc9"] {
+            for a in 0..=255u8 {
+                assert_eq!(
+                    eq_lowercase(&[a], lower),
+                    [a].eq_ignore_ascii_case(lower),
+                    "{a:#x} against {lower:?}"
+                );
+                let name = [b'x', a, b'-', b'1'];
+                let want = [b'x', lower[0], b'-', b'1'];
+                assert_eq!(eq_lowercase(&name, &want), name.eq_ignore_ascii_case(&want));
+            }
+        }
+        assert!(eq_lowercase(b"Content-Length", b"content-length"));
+        assert!(eq_lowercase(b"CONTENT-LENGTH", b"content-length"));
+        assert!(!eq_lowercase(b"Content-Lengt", b"content-length"));
+        assert!(!eq_lowercase(b"Content_Length", b"content-length"));
+        assert!(!eq_lowercase(b"Content\rLength", b"content-length"));
+        assert!(eq_lowercase(b"", b""));
+    }
+
+    #[test]
+    fn field_values() {
+        assert!(is_valid_field_value(b"text/plain; charset=utf-8"));
+        assert!(is_valid_field_value(b"tab\there and obs-text \xe9"));
+        assert!(is_valid_field_value(b""));
+        let long = [b'a'; 100];
+        for bad in [0u8, b'\r', b'\n', 0x1f, 0x7f] {
+            for at in [0, 1, 15, 16, 31, 32, 99] {
+                let mut v = long;
+                v[at] = bad;
+                assert!(!is_valid_field_value(&v), "{bad:#x} at {at}");
+            }
+        }
+    }
 
     #[test]
     fn statuses() {
