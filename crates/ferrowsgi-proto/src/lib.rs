@@ -39,7 +39,10 @@ pub mod limits;
 
 pub use error::{BodyError, ParseError};
 pub use h1::body::BodyDecoder;
-pub use h1::head::{parse_head, BodyKind, Parsed, RequestHead, Version, MAX_LEADING_EMPTY_LINES};
+pub use h1::head::{
+    parse_head, parse_head_into, BodyKind, HeadStorage, Parsed, RequestHead, Version,
+    MAX_LEADING_EMPTY_LINES,
+};
 pub use h1::path::percent_decode;
 pub use h1::response::{
     eq_lowercase, has_body, is_token, is_valid_field_value, parse_status, push_decimal,

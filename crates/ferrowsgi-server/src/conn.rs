@@ -14,7 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrowsgi_proto::{parse_head, BodyDecoder, BodyKind, Parsed, RequestHead, Version};
+use ferrowsgi_proto::{
+    parse_head_into, BodyDecoder, BodyKind, HeadStorage, Parsed, RequestHead, Version,
+};
 
 use crate::config::Config;
 use crate::exchange::{Parked, PeerInfo};
@@ -150,6 +152,8 @@ pub struct Conn {
     pub rbuf: Vec<u8>,
     /// Consumed prefix of `rbuf`.
     pub rpos: usize,
+    /// The buffers of the last request's head, for the next one's.
+    pub spare_head: HeadStorage,
     /// Bytes to send; the unsent part starts at `wpos`.
     pub wbuf: Vec<u8>,
     /// Sent prefix of `wbuf`.
@@ -244,6 +248,7 @@ impl Conn {
             peer: Arc::new(peer),
             rbuf: Vec::new(),
             rpos: 0,
+            spare_head: HeadStorage::default(),
             wbuf: Vec::new(),
             wpos: 0,
             state: ConnState::Open,
@@ -605,7 +610,8 @@ impl Conn {
                     Next::Wait
                 };
             }
-            match parse_head(self.input(), &cfg.limits) {
+            let input = &self.rbuf[self.rpos..];
+            match parse_head_into(input, &cfg.limits, &mut self.spare_head) {
                 Ok(Parsed::Partial) => {
                     if self.peer_eof {
                         // A half-sent head is not answered: the client is gone.

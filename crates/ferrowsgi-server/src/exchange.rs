@@ -1222,6 +1222,7 @@ impl<'a> Exchange<'a> {
                 user_agent: find(b"user-agent"),
             });
         }
+        self.conn.spare_head = self.st.req.head.into_storage();
     }
 }
 

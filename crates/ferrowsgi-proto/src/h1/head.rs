@@ -102,7 +102,7 @@ impl Span {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
     /// The head as received, from the request line through the empty line.
-    bytes: Box<[u8]>,
+    bytes: Vec<u8>,
     /// The method.
     method: Span,
     /// The request-target as sent.
@@ -233,6 +233,37 @@ impl RequestHead {
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// Gives back the head's allocations for the next head to be parsed
+    /// into ([`parse_head_into`]); empty ones if they grew past what is
+    /// worth keeping with an idle connection.
+    pub fn into_storage(self) -> HeadStorage {
+        if self.bytes.capacity() > HeadStorage::KEEP_BYTES
+            || self.headers.capacity() > HeadStorage::KEEP_FIELDS
+        {
+            return HeadStorage::default();
+        }
+        HeadStorage {
+            bytes: self.bytes,
+            headers: self.headers,
+        }
+    }
+}
+
+/// The buffers of a parsed head, kept from one request of a connection to
+/// the next so that parsing a head allocates nothing (two allocations and
+/// two frees per request otherwise).
+#[derive(Debug, Default)]
+pub struct HeadStorage {
+    bytes: Vec<u8>,
+    headers: Vec<(Span, Span)>,
+}
+
+impl HeadStorage {
+    /// Head bytes kept at most (a larger head's buffer is freed).
+    const KEEP_BYTES: usize = 4096;
+    /// Header fields kept at most.
+    const KEEP_FIELDS: usize = 64;
 }
 
 /// The outcome of [`parse_head`] when the bytes so far are not in error.
@@ -257,17 +288,27 @@ pub enum Parsed {
 /// enforced on incomplete input too, so an endless request line or head fails
 /// as soon as it passes its limit. Bytes after the head are not looked at.
 pub fn parse_head(buf: &[u8], limits: &Limits) -> Result<Parsed, ParseError> {
+    parse_head_into(buf, limits, &mut HeadStorage::default())
+}
+
+/// [`parse_head`], building a complete head in `storage`'s buffers (which
+/// it takes; give them back with [`RequestHead::into_storage`]).
+pub fn parse_head_into(
+    buf: &[u8],
+    limits: &Limits,
+    storage: &mut HeadStorage,
+) -> Result<Parsed, ParseError> {
     let Some(skip) = skip_empty_lines(buf)? else {
         return Ok(Parsed::Partial);
     };
     let rest = buf.get(skip..).unwrap_or(&[]);
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADER_SLOTS];
     let stack_slots = limits.max_header_count.min(STACK_HEADER_SLOTS);
-    let outcome = match parse_with_slots(rest, &mut slots[..stack_slots], limits) {
+    let outcome = match parse_with_slots(rest, &mut slots[..stack_slots], limits, storage) {
         Attempt::Done(r) => r,
         Attempt::OutOfSlots if limits.max_header_count > STACK_HEADER_SLOTS => {
             let mut heap = vec![MaybeUninit::uninit(); limits.max_header_count];
-            match parse_with_slots(rest, &mut heap, limits) {
+            match parse_with_slots(rest, &mut heap, limits, storage) {
                 Attempt::Done(r) => r,
                 Attempt::OutOfSlots => Err(ParseError::TooManyHeaders),
             }
@@ -320,12 +361,13 @@ fn parse_with_slots<'b>(
     buf: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
     limits: &Limits,
+    storage: &mut HeadStorage,
 ) -> Attempt {
     let mut req = httparse::Request::new(&mut []);
     let result = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => {
             let head = buf.get(..n).unwrap_or(buf);
-            check_limits(head, limits).and_then(|()| build_head(head, &req))
+            check_limits(head, limits).and_then(|()| build_head(head, &req, storage))
         }
         Ok(httparse::Status::Partial) => check_limits(buf, limits).map(|()| Parsed::Partial),
         Err(httparse::Error::TooManyHeaders) => return Attempt::OutOfSlots,
@@ -342,6 +384,20 @@ fn parse_with_slots<'b>(
 /// lengths exclude the line ending; a CR at the very end of an incomplete
 /// buffer may be the start of one and is not counted.
 fn check_limits(head: &[u8], limits: &Limits) -> Result<(), ParseError> {
+    // No line can be longer than the whole head: a head within both line
+    // limits (nearly every one) needs no scan for line ends.
+    if head.len() > limits.max_request_line.min(limits.max_header_field_size) {
+        check_line_limits(head, limits)?;
+    }
+    // Spans are u32: a head of 4 GiB or more is too large whatever the limit.
+    if head.len() > limits.max_head_size || u32::try_from(head.len()).is_err() {
+        return Err(ParseError::HeadTooLarge);
+    }
+    Ok(())
+}
+
+/// The line-length part of [`check_limits`].
+fn check_line_limits(head: &[u8], limits: &Limits) -> Result<(), ParseError> {
     let mut start = 0;
     let mut first = true;
     loop {
@@ -367,15 +423,15 @@ fn check_limits(head: &[u8], limits: &Limits) -> Result<(), ParseError> {
             None => break,
         }
     }
-    // Spans are u32: a head of 4 GiB or more is too large whatever the limit.
-    if head.len() > limits.max_head_size || u32::try_from(head.len()).is_err() {
-        return Err(ParseError::HeadTooLarge);
-    }
     Ok(())
 }
 
 /// Builds the owned head from httparse's result, applying RFC 9112's rules.
-fn build_head(head: &[u8], req: &httparse::Request<'_, '_>) -> Result<Parsed, ParseError> {
+fn build_head(
+    head: &[u8],
+    req: &httparse::Request<'_, '_>,
+    storage: &mut HeadStorage,
+) -> Result<Parsed, ParseError> {
     let (Some(method), Some(target)) = (req.method, req.path) else {
         return Err(ParseError::InvalidRequestLine);
     };
@@ -398,7 +454,9 @@ fn build_head(head: &[u8], req: &httparse::Request<'_, '_>) -> Result<Parsed, Pa
     let authority = parts.authority.map(at);
 
     let mut fields = Fields::default();
-    let mut headers = Vec::with_capacity(req.headers.len());
+    let mut headers = std::mem::take(&mut storage.headers);
+    headers.clear();
+    headers.reserve(req.headers.len());
     for h in req.headers.iter() {
         let (name, value) = (h.name.as_bytes(), h.value);
         let value_span = Span::of(head, value);
@@ -407,8 +465,11 @@ fn build_head(head: &[u8], req: &httparse::Request<'_, '_>) -> Result<Parsed, Pa
     }
     let verdict = fields.judge(head, version, authority)?;
 
+    let mut bytes = std::mem::take(&mut storage.bytes);
+    bytes.clear();
+    bytes.extend_from_slice(head);
     let head_out = RequestHead {
-        bytes: Box::from(head),
+        bytes,
         method: Span::of(head, method),
         target: target_span,
         path: at(parts.path),
@@ -433,6 +494,51 @@ fn build_head(head: &[u8], req: &httparse::Request<'_, '_>) -> Result<Parsed, Pa
 mod tests {
     use super::*;
     use ParseError as E;
+
+    fn complete_into(raw: &[u8], storage: &mut HeadStorage) -> RequestHead {
+        match parse_head_into(raw, &Limits::default(), storage) {
+            Ok(Parsed::Complete { head, consumed }) => {
+                assert_eq!(consumed, raw.len());
+                head
+            }
+            other => panic!("not complete: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_head_parsed_into_kept_buffers_has_only_its_own_fields() {
+        let mut storage = HeadStorage::default();
+        let first = complete_into(
+            b"POST /first?a=1 HTTP/1.1\r\nHost: one\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\
+              Content-Length: 0\r\n\r\n",
+            &mut storage,
+        );
+        assert_eq!(first.header_count(), 5);
+        storage = first.into_storage();
+        assert!(storage.bytes.capacity() > 0 && storage.headers.capacity() >= 5);
+        let second = complete_into(b"GET /2 HTTP/1.0\r\nX-Z: z\r\n\r\n", &mut storage);
+        assert_eq!(second.method(), b"GET");
+        assert_eq!(second.target(), b"/2");
+        assert_eq!(second.version(), Version::Http10);
+        assert_eq!(second.as_bytes(), b"GET /2 HTTP/1.0\r\nX-Z: z\r\n\r\n");
+        let fields: Vec<_> = second.headers().collect();
+        assert_eq!(fields, vec![(&b"X-Z"[..], &b"z"[..])]);
+        assert_eq!(second.host(), None);
+        assert_eq!(second.body(), BodyKind::Empty);
+    }
+
+    #[test]
+    fn a_large_head_gives_its_buffers_up() {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..70 {
+            raw.extend_from_slice(format!("X-{i}: {}\r\n", "v".repeat(60)).as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let head = complete_into(&raw, &mut HeadStorage::default());
+        let storage = head.into_storage();
+        assert_eq!(storage.bytes.capacity(), 0);
+        assert_eq!(storage.headers.capacity(), 0);
+    }
 
     fn parse(raw: &[u8]) -> Result<Parsed, ParseError> {
         parse_head(raw, &Limits::default())

@@ -13,7 +13,10 @@ mod syntax;
 mod target;
 
 pub use body::BodyDecoder;
-pub use head::{parse_head, BodyKind, Parsed, RequestHead, Version, MAX_LEADING_EMPTY_LINES};
+pub use head::{
+    parse_head, parse_head_into, BodyKind, HeadStorage, Parsed, RequestHead, Version,
+    MAX_LEADING_EMPTY_LINES,
+};
 pub use path::percent_decode;
 pub use response::{
     eq_lowercase, has_body, is_token, is_valid_field_value, parse_status, push_decimal,
