@@ -173,8 +173,9 @@ def main(argv: list[str]) -> int:
             row = " ".join(f"{v:{fmt}}" for v in values)
             print(f"{name:<{width}}  {row}   median {statistics.median(values):{fmt}}")
         for name, _ in others:
-            ratios = [b / a for a, b in zip(table[first[0]], table[name])]
-            row = " ".join(f"{r:7.2f}" for r in ratios)
+            # A figure wrk did not give (p99 through the pipelining script) is 0.
+            ratios = [b / a if a else None for a, b in zip(table[first[0]], table[name])]
+            row = " ".join("      —" if r is None else f"{r:7.2f}" for r in ratios)
             print(f"{name + ' / ' + first[0]:<{width}}  {row}")
     return 0
 
