@@ -114,7 +114,9 @@ impl ResponseHead {
     pub fn restart(&mut self, status: u16, status_line: &[u8]) {
         self.clear();
         self.status = status;
-        self.block.reserve(HEAD_CAPACITY + status_line.len());
+        if self.block.capacity() < HEAD_CAPACITY {
+            self.block.reserve(HEAD_CAPACITY + status_line.len());
+        }
         self.block.extend_from_slice(b"HTTP/1.1 ");
         self.block.extend_from_slice(status_line);
         self.block.extend_from_slice(b"\r\n");
@@ -1238,4 +1240,49 @@ fn parse_decimal(v: &[u8]) -> Option<u64> {
 /// Appends a chunk-size line (`1a\r\n`) for a chunk of `n` bytes.
 fn write_chunk_size(out: &mut Vec<u8>, n: usize) {
     let _ = write!(out, "{n:x}\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_head_keeps_nothing_of_the_one_before() {
+        let mut head = ResponseHead::new(200, b"200 OK");
+        head.push_header(b"Content-Length", b"13");
+        head.push_header(b"Date", b"Tue, 01 Dec 2026 00:00:00 GMT");
+        head.push_header(b"Server", b"app");
+        head.push_header(b"Connection", b"close");
+        head.push_header(b"X-A", b"1");
+        assert_eq!(head.content_length(), Some(13));
+        assert!(head.has_date && head.has_server && head.close);
+        let capacity = head.block.capacity();
+
+        head.restart(404, b"404 Not Found");
+        assert_eq!(head.status, 404);
+        assert_eq!(head.block, b"HTTP/1.1 404 Not Found\r\n");
+        assert_eq!(head.content_length(), None);
+        assert!(!head.has_date && !head.has_server && !head.close);
+        assert_eq!(head.block.capacity(), capacity, "the buffer is reused");
+
+        head.clear();
+        assert!(head.block.is_empty());
+        assert_eq!(head.status, 0);
+        assert_eq!(head.block.capacity(), capacity);
+    }
+
+    #[test]
+    fn header_names_are_recognised_in_any_case() {
+        let mut head = ResponseHead::new(200, b"200 OK");
+        head.push_header(b"CONTENT-LENGTH", b"7");
+        head.push_header(b"dAtE", b"x");
+        head.push_header(b"connection", b"Close");
+        assert_eq!(head.content_length(), Some(7));
+        assert!(head.has_date && head.close);
+        // Connection is the server's to write; the others go out as given.
+        assert_eq!(
+            head.block,
+            b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 7\r\ndAtE: x\r\n".to_vec()
+        );
+    }
 }
