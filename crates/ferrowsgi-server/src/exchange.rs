@@ -1246,14 +1246,24 @@ fn write_chunk_size(out: &mut Vec<u8>, n: usize) {
 mod tests {
     use super::*;
 
+    /// A "200 OK" head with `fields` pushed in order.
+    fn head_with(fields: &[(&[u8], &[u8])]) -> ResponseHead {
+        let mut head = ResponseHead::new(200, b"200 OK");
+        for (name, value) in fields {
+            head.push_header(name, value);
+        }
+        head
+    }
+
     #[test]
     fn a_restarted_head_keeps_nothing_of_the_one_before() {
-        let mut head = ResponseHead::new(200, b"200 OK");
-        head.push_header(b"Content-Length", b"13");
-        head.push_header(b"Date", b"Tue, 01 Dec 2026 00:00:00 GMT");
-        head.push_header(b"Server", b"app");
-        head.push_header(b"Connection", b"close");
-        head.push_header(b"X-A", b"1");
+        let mut head = head_with(&[
+            (b"Content-Length", b"13"),
+            (b"Date", b"Tue, 01 Dec 2026 00:00:00 GMT"),
+            (b"Server", b"app"),
+            (b"Connection", b"close"),
+            (b"X-A", b"1"),
+        ]);
         assert_eq!(head.content_length(), Some(13));
         assert!(head.has_date && head.has_server && head.close);
         let capacity = head.block.capacity();
@@ -1273,10 +1283,11 @@ mod tests {
 
     #[test]
     fn header_names_are_recognised_in_any_case() {
-        let mut head = ResponseHead::new(200, b"200 OK");
-        head.push_header(b"CONTENT-LENGTH", b"7");
-        head.push_header(b"dAtE", b"x");
-        head.push_header(b"connection", b"Close");
+        let head = head_with(&[
+            (b"CONTENT-LENGTH", b"7"),
+            (b"dAtE", b"x"),
+            (b"connection", b"Close"),
+        ]);
         assert_eq!(head.content_length(), Some(7));
         assert!(head.has_date && head.close);
         // Connection is the server's to write; the others go out as given.
