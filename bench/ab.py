@@ -8,8 +8,8 @@ Each COMMAND starts one server; the word PORT in it is replaced by a free port, 
 from bench/ pinned to CPU 0. In every round each server in turn is started, warmed up with
 2 s of wrk, measured with ``wrk -t1 -c50 -d DURATION`` pinned to CPU 1 (127.0.0.1 only;
 ``--connections`` sets -c, ``--lua`` a script from bench/lua/ with its ``--lua-arg`` values),
-and stopped. Server CPU is utime+stime of all its threads from /proc, divided by the
-requests wrk completed. On a shared machine single runs swing widely; taking the servers in
+and stopped. Server CPU is utime+stime of all its threads and child processes (granian's
+worker) from /proc, divided by the requests wrk completed. On a shared machine single runs swing widely; taking the servers in
 turns, round after round, lets each round's ratio and the medians be compared. Prints one
 line per server with every round's figure and the median, then each round's ratio to the
 first server; the same for wrk's p99 latency and requests/s. Standard library only; needs
@@ -25,7 +25,6 @@ Example (flask_json, as in docs/PERFORMANCE.md):
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shlex
 import socket
@@ -34,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from run import tree_cpu_seconds
 
 BENCH_DIR = Path(__file__).resolve().parent
 WARMUP_S = 2
@@ -44,16 +45,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime of every thread of ``pid``."""
-    ticks = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_listening(port: int, proc: subprocess.Popen) -> None:
@@ -102,9 +93,9 @@ def measure(command: str, path: str, seconds: float) -> tuple[float, float, floa
     try:
         wait_listening(port, proc)
         wrk(port, path, WARMUP_S)
-        before = cpu_seconds(proc.pid)
+        before = tree_cpu_seconds(proc.pid)
         out = wrk(port, path, seconds)
-        after = cpu_seconds(proc.pid)
+        after = tree_cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         try:

@@ -175,6 +175,13 @@ def test_bad_loopback_congestion_name(name: str) -> None:
     assert "loopback-congestion" in line
 
 
+@pytest.mark.parametrize("value", ["remote", "", "LOCAL"])
+def test_bad_stream_bodies_choice(value: str) -> None:
+    result = run_cli("apps.echo:app", "--stream-bodies", value)
+    assert_cli_error(result, 2, "stream-bodies")
+    assert "Traceback" not in result.stderr
+
+
 def test_loopback_congestion_system_serves(start_server) -> None:
     server = start_server("apps.echo:app", "--loopback-congestion", "system")
     resp = server.request("POST", "/", body=b"abc")

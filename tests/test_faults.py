@@ -161,6 +161,17 @@ def server() -> Iterator[Server]:
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def spooling_server() -> Iterator[Server]:
+    """Stores every large body before the application runs, as for clients on other hosts."""
+    srv = Server(
+        "test_faults:app", "--threads", "4", "--log-level", "debug", "--stream-bodies", "none"
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 def counts(server: Server, tag: str) -> dict:
     return server.get_json(f"/count?tag={tag}")
 
@@ -302,13 +313,18 @@ def test_all_threads_hung_requests_wait_then_are_served(server: Server) -> None:
 # --- clients that vanish -------------------------------------------------------------------
 
 
-def test_client_vanishes_mid_upload_app_never_called(server: Server) -> None:
-    tag = new_tag()
-    for _ in range(3):
+def _vanish_mid_upload(server: Server, tag: str, times: int) -> None:
+    for _ in range(times):
         s = connect(server.addr)
         head = build_request("POST", f"/upload?tag={tag}", headers=[("Content-Length", "1000000")])
         s.sendall(head + b"u" * 500_000)
         s.close()
+
+
+def test_client_vanishes_mid_upload_app_never_called(spooling_server: Server) -> None:
+    server = spooling_server
+    tag = new_tag()
+    _vanish_mid_upload(server, tag, 3)
     time.sleep(0.3)
     assert_alive(server)
     # The body is read before the application is called: it never saw these requests.
@@ -316,7 +332,24 @@ def test_client_vanishes_mid_upload_app_never_called(server: Server) -> None:
     assert (c["calls"], c["closes"]) == (0, 0)
 
 
-def test_client_vanishing_mid_upload_is_logged(server: Server) -> None:
+def test_client_vanishes_mid_streamed_upload_close_called(server: Server) -> None:
+    # A local client's large body streams: the application is reading when the client goes.
+    tag = new_tag()
+    target = f"/upload?tag={tag}"
+    before = len(error_records(server, f"POST {target}"))
+    _vanish_mid_upload(server, tag, 3)
+    assert wait_until(lambda: counts(server, tag)["closes"] >= 3), "close() not called"
+    time.sleep(0.2)
+    assert counts(server, tag) == {**counts(server, tag), "calls": 3, "closes": 3}
+    assert len(error_records(server, f"POST {target}")) == before + 3
+    assert "OSError: client disconnected before the end of the request body" in (
+        server.stderr_text()
+    )
+    assert_alive(server)
+
+
+def test_client_vanishing_mid_upload_is_logged(spooling_server: Server) -> None:
+    server = spooling_server
     tag = new_tag()
     before = server.stderr_text()
     s = connect(server.addr)

@@ -45,7 +45,8 @@ def serve(
     ``bind`` (a list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``)
     replaces ``host`` and ``port``. Other options: ``access_log``, ``debug``,
     ``server_header``, ``log_level``, ``keep_alive``, ``read_timeout``,
-    ``write_timeout``, ``limit_request_body``, ``loopback_congestion``.
+    ``write_timeout``, ``limit_request_body``, ``loopback_congestion``,
+    ``stream_bodies``.
     """
     server = Server(app, _binds(host, port, bind), threads=threads, **options)
     run_until_signal(server)

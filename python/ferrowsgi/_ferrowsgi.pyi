@@ -18,6 +18,7 @@ class Server:
         write_timeout: float = 30.0,
         limit_request_body: int | None = None,
         loopback_congestion: str = "reno",
+        stream_bodies: str = "local",
     ) -> None: ...
     @property
     def urls(self) -> list[str]: ...

@@ -98,9 +98,15 @@ fn limit(size: Option<isize>) -> Option<usize> {
     }
 }
 
-/// Reads `n` spooled body bytes straight from the file into a new bytes
-/// object, which is not zeroed first (pread fills it).
-fn spooled_bytes<'py>(
+/// Largest `read()` filled straight from the socket while the body is
+/// still arriving: a larger one (a claimed length the client may never
+/// send) grows a buffer as the bytes come instead of being allocated whole.
+const DIRECT_READ_MAX: usize = 16 * 1024 * 1024;
+
+/// Reads `n` body bytes (fewer only at the end of the body) straight into a
+/// new bytes object, which is not zeroed first: `pread(2)` from the spool
+/// file or `read(2)` from the socket fills it.
+fn body_bytes<'py>(
     py: Python<'py>,
     ex: &mut Exchange<'_>,
     n: usize,
@@ -123,13 +129,14 @@ fn spooled_bytes<'py>(
             n,
         )
     };
-    let got = ex.read_spooled(buf).map_err(io_error)?;
+    let got = ex.read_body(buf).map_err(io_error)?;
     if got == n {
         // SAFETY: PyBytes_FromStringAndSize returned a bytes object.
         return Ok(unsafe { obj.cast_into_unchecked::<PyBytes>() });
     }
-    // The file was shorter than recorded: return what came.
-    // SAFETY: `read_spooled` initialised the first `got` bytes of `buf`.
+    // The body ended early (a spool file shorter than recorded): return
+    // what came.
+    // SAFETY: `read_body` initialised the first `got` bytes of `buf`.
     let head = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), got) };
     Ok(PyBytes::new(py, head))
 }
@@ -161,12 +168,14 @@ impl InputStream {
         size: Option<usize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         self.slot().with(|ex| {
-            // A large body on disk goes straight into the bytes object.
-            if ex.body_buffered().is_empty() && ex.spooled_left() > 0 {
-                let left = usize::try_from(ex.spooled_left()).unwrap_or(usize::MAX);
+            // A body of known length goes straight into the bytes object,
+            // from the buffer, the spool file or the socket.
+            if let Some(left) = ex.body_left() {
+                let left = usize::try_from(left).unwrap_or(usize::MAX);
                 let n = size.map_or(left, |s| s.min(left));
-                if n > 0 {
-                    return spooled_bytes(py, ex, n);
+                let held = ex.body_buffered().len() as u64 + ex.spooled_left();
+                if n <= DIRECT_READ_MAX || n as u64 <= held {
+                    return body_bytes(py, ex, n);
                 }
             }
             loop {

@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use ferrowsgi_server::config::StreamBodies;
 use ferrowsgi_server::listen::BindAddr;
 use ferrowsgi_server::{log, Config, StopHandle};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -40,6 +41,7 @@ pub(crate) fn make_config(
     write_timeout: f64,
     limit_request_body: Option<u64>,
     loopback_congestion: &str,
+    stream_bodies: &str,
 ) -> PyResult<Config> {
     let mut cfg = Config::default();
     if bind.is_empty() {
@@ -75,6 +77,7 @@ pub(crate) fn make_config(
     }
     cfg.set_loopback_congestion(loopback_congestion)
         .map_err(PyValueError::new_err)?;
+    cfg.stream_bodies = StreamBodies::parse(stream_bodies).map_err(PyValueError::new_err)?;
     Ok(cfg)
 }
 
@@ -129,7 +132,7 @@ impl Server {
     #[pyo3(signature = (
         app, bind, *, threads = 1, access_log = false, debug = false, server_header = true,
         log_level = "info", keep_alive = 5.0, read_timeout = 30.0, write_timeout = 30.0,
-        limit_request_body = None, loopback_congestion = "reno"
+        limit_request_body = None, loopback_congestion = "reno", stream_bodies = "local"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -146,6 +149,7 @@ impl Server {
         write_timeout: f64,
         limit_request_body: Option<u64>,
         loopback_congestion: &str,
+        stream_bodies: &str,
     ) -> PyResult<Self> {
         let cfg = make_config(
             bind,
@@ -159,6 +163,7 @@ impl Server {
             write_timeout,
             limit_request_body,
             loopback_congestion,
+            stream_bodies,
         )?;
         Server::create(py, app, cfg)
     }

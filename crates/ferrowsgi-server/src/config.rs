@@ -41,6 +41,44 @@ pub const DEFAULT_LOOPBACK_CONGESTION: &str = "reno";
 /// default but bounded: 1 GiB.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
 
+/// Which clients' large request bodies reach the application as they
+/// arrive rather than being stored completely before it is called
+/// (`--stream-bodies`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamBodies {
+    /// Connections over unix sockets and from this host: a front-end server
+    /// (nginx, HAProxy, Apache), which buffers bodies itself or relays them
+    /// at the speed of the network it shares with the server.
+    Local,
+    /// Every connection (a server that only a front-end can reach).
+    All,
+    /// No connection: every large body is stored first.
+    None,
+}
+
+impl StreamBodies {
+    /// Parses `local`, `all` or `none`; the error is one line.
+    pub fn parse(s: &str) -> Result<StreamBodies, String> {
+        match s {
+            "local" => Ok(StreamBodies::Local),
+            "all" => Ok(StreamBodies::All),
+            "none" => Ok(StreamBodies::None),
+            _ => Err(format!(
+                "{s:?} is not a stream-bodies choice (local, all or none)"
+            )),
+        }
+    }
+
+    /// Whether a connection whose peer is on this host (`local`) streams.
+    pub fn applies(self, local: bool) -> bool {
+        match self {
+            StreamBodies::Local => local,
+            StreamBodies::All => true,
+            StreamBodies::None => false,
+        }
+    }
+}
+
 /// Settings of one server, whether it came from the command line or from
 /// `ferrowsgi.serve()`.
 #[derive(Debug, Clone)]
@@ -82,6 +120,9 @@ pub struct Config {
     /// TCP congestion control for connections from this host (a front-end
     /// server or client over loopback); `None` keeps the system's default.
     pub loopback_congestion: Option<String>,
+    /// Whose bodies larger than the in-memory buffer go to the application
+    /// as they arrive instead of to a temporary file first.
+    pub stream_bodies: StreamBodies,
 }
 
 impl Default for Config {
@@ -103,6 +144,7 @@ impl Default for Config {
             keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
             max_pipelined: DEFAULT_MAX_PIPELINED as usize,
             loopback_congestion: Some(DEFAULT_LOOPBACK_CONGESTION.to_string()),
+            stream_bodies: StreamBodies::Local,
         }
     }
 }
@@ -220,6 +262,14 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = DEFAULT_LOOPBACK_CONGESTION,
           value_parser = parse_congestion)]
     pub loopback_congestion: String,
+
+    /// Whose request bodies over 256 KiB the application reads as they
+    /// arrive: `local` (unix sockets and this host, where a front-end
+    /// server runs), `all`, or `none`. The others' bodies are stored
+    /// completely first, so a slow uploader holds no application thread.
+    #[arg(long, value_name = "WHOSE", default_value = "local",
+          value_parser = StreamBodies::parse)]
+    pub stream_bodies: StreamBodies,
 }
 
 /// Checks a `--loopback-congestion` name: `system`, or the name of a
@@ -274,6 +324,7 @@ impl Cli {
         }
         cfg.max_body = self.limit_request_body;
         cfg.set_loopback_congestion(&self.loopback_congestion)?;
+        cfg.stream_bodies = self.stream_bodies;
         Ok(cfg)
     }
 }
@@ -316,6 +367,26 @@ mod tests {
         assert_eq!(cfg.threads, 1);
         assert_eq!(cfg.max_pipelined, DEFAULT_MAX_PIPELINED as usize);
         assert_eq!(cfg.loopback_congestion.as_deref(), Some("reno"));
+        assert_eq!(cfg.stream_bodies, StreamBodies::Local);
+    }
+
+    #[test]
+    fn stream_bodies_choices() {
+        let cfg = |v: &str| {
+            parse_args(&args(&["ferrowsgi", "--stream-bodies", v, "m:app"]))
+                .map(|cli| cli.to_config().unwrap().stream_bodies)
+        };
+        assert_eq!(cfg("all").unwrap(), StreamBodies::All);
+        assert_eq!(cfg("none").unwrap(), StreamBodies::None);
+        assert_eq!(cfg("local").unwrap(), StreamBodies::Local);
+        let (msg, code) = cfg("remote").unwrap_err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("stream-bodies"), "{msg}");
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        assert!(StreamBodies::Local.applies(true));
+        assert!(!StreamBodies::Local.applies(false));
+        assert!(StreamBodies::All.applies(false));
+        assert!(!StreamBodies::None.applies(true));
     }
 
     #[test]

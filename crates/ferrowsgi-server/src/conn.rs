@@ -653,6 +653,13 @@ impl Conn {
                         // first read.
                         return Next::Ready(pending);
                     }
+                    if matches!(kind, BodyKind::Length(n) if n > BODY_BUFFER as u64)
+                        && cfg.stream_bodies.applies(self.peer.is_local)
+                    {
+                        // A large body from a client allowed to stream: the
+                        // application reads it from the socket as it comes.
+                        return Next::Ready(pending);
+                    }
                     self.pending = Some(pending);
                 }
             }
@@ -660,6 +667,7 @@ impl Conn {
         // Read the whole body before calling the application: up to
         // BODY_BUFFER in memory, the rest spooled to a temporary file, so a
         // slow uploader holds no application thread and memory stays flat.
+        // Clients allowed to stream (`--stream-bodies`) skip the file.
         let Some(mut p) = self.pending.take() else {
             return Next::Wait;
         };
@@ -710,6 +718,11 @@ impl Conn {
                 }
             }
             if p.body.len() >= BODY_BUFFER {
+                if cfg.stream_bodies.applies(self.peer.is_local) {
+                    // A chunked body past the buffer, from a client allowed
+                    // to stream: the application reads the rest as it comes.
+                    return Next::Ready(p);
+                }
                 let spooled = match p.spool.as_mut() {
                     Some(spool) => spool.append(&mut p.body),
                     None => self.new_spool().and_then(|mut spool| {

@@ -4,6 +4,7 @@
 
 use std::any::Any;
 use std::io::{self, IoSlice, Write};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
@@ -32,6 +33,9 @@ pub struct PeerInfo {
     pub server_port: String,
     /// Whether the connection came over a unix socket.
     pub is_unix: bool,
+    /// Whether the client is on this host: a unix socket, a loopback
+    /// address, or the address the connection came in on.
+    pub is_local: bool,
     /// Per-connection data of the application side, made on first use and
     /// dropped with the connection (the binding keeps these strings as
     /// Python objects, so keep-alive requests do not rebuild them).
@@ -42,6 +46,7 @@ impl PeerInfo {
     /// For a TCP connection.
     pub fn tcp(peer: SocketAddr, local: SocketAddr) -> PeerInfo {
         PeerInfo {
+            is_local: is_same_host(peer, local),
             remote_addr: canonical_ip(peer),
             remote_port: peer.port().to_string(),
             server_name: canonical_ip(local),
@@ -59,9 +64,24 @@ impl PeerInfo {
             server_name: "localhost".to_string(),
             server_port: String::new(),
             is_unix: true,
+            is_local: true,
             ext: OnceLock::new(),
         }
     }
+}
+
+/// Whether `peer` is on this host: a loopback address (IPv4-mapped ones
+/// included) or the local address of its own connection.
+pub fn is_same_host(peer: SocketAddr, local: SocketAddr) -> bool {
+    let unmap = |a: SocketAddr| match a {
+        SocketAddr::V6(v6) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(*v6.ip()), std::net::IpAddr::V4),
+        SocketAddr::V4(v4) => std::net::IpAddr::V4(*v4.ip()),
+    };
+    let ip = unmap(peer);
+    ip.is_loopback() || ip == unmap(local)
 }
 
 /// An IPv4-mapped IPv6 peer is shown as the IPv4 address it is.
@@ -299,7 +319,8 @@ impl<'a> Exchange<'a> {
         date: &'a mut DateCache,
     ) -> Exchange<'a> {
         let keep_alive = req.head.keep_alive();
-        let can_defer = !conn.input().is_empty();
+        // What follows a body still being read is that body, not a request.
+        let can_defer = req.decoder.is_done() && !conn.input().is_empty();
         let body_read = req.body.len() as u64;
         Exchange {
             conn,
@@ -430,7 +451,7 @@ impl<'a> Exchange<'a> {
     /// Returns `Ok(0)` when there is nothing to read this way.
     /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
     /// returns.
-    pub fn read_spooled(&mut self, out: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    pub fn read_spooled(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         if self.st.body_pos < self.st.req.body.len() {
             return Ok(0);
         }
@@ -447,6 +468,107 @@ impl<'a> Exchange<'a> {
             .spool
             .as_ref()
             .map_or(0, |s| s.len.saturating_sub(s.read_pos))
+    }
+
+    /// Body bytes the application has yet to read, when that is known: the
+    /// rest of a Content-Length body, wherever it is (buffered, on disk or
+    /// still on its way). `None` for a chunked body not decoded to its end.
+    pub fn body_left(&self) -> Option<u64> {
+        let held = self.body_buffered().len() as u64 + self.spooled_left();
+        self.st.req.decoder.remaining_hint().map(|r| held + r)
+    }
+
+    /// Reads the body into `out` until `out` is full or the body ends, and
+    /// returns how much was read: buffered bytes first, then the spool
+    /// file, then (for a Content-Length body) the socket, which `read(2)`
+    /// fills `out` from directly, waiting for the client as
+    /// [`Exchange::fill_body`] does. A chunked body stops after its
+    /// buffered bytes: [`Exchange::fill_body`] decodes the rest.
+    /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
+    /// returns.
+    pub fn read_body(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        let buffered = self.body_buffered();
+        let mut got = buffered.len().min(out.len());
+        copy_into(&mut out[..got], &buffered[..got]);
+        self.consume_body(got);
+        if got < out.len() && self.body_buffered().is_empty() {
+            if let Some(spool) = self.st.req.spool.as_mut() {
+                got += spool.read_at_most(&mut out[got..])?;
+            }
+        }
+        while got < out.len() && self.spooled_left() == 0 {
+            let remaining = match self.st.req.decoder.remaining_hint() {
+                Some(r) if r > 0 => usize::try_from(r).unwrap_or(usize::MAX),
+                _ => break,
+            };
+            self.send_continue()?;
+            let want = (out.len() - got).min(remaining);
+            let input = self.conn.input();
+            let n = if input.is_empty() {
+                if self.conn.peer_eof {
+                    self.st.keep_alive = false;
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "client disconnected before the end of the request body",
+                    ));
+                }
+                let fd = self.conn.stream.as_raw_fd();
+                match sys::read_into(fd, &mut out[got..got + want]) {
+                    Ok(0) => {
+                        self.conn.peer_eof = true;
+                        continue;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        self.wait_body()?;
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.st.keep_alive = false;
+                        return Err(e);
+                    }
+                }
+            } else {
+                let n = input.len().min(want);
+                copy_into(&mut out[got..got + n], &input[..n]);
+                self.conn.consume(n);
+                n
+            };
+            self.st.req.decoder.consume_length(n as u64);
+            self.st.body_read += n as u64;
+            got += n;
+        }
+        Ok(got)
+    }
+
+    /// Sends `100 Continue` if the client waits for it and nothing of the
+    /// response has gone out (called before the body is first read).
+    fn send_continue(&mut self) -> io::Result<()> {
+        if self.st.req.continue_pending {
+            self.st.req.continue_pending = false;
+            if self.st.state == RespState::Idle {
+                self.conn.set_nodelay();
+                self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits up to the read timeout for more of the body; a client that
+    /// stays quiet that long ends the connection.
+    fn wait_body(&mut self) -> io::Result<()> {
+        let fd = self.conn.stream.as_raw_fd();
+        let timeout = self.cfg.read_timeout;
+        let mut ready = Ok(false);
+        self.waiter
+            .wait(&mut || ready = sys::wait_fd(fd, Want::Read, timeout));
+        if ready? {
+            Ok(())
+        } else {
+            self.st.keep_alive = false;
+            Err(timed_out("reading the request body"))
+        }
     }
 
     /// Whether the whole body has been decoded (it may still sit unconsumed
@@ -468,13 +590,7 @@ impl<'a> Exchange<'a> {
         if self.st.req.decoder.is_done() {
             return Ok(false);
         }
-        if self.st.req.continue_pending {
-            self.st.req.continue_pending = false;
-            if self.st.state == RespState::Idle {
-                self.conn.set_nodelay();
-                self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])?;
-            }
-        }
+        self.send_continue()?;
         let before = self.st.req.body.len();
         loop {
             let n = self
@@ -516,17 +632,7 @@ impl<'a> Exchange<'a> {
             match self.conn.read_once() {
                 Ok(0) => self.conn.peer_eof = true,
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let fd = self.conn.stream.as_raw_fd();
-                    let timeout = self.cfg.read_timeout;
-                    let mut ready = Ok(false);
-                    self.waiter
-                        .wait(&mut || ready = sys::wait_fd(fd, Want::Read, timeout));
-                    if !ready? {
-                        self.st.keep_alive = false;
-                        return Err(timed_out("reading the request body"));
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_body()?,
                 Err(e) => {
                     self.st.keep_alive = false;
                     return Err(e);
@@ -1225,6 +1331,13 @@ impl<'a> Exchange<'a> {
             });
         }
         self.conn.spare_head = self.st.req.head.into_storage();
+    }
+}
+
+/// Copies `src` into the start of `dst` (which may be uninitialised).
+fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        d.write(*s);
     }
 }
 

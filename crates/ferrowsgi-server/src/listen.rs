@@ -234,7 +234,7 @@ impl Listener {
                     None => s.local_addr()?,
                 };
                 if let Some(name) = loopback_congestion {
-                    if peer.ip().is_loopback() || peer.ip() == local.ip() {
+                    if crate::exchange::is_same_host(peer, local) {
                         // Best effort: the connection works either way.
                         let _ = set_congestion(&socket2::SockRef::from(&s), name);
                     }

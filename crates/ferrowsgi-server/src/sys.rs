@@ -43,6 +43,20 @@ pub(crate) fn wait_fd(fd: RawFd, want: Want, timeout: Duration) -> io::Result<bo
     }
 }
 
+/// One read(2) from `fd` into `buf`, which need not be initialised; its
+/// first `n` bytes are when `Ok(n)` returns. `Ok(0)` is the end of the
+/// stream, and a socket with nothing to read is `WouldBlock`.
+pub(crate) fn read_into(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: read(2) writes at most `buf.len()` bytes into `buf`, a live,
+    // writable slice; it never reads from it.
+    let rc = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
 /// Writes what the socket `fd` takes of `buf` now, without waiting and
 /// without SIGPIPE. Returns the bytes written; a full socket is
 /// `WouldBlock`.

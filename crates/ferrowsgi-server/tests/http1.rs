@@ -7,11 +7,20 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use ferrowsgi_server::config::StreamBodies;
+use ferrowsgi_server::Config;
 use support::{big_body, get, post, Client, TestServer, FILE_CONTENT, HELLO, STREAM_BLOCKS};
 
 /// The `/stream` body as the client should see it.
 fn stream_body() -> Vec<u8> {
     STREAM_BLOCKS.concat()
+}
+
+/// Every large body is stored before the handler runs, as it is for
+/// clients on other hosts (the tests' own clients are local, so by default
+/// their large bodies stream).
+fn spooling(cfg: &mut Config) {
+    cfg.stream_bodies = StreamBodies::None;
 }
 
 /// Asserts a plain 200 from `/hello`.
@@ -434,7 +443,10 @@ fn long_app_content_length_is_cut() {
 
 #[test]
 fn unread_body_is_drained_before_the_next_request() {
-    let server = TestServer::tcp();
+    // Stored bodies: the 300 KiB one below would stream from a local client,
+    // and more than DRAIN_LIMIT of it left unread closes the connection
+    // (`an_unread_streamed_body_closes_the_connection`).
+    let server = TestServer::tcp_with(spooling);
     let mut c = server.connect();
     let mut batch = post("/hello", b"a body nobody reads");
     batch.extend(
@@ -458,7 +470,7 @@ fn unread_body_is_drained_before_the_next_request() {
 
 #[test]
 fn large_body_is_spooled_before_the_handler_runs() {
-    let server = TestServer::tcp();
+    let server = TestServer::tcp_with(spooling);
     let mut c = server.connect();
     // 1 MiB: 256 KiB in memory, the rest in a temporary file; the handler
     // is called only once all of it has arrived, so sending it in two
@@ -485,7 +497,10 @@ fn spooled_body_leaves_the_pipelined_requests_behind_it() {
     // A large Content-Length body moves from the socket to its file
     // without passing through the connection's buffer; the requests sent
     // right behind it in the same write must still be found and answered.
-    for server in [TestServer::tcp(), TestServer::unix_with(|_| {})] {
+    for server in [
+        TestServer::tcp_with(spooling),
+        TestServer::unix_with(spooling),
+    ] {
         let mut c = server.connect();
         let body = big_body(2 << 20);
         let mut batch = post("/echo", &body);
@@ -507,7 +522,7 @@ fn kept_spool_file_returns_only_the_new_body() {
     // A keep-alive connection reuses its spool file, which is overwritten,
     // not truncated: a shorter body must not read back the longer one's
     // tail, and a longer one must read back whole.
-    let server = TestServer::tcp();
+    let server = TestServer::tcp_with(spooling);
     let mut c = server.connect();
     let sizes = [3 << 20, 1 << 20, 300 * 1024, (3 << 20) + 4099];
     for (i, n) in sizes.into_iter().enumerate() {
@@ -526,7 +541,7 @@ fn kept_spool_file_returns_only_the_new_body() {
 
 #[test]
 fn large_chunked_body_is_spooled_and_reads_back() {
-    let server = TestServer::tcp();
+    let server = TestServer::tcp_with(spooling);
     let mut c = server.connect();
     let body = big_body(1 << 20);
     let mut req =
@@ -546,7 +561,7 @@ fn large_chunked_body_is_spooled_and_reads_back() {
 
 #[test]
 fn client_closing_during_a_spooled_body_is_not_served() {
-    let server = TestServer::tcp();
+    let server = TestServer::tcp_with(spooling);
     let mut c = server.connect();
     let req = post("/hello", &big_body(1 << 20));
     c.send(&req[..req.len() - 1000]);
@@ -554,6 +569,158 @@ fn client_closing_during_a_spooled_body_is_not_served() {
     c.expect_closed();
     assert_eq!(server.calls(), 0, "handler called for a truncated body");
     // The server goes on serving others.
+    assert_hello(&server.connect().get("/hello"));
+}
+
+#[test]
+fn a_local_client_s_large_body_reaches_the_handler_as_it_arrives() {
+    // By default a client on this host (a front-end server) streams: the
+    // handler runs once the head is in and reads the body from the socket.
+    for threads in [1, 3] {
+        let servers = [
+            TestServer::tcp_with(|cfg| cfg.threads = threads),
+            TestServer::unix_with(|cfg| cfg.threads = threads),
+        ];
+        for server in servers {
+            for path in ["/read", "/echo"] {
+                let calls = server.calls();
+                let mut c = server.connect();
+                let body = big_body((1 << 20) + 4097);
+                let req = post(path, &body);
+                let head_len = req.len() - body.len();
+                c.send(&req[..head_len + 300 * 1024]);
+                let waited = Instant::now();
+                while server.calls() == calls && waited.elapsed() < Duration::from_secs(2) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert_eq!(server.calls(), calls + 1, "{path}: handler not called yet");
+                c.send(&req[head_len + 300 * 1024..]);
+                let resp = c.read_response();
+                assert_eq!(resp.status, 200, "{path}");
+                assert!(resp.body == body, "{path}: streamed body differs");
+                assert!(!resp.says_close(), "{path}: {resp:?}");
+                // The connection goes on, with a spooled-size body again.
+                let body = big_body(3 << 20);
+                c.send(&post(path, &body));
+                assert!(
+                    c.read_response().body == body,
+                    "{path}: second body differs"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_spool_stays_for_a_client_that_may_not_stream() {
+    let server = TestServer::tcp_with(spooling);
+    let mut c = server.connect();
+    let body = big_body(1 << 20);
+    let req = post("/read", &body);
+    let head_len = req.len() - body.len();
+    c.send(&req[..head_len + 300 * 1024]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server.calls(), 0, "handler called before the body arrived");
+    c.send(&req[head_len + 300 * 1024..]);
+    assert!(
+        c.read_response().body == body,
+        "spooled body read by read_body differs"
+    );
+}
+
+#[test]
+fn streamed_body_leaves_the_pipelined_requests_behind_it() {
+    for server in [TestServer::tcp(), TestServer::unix_with(|_| {})] {
+        let mut c = server.connect();
+        let body = big_body(2 << 20);
+        let mut batch = post("/read", &body);
+        batch.extend(post("/read", b"after"));
+        batch.extend(get("/hello"));
+        c.send(&batch);
+        let resp = c.read_response();
+        assert_eq!(resp.status, 200);
+        assert!(resp.body == body, "streamed body differs");
+        assert_eq!(c.read_response().body, b"after");
+        assert_hello(&c.read_response());
+        assert!(c.is_open_after(Duration::from_millis(100)));
+        assert_eq!(server.calls(), 3);
+    }
+}
+
+#[test]
+fn large_chunked_body_streams_past_the_buffer() {
+    for path in ["/read", "/echo"] {
+        let server = TestServer::tcp();
+        let mut c = server.connect();
+        let body = big_body(1 << 20);
+        let mut req =
+            format!("POST {path} HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .into_bytes();
+        for part in body.chunks(100_000) {
+            req.extend(format!("{:x}\r\n", part.len()).as_bytes());
+            req.extend(part);
+            req.extend(b"\r\n");
+        }
+        req.extend(b"0\r\n\r\n");
+        // Half of it first: the handler runs once the buffer is full.
+        let half = req.len() / 2;
+        c.send(&req[..half]);
+        let waited = Instant::now();
+        while server.calls() == 0 && waited.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(server.calls(), 1, "{path}: handler not called yet");
+        c.send(&req[half..]);
+        let resp = c.read_response();
+        assert_eq!(resp.status, 200);
+        assert!(resp.body == body, "{path}: chunked streamed body differs");
+        assert_hello(&c.get("/hello"));
+    }
+}
+
+#[test]
+fn client_closing_during_a_streamed_body_ends_the_exchange() {
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    let req = post("/read", &big_body(1 << 20));
+    c.send(&req[..req.len() - 1000]);
+    c.shutdown_write();
+    c.expect_closed();
+    assert_eq!(server.calls(), 1);
+    assert_hello(&server.connect().get("/hello"));
+}
+
+#[test]
+fn a_streamed_body_that_stalls_times_out() {
+    for threads in [1, 2] {
+        let server = TestServer::tcp_with(|cfg| {
+            cfg.read_timeout = Duration::from_secs(1);
+            cfg.threads = threads;
+        });
+        let mut c = server.connect();
+        let req = post("/read", &big_body(1 << 20));
+        let sent = Instant::now();
+        c.send(&req[..req.len() / 2]);
+        c.expect_closed();
+        let waited = sent.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_millis(2900),
+            "closed after {waited:?}"
+        );
+        assert_hello(&server.connect().get("/hello"));
+    }
+}
+
+#[test]
+fn an_unread_streamed_body_closes_the_connection() {
+    // More than DRAIN_LIMIT left unread: the answer says close and the
+    // connection ends; the client still gets the whole answer.
+    let server = TestServer::tcp();
+    let mut c = server.connect();
+    c.send(&post("/hello", &big_body(1 << 20)));
+    let resp = c.read_response();
+    assert_hello(&resp);
+    assert!(resp.says_close(), "{resp:?}");
     assert_hello(&server.connect().get("/hello"));
 }
 

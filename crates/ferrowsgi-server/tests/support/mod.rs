@@ -129,6 +129,28 @@ impl Handler for TestHandler {
                 }
                 ok(ex, &[], &body);
             }
+            "/read" => {
+                // Echo through `read_body`, 64 KiB at a time into a buffer
+                // that is never initialised (as `wsgi.input.read(n)` does).
+                let mut body = Vec::new();
+                let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 * 1024];
+                loop {
+                    match ex.read_body(&mut buf) {
+                        Ok(0) if ex.body_left() == Some(0) => break,
+                        Ok(0) => match ex.fill_body() {
+                            Ok(true) => {}
+                            Ok(false) => break,
+                            Err(_) => return ex.abort(),
+                        },
+                        Ok(n) => body.extend(
+                            // SAFETY: `read_body` initialised the first `n` bytes.
+                            buf[..n].iter().map(|b| unsafe { b.assume_init() }),
+                        ),
+                        Err(_) => return ex.abort(),
+                    }
+                }
+                ok(ex, &[], &body);
+            }
             "/stream" => {
                 let _ = ex.start_stream(&head(200, b"200 OK", &[]));
                 for block in STREAM_BLOCKS {
