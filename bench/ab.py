@@ -9,11 +9,11 @@ from bench/ pinned to CPU 0. In every round each server in turn is started, warm
 2 s of wrk, measured with ``wrk -t1 -c50 -d DURATION`` pinned to CPU 1 (127.0.0.1 only;
 ``--connections`` sets -c, ``--lua`` a script from bench/lua/ with its ``--lua-arg`` values),
 and stopped. Server CPU is utime+stime of all its threads and child processes (granian's
-worker) from /proc, divided by the requests wrk completed. On a shared machine single runs swing widely; taking the servers in
-turns, round after round, lets each round's ratio and the medians be compared. Prints one
-line per server with every round's figure and the median, then each round's ratio to the
-first server; the same for wrk's p99 latency and requests/s. Standard library only; needs
-wrk and taskset.
+worker) from /proc, divided by the requests wrk completed. On a shared machine single runs
+swing widely; taking the servers in turns, round after round, lets each round's ratio and
+the medians be compared. Prints one line per server with every round's figure and the
+median, then each round's ratio to the first server; the same for wrk's p99 latency and
+requests/s. Standard library only; needs wrk and taskset.
 
 Example (flask_json, as in docs/PERFORMANCE.md):
 

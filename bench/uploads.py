@@ -1,6 +1,6 @@
-"""Concurrent large uploads: the server's memory must stay flat while bodies spool to disk.
+"""Concurrent large uploads: the server's memory must stay flat, bodies streamed or spooled.
 
-    python bench/uploads.py [--count 10] [--size 1G] [--threads 4]
+    python bench/uploads.py [--count 10] [--size 1G] [--threads 4] [--stream-bodies none]
 
 Standard library only; all traffic goes to 127.0.0.1. Starts ``python -m ferrowsgi
 apps.upload_app:app`` (reads wsgi.input in 64 KiB pieces, answers its sha256 and size) with
@@ -8,8 +8,11 @@ apps.upload_app:app`` (reads wsgi.input in 64 KiB pieces, answers its sha256 and
 bytes at once, each from its own client thread. The bytes are generated as they are sent
 (a seeded pseudo-random period of 1 MiB + 4099 bytes, different per upload) and hashed on the
 way out, so the client holds no body in memory either. A sampler reads the server's VmRSS
-from /proc every 0.2 s, and the free space of the temporary-file directory (the server spools
-bodies over 256 KiB to an unnamed temporary file there). Exit status 1 when an upload failed,
+from /proc every 0.2 s, and the free space of the temporary-file directory. The uploads come
+from this host, so by default (``--stream-bodies local``) the application reads them from
+the socket as they arrive; with ``--stream-bodies none`` the server spools bodies over
+256 KiB to an unnamed temporary file there first, as it does for clients on other hosts.
+Exit status 1 when an upload failed,
 a digest did not match, or the server died.
 """
 
@@ -54,8 +57,9 @@ def human(n: float) -> str:
 
 
 class Server(ServerProc):
-    def __init__(self, threads: int, limit: int, log_path: Path) -> None:
+    def __init__(self, threads: int, limit: int, stream: str, log_path: Path) -> None:
         args = ["--threads", str(threads), "--limit-request-body", str(limit)]
+        args += ["--stream-bodies", stream]
         super().__init__(APP, args, log_path, "uploads")
 
     def rss(self) -> int:
@@ -142,6 +146,9 @@ def main() -> int:
     p.add_argument("--size", type=parse_size, default=1 << 30, help="bytes each (1G)")
     p.add_argument("--threads", type=int, default=4, help="server application threads (4)")
     p.add_argument("--timeout", type=float, default=600, help="per-upload limit, s (600)")
+    p.add_argument(
+        "--stream-bodies", choices=["local", "all", "none"], default="local", help="(local)"
+    )
     p.add_argument("--keep-log", metavar="PATH", help="copy the server log here")
     args = p.parse_args()
     if not 1 <= args.count <= 200 or args.size < 1:
@@ -155,10 +162,10 @@ def main() -> int:
             f"uploads: {tmp_dir} has {human(free)} free, {human(need)} needed; use a smaller --size"
         )
     workdir = Path(tempfile.mkdtemp(prefix="ferrowsgi-uploads-"))
-    server = Server(args.threads, args.size, workdir / "server.log")
+    server = Server(args.threads, args.size, args.stream_bodies, workdir / "server.log")
     results: list[dict] = []
     try:
-        warm = upload(server.port, 999, min(args.size, 4 * MIB), 60)  # spool path, threads
+        warm = upload(server.port, 999, min(args.size, 4 * MIB), 60)  # large-body path, threads
         if not warm["ok"]:
             raise SystemExit(f"uploads: warm-up upload failed: {warm}")
         time.sleep(0.5)
