@@ -36,7 +36,8 @@ pub const BODY_READ_CHUNK: usize = 128 * 1024;
 /// A request body is read completely before the application is called, so a
 /// slow uploader never holds an application thread: up to this size in
 /// memory, the rest in a temporary file (so memory stays flat under large
-/// uploads).
+/// uploads). Past this size, a body from a client allowed to stream
+/// (`--stream-bodies`) is read by the application from the socket instead.
 pub const BODY_BUFFER: usize = 256 * 1024;
 
 /// A connection's output buffer larger than this is released once flushed
@@ -321,15 +322,21 @@ impl Conn {
 
     /// One read(2) into spare room at the end of `rbuf`. `Ok(0)` is EOF.
     pub fn read_once(&mut self) -> io::Result<usize> {
-        if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
         let chunk = if self.pending.is_some() {
             BODY_READ_CHUNK
         } else {
             READ_CHUNK
         };
+        self.read_once_of(chunk)
+    }
+
+    /// [`Conn::read_once`] asking for about `chunk` bytes (more room for a
+    /// body than for heads).
+    pub fn read_once_of(&mut self, chunk: usize) -> io::Result<usize> {
+        if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
         if self.rbuf.capacity() - self.rbuf.len() < chunk / 4 {
             self.rbuf.reserve(chunk);
         }

@@ -14,7 +14,7 @@ use std::time::Instant;
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, KeptSpool, Pending, DRAIN_LIMIT, READ_CHUNK};
+use crate::conn::{Conn, ConnState, KeptSpool, Pending, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK};
 use crate::handler::Waiter;
 use crate::hold::{Wrote, TICK};
 use crate::log;
@@ -629,7 +629,7 @@ impl<'a> Exchange<'a> {
                     "client disconnected before the end of the request body",
                 ));
             }
-            match self.conn.read_once() {
+            match self.conn.read_once_of(BODY_READ_CHUNK) {
                 Ok(0) => self.conn.peer_eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_body()?,
@@ -1334,10 +1334,16 @@ impl<'a> Exchange<'a> {
     }
 }
 
-/// Copies `src` into the start of `dst` (which may be uninitialised).
+/// Copies all of `src` into the start of `dst` (which may be
+/// uninitialised and must be at least as long).
 fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        d.write(*s);
+    let dst = &mut dst[..src.len()];
+    // SAFETY: both slices are live and `src.len()` long (the line above
+    // panics otherwise, which no caller allows); a `&mut` slice cannot
+    // overlap a shared one; writing bytes into `MaybeUninit<u8>` is always
+    // valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), src.len());
     }
 }
 
