@@ -555,15 +555,20 @@ impl<'a> Exchange<'a> {
         Ok(())
     }
 
+    /// Waits through the handler's [`Waiter`] until the socket is ready for
+    /// `want`; `Ok(false)` when `timeout` passed first.
+    fn wait_socket(&self, want: Want, timeout: std::time::Duration) -> io::Result<bool> {
+        let fd = self.conn.stream.as_raw_fd();
+        let mut ready = Ok(false);
+        self.waiter
+            .wait(&mut || ready = sys::wait_fd(fd, want, timeout));
+        ready
+    }
+
     /// Waits up to the read timeout for more of the body; a client that
     /// stays quiet that long ends the connection.
     fn wait_body(&mut self) -> io::Result<()> {
-        let fd = self.conn.stream.as_raw_fd();
-        let timeout = self.cfg.read_timeout;
-        let mut ready = Ok(false);
-        self.waiter
-            .wait(&mut || ready = sys::wait_fd(fd, Want::Read, timeout));
-        if ready? {
+        if self.wait_socket(Want::Read, self.cfg.read_timeout)? {
             Ok(())
         } else {
             self.st.keep_alive = false;
@@ -1248,12 +1253,7 @@ impl<'a> Exchange<'a> {
     }
 
     fn wait_writable(&mut self) -> io::Result<()> {
-        let fd = self.conn.stream.as_raw_fd();
-        let timeout = self.cfg.write_timeout;
-        let mut ready = Ok(false);
-        self.waiter
-            .wait(&mut || ready = sys::wait_fd(fd, Want::Write, timeout));
-        match ready {
+        match self.wait_socket(Want::Write, self.cfg.write_timeout) {
             Ok(true) => Ok(()),
             Ok(false) => {
                 self.st.keep_alive = false;
