@@ -46,9 +46,9 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
 /// (`--stream-bodies`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamBodies {
-    /// Connections over unix sockets and from this host: a front-end server
-    /// (nginx, HAProxy, Apache), which buffers bodies itself or relays them
-    /// at the speed of the network it shares with the server.
+    /// Connections over unix sockets and from this host: where a front-end
+    /// server runs, such as nginx, which buffers request bodies itself (one
+    /// that relays them at the client's pace, like HAProxy, wants `None`).
     Local,
     /// Every connection (a server that only a front-end can reach).
     All,
