@@ -445,22 +445,6 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Reads body bytes kept on disk straight into `out`, when nothing of
-    /// the body waits in memory before them (a large body, read by the
-    /// application in pieces: one copy less than through the buffer).
-    /// Returns `Ok(0)` when there is nothing to read this way.
-    /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
-    /// returns.
-    pub fn read_spooled(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        if self.st.body_pos < self.st.req.body.len() {
-            return Ok(0);
-        }
-        match self.st.req.spool.as_mut() {
-            Some(spool) => spool.read_at_most(out),
-            None => Ok(0),
-        }
-    }
-
     /// Body bytes kept on disk and not yet read.
     pub fn spooled_left(&self) -> u64 {
         self.st
