@@ -1,6 +1,7 @@
 """User-space instructions per request, counted by valgrind's callgrind.
 
-    python bench/instructions.py [--app apps.hello:app] [--low 300] [--high 900]
+    python bench/instructions.py [--server ferrowsgi] [--app apps.hello:app]
+                                 [--low 300] [--high 900]
 
 The VM this project is measured on exposes no hardware counter, so `perf stat -e
 instructions` cannot count; callgrind can (user space only: the kernel's share, most of a
@@ -8,8 +9,10 @@ hello request's time, is not in it). The server runs under callgrind twice, serv
 then HIGH keep-alive requests on one connection (both below --keep-alive-requests), and the
 difference of the two totals divided by HIGH - LOW is the cost of one request without the
 start-up and shutdown. Per shared object and the top functions are printed from the same
-difference. Needs valgrind (Debian package) and the bench virtual environment
-(bench/.venv, made by run.py); takes a few minutes.
+difference. ``--server`` counts a peer instead (one that bench/launch.py starts, such as
+fastwsgi or bjoern), so that the user-space work of two servers around the same application
+can be set side by side without the machine's noise. Needs valgrind (Debian package) and
+the bench virtual environment (bench/.venv, made by run.py); takes a few minutes.
 """
 
 from __future__ import annotations
@@ -61,19 +64,13 @@ def drive(port: int, n: int, expect: bytes) -> None:
                 buf += data
 
 
-def profile(app: str, n: int, out: Path, expect: bytes) -> None:
+def profile(server: str, app: str, n: int, out: Path, expect: bytes) -> None:
     port = free_port()
-    argv = [
-        "valgrind",
-        "--tool=callgrind",
-        f"--callgrind-out-file={out}",
-        str(VENV_PY),
-        "-m",
-        "ferrowsgi",
-        app,
-        "--bind",
-        f"127.0.0.1:{port}",
-    ]
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(VENV_PY)]
+    if server == "ferrowsgi":
+        argv += ["-m", "ferrowsgi", app, "--bind", f"127.0.0.1:{port}"]
+    else:
+        argv += ["launch.py", server, app, "127.0.0.1", str(port)]
     # A fixed hash seed: string hashes, and with them the probing of every
     # dict the request fills, are then the same from run to run (with random
     # seeds libpython's count alone moved by some 300 instructions).
@@ -83,8 +80,14 @@ def profile(app: str, n: int, out: Path, expect: bytes) -> None:
     )
     try:
         drive(port, n, expect)
+        # ferrowsgi stops on SIGINT; a peer that ignores it is ended with
+        # SIGTERM, which callgrind also dumps its counts for.
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -126,6 +129,11 @@ def costs(path: Path) -> tuple[int, collections.Counter, collections.Counter]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--server",
+        default="ferrowsgi",
+        help="ferrowsgi, or a server that launch.py starts (bjoern, fastwsgi, meinheld, ...)",
+    )
     ap.add_argument("--app", default="apps.hello:app")
     ap.add_argument("--expect", default="Hello, World!", help="text every answer contains")
     ap.add_argument("--low", type=int, default=300)
@@ -140,11 +148,12 @@ def main() -> None:
         results = []
         for n in (args.low, args.high):
             out = Path(d) / f"callgrind.{n}.out"
-            profile(args.app, n, out, args.expect.encode())
+            profile(args.server, args.app, n, out, args.expect.encode())
             results.append(costs(out))
     (t1, o1, f1), (t2, o2, f2) = results
     per = args.high - args.low
-    print(f"app {args.app}: {(t2 - t1) / per:,.0f} user-space instructions per request")
+    each = (t2 - t1) / per
+    print(f"{args.server}, app {args.app}: {each:,.0f} user-space instructions per request")
     print(f"(callgrind totals {t1:,} for {args.low} requests, {t2:,} for {args.high})")
     print("\nper shared object (instructions per request):")
     for obj in sorted(o2, key=lambda k: -(o2[k] - o1[k])):

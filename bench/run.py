@@ -322,6 +322,10 @@ class Workload:
     threads: int = 0  # application threads for threaded servers (0 = --threads)
     slow_clients: int = 0  # slow connections held by bench/slowclients.py during the run
     pipeline: int = 1  # requests per write in the wrk script (latency is per batch)
+    # The app does its own work in the iterable's close() (Django's request_finished
+    # handlers, closing the file): a server that never calls close() skips that work, so
+    # it is not a peer to compare with here (see close_check).
+    close_does_work: bool = False
 
 
 WORKLOADS: dict[str, Workload] = {
@@ -362,6 +366,7 @@ WORKLOADS: dict[str, Workload] = {
             "apps.file:app",
             "`wsgi.file_wrapper` over a 10 MiB regular file in a temporary directory",
             check=Check(response_body=_is_data_file),
+            close_does_work=True,
         ),
         Workload(
             "echo",
@@ -391,6 +396,7 @@ WORKLOADS: dict[str, Workload] = {
             "A minimal Django project (bench/apps/django_settings.py: no database, no "
             "middleware): one view returning a JsonResponse",
             check=Check(response_body=_json_hello),
+            close_does_work=True,
         ),
         Workload(
             "sleep",
@@ -758,6 +764,7 @@ class Result:
     probed: int | None = None  # connections the probe opened
     threads: int | None = None  # application threads it ran with (None: has none)
     attempts: int = 1
+    skips_close: bool = False  # the server never called the iterable's close() (close_check)
     other_pct: float = 0.0  # CPU used by unrelated processes during the run, % of a core
     notes: list[str] = field(default_factory=list)
     argv: list[str] = field(default_factory=list)  # the server's command line
@@ -1021,6 +1028,42 @@ def _connections_for(wl: Workload, args: argparse.Namespace) -> int:
     return wl.connections or args.connections
 
 
+CLOSE_CHECK = Workload(
+    "close_check",
+    "apps.closecheck:app",
+    "two GETs on new connections; the second answers how often close() was called",
+    check=Check(response_body=lambda body: body.isdigit()),
+)
+CLOSE_NOTE = "never calls the response iterable's close() (PEP 3333)"
+
+
+def close_check(srv: Server, args: argparse.Namespace, env: dict[str, str], logs: Path) -> str:
+    """CLOSE_NOTE if srv answered twice without calling close() once; "" otherwise.
+
+    A server that could not be checked (it failed to start or answered wrongly) gets "":
+    its cells report that failure themselves.
+    """
+    port = free_port()
+    log = logs / f"{srv.name}-close_check.server.log"
+    argv = srv.argv(CLOSE_CHECK.app, port, _threads_for(srv, CLOSE_CHECK, args))
+    proc = spawn(["taskset", "-c", SERVER_CPU, *argv], log, env)
+    try:
+        if wait_ready(proc, port, CLOSE_CHECK, log):
+            return ""
+        bodies = []
+        for _ in range(2):
+            status, body, _headers, _open = http_check(port, CLOSE_CHECK, timeout=5.0)
+            if status != 200 or not CLOSE_CHECK.check.body_ok(body):
+                return ""
+            bodies.append(body)
+            time.sleep(0.2)  # a server may call close() just after the answer is out
+        return CLOSE_NOTE if bodies[-1] == b"0" else ""
+    except (OSError, http.client.HTTPException):
+        return ""
+    finally:
+        stop(proc)
+
+
 def bench_one(
     srv: Server, wl: Workload, args: argparse.Namespace, env: dict[str, str], logs: Path
 ) -> Result:
@@ -1280,6 +1323,16 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
     if ferro and len(servers) > 1:
         rank = servers.index(ferro) + 1
         peers = [r for r in servers if r.server != "ferrowsgi"]
+        if wl.close_does_work:
+            skipping = [r.server for r in peers if r.skips_close]
+            peers = [r for r in peers if not r.skips_close] or peers
+            if skipping and not peers[0].skips_close:
+                out.append(
+                    ", ".join(skipping) + " never called the response iterable's close(), "
+                    "which PEP 3333 requires and in which this application does part of its "
+                    "work, so they did less per request; ferrowsgi is compared with the best "
+                    "peer that calls it."
+                )
         top = peers[0]
         out.append(
             f"ferrowsgi ranks {rank} of {len(servers)} servers by req/s: "
@@ -1513,7 +1566,13 @@ def write_docs(
         f"script waits (up to {args.quiet_wait:.0f} s) for the machine to be idle; a run during "
         f"which other processes used more than {DISTURBED_PCT:.0f}% of a core is repeated (up "
         f"to {args.retries} times) and the least disturbed run is kept; a row that stayed "
-        "disturbed says so in its notes. Each number comes from a single run.",
+        "disturbed says so in its notes. Each number comes from a single run. Before the cells, "
+        "each server is started once with bench/apps/closecheck.py, whose body counts the "
+        "calls of its iterable's close(): a server that answers twice without calling it is "
+        "noted in every row (PEP 3333 requires the call), and in the workloads whose "
+        "application does part of its work in close() (`django`: the request_finished "
+        "handlers; `file`: closing the file) it is left out when ferrowsgi is compared with "
+        "the best peer.",
         "",
         "## Machine",
         "",
@@ -1811,6 +1870,13 @@ def main(argv: list[str]) -> int:
         pycall = python_call_cost(env) if any(s.name == "floor" for s in servers) else {}
         if pycall:
             print(f"python work of one WSGI hello call: {pycall}", flush=True)
+        skips_close = set()
+        for srv in servers:
+            if srv.name != "floor" and not install_status[srv.name]:
+                if close_check(srv, args, env, logs):
+                    skips_close.add(srv.name)
+        if skips_close:
+            print(f"{CLOSE_NOTE}: {', '.join(sorted(skips_close))}", flush=True)
         for wname in args.workload_list:
             wl = WORKLOADS[wname]
             for srv in servers:
@@ -1827,7 +1893,11 @@ def main(argv: list[str]) -> int:
                         Result(srv.name, wname, status="skipped: total time budget reached")
                     )
                     continue
-                by_workload[wname].append(measure(srv, wl, args, env, logs, deadline, per_cell))
+                res = measure(srv, wl, args, env, logs, deadline, per_cell)
+                if srv.name in skips_close:
+                    res.skips_close = True
+                    res.notes.append(CLOSE_NOTE)
+                by_workload[wname].append(res)
         for wname, results in by_workload.items():
             print(f"\n### {wname} ({WORKLOADS[wname].description})\n")
             print(table(results))
