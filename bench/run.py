@@ -1323,16 +1323,15 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
     if ferro and len(servers) > 1:
         rank = servers.index(ferro) + 1
         peers = [r for r in servers if r.server != "ferrowsgi"]
-        if wl.close_does_work:
-            skipping = [r.server for r in peers if r.skips_close]
-            peers = [r for r in peers if not r.skips_close] or peers
-            if skipping and not peers[0].skips_close:
-                out.append(
-                    ", ".join(skipping) + " never called the response iterable's close(), "
-                    "which PEP 3333 requires and in which this application does part of its "
-                    "work, so they did less per request; ferrowsgi is compared with the best "
-                    "peer that calls it."
-                )
+        calling = [r for r in peers if not r.skips_close]
+        if wl.close_does_work and calling and len(calling) < len(peers):
+            out.append(
+                ", ".join(r.server for r in peers if r.skips_close) + " never called the "
+                "response iterable's close(), which PEP 3333 requires and in which this "
+                "application does part of its work, so they did less per request; ferrowsgi "
+                "is compared with the best peer that calls it."
+            )
+            peers = calling
         top = peers[0]
         out.append(
             f"ferrowsgi ranks {rank} of {len(servers)} servers by req/s: "
