@@ -289,3 +289,33 @@ def test_threads_run_requests_concurrently(slow_server: Server) -> None:
     elapsed = time.monotonic() - start
     assert sorted(out) == [b"0", b"1", b"2", b"3"]
     assert elapsed < 1.8, f"4 x 0.6 s requests took {elapsed:.2f} s with --threads 4"
+
+
+def test_request_sent_while_the_thread_serves_the_one_before(slow_server: Server) -> None:
+    # The second request arrives while an application thread has the connection: the event
+    # loop sees it then, and must be woken when the connection comes back (its next poll
+    # could otherwise be up to half a second away). Each round's second answer follows the
+    # first within a small part of that.
+    with RawConn(slow_server.addr) as c:
+        for i in range(5):
+            c.send(build_request("GET", f"/sleep?s=0.15&id=a{i}"))
+            time.sleep(0.05)
+            c.send(build_request("GET", f"/sleep?s=0&id=b{i}"))
+            assert c.read_response().body == b"a%d" % i
+            first = time.monotonic()
+            assert c.read_response().body == b"b%d" % i
+            gap = time.monotonic() - first
+            assert gap < 0.25, f"round {i}: the second answer came {gap:.3f} s after the first"
+
+
+def test_keep_alive_requests_after_a_quiet_hand_back(slow_server: Server) -> None:
+    # A connection given back with nothing to do wakes nobody; its next request must still be
+    # seen at once (the poll that reports it takes the connection back first).
+    with RawConn(slow_server.addr) as c:
+        start = time.monotonic()
+        for i in range(30):
+            c.send(build_request("GET", f"/sleep?s=0&id=k{i}"))
+            assert c.read_response().body == b"k%d" % i
+            time.sleep(0.01)
+        elapsed = time.monotonic() - start
+    assert elapsed < 3.0, f"30 keep-alive requests took {elapsed:.2f} s with --threads 4"

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,6 +220,9 @@ pub struct Conn {
     write_shut: bool,
     /// The spool file of an earlier body, kept for the next large one.
     pub kept_spool: Option<KeptSpool>,
+    /// Set by the event loop when it sees an event for this connection while
+    /// an application thread has it (made on the first hand-off).
+    pub(crate) away_seen: Option<Arc<AtomicBool>>,
 }
 
 impl Drop for Conn {
@@ -276,6 +279,7 @@ impl Conn {
             nodelay: false,
             write_shut: false,
             kept_spool: None,
+            away_seen: None,
         }
     }
 
@@ -445,6 +449,25 @@ impl Conn {
     /// Whether output is waiting to be written.
     pub fn has_output(&self) -> bool {
         self.wpos < self.wbuf.len()
+    }
+
+    /// Nothing is to be done for this connection until its client sends
+    /// more: it stays open, its output is out, nothing is buffered, paused
+    /// or half-read, and no read is owed. The event loop needs no wake-up to
+    /// take such a connection back from an application thread.
+    pub fn waits_quietly(&self) -> bool {
+        self.state == ConnState::Open
+            && !self.has_output()
+            && self.parked.is_none()
+            && self.pending.is_none()
+            && self.drain.is_none()
+            && self.input().is_empty()
+            && !self.maybe_more
+            && !self.read_due
+            && !self.peer_eof
+            && !self.read_closed
+            && !self.stopping
+            && !self.must_linger
     }
 
     /// Writes pending output without blocking. `Ok(true)` when all of it is

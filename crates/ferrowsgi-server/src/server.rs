@@ -83,6 +83,11 @@ enum Slot {
         read_closed: bool,
         /// A write event arrived while away.
         writable: bool,
+        /// Set (by the loop) when any of the above is recorded, so that the
+        /// application thread that gives the connection back knows the loop
+        /// must be woken for it (see [`give_back`]). `None` in a slot that
+        /// only holds the place while its connection moves.
+        seen: Option<Arc<AtomicBool>>,
     },
     /// Output flushed and write side shut; reading and discarding until the
     /// client closes or the linger time passes.
@@ -90,12 +95,29 @@ enum Slot {
 }
 
 impl Slot {
-    /// A connection just handed away, with no event seen yet.
-    fn away() -> Slot {
+    /// The slot of `conn`, about to be handed to an application thread,
+    /// with no event seen yet.
+    fn away(conn: &mut Conn) -> Slot {
+        let seen = conn
+            .away_seen
+            .get_or_insert_with(|| Arc::new(AtomicBool::new(false)));
+        // Published to the application thread by the queue's lock.
+        seen.store(false, Ordering::Relaxed);
         Slot::Away {
             readable: false,
             read_closed: false,
             writable: false,
+            seen: Some(Arc::clone(seen)),
+        }
+    }
+
+    /// A slot holding the place of a connection that moves to another state.
+    fn moving() -> Slot {
+        Slot::Away {
+            readable: false,
+            read_closed: false,
+            writable: false,
+            seen: None,
         }
     }
 }
@@ -129,6 +151,9 @@ struct Pool {
     /// Application threads waiting on `ready`; changed only with the queue
     /// lock held.
     idle: AtomicUsize,
+    /// The server's stop flag ([`StopHandle`]): while stopping, every
+    /// connection given back wakes the loop, which closes it.
+    stop: Arc<AtomicBool>,
 }
 
 impl Pool {
@@ -218,6 +243,7 @@ impl<H: Handler> Server<H> {
                 stopping: AtomicBool::new(false),
                 loop_sleeping: AtomicBool::new(false),
                 idle: AtomicUsize::new(0),
+                stop: Arc::clone(&self.stop),
             });
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
             for i in 0..self.cfg.threads {
@@ -351,10 +377,14 @@ impl<H: Handler> EventLoop<H> {
                             readable,
                             read_closed,
                             writable,
+                            seen,
                         }) => {
                             *readable |= event.is_readable() || event.is_read_closed();
                             *read_closed |= event.is_read_closed();
                             *writable |= event.is_writable();
+                            if let Some(seen) = seen {
+                                seen.store(true, Ordering::SeqCst);
+                            }
                         }
                         Some(Slot::Lingering(_)) => self.linger(key),
                         Some(Slot::Here(conn)) => {
@@ -542,8 +572,8 @@ impl<H: Handler> EventLoop<H> {
                     if !register_once(conn, &self.server.poll, key) {
                         return self.remove(key);
                     }
-                    let Slot::Here(conn) = std::mem::replace(&mut self.conns[key], Slot::away())
-                    else {
+                    let away = Slot::away(conn);
+                    let Slot::Here(conn) = std::mem::replace(&mut self.conns[key], away) else {
                         return;
                     };
                     self.away += 1;
@@ -587,9 +617,8 @@ impl<H: Handler> EventLoop<H> {
                         if !register_once(conn, &self.server.poll, key) {
                             return self.remove(key);
                         }
-                        let Slot::Here(conn) =
-                            std::mem::replace(&mut self.conns[key], Slot::away())
-                        else {
+                        let away = Slot::away(conn);
+                        let Slot::Here(conn) = std::mem::replace(&mut self.conns[key], away) else {
                             return;
                         };
                         self.away += 1;
@@ -696,6 +725,7 @@ impl<H: Handler> EventLoop<H> {
                     readable,
                     read_closed,
                     writable,
+                    ..
                 }) => (*readable, *read_closed, *writable),
                 _ => (false, false, false),
             };
@@ -727,7 +757,7 @@ impl<H: Handler> EventLoop<H> {
             self.remove(key);
             return;
         }
-        let Slot::Here(mut conn) = std::mem::replace(&mut self.conns[key], Slot::away()) else {
+        let Slot::Here(mut conn) = std::mem::replace(&mut self.conns[key], Slot::moving()) else {
             return;
         };
         conn.shut_write();
@@ -937,6 +967,36 @@ fn run_handler<H: Handler>(
     }
 }
 
+/// Writes the batch's answers (in one write, the last one with the FIN) and
+/// gives `conn` back to the event loop. What the socket does not take now,
+/// the loop writes (a failure shows there too).
+///
+/// The loop is woken only when it sleeps and has something to do for the
+/// connection now. A connection that waits for its client's next request
+/// (the common case: the client reads this answer first) is not worth a
+/// wake-up: the loop takes it back after its next poll, and the poll that
+/// reports the next request is such a poll. An event the loop saw while
+/// the connection was away sets `seen`; it is read under the same lock that
+/// the loop takes to look for returned connections before it sleeps, so
+/// either this thread sees the flag and wakes the loop, or the loop sees
+/// the connection before it sleeps.
+fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
+    let _ = conn.flush_or_finish();
+    conn.since = Instant::now();
+    let mut urgent = !conn.waits_quietly() || pool.stop.load(Ordering::SeqCst);
+    {
+        let mut back = lock(&pool.returned);
+        urgent |= conn
+            .away_seen
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst));
+        back.push((key, conn));
+    }
+    if urgent && pool.loop_sleeping.load(Ordering::SeqCst) {
+        let _ = waker.wake();
+    }
+}
+
 /// An application thread: takes connections with a ready request, serves
 /// it and whatever is pipelined behind it, and gives the connection back.
 fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker: Arc<Waker>) {
@@ -1002,15 +1062,7 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
                 }
                 break;
             }
-            // The batch's answers in one write (the last one with the FIN);
-            // what the socket does not take now, the event loop writes (a
-            // failure shows there too).
-            let _ = conn.flush_or_finish();
-            conn.since = Instant::now();
-            lock(&pool.returned).push((key, conn));
-            if pool.loop_sleeping.load(Ordering::SeqCst) {
-                let _ = waker.wake();
-            }
+            give_back(&pool, &waker, key, conn);
         }
     });
 }
