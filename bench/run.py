@@ -1704,7 +1704,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--retries",
         type=int,
         default=2,
-        help="repeat a cell this many times when other processes disturbed it",
+        help="repeat a cell this many times when other processes or steal disturbed it",
     )
     p.add_argument(
         "--quiet-wait",
