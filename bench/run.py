@@ -1322,17 +1322,22 @@ def _complete_rounds(c: dict) -> list[list[dict]]:
     ]
 
 
+def _ratios(rounds: list[list[dict]], key: str, peer_over_ferro: bool) -> list[float]:
+    """Per round, the peer's ``key`` over ferrowsgi's (or the inverse)."""
+    out = []
+    for ferro, peer in rounds:
+        if ferro[key] and peer[key]:
+            out.append(peer[key] / ferro[key] if peer_over_ferro else ferro[key] / peer[key])
+    return out
+
+
 def interleaved_line(c: dict) -> str:
     """One reading line for a workload's interleaved rounds."""
     rounds = _complete_rounds(c)
     if not rounds:
         return f"The interleaved rounds with {c['peer']} produced no complete round."
-    cr = [
-        r[1]["cpu_us_per_req"] / r[0]["cpu_us_per_req"]
-        for r in rounds
-        if r[0]["cpu_us_per_req"] and r[1]["cpu_us_per_req"]
-    ]
-    rr = [r[0]["rps"] / r[1]["rps"] for r in rounds if r[1]["rps"]]
+    cr = _ratios(rounds, "cpu_us_per_req", True)
+    rr = _ratios(rounds, "rps", False)
     ahead = sum(1 for x in cr if x > 1)
     return (
         f"In {len(rounds)} interleaved rounds with {c['peer']} (see Interleaved rounds), "
@@ -1370,15 +1375,11 @@ def interleaved_section(confirm: dict[str, dict]) -> list[str]:
             continue
         fc = [r[0]["cpu_us_per_req"] for r in rounds if r[0]["cpu_us_per_req"]]
         pc = [r[1]["cpu_us_per_req"] for r in rounds if r[1]["cpu_us_per_req"]]
-        cr = [
-            r[1]["cpu_us_per_req"] / r[0]["cpu_us_per_req"]
-            for r in rounds
-            if r[0]["cpu_us_per_req"] and r[1]["cpu_us_per_req"]
-        ]
-        rr = [r[0]["rps"] / r[1]["rps"] for r in rounds if r[1]["rps"]]
+        cr = _ratios(rounds, "cpu_us_per_req", True)
+        rr = _ratios(rounds, "rps", False)
         fp = [r[0]["p99_us"] for r in rounds if r[0]["p99_us"]]
         pp = [r[1]["p99_us"] for r in rounds if r[1]["p99_us"]]
-        pr = [r[1]["p99_us"] / r[0]["p99_us"] for r in rounds if r[0]["p99_us"] and r[1]["p99_us"]]
+        pr = _ratios(rounds, "p99_us", True)
         mfp, mpp = _median(fp), _median(pp)
         md.append(
             f"| `{name}` | {c['peer']} | {len(rounds)} | {_fmt(_median(fc), '.1f')} | "
