@@ -201,10 +201,14 @@ SERVE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_serve_blocks_until_sigint_then_returns() -> None:
+def run_serve_script(script: str, *args: str, target: str = "/", pause: float = 0.0):
+    """Run ``script`` (which calls ``ferrowsgi.serve()`` on the port given as its first
+    argument) in a subprocess, GET ``target``, wait ``pause`` seconds, check the server still
+    runs, stop it with SIGINT; return the response's JSON and the process's status, stdout
+    and stderr."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVE_SCRIPT, str(port)],
+        [sys.executable, "-c", script, str(port), *args],
         cwd=TESTS_DIR,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -216,11 +220,9 @@ def test_serve_blocks_until_sigint_then_returns() -> None:
             proc.stderr.read().decode() if proc.poll() is not None else "",
         )
         with RawConn(("127.0.0.1", port)) as c:
-            c.request("GET", "/served", headers=[("Connection", "close")])
-            env = c.read_response().json()
-        assert env["environ"]["PATH_INFO"] == "/served"
-        assert env["wsgi"]["multithread"] is True
-        time.sleep(0.5)
+            c.request("GET", target, headers=[("Connection", "close")])
+            state = c.read_response().json()
+        time.sleep(pause)
         assert proc.poll() is None, "serve() returned without a signal"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
@@ -228,7 +230,37 @@ def test_serve_blocks_until_sigint_then_returns() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, err.decode()
+    return state, proc.returncode, out, err
+
+
+def test_serve_blocks_until_sigint_then_returns() -> None:
+    env, rc, out, err = run_serve_script(SERVE_SCRIPT, target="/served", pause=0.5)
+    assert env["environ"]["PATH_INFO"] == "/served"
+    assert env["wsgi"]["multithread"] is True
+    assert rc == 0, err.decode()
     assert b"serve-returned" in out
     assert b"Traceback" not in err
     assert b"KeyboardInterrupt" not in err
+
+
+HEAP_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import ferrowsgi
+    from apps.heap import app
+
+    options = {} if sys.argv[2] == "default" else {"gc_freeze": False}
+    ferrowsgi.serve(app, host="127.0.0.1", port=int(sys.argv[1]), **options)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["default", "no-freeze"])
+def test_serve_freezes_the_heap_unless_told_not_to(mode: str) -> None:
+    state, rc, _, err = run_serve_script(HEAP_SCRIPT, mode)
+    assert rc == 0, err.decode()
+    assert state["import_cycle_alive"] is False, state
+    if mode == "default":
+        assert state["frozen"] > 1000, state
+    else:
+        assert state["frozen"] == 0, state

@@ -241,6 +241,31 @@ def test_chdir(start_server, tmp_path: Path) -> None:
     assert server.request("GET", "/").body == str(site).encode()
 
 
+# --- the heap at startup ----------------------------------------------------------------------
+
+
+def test_heap_is_collected_then_frozen_before_serving(start_server) -> None:
+    server = start_server("apps.heap:app", "--log-level", "debug")
+    state = server.get_json("/")
+    # What survived the import is frozen, but its cyclic garbage was collected first: had
+    # it been frozen too, the application's own gc.collect() could not free it now (the
+    # module kept automatic collection off while it made the cycle).
+    assert state["import_cycle_alive"] is False, state
+    assert state["frozen"] > 1000, state
+    # The collector still runs for what requests make.
+    assert state["gc_enabled"] is True
+    assert state["request_cycle_alive"] is False
+    assert re.search(r"\[DEBUG\] \d+ objects left out of garbage collection", server.stderr_text())
+
+
+def test_no_gc_freeze_leaves_the_heap_alone(start_server) -> None:
+    state = start_server("apps.heap:app", "--no-gc-freeze").get_json("/")
+    assert state["frozen"] == 0, state
+    # Nothing collected it before the first request; the app's own collection did.
+    assert state["import_cycle_alive"] is False
+    assert state["request_cycle_alive"] is False
+
+
 # --- startup log ------------------------------------------------------------------------------
 
 

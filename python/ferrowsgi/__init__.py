@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from ferrowsgi._ferrowsgi import FileWrapper, Server, __version__
+from ferrowsgi._loader import freeze_heap
 from ferrowsgi._runner import run_until_signal
 
 __all__ = ["FileWrapper", "Server", "__version__", "background", "serve"]
@@ -38,17 +39,23 @@ def serve(
     *,
     threads: int = 1,
     bind: Sequence[str] | None = None,
+    gc_freeze: bool = True,
     **options: Any,
 ) -> None:
     """Serve ``app`` until Ctrl-C or SIGTERM, then return.
 
     ``bind`` (a list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``)
-    replaces ``host`` and ``port``. Other options: ``access_log``, ``debug``,
-    ``server_header``, ``log_level``, ``keep_alive``, ``read_timeout``,
-    ``write_timeout``, ``limit_request_body``, ``loopback_congestion``,
-    ``stream_bodies``.
+    replaces ``host`` and ``port``. Before the first request, the objects
+    that exist then are collected once and frozen (``gc.freeze()``), as the
+    command line does unless given ``--no-gc-freeze``; ``gc_freeze=False``
+    leaves them to the garbage collector. Other options: ``access_log``,
+    ``debug``, ``server_header``, ``log_level``, ``keep_alive``,
+    ``read_timeout``, ``write_timeout``, ``limit_request_body``,
+    ``loopback_congestion``, ``stream_bodies``.
     """
     server = Server(app, _binds(host, port, bind), threads=threads, **options)
+    if gc_freeze:
+        freeze_heap()
     run_until_signal(server)
 
 

@@ -70,6 +70,12 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
         Ok(s) => s,
         Err(e) => return Ok(fail(&e.value(py).to_string(), 1)),
     };
+    if !cli.no_gc_freeze {
+        let frozen: usize = loader.call_method0("freeze_heap")?.extract()?;
+        log::debug(&format!(
+            "{frozen} objects left out of garbage collection (--no-gc-freeze keeps them in)"
+        ));
+    }
     let runner = py.import("ferrowsgi._runner")?;
     runner.call_method1("run_until_signal", (Bound::new(py, server)?,))?;
     Ok(0)

@@ -270,6 +270,13 @@ pub struct Cli {
     #[arg(long, value_name = "WHOSE", default_value = "local",
           value_parser = StreamBodies::parse)]
     pub stream_bodies: StreamBodies,
+
+    /// Leave the objects that exist once the application is loaded to
+    /// Python's garbage collector. By default they are collected once and
+    /// then frozen (`gc.freeze()`), so that no later collection walks them
+    /// again in the middle of a request.
+    #[arg(long)]
+    pub no_gc_freeze: bool,
 }
 
 /// Checks a `--loopback-congestion` name: `system`, or the name of a
