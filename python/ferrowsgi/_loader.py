@@ -4,6 +4,9 @@
 or ``app``), or a factory call ``pkg.mod:create_app(...)`` whose arguments
 are Python literals. The call is parsed with :mod:`ast` and its arguments
 evaluated with :func:`ast.literal_eval`: nothing is ``eval``'d.
+
+:func:`freeze_heap` is the step after loading: what the import left is
+collected once and kept out of later collections.
 """
 
 from __future__ import annotations
