@@ -120,6 +120,15 @@ def _launch(server: str) -> Callable[[str, int, int], list[str]]:
     )
 
 
+BIG_BODY_BYTES = 1024 * 1024  # apps/big.py's body
+
+
+def _floor(app: str, port: int, threads: int) -> list[str]:
+    """The floor responder: the hello answer, or in `big` the same 1 MiB answer as apps/big.py."""
+    body = ["--body", str(BIG_BODY_BYTES)] if app == "apps.big:app" else []
+    return [str(FLOOR_BIN), *body, f"{HOST}:{port}"]
+
+
 def _uwsgi(socket_option: str) -> Callable[[str, int, int], list[str]]:
     return lambda app, port, threads: [
         str(VENV_DIR / "bin" / "uwsgi"),
@@ -254,10 +263,11 @@ SERVERS: dict[str, Server] = {
             "@floor",
             "",
             "",
-            lambda app, port, threads: [str(FLOOR_BIN), f"{HOST}:{port}"],
+            _floor,
             threaded=False,
-            workloads=HELLO_ONLY,
-            how="bench/floor: pure-Rust epoll responder, no Python (the hello bytes only)",
+            workloads=(*HELLO_ONLY, "big"),
+            how="bench/floor: pure-Rust epoll responder, no Python (the hello bytes; in `big` "
+            "the same 1 MiB answer as ferrowsgi's, sent from one shared buffer)",
         ),
         Server(
             "floor-uring",
@@ -366,7 +376,7 @@ WORKLOADS: dict[str, Workload] = {
             "big",
             "apps.big:app",
             "One 1 MiB body in a one-item list",
-            check=Check(response_body=b"b" * (1024 * 1024)),
+            check=Check(response_body=b"b" * BIG_BODY_BYTES),
         ),
         Workload(
             "file",
@@ -1477,12 +1487,15 @@ def reading(wl: Workload, results: list[Result]) -> list[str]:
             f"({cheapest.cpu_us_per_req:.1f} µs/req)."
         )
     floor = next((r for r in ok if r.server == "floor"), None)
-    if floor and floor.cpu_us_per_req:
-        out.append(
-            f"The pure-Rust floor responder (no Python) spent {floor.cpu_us_per_req:.1f} µs/req "
-            f"at {floor.rps:,.0f} req/s."
-        )
     ferro = next((r for r in servers if r.server == "ferrowsgi"), None)
+    if floor and floor.cpu_us_per_req:
+        line = (
+            f"The pure-Rust floor responder (no Python) spent {floor.cpu_us_per_req:.1f} µs/req "
+            f"at {floor.rps:,.0f} req/s"
+        )
+        if ferro and ferro.cpu_us_per_req:
+            line += f"; ferrowsgi {ferro.cpu_us_per_req / floor.cpu_us_per_req:.2f}× that"
+        out.append(line + ".")
     if ferro and len(servers) > 1:
         rank = servers.index(ferro) + 1
         peers = [r for r in servers if r.server != "ferrowsgi"]
@@ -1577,7 +1590,10 @@ def floor_section(by_workload: dict[str, list[Result]], pycall: dict) -> list[st
         "responder on io_uring (bench/floor/src/uring.rs: one multishot accept, a receive in "
         "flight per connection, one `io_uring_enter` per turn of its loop): they show what a "
         "completion ring would save on this kernel, and are not the floor ferrowsgi is "
-        "measured against.",
+        "measured against. In `big` the same responder (`--body 1048576`) sends the same "
+        "1 MiB answer as ferrowsgi, one send per request from one shared buffer: there no "
+        "server can do less than it besides the kernel's copy and TCP work, so its row shows "
+        "what that kernel work costs.",
         "- **Python**: bench/pycall.py times the bare Python work of one WSGI call in-process "
         "(copy an environ template and fill the per-request keys, call the hello app with a "
         "start_response, iterate the result, close it), pinned to the server's core, best of 7 "

@@ -10,24 +10,43 @@
 //! server. The answer before a close is sent with `MSG_MORE` and followed by
 //! `shutdown(SHUT_WR)`, so its FIN leaves in the same segment, as ferrowsgi does.
 //!
-//! Usage: ferrowsgi-floor [--uring] HOST:PORT (`--uring`: the same on io_uring, uring.rs)
+//! With `--body N` it answers every request with an N-byte body instead (the
+//! bytes ferrowsgi sends for `apps.big:app` when N is 1048576): each connection
+//! queues a shared reference to the one prebuilt answer and sends from it, so the
+//! only copy of the body is the kernel's, as for a WSGI server sending a bytes
+//! object. That measures what the kernel costs for a large response.
+//!
+//! Usage: ferrowsgi-floor [--uring] [--body N] HOST:PORT (`--uring`: the same on
+//! io_uring, uring.rs, hello only)
 
 mod uring;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddrV4;
 use std::os::raw::c_int;
+use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const LISTENER: u64 = u64::MAX;
 const READ_CHUNK: usize = 64 * 1024;
+/// Answers at least this long are queued by reference instead of copied into `out`.
+const SHARED_MIN: usize = 16 * 1024;
 
 struct Conn {
     fd: c_int,
     inbuf: Vec<u8>,
     out: Vec<u8>,
+    /// Large answers waiting to be sent, and how much of the first one is sent.
+    shared: VecDeque<Rc<Vec<u8>>>,
+    shared_sent: usize,
     close_after_write: bool,
+}
+
+impl Conn {
+    fn idle(&self) -> bool {
+        self.out.is_empty() && self.shared.is_empty()
+    }
 }
 
 fn check(ret: c_int, what: &str) -> io::Result<c_int> {
@@ -135,6 +154,33 @@ fn response(secs: u64, close: bool) -> Vec<u8> {
     .into_bytes()
 }
 
+/// An answer with an `n`-byte body, with the headers ferrowsgi sends for `apps.big:app`.
+fn body_response(secs: u64, close: bool, n: usize) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n\
+         Date: {}\r\nServer: ferrowsgi\r\n{}\r\n",
+        http_date(secs),
+        if close { "Connection: close\r\n" } else { "" }
+    )
+    .into_bytes();
+    out.resize(out.len() + n, b'b');
+    out
+}
+
+/// The two answers (keep-alive and closing) for the current second.
+fn answers(secs: u64, body: Option<usize>) -> (Rc<Vec<u8>>, Rc<Vec<u8>>) {
+    match body {
+        Some(n) => (
+            Rc::new(body_response(secs, false, n)),
+            Rc::new(body_response(secs, true, n)),
+        ),
+        None => (
+            Rc::new(response(secs, false)),
+            Rc::new(response(secs, true)),
+        ),
+    }
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -155,7 +201,7 @@ fn has_close(head: &[u8]) -> bool {
 
 /// Reads once (again only while the buffer fills up), answers every complete head, writes once.
 /// Returns false when the connection is finished.
-fn on_readable(c: &mut Conn, resp: &[u8], resp_close: &[u8]) -> bool {
+fn on_readable(c: &mut Conn, resp: &Rc<Vec<u8>>, resp_close: &Rc<Vec<u8>>) -> bool {
     loop {
         let len = c.inbuf.len();
         c.inbuf.resize(len + READ_CHUNK, 0);
@@ -180,8 +226,12 @@ fn on_readable(c: &mut Conn, resp: &[u8], resp_close: &[u8]) -> bool {
     let mut start = 0;
     while let Some(end) = find(&c.inbuf[start..], b"\r\n\r\n") {
         let close = has_close(&c.inbuf[start..start + end]);
-        c.out
-            .extend_from_slice(if close { resp_close } else { resp });
+        let answer = if close { resp_close } else { resp };
+        if answer.len() >= SHARED_MIN {
+            c.shared.push_back(Rc::clone(answer));
+        } else {
+            c.out.extend_from_slice(answer);
+        }
         start += end + 4;
         if close {
             c.close_after_write = true;
@@ -208,6 +258,24 @@ fn on_writable(c: &mut Conn) -> bool {
         }
         c.out.drain(..n as usize);
     }
+    while let Some(front) = c.shared.front() {
+        let rest = &front[c.shared_sent..];
+        let flags = if c.close_after_write && c.shared.len() == 1 {
+            libc::MSG_MORE
+        } else {
+            0
+        };
+        // SAFETY: writes from an initialised buffer the queue keeps alive.
+        let n = unsafe { libc::send(c.fd, rest.as_ptr().cast(), rest.len(), flags) };
+        if n < 0 {
+            return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+        }
+        c.shared_sent += n as usize;
+        if c.shared_sent == front.len() {
+            c.shared.pop_front();
+            c.shared_sent = 0;
+        }
+    }
     !c.close_after_write
 }
 
@@ -216,6 +284,17 @@ fn main() -> io::Result<()> {
     let use_uring = args.first().is_some_and(|a| a == "--uring");
     if use_uring {
         args.remove(0);
+    }
+    let mut body = None;
+    if args.first().is_some_and(|a| a == "--body") {
+        let n = args
+            .get(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidInput, "--body needs a byte count")
+            })?;
+        body = Some(n);
+        args.drain(..2);
     }
     let arg = args
         .into_iter()
@@ -226,6 +305,12 @@ fn main() -> io::Result<()> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{arg}: {e}")))?;
     let lfd = listen(addr)?;
     if use_uring {
+        if body.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "--body is for the epoll responder only",
+            ));
+        }
         eprintln!("floor (io_uring) listening on http://{addr}");
         return uring::run(lfd);
     }
@@ -239,8 +324,7 @@ fn main() -> io::Result<()> {
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut secs = now_secs();
-    let mut resp = response(secs, false);
-    let mut resp_close = response(secs, true);
+    let (mut resp, mut resp_close) = answers(secs, body);
     loop {
         // SAFETY: `events` has room for events.len() entries.
         let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as c_int, -1) };
@@ -253,8 +337,7 @@ fn main() -> io::Result<()> {
         let t = now_secs();
         if t != secs {
             secs = t;
-            resp = response(secs, false);
-            resp_close = response(secs, true);
+            (resp, resp_close) = answers(secs, body);
         }
         for ev in &events[..n as usize] {
             let (token, flags) = (ev.u64, ev.events);
@@ -284,6 +367,8 @@ fn main() -> io::Result<()> {
                         fd,
                         inbuf: Vec::new(),
                         out: Vec::new(),
+                        shared: VecDeque::new(),
+                        shared_sent: 0,
                         close_after_write: false,
                     };
                     conns.insert(fd as u64, conn);
@@ -298,10 +383,10 @@ fn main() -> io::Result<()> {
                 != 0
             {
                 alive = on_readable(c, &resp, &resp_close);
-            } else if flags & libc::EPOLLOUT as u32 != 0 && !c.out.is_empty() {
+            } else if flags & libc::EPOLLOUT as u32 != 0 && !c.idle() {
                 alive = on_writable(c);
             }
-            if !alive || (c.close_after_write && c.out.is_empty()) {
+            if !alive || (c.close_after_write && c.idle()) {
                 let fd = c.fd;
                 if alive {
                     // SAFETY: shutting down a descriptor we own.
