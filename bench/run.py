@@ -1357,6 +1357,36 @@ def interleaved_line(c: dict) -> str:
     )
 
 
+CELL_ROUNDS_SPREAD = 1.3  # a cell this far from its rounds' median CPU is called out
+
+
+def cell_against_rounds(c: dict, results: list[Result]) -> str | None:
+    """A reading line when a server's cell and its own interleaved rounds disagree by more than
+    ``CELL_ROUNDS_SPREAD`` in CPU per request (a slow spell the disturbance check missed)."""
+    rounds = _complete_rounds(c)
+    notes = []
+    for i, name in enumerate(("ferrowsgi", c["peer"])):
+        cell = next((r for r in results if r.server == name and r.cpu_us_per_req), None)
+        median = _median([r[i]["cpu_us_per_req"] for r in rounds if r[i]["cpu_us_per_req"]])
+        if not cell or not median or not cell.cpu_us_per_req:
+            continue
+        ratio = cell.cpu_us_per_req / median
+        if ratio > CELL_ROUNDS_SPREAD or ratio < 1 / CELL_ROUNDS_SPREAD:
+            notes.append(
+                f"{name}'s cell ({cell.cpu_us_per_req:.1f} µs/req) is {ratio:.2f}× its own "
+                f"median in the rounds ({median:.1f})"
+            )
+    if not notes:
+        return None
+    return (
+        "Cell and rounds disagree: "
+        + "; ".join(notes)
+        + ". The machine ran differently in that cell than in the rounds, for a reason the "
+        "disturbance check (other processes, steal) did not see, so the rounds are the "
+        "better measure here."
+    )
+
+
 def interleaved_section(confirm: dict[str, dict]) -> list[str]:
     """The markdown of the interleaved rounds: medians and each round's ratio."""
     if not confirm:
@@ -1798,6 +1828,9 @@ def write_docs(
         lines = reading(wl, results)
         if name in confirm:
             lines.append(interleaved_line(confirm[name]))
+            disagree = cell_against_rounds(confirm[name], results)
+            if disagree:
+                lines.append(disagree)
         md += ["Reading:", ""] + [f"- {line}" for line in lines] + [""]
     md += [
         "## Caveats",
