@@ -1,0 +1,67 @@
+"""Server hooks, as a gunicorn configuration module defines them.
+
+The configuration loader installs the hooks it found with :func:`install`;
+the master, the workers and the request path run them through :func:`call`,
+which does nothing for a hook that is not set. A hook that raises is logged
+and does not stop the server, except where its caller says otherwise.
+
+The names and arguments are gunicorn's:
+
+=====================  ==========================  =============================
+hook                   called in                   arguments
+=====================  ==========================  =============================
+``on_starting``        the master, before binding  ``(server)``
+``when_ready``         the master, once serving    ``(server)``
+``post_fork``          a worker, just after fork   ``(server, worker)``
+``post_worker_init``   a worker, app imported      ``(worker)``
+``worker_exit``        a worker, as it leaves      ``(server, worker)``
+``on_exit``            the master, as it leaves    ``(server)``
+``pre_request``        a worker, before the app    ``(worker, req)``
+``post_request``       a worker, after the app     ``(worker, req, environ, resp)``
+=====================  ==========================  =============================
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+__all__ = ["HOOK_NAMES", "call", "get", "install"]
+
+HOOK_NAMES = (
+    "on_starting",
+    "when_ready",
+    "post_fork",
+    "post_worker_init",
+    "worker_exit",
+    "on_exit",
+    "pre_request",
+    "post_request",
+)
+
+_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def install(hooks: Mapping[str, Callable[..., Any]]) -> None:
+    """Replace the installed hooks with ``hooks`` (name to callable)."""
+    unknown = sorted(set(hooks) - set(HOOK_NAMES))
+    if unknown:
+        raise ValueError(f"unknown server hook: {unknown[0]}")
+    _hooks.clear()
+    _hooks.update(hooks)
+
+
+def get(name: str) -> Callable[..., Any] | None:
+    """The hook installed under ``name``, or None."""
+    return _hooks.get(name)
+
+
+def call(name: str, *args: Any) -> None:
+    """Run the hook ``name`` with ``args`` if one is installed.
+
+    Exceptions propagate to the caller, which decides whether a failing
+    hook is logged or fatal (gunicorn stops a worker whose ``post_fork``
+    raises, for example).
+    """
+    hook = _hooks.get(name)
+    if hook is not None:
+        hook(*args)
