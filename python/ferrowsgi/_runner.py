@@ -6,6 +6,7 @@ never lands inside application code as a ``KeyboardInterrupt``. SIGTERM is
 made to behave like Ctrl-C (a graceful stop) unless the application
 installed a handler of its own, and SIGINT stops the server even when the
 process was started with it ignored (a background job of a shell script).
+SIGUSR1 reopens the log files (after logrotate moved them).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import signal
 import threading
 
-from ferrowsgi._ferrowsgi import Server
+from ferrowsgi._ferrowsgi import Server, reopen_logs
 
 __all__ = ["run_until_signal"]
 
@@ -44,6 +45,9 @@ def run_until_signal(server: Server, *, banner: bool = True) -> None:
         # ignores SIGINT for its children: a server still stops on it (as
         # gunicorn and uvicorn do), or `kill -INT` would do nothing.
         old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_usr1 = None
+    if in_main and signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL:
+        old_usr1 = signal.signal(signal.SIGUSR1, _reopen_logs)
     thread = threading.Thread(target=serve, name="ferrowsgi-server")
     try:
         started = False
@@ -64,5 +68,15 @@ def run_until_signal(server: Server, *, banner: bool = True) -> None:
             signal.signal(signal.SIGTERM, old_term)
         if old_int is not None:
             signal.signal(signal.SIGINT, old_int)
+        if old_usr1 is not None:
+            signal.signal(signal.SIGUSR1, old_usr1)
     if failure:
         raise failure[0]
+
+
+def _reopen_logs(signum: int, frame: object) -> None:
+    """SIGUSR1: reopen the log files; a failure is logged, not raised."""
+    try:
+        reopen_logs()
+    except OSError:
+        pass  # already written to the error log by the server

@@ -40,6 +40,25 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
         }
     }
     log::set_level(cfg.log_level);
+    if let Err(msg) = log::set_error_log(&cfg.error_log, cfg.log_format) {
+        return Ok(fail(&msg, 2));
+    }
+    if cfg.log_to_python {
+        crate::pylog::install(py)?;
+    }
+    let result = serve(py, &cli, cfg);
+    // Records logged after this (at exit) go to the server's own
+    // destinations: the interpreter is about to end.
+    crate::pylog::uninstall();
+    result
+}
+
+/// Imports the application and serves it until a signal stops it.
+fn serve(
+    py: Python<'_>,
+    cli: &ferrowsgi_server::Cli,
+    cfg: ferrowsgi_server::Config,
+) -> PyResult<i32> {
     let version = py.version_info();
     log::info(&format!(
         "Starting ferrowsgi {} (CPython {}.{}.{})",

@@ -18,6 +18,7 @@ mod errors;
 mod file_wrapper;
 mod gil;
 mod input;
+mod pylog;
 mod pyserver;
 mod start_response;
 
@@ -32,5 +33,6 @@ fn _ferrowsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<start_response::StartResponse>()?;
     m.add_class::<start_response::Write>()?;
     m.add_function(wrap_pyfunction!(cli::main, m)?)?;
+    m.add_function(wrap_pyfunction!(pylog::reopen_logs, m)?)?;
     Ok(())
 }

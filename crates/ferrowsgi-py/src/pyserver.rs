@@ -55,7 +55,12 @@ pub(crate) fn make_config(
         return Err(PyValueError::new_err("threads must be between 1 and 1024"));
     }
     cfg.threads = threads;
-    cfg.access_log = access_log;
+    if access_log {
+        cfg.access_log = Some(
+            log::AccessLog::new(log::Target::Stdout, "combined", false)
+                .map_err(PyValueError::new_err)?,
+        );
+    }
     cfg.debug = debug;
     cfg.server_header = server_header;
     cfg.log_level = log::Level::parse(log_level)
@@ -90,6 +95,9 @@ impl Server {
             ));
         }
         log::set_level(cfg.log_level);
+        if let Some(access) = &cfg.access_log {
+            access.open().map_err(PyOSError::new_err)?;
+        }
         let threads = cfg.threads;
         let handler = PyHandler::new(py, app, threads, cfg.debug)?;
         let server = RustServer::bind(cfg, handler)

@@ -90,8 +90,15 @@ pub struct Config {
     pub threads: usize,
     /// Minimum level of error-log lines.
     pub log_level: crate::log::Level,
-    /// Whether to print an access-log line per request on stdout.
-    pub access_log: bool,
+    /// The access log, compiled; `None` when off (the request path then
+    /// does nothing for it).
+    pub access_log: Option<crate::log::AccessLog>,
+    /// Where the error log goes.
+    pub error_log: crate::log::Target,
+    /// The error log's line format.
+    pub log_format: crate::log::Format,
+    /// Both logs go to Python's `logging` instead of their destinations.
+    pub log_to_python: bool,
     /// Whether to add a `Server: ferrowsgi` header.
     pub server_header: bool,
     /// Whether a 500 page carries the traceback.
@@ -131,7 +138,10 @@ impl Default for Config {
             binds: Vec::new(),
             threads: 1,
             log_level: crate::log::Level::Info,
-            access_log: false,
+            access_log: None,
+            error_log: crate::log::Target::Stderr,
+            log_format: crate::log::Format::Text,
+            log_to_python: false,
             server_header: true,
             debug: false,
             keep_alive: Duration::from_secs(DEFAULT_KEEP_ALIVE_SECS),
@@ -190,9 +200,32 @@ pub struct Cli {
     #[arg(long, default_value = "info", value_parser = ["debug", "info", "warning", "error", "critical"])]
     pub log_level: String,
 
-    /// Print one access-log line per request on stdout.
+    /// Print one access-log line per request on stdout (the same as
+    /// `--access-logfile -`).
     #[arg(long)]
     pub access_log: bool,
+
+    /// Write the access log to this file (`-`: stdout), which turns it on.
+    #[arg(long, value_name = "PATH")]
+    pub access_logfile: Option<String>,
+
+    /// Access-log format: `combined` (the default), `common`, `json`, or a
+    /// gunicorn format such as '%(h)s "%(r)s" %(s)s %(D)s'.
+    #[arg(long, value_name = "FORMAT", default_value = "combined")]
+    pub access_logformat: String,
+
+    /// Write the error log to this file (`-`: stderr).
+    #[arg(long, alias = "log-file", value_name = "PATH", default_value = "-")]
+    pub error_logfile: String,
+
+    /// Error-log line format: `text` or `json` (one object per line).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = crate::log::Format::parse)]
+    pub log_format: crate::log::Format,
+
+    /// Hand both logs to Python's `logging` (loggers `ferrowsgi.error` and
+    /// `ferrowsgi.access`), so the application's logging set-up applies.
+    #[arg(long)]
+    pub log_to_python: bool,
 
     /// Do not send a `Server` header.
     #[arg(long)]
@@ -310,7 +343,21 @@ impl Cli {
         cfg.threads = usize::from(self.threads);
         cfg.log_level = crate::log::Level::parse(&self.log_level)
             .ok_or_else(|| format!("invalid log level {:?}", self.log_level))?;
-        cfg.access_log = self.access_log;
+        use crate::log::{AccessLog, Target};
+        if self.access_log || self.access_logfile.is_some() {
+            let target = match &self.access_logfile {
+                Some(path) => Target::from_arg(path, Target::Stdout),
+                None => Target::Stdout,
+            };
+            cfg.access_log = Some(AccessLog::new(
+                target,
+                &self.access_logformat,
+                self.log_to_python,
+            )?);
+        }
+        cfg.error_log = Target::from_arg(&self.error_logfile, Target::Stderr);
+        cfg.log_format = self.log_format;
+        cfg.log_to_python = self.log_to_python;
         cfg.server_header = !self.no_server_header;
         cfg.debug = self.debug;
         cfg.keep_alive = Duration::from_secs(self.keep_alive);
@@ -442,7 +489,7 @@ mod tests {
         let cfg = cli.to_config().unwrap();
         assert_eq!(cfg.binds.len(), 2);
         assert_eq!(cfg.threads, 4);
-        assert!(cfg.access_log);
+        assert!(cfg.access_log.is_some());
         assert_eq!(cfg.max_pipelined, 8);
         let (_, code) =
             parse_args(&args(&["ferrowsgi", "--max-pipelined", "0", "m:app"])).unwrap_err();

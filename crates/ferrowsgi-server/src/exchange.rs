@@ -255,6 +255,12 @@ struct ExchangeState {
     /// When the stream's previous block (or its head) was handed over; set
     /// when a stream starts, so a complete response reads no clock for it.
     last_block: Option<Instant>,
+    /// When the request was handed to the application, read only for an
+    /// access log that shows durations.
+    started: Option<Instant>,
+    /// The response headers the access log shows (in the order of
+    /// [`log::AccessLog::response_headers`]); empty unless it shows some.
+    logged_headers: Vec<Option<Vec<u8>>>,
 }
 
 /// An exchange whose response is waiting for a slow reader: the handler's
@@ -337,6 +343,12 @@ impl<'a> Exchange<'a> {
                 body_sent: 0,
                 keep_alive,
                 last_block: None,
+                started: cfg
+                    .access_log
+                    .as_ref()
+                    .filter(|a| a.needs_timing())
+                    .map(|_| Instant::now()),
+                logged_headers: Vec::new(),
             },
             can_defer,
             paused: None,
@@ -1046,6 +1058,7 @@ impl<'a> Exchange<'a> {
         }
         let app_len = head.content_length;
         let out = &mut self.conn.wbuf;
+        let head_start = out.len();
         out.extend_from_slice(&head.block);
         if !head.has_date {
             out.extend_from_slice(b"Date: ");
@@ -1109,6 +1122,15 @@ impl<'a> Exchange<'a> {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        if let Some(names) = self
+            .cfg
+            .access_log
+            .as_ref()
+            .map(|a| a.response_headers())
+            .filter(|n| !n.is_empty())
+        {
+            self.st.logged_headers = find_fields(&self.conn.wbuf[head_start..], names);
+        }
         // The first answer on a connection that closes after it, small and
         // complete, leaves in one write: Nagle's algorithm cannot delay it.
         let head_len = (self.conn.wbuf.len() - self.conn.wpos) as u64;
@@ -1292,30 +1314,38 @@ impl<'a> Exchange<'a> {
             }
         }
         self.conn.served += 1;
-        if self.cfg.access_log {
-            let h = &self.st.req.head;
-            let find = |name: &[u8]| {
-                h.headers()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            };
-            log::access(&log::AccessRecord {
-                remote: if self.conn.peer.is_unix {
-                    "unix"
-                } else {
-                    &self.conn.peer.remote_addr
-                },
-                method: h.method(),
-                target: h.target(),
-                protocol: h.version().as_str(),
+        if let Some(access) = &self.cfg.access_log {
+            access.write(&log::AccessRecord {
+                peer: &self.conn.peer,
+                head: &self.st.req.head,
                 status: self.st.status,
                 bytes: self.st.body_sent,
-                referer: find(b"referer"),
-                user_agent: find(b"user-agent"),
+                duration: self.st.started.map(|t| t.elapsed()),
+                response_headers: &self.st.logged_headers,
             });
         }
         self.conn.spare_head = self.st.req.head.into_storage();
     }
+}
+
+/// The values of the fields `names` (lower-case) in a serialised response
+/// head (status line first), in the order of `names`; the first of a
+/// repeated field.
+fn find_fields(block: &[u8], names: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    let mut found = vec![None; names.len()];
+    for line in block.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        for (slot, want) in found.iter_mut().zip(names) {
+            if slot.is_none() && eq_lowercase(name, want) {
+                *slot = Some(value.to_vec());
+            }
+        }
+    }
+    found
 }
 
 /// Copies all of `src` into the start of `dst` (which may be
