@@ -991,15 +991,32 @@ fn push_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
     let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
 }
 
-/// `25/Nov/2026:13:30:00 +0000`, the common log format's time.
+/// `25/Nov/2026:13:30:00 +0000`, the common log format's time. Each thread
+/// keeps the text of the last second it wrote, so a busy access log formats
+/// the date once a second rather than once a line.
 fn push_clf(out: &mut Vec<u8>, t: SystemTime) {
+    use std::cell::Cell;
     use std::io::Write;
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, mo, d, h, mi, s) = civil(since_epoch(t).as_secs());
+    const LEN: usize = 26;
+    thread_local! {
+        static LAST: Cell<(u64, [u8; LEN])> = const { Cell::new((u64::MAX, [0; LEN])) };
+    }
+    let secs = since_epoch(t).as_secs();
+    let (cached, text) = LAST.with(Cell::get);
+    if cached == secs {
+        out.extend_from_slice(&text);
+        return;
+    }
+    let (y, mo, d, h, mi, s) = civil(secs);
     let month = MONTHS[(mo as usize).saturating_sub(1) % 12];
+    let start = out.len();
     let _ = write!(out, "{d:02}/{month}/{y:04}:{h:02}:{mi:02}:{s:02} +0000");
+    if let Ok(text) = <[u8; LEN]>::try_from(&out[start..]) {
+        LAST.with(|c| c.set((secs, text)));
+    }
 }
 
 #[cfg(test)]
@@ -1062,6 +1079,19 @@ mod tests {
         assert!(AccessLog::new(Target::Stdout, "json", false)
             .unwrap()
             .needs_timing());
+    }
+
+    #[test]
+    fn clf_time_is_cached_per_second() {
+        let t = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            push_clf(&mut out, t);
+            assert_eq!(out, b"06/Nov/1994:08:49:37 +0000");
+        }
+        let mut out = Vec::new();
+        push_clf(&mut out, t + Duration::from_secs(1));
+        assert_eq!(out, b"06/Nov/1994:08:49:38 +0000");
     }
 
     #[test]
