@@ -456,3 +456,23 @@ def test_log_to_python(start_server, tmp_path: Path) -> None:
     assert "/py" not in server.stdout_text()
     assert "failure marker" not in server.stderr_text()
     assert "Listening at" not in server.stderr_text()
+
+
+def test_log_to_python_with_an_access_file(start_server, tmp_path: Path) -> None:
+    """An explicit access-log file wins: only the error log goes to Python."""
+    capture, access = tmp_path / "records.jsonl", tmp_path / "access.log"
+    server = start_logged(
+        start_server,
+        "apps.logged:app",
+        capture,
+        "--log-to-python",
+        "--access-logfile",
+        str(access),
+        env={"LOG_CAPTURE": str(capture)},
+    )
+    server.request("GET", "/to-file")
+    server.request("GET", "/fail")
+    wait_lines(capture, 1, "log-test failure marker")
+    (line,) = wait_lines(access, 1, "/to-file")
+    assert COMBINED_RE.fullmatch(line), line
+    assert '"ferrowsgi.access"' not in capture.read_text()

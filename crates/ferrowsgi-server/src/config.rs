@@ -223,7 +223,8 @@ pub struct Cli {
     pub log_format: crate::log::Format,
 
     /// Hand both logs to Python's `logging` (loggers `ferrowsgi.error` and
-    /// `ferrowsgi.access`), so the application's logging set-up applies.
+    /// `ferrowsgi.access`), so the application's logging set-up applies;
+    /// with `--access-logfile`, the access log goes to that file instead.
     #[arg(long)]
     pub log_to_python: bool,
 
@@ -349,11 +350,10 @@ impl Cli {
                 Some(path) => Target::from_arg(path, Target::Stdout),
                 None => Target::Stdout,
             };
-            cfg.access_log = Some(AccessLog::new(
-                target,
-                &self.access_logformat,
-                self.log_to_python,
-            )?);
+            // An explicit file (or `-`) wins over the hand-over to Python,
+            // which then takes the error log only.
+            let to_python = self.log_to_python && self.access_logfile.is_none();
+            cfg.access_log = Some(AccessLog::new(target, &self.access_logformat, to_python)?);
         }
         cfg.error_log = Target::from_arg(&self.error_logfile, Target::Stderr);
         cfg.log_format = self.log_format;
@@ -494,6 +494,47 @@ mod tests {
         let (_, code) =
             parse_args(&args(&["ferrowsgi", "--max-pipelined", "0", "m:app"])).unwrap_err();
         assert_eq!(code, 2);
+    }
+
+    #[test]
+    fn log_options() {
+        use crate::log::{Format, Target};
+        let cfg = |list: &[&str]| {
+            let mut argv = vec!["ferrowsgi"];
+            argv.extend_from_slice(list);
+            argv.push("m:app");
+            parse_args(&args(&argv)).unwrap().to_config()
+        };
+        let plain = cfg(&[]).unwrap();
+        assert!(plain.access_log.is_none());
+        assert_eq!(plain.error_log, Target::Stderr);
+        assert_eq!(plain.log_format, Format::Text);
+        let files = cfg(&[
+            "--access-logfile",
+            "/tmp/a.log",
+            "--access-logformat",
+            "%(h)s %(D)s",
+            "--error-logfile",
+            "/tmp/e.log",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        let access = files.access_log.expect("a file turns the access log on");
+        assert!(access.needs_timing());
+        assert_eq!(files.error_log, Target::File("/tmp/e.log".into()));
+        assert_eq!(files.log_format, Format::Json);
+        // A format alone does not turn the access log on (as in gunicorn).
+        assert!(cfg(&["--access-logformat", "json"])
+            .unwrap()
+            .access_log
+            .is_none());
+        let err = cfg(&["--access-log", "--access-logformat", "%(nope)s"]).unwrap_err();
+        assert!(err.contains("%(nope)s"), "{err}");
+        let (msg, code) =
+            parse_args(&args(&["ferrowsgi", "--log-format", "xml", "m:app"])).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("log format"), "{msg}");
     }
 
     #[test]
