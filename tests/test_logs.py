@@ -476,3 +476,33 @@ def test_log_to_python_with_an_access_file(start_server, tmp_path: Path) -> None
     (line,) = wait_lines(access, 1, "/to-file")
     assert COMBINED_RE.fullmatch(line), line
     assert '"ferrowsgi.access"' not in capture.read_text()
+
+
+def test_failed_reopen_is_logged_through_python_and_keeps_the_old_file(
+    start_server, tmp_path: Path
+) -> None:
+    """The reopen runs with the GIL released, so its error line takes the GIL back to reach
+    Python's logging; the access log keeps its old file."""
+    capture = tmp_path / "records.jsonl"
+    log_dir = tmp_path / "logs"
+    log_dir.mkdir()
+    server = start_logged(
+        start_server,
+        "apps.logged:app",
+        capture,
+        "--log-to-python",
+        "--access-logfile",
+        str(log_dir / "access.log"),
+        env={"LOG_CAPTURE": str(capture)},
+    )
+    server.request("GET", "/first")
+    wait_lines(log_dir / "access.log", 1, "/first")
+    log_dir.rename(tmp_path / "moved")  # the path cannot be opened any more
+    os.kill(server.pid, signal.SIGUSR1)
+    (line,) = wait_lines(capture, 1, "cannot reopen log file")
+    record = json.loads(line)
+    assert record["logger"] == "ferrowsgi.error" and record["level"] == "ERROR", record
+    assert str(log_dir / "access.log") in record["message"]
+    assert server.request("GET", "/second").status == 200
+    wait_lines(tmp_path / "moved" / "access.log", 1, "/second")
+    assert server.proc is not None and server.proc.poll() is None
