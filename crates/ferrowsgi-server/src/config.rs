@@ -180,12 +180,21 @@ impl Config {
 )]
 pub struct Cli {
     /// The application: `pkg.mod:name`, `pkg.mod`, or `pkg.mod:create_app(...)`.
-    #[arg(value_name = "APP")]
+    /// May be left out when a configuration file or `FERROWSGI_APP` names
+    /// it (`app`, or gunicorn's `wsgi_app`); empty then until
+    /// [`crate::settings::load`] fills it in.
+    #[arg(
+        value_name = "APP",
+        required = false,
+        default_value = "",
+        hide_default_value = true
+    )]
     pub app: String,
 
     /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
     /// unix:PATH. Repeat to listen on several.
-    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append)]
+    #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,
+          default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
 
     /// Threads that run the application (1 runs it on the I/O thread).
@@ -311,6 +320,56 @@ pub struct Cli {
     /// again in the middle of a request.
     #[arg(long)]
     pub no_gc_freeze: bool,
+
+    /// Configuration file: a `.toml` file (settings as top-level keys, or
+    /// `[tool.ferrowsgi]` in a pyproject.toml), or a gunicorn-style `.py`
+    /// module. Without it, ./ferrowsgi.toml, else ./pyproject.toml's
+    /// `[tool.ferrowsgi]`, is read if there.
+    #[arg(short = 'c', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print every effective setting and where it came from, then exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// Set an environment variable for the application (KEY=VALUE) before
+    /// it is imported. Repeat for several.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE", action = ArgAction::Append,
+          value_parser = parse_env_pair)]
+    pub env: Vec<String>,
+
+    /// Directories to add to the module search path, comma-separated.
+    #[arg(long, value_name = "DIRS")]
+    pub pythonpath: Option<String>,
+
+    /// Process name (the kernel's `comm`, 15 bytes, shown by ps and top).
+    #[arg(short = 'n', long = "name", alias = "proc-name", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// gunicorn's worker class: `sync` or `gthread` (both mean ferrowsgi's
+    /// threads, set with --threads); any other is refused.
+    #[arg(short = 'k', long, value_name = "CLASS", value_parser = parse_worker_class)]
+    pub worker_class: Option<String>,
+}
+
+/// Checks an `--env` pair: `KEY=VALUE` with a non-empty key without `=`.
+pub fn parse_env_pair(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !key.contains('\0') => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Checks a gunicorn worker class: only the thread-based ones have an
+/// equivalent (gevent, eventlet, tornado and ASGI workers do not).
+pub fn parse_worker_class(s: &str) -> Result<String, String> {
+    match s {
+        "sync" | "gthread" => Ok(s.to_string()),
+        _ => Err(format!(
+            "worker class {s:?} is not supported: ferrowsgi runs the application \
+             on threads (use sync or gthread, with --threads)"
+        )),
+    }
 }
 
 /// Checks a `--loopback-congestion` name: `system`, or the name of a
@@ -543,8 +602,6 @@ mod tests {
         assert_eq!(code, 2);
         assert_eq!(msg.trim_end().lines().count(), 1);
         assert!(msg.starts_with("ferrowsgi: error: "));
-        let (_, code) = parse_args(&args(&["ferrowsgi"])).unwrap_err();
-        assert_eq!(code, 2);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod hold;
 pub mod listen;
 pub mod log;
 pub mod server;
+pub mod settings;
 mod sys;
 
 pub use config::{Cli, Config};
