@@ -16,6 +16,7 @@ use crate::context::RequestContext;
 use crate::environ::EnvTemplate;
 use crate::errors::ErrorStream;
 use crate::file_wrapper::FileWrapper;
+use crate::hooks::{After, RequestHooks};
 use crate::input::{InputStream, Slot};
 use crate::start_response::{Head, StartResponse, Write};
 
@@ -29,6 +30,9 @@ pub(crate) struct PyHandler {
     /// requests (at most `spare_max`).
     spare: Mutex<Vec<RequestObjects>>,
     spare_max: usize,
+    /// `pre_request`/`post_request`, if either is installed: looked up
+    /// once, so that without them a request pays one check.
+    hooks: Option<Box<RequestHooks>>,
 }
 
 /// The Python objects a request gives the application besides its environ:
@@ -117,6 +121,8 @@ struct Paused {
     errors: Py<ErrorStream>,
     /// The request's context, entered again to go on (and to close).
     ctx: Option<RequestContext>,
+    /// `post_request`, run when the response is over.
+    after: Option<After>,
 }
 
 impl Drop for Paused {
@@ -131,6 +137,10 @@ impl Drop for Paused {
         Python::attach(|py| {
             let entered = self.ctx.as_ref().and_then(|c| c.enter(py).ok());
             close_result(py, result.bind(py), self.errors.get());
+            if let Some(after) = self.after.take() {
+                let head = self.sr.get().head();
+                after.run(py, 0, &head.response, head.called);
+            }
             drop(entered);
         });
     }
@@ -149,6 +159,7 @@ impl PyHandler {
             debug,
             spare: Mutex::new(Vec::new()),
             spare_max: threads.clamp(1, 64),
+            hooks: RequestHooks::installed(py)?,
         })
     }
 
@@ -213,6 +224,19 @@ impl PyHandler {
                 return;
             }
         };
+        let mut after = None;
+        if let Some(hooks) = &self.hooks {
+            let (a, failed) = hooks.begin(py, ex, environ.as_any());
+            after = a;
+            if let Some(e) = failed {
+                report(py, &format!("{} (in pre_request)", ex_tag_of(ex)), &e);
+                respond_500(py, ex, &e, self.debug);
+                if let Some(after) = after {
+                    after.run(py, ex.status(), &ResponseHead::default(), false);
+                }
+                return;
+            }
+        }
         let sr = objects.sr.bind(py);
         let slot = &sr.get().slot;
         let guard = slot.fill(ex);
@@ -229,12 +253,19 @@ impl PyHandler {
             objects.sr.clone_ref(py),
             objects.errors.clone_ref(py),
         );
+        if sent.is_none() {
+            if let Some(after) = after.take() {
+                let head = sr.get().head();
+                after.run(py, ex.status(), &head.response, head.called);
+            }
+        }
         drop(entered);
         if sent.is_none() {
             self.recycle(py, objects);
         }
         if let Some(mut paused) = sent {
             paused.ctx = Some(ctx);
+            paused.after = after;
             // Only an unfinished response pauses, so this cannot fail; if
             // it did, dropping the state would still call close().
             let _ = ex.pause(paused);
@@ -248,6 +279,7 @@ impl PyHandler {
             return;
         };
         let ctx = paused.ctx.take();
+        let mut after = paused.after.take();
         let entered = match ctx.as_ref().map(|c| c.enter(py)).transpose() {
             Ok(entered) => entered,
             Err(e) => {
@@ -276,10 +308,17 @@ impl PyHandler {
             None => Sent::Done,
         };
         drop(guard);
-        let sent = self.conclude(py, ex, sent, result, sr.unbind(), errors);
+        let sent = self.conclude(py, ex, sent, result, sr.clone().unbind(), errors);
+        if sent.is_none() {
+            if let Some(after) = after.take() {
+                let head = sr.get().head();
+                after.run(py, ex.status(), &head.response, head.called);
+            }
+        }
         drop(entered);
         if let Some(mut paused) = sent {
             paused.ctx = ctx;
+            paused.after = after;
             let _ = ex.pause(paused);
         }
     }
@@ -304,6 +343,7 @@ impl PyHandler {
                     sr,
                     errors,
                     ctx: None,
+                    after: None,
                 }));
             }
             other => other,
@@ -602,7 +642,7 @@ fn file_step(ex: &mut Exchange<'_>, fd: RawFd, pos: u64) -> Sent {
 }
 
 /// Logs an application error with its traceback.
-fn report(py: Python<'_>, tag: &str, err: &PyErr) {
+pub(crate) fn report(py: Python<'_>, tag: &str, err: &PyErr) {
     log::error(&format!(
         "Error handling request {tag}\n{}",
         traceback_text(py, err)

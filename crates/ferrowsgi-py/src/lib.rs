@@ -17,6 +17,7 @@ mod environ;
 mod errors;
 mod file_wrapper;
 mod gil;
+mod hooks;
 mod input;
 mod pylog;
 mod pyserver;

@@ -99,6 +99,9 @@ fn canonical_ip(a: SocketAddr) -> String {
 /// made.
 const HEAD_CAPACITY: usize = 128;
 
+/// A header field's name and value, as bytes.
+pub type Field<'a> = (&'a [u8], &'a [u8]);
+
 /// The status line and header fields of a response, kept serialised as they
 /// go on the wire (`Name: value\r\n` each), with what the server needs to
 /// know about them noted on the way in.
@@ -178,6 +181,28 @@ impl ResponseHead {
     /// The application's Content-Length, if any.
     pub fn content_length(&self) -> Option<u64> {
         self.content_length
+    }
+
+    /// The status line after the version (`200 OK`) and the fields as
+    /// `(name, value)` pairs, as pushed: for server hooks that look at the
+    /// response, never on the request path otherwise.
+    pub fn parts(&self) -> (&[u8], Vec<Field<'_>>) {
+        let mut lines = self
+            .block
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .filter(|l| !l.is_empty());
+        let status = lines
+            .next()
+            .map(|l| l.strip_prefix(b"HTTP/1.1 ").unwrap_or(l))
+            .unwrap_or(b"");
+        let fields = lines
+            .filter_map(|l| {
+                let i = l.windows(2).position(|w| w == b": ")?;
+                Some((&l[..i], &l[i + 2..]))
+            })
+            .collect();
+        (status, fields)
     }
 }
 

@@ -493,13 +493,38 @@ fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a s
 pub struct Loaded {
     /// The merged command line.
     pub cli: Cli,
-    /// Every setting in `Cli`'s order: name, value as shown by
-    /// `--print-config`, origin.
-    pub rows: Vec<(String, String, Origin)>,
+    /// Every setting in `Cli`'s order.
+    pub rows: Vec<Row>,
     /// Settings ignored, one line each, to be logged as warnings.
     pub warnings: Vec<String>,
     /// The configuration file read, if any.
     pub config_file: Option<PathBuf>,
+}
+
+/// One effective setting.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Our name (the argument id, as in ferrowsgi.toml).
+    pub name: String,
+    /// The value as `--print-config` shows it (TOML).
+    pub shown: String,
+    /// The value, typed (`None` for an option left unset).
+    pub value: Value,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// gunicorn's names of our options that exist in this build, as
+/// `(gunicorn name, our name)` pairs: for the `cfg` object hooks see.
+pub fn gunicorn_aliases() -> Vec<(&'static str, String)> {
+    let specs = specs();
+    GUNICORN
+        .iter()
+        .filter_map(|(g, m)| match m {
+            Gunicorn::To(id) if specs.iter().any(|s| s.id == *id) => Some((*g, id.to_string())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// What a name in a file or the environment stands for.
@@ -614,23 +639,31 @@ pub fn load(
         };
         if spec.id == "config" {
             if let Some(f) = &config_file {
-                rows.push((spec.id.clone(), show_str(&f.display().to_string()), origin));
+                let text = f.display().to_string();
+                rows.push(Row {
+                    name: spec.id.clone(),
+                    shown: show_str(&text),
+                    value: Value::Str(text),
+                    origin,
+                });
             }
             continue;
         }
         if origin != Origin::Default {
             emit(spec, &values, &mut final_argv, &mut positional);
         }
-        let shown = show(
-            spec,
-            if origin == Origin::Default {
-                &spec.defaults
-            } else {
-                &values
-            },
-        );
+        let effective = if origin == Origin::Default {
+            &spec.defaults
+        } else {
+            &values
+        };
         origins.insert(spec.id.clone(), origin.clone());
-        rows.push((spec.id.clone(), shown, origin));
+        rows.push(Row {
+            name: spec.id.clone(),
+            shown: show(spec, effective),
+            value: typed(spec, effective),
+            origin,
+        });
     }
     if !positional.is_empty() {
         final_argv.push("--".into());
@@ -757,18 +790,38 @@ fn show(spec: &Spec, values: &[String]) -> String {
     }
 }
 
+/// A command-line value as a typed one: what a configuration file would
+/// have written.
+fn typed(spec: &Spec, values: &[String]) -> Value {
+    let scalar = |v: &str| {
+        if let Ok(n) = v.parse::<i64>() {
+            Value::Int(n)
+        } else if let (true, Ok(f)) = (v.contains('.'), v.parse::<f64>()) {
+            Value::Float(f)
+        } else {
+            Value::Str(v.to_string())
+        }
+    };
+    match spec.kind {
+        Kind::Flag | Kind::FlagOff => Value::Bool(values.first().is_some_and(|v| v == "true")),
+        Kind::Count => values.first().map_or(Value::Int(0), |v| scalar(v)),
+        Kind::List => Value::List(values.iter().map(|v| scalar(v)).collect()),
+        Kind::One => values.first().map_or(Value::None, |v| scalar(v)),
+    }
+}
+
 /// `--print-config`'s text: one `name = value  # origin` line per setting.
 pub fn print_config(loaded: &Loaded) -> String {
     let width = loaded
         .rows
         .iter()
-        .map(|(n, v, _)| n.len() + v.len() + 3)
+        .map(|r| r.name.len() + r.shown.len() + 3)
         .max()
         .unwrap_or(0);
     let mut out = String::new();
-    for (name, value, origin) in &loaded.rows {
-        let line = format!("{name} = {value}");
-        out.push_str(&format!("{line:<width$}  # {origin}\n"));
+    for r in &loaded.rows {
+        let line = format!("{} = {}", r.name, r.shown);
+        out.push_str(&format!("{line:<width$}  # {}\n", r.origin));
     }
     out
 }
@@ -1197,7 +1250,7 @@ mod tests {
     }
 
     fn origin_of<'a>(l: &'a Loaded, name: &str) -> &'a Origin {
-        &l.rows.iter().find(|r| r.0 == name).unwrap().2
+        &l.rows.iter().find(|r| r.name == name).unwrap().origin
     }
 
     #[test]
