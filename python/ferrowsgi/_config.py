@@ -23,6 +23,7 @@ import ast
 import difflib
 import importlib.util
 import inspect
+import os
 import sys
 import types
 from typing import Any, Callable
@@ -130,8 +131,9 @@ def read_module(
             raise
         tb = e.__traceback__
         line = None
+        here = os.path.abspath(path)
         while tb is not None:
-            if tb.tb_frame.f_code.co_filename == path:
+            if os.path.abspath(tb.tb_frame.f_code.co_filename) == here:
                 line = tb.tb_lineno
             tb = tb.tb_next
         at = f"{path}:{line}" if line else path
