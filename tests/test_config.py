@@ -142,9 +142,10 @@ def test_print_config_takes_the_app_from_the_file(project: Path) -> None:
     assert s["debug"] == ("false", "default")
     # Every option of the command line is listed.
     help_text = run_cli(project, "--help").stdout
-    for long in re.findall(r"^\s+(?:-\w, )?--([a-z][a-z-]+)", help_text, re.M):
-        if long not in ("help", "version", "print-config"):
-            assert long.replace("-", "_") in s or long == "proc-name", long
+    longs = set(re.findall(r"^\s+(?:-\w, )?--([a-z][a-z-]+)", help_text, re.M))
+    longs -= {"help", "version", "print-config", "check-config"}
+    assert len(longs) == len(s) - 1, (sorted(longs), sorted(s))  # APP is the one more
+    assert {"threads", "keep_alive", "limit_request_field_size", "name"} <= set(s)
 
 
 def test_no_application_anywhere_is_one_line(project: Path) -> None:
@@ -353,3 +354,37 @@ def test_ignored_settings_are_warned_about(project: Path) -> None:
     assert "conf.py:4: server hook pre_fork is never called" in result.stderr
     # A setting whose value turns it off changes nothing: no warning.
     assert "sendfile" not in result.stderr
+
+
+def test_check_config_imports_the_app_and_exits(project: Path) -> None:
+    (project / "conf.py").write_text(
+        "loglevel = 'DEBUG'\nlogconfig_dict = {}\nwsgi_app = 'hello:app'\n"
+        "def on_starting(server):\n    raise SystemExit('must not run')\n"
+    )
+    result = run_cli(project, "-c", "conf.py", "--check-config")
+    assert result.returncode == 0, result.stderr
+    assert "hello:app are valid" in result.stderr
+    (project / "conf.py").write_text("wsgi_app = 'nosuchmodule:app'\n")
+    result = run_cli(project, "-c", "conf.py", "--check-config")
+    assert result.returncode == 1, result.stderr
+    assert "nosuchmodule" in result.stderr
+
+
+def test_app_from_the_environment(project: Path) -> None:
+    result = run_cli(project, "--print-config", env=clean_env(FERROWSGI_APP="hello:app"))
+    assert settings_of(result.stdout)["app"] == (
+        '"hello:app"',
+        "environment variable FERROWSGI_APP",
+    )
+    result = run_cli(project, "--check-config", env=clean_env(FERROWSGI_APP="hello:app"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_failing_on_starting_hook_stops_the_start(project: Path) -> None:
+    (project / "conf.py").write_text(
+        "def on_starting(server):\n    raise RuntimeError('no database')\n"
+    )
+    result = run_cli(project, "-c", "conf.py", "hello:app", "-b", "127.0.0.1:0")
+    assert result.returncode == 1, result.stderr
+    assert "no database" in result.stderr
+    assert "on_starting hook failed" in result.stderr

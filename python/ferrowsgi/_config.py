@@ -90,6 +90,8 @@ def _plain(value: Any) -> Any:
         return value
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, dict) and not value:
+        return None  # gunicorn's default of its dict settings: unset
     return str(value)
 
 

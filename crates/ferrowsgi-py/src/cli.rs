@@ -114,7 +114,7 @@ fn serve(
         set_process_name(name);
     }
     let server_obj = hooks::make_hook_objects(py, &loaded)?;
-    if hooks::call(py, "on_starting", (&server_obj,)).is_err() {
+    if !cli.check_config && hooks::call(py, "on_starting", (&server_obj,)).is_err() {
         return Ok(fail("the on_starting hook failed (see above)", 1));
     }
     let loader = py.import("ferrowsgi._loader")?;
@@ -128,6 +128,13 @@ fn serve(
             return Err(e);
         }
     };
+    if cli.check_config {
+        log::info(&format!(
+            "Configuration and application {} are valid",
+            cli.app
+        ));
+        return Ok(0);
+    }
     log::info(&format!("Application: {}", cli.app));
     let server = match Server::create(py, app.unbind(), cfg) {
         Ok(s) => s,

@@ -206,7 +206,8 @@ pub struct Cli {
     pub chdir: Option<PathBuf>,
 
     /// Error-log level.
-    #[arg(long, default_value = "info", value_parser = ["debug", "info", "warning", "error", "critical"])]
+    #[arg(long, default_value = "info", ignore_case = true,
+          value_parser = ["debug", "info", "warning", "error", "critical"])]
     pub log_level: String,
 
     /// Print one access-log line per request on stdout (the same as
@@ -350,6 +351,11 @@ pub struct Cli {
     /// threads, set with --threads); any other is refused.
     #[arg(short = 'k', long, value_name = "CLASS", value_parser = parse_worker_class)]
     pub worker_class: Option<String>,
+
+    /// Load the configuration and import the application, then exit
+    /// (status 0 if both worked).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Checks an `--env` pair: `KEY=VALUE` with a non-empty key without `=`.

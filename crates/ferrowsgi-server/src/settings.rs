@@ -171,14 +171,6 @@ pub const GUNICORN: &[(&str, Gunicorn)] = &[
         Gunicorn::Ignored("--reload always watches with inotify"),
     ),
     ("spew", Gunicorn::Unsupported("there is no line tracer")),
-    (
-        "check_config",
-        Gunicorn::Unsupported("it is a command-line flag, not a setting"),
-    ),
-    (
-        "print_config",
-        Gunicorn::Unsupported("use ferrowsgi --print-config on the command line"),
-    ),
     // Logging.
     ("accesslog", Gunicorn::To("access_logfile")),
     ("access_log_format", Gunicorn::To("access_logformat")),
@@ -382,7 +374,7 @@ pub const UNSUPPORTED_HOOKS: &[&str] = &[
 
 /// Arguments that only the command line gives: the file's own name and
 /// one-shot actions.
-const COMMAND_LINE_ONLY: &[&str] = &["help", "version", "config", "print_config"];
+const COMMAND_LINE_ONLY: &[&str] = &["help", "version", "config", "print_config", "check_config"];
 
 /// `FERROWSGI_*` variables that are not settings: the configuration file's
 /// name, and those the server passes to its own processes.
@@ -623,8 +615,10 @@ pub fn load(
     let mut origins: HashMap<String, Origin> = HashMap::new();
     for spec in &specs {
         if COMMAND_LINE_ONLY.contains(&spec.id.as_str()) && spec.id != "config" {
-            if spec.id == "print_config" && matches.get_flag("print_config") {
-                final_argv.push("--print-config".into());
+            if spec.kind == Kind::Flag && matches.get_flag(&spec.id) {
+                if let Some(long) = &spec.long {
+                    final_argv.push(format!("--{long}").into());
+                }
             }
             continue;
         }
