@@ -388,3 +388,34 @@ def test_a_failing_on_starting_hook_stops_the_start(project: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "no database" in result.stderr
     assert "on_starting hook failed" in result.stderr
+
+
+STREAM_APP = textwrap.dedent(
+    """
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        block = b"x" * 262144
+        return (block for _ in range(64))
+    """
+)
+
+
+def test_post_request_runs_once_after_a_paused_response(project: Path) -> None:
+    (project / "stream.py").write_text(STREAM_APP)
+    log = project / "hooks.log"
+    (project / "conf.py").write_text(
+        textwrap.dedent(
+            f"""
+            def post_request(worker, req, environ, resp):
+                with open({str(log)!r}, "a") as f:
+                    f.write("post %s %s %d\\n" % (req.path, resp.status, worker.nr))
+            """
+        )
+    )
+    with Server("stream:app", "-c", "conf.py", cwd=project, env=clean_env()) as srv:
+        for n in (1, 2):
+            resp = srv.request("GET", f"/s{n}")
+            assert resp.status == 200
+            assert len(resp.body) == 64 * 262144
+        assert wait_until(lambda: len(read_hook_log(log)) >= 2)
+        assert read_hook_log(log) == ["post /s1 200 OK 1", "post /s2 200 OK 2"]
