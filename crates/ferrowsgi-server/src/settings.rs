@@ -513,7 +513,10 @@ pub fn gunicorn_aliases() -> Vec<(&'static str, String)> {
     GUNICORN
         .iter()
         .filter_map(|(g, m)| match m {
-            Gunicorn::To(id) if specs.iter().any(|s| s.id == *id) => Some((*g, id.to_string())),
+            Gunicorn::To(name) => specs
+                .iter()
+                .find(|s| s.names.iter().any(|n| n == name))
+                .map(|s| (*g, s.id.clone())),
             _ => None,
         })
         .collect()
@@ -1011,7 +1014,7 @@ fn resolve<'s>(specs: &'s [Spec], entry: &Entry) -> Result<Resolved<'s>, String>
     if let Some((_, g)) = GUNICORN.iter().find(|(g, _)| *g == n) {
         let off = entry.value.is_off();
         return match *g {
-            Gunicorn::To(id) => match specs.iter().find(|s| s.id == id) {
+            Gunicorn::To(id) => match specs.iter().find(|s| s.names.iter().any(|n| n == id)) {
                 Some(spec) => Ok(Resolved::Arg(spec)),
                 None if off => Ok(Resolved::Skip(None)),
                 None => Ok(Resolved::Skip(Some(format!(
@@ -1046,6 +1049,11 @@ fn resolve<'s>(specs: &'s [Spec], entry: &Entry) -> Result<Resolved<'s>, String>
     };
     Err(format!("{who}: unknown setting{hint}"))
 }
+
+/// Options whose values are octal modes: an integer from a file (TOML's
+/// `0o22`, Python's `0o22`, gunicorn's `umask = 18`) is the mode itself,
+/// so it is passed on in octal notation for the option's parser.
+const OCTAL: &[&str] = &["umask", "unix_socket_mode"];
 
 /// Parses a boolean written in an environment variable.
 fn env_bool(s: &str) -> Option<bool> {
@@ -1091,9 +1099,14 @@ fn to_values(spec: &Spec, entry: &Entry) -> Result<Vec<String>, String> {
             Value::Str(s) if from_env && s.parse::<u8>().is_ok() => Ok(vec![s.clone()]),
             _ => Err(format!("{who}: expected a count, got {}", describe(v))),
         },
-        Kind::One => scalar_text(v)
-            .map(|s| vec![s])
-            .ok_or_else(|| format!("{who}: expected a single value, got {}", describe(v))),
+        Kind::One => match v {
+            Value::Int(n) if *n >= 0 && OCTAL.contains(&spec.id.as_str()) => {
+                Ok(vec![format!("0o{n:o}")])
+            }
+            _ => scalar_text(v)
+                .map(|s| vec![s])
+                .ok_or_else(|| format!("{who}: expected a single value, got {}", describe(v))),
+        },
         Kind::List => match v {
             // The environment writes a list as comma-separated values.
             Value::Str(s) if from_env => Ok(s
