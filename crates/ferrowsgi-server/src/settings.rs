@@ -649,10 +649,14 @@ pub fn load(
         if origin != Origin::Default {
             emit(spec, &values, &mut final_argv, &mut positional);
         }
-        let effective = if origin == Origin::Default {
-            &spec.defaults
-        } else {
-            &values
+        // A flag's values say whether it is given ("true"); clap's
+        // default for a flag is its value, so a defaulted flag is "not
+        // given" here.
+        let not_given = vec!["false".to_string()];
+        let effective = match (&origin, spec.kind) {
+            (Origin::Default, Kind::Flag | Kind::FlagOff) => &not_given,
+            (Origin::Default, _) => &spec.defaults,
+            _ => &values,
         };
         origins.insert(spec.id.clone(), origin.clone());
         rows.push(Row {
@@ -697,7 +701,8 @@ pub fn load(
     })
 }
 
-/// The values the command line gave `spec`, as strings.
+/// The values the command line gave `spec`, as strings. A flag's is
+/// whether it was given.
 fn command_line_values(m: &clap::ArgMatches, spec: &Spec) -> Vec<String> {
     match spec.kind {
         Kind::Flag | Kind::FlagOff => {
@@ -772,8 +777,8 @@ fn show(spec: &Spec, values: &[String]) -> String {
     };
     match spec.kind {
         Kind::Flag | Kind::FlagOff => {
-            let set = values.first().is_some_and(|v| v == "true");
-            set.to_string()
+            let given = values.first().is_some_and(|v| v == "true");
+            (given == (spec.kind == Kind::Flag)).to_string()
         }
         Kind::Count => values.first().cloned().unwrap_or_else(|| "0".into()),
         Kind::List => {
@@ -800,7 +805,10 @@ fn typed(spec: &Spec, values: &[String]) -> Value {
         }
     };
     match spec.kind {
-        Kind::Flag | Kind::FlagOff => Value::Bool(values.first().is_some_and(|v| v == "true")),
+        Kind::Flag | Kind::FlagOff => {
+            let given = values.first().is_some_and(|v| v == "true");
+            Value::Bool(given == (spec.kind == Kind::Flag))
+        }
         Kind::Count => values.first().map_or(Value::Int(0), |v| scalar(v)),
         Kind::List => Value::List(values.iter().map(|v| scalar(v)).collect()),
         Kind::One => values.first().map_or(Value::None, |v| scalar(v)),
@@ -1086,8 +1094,10 @@ fn to_values(spec: &Spec, entry: &Entry) -> Result<Vec<String>, String> {
                 Value::Str(s) if from_env => env_bool(s),
                 _ => None,
             };
+            // The flag is given for true (false for a flag that turns
+            // something off).
             match b {
-                Some(b) => Ok(vec![b.to_string()]),
+                Some(b) => Ok(vec![(b == (spec.kind == Kind::Flag)).to_string()]),
                 None => Err(format!(
                     "{who}: expected true or false, got {}",
                     describe(v)
