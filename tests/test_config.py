@@ -167,6 +167,8 @@ GUNICORN_CONF = textwrap.dedent(
     timeout = 30
     graceful_timeout = 10
     loglevel = "info"
+    accesslog = "-"
+    errorlog = "-"
     raw_env = ["GREETING=from-gunicorn-conf"]
     wsgi_app = "hello:app"
     HOOK_LOG = os.environ["HOOK_LOG"]
@@ -232,7 +234,8 @@ def test_gunicorn_conf_runs_unchanged_and_its_hooks_fire(project: Path) -> None:
         assert "when_ready" in lines
         assert "pre_request GET /path/x a=1 t-1 (1, 1)" in lines, lines
         assert "post_request /path/x 200 yes /path/x" in lines, lines
-        # Settings this build lacks are named, never silently dropped.
+        # gunicorn's accesslog = "-": the access log on stdout.
+        assert srv.wait_stdout(r'"GET /path/x\?a=1 HTTP/1.1" 200 '), srv.stdout_text()
         err = srv.stderr_text()
         assert "Traceback" not in err, err
     finally:

@@ -24,8 +24,9 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     let env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
         .collect();
-    let mut read_py = |path: &Path| hooks::read_py_config(py, path);
-    let loaded = match settings::load(&argv, &env, &mut read_py) {
+    let mut py_warnings = Vec::new();
+    let mut read_py = |path: &Path| hooks::read_py_config(py, path, &mut py_warnings);
+    let mut loaded = match settings::load(&argv, &env, &mut read_py) {
         Ok(loaded) => loaded,
         Err((text, 0)) => {
             print!("{text}");
@@ -36,10 +37,11 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
             return Ok(code);
         }
     };
-    for w in &loaded.warnings {
-        log::warning(w);
-    }
+    loaded.warnings.splice(0..0, py_warnings);
     if loaded.cli.print_config {
+        for w in &loaded.warnings {
+            log::warning(w);
+        }
         print!("{}", settings::print_config(&loaded));
         return Ok(0);
     }
@@ -70,7 +72,11 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     if cfg.log_to_python {
         crate::pylog::install(py)?;
     }
-    let result = serve(py, &cli, cfg);
+    // Settings ignored, now that the error log goes where it was told to.
+    for w in &loaded.warnings {
+        log::warning(w);
+    }
+    let result = serve(py, &loaded, cfg);
     // Records logged after this (at exit) go to the server's own
     // destinations: the interpreter is about to end.
     crate::pylog::uninstall();
@@ -80,9 +86,10 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
 /// Imports the application and serves it until a signal stops it.
 fn serve(
     py: Python<'_>,
-    cli: &ferrowsgi_server::Cli,
+    loaded: &settings::Loaded,
     cfg: ferrowsgi_server::Config,
 ) -> PyResult<i32> {
+    let cli = &loaded.cli;
     let version = py.version_info();
     log::info(&format!(
         "Starting ferrowsgi {} (CPython {}.{}.{})",
@@ -113,7 +120,7 @@ fn serve(
     if let Some(name) = &cli.name {
         set_process_name(name);
     }
-    let server_obj = hooks::make_hook_objects(py, &loaded)?;
+    let server_obj = hooks::make_hook_objects(py, loaded)?;
     if !cli.check_config && hooks::call(py, "on_starting", (&server_obj,)).is_err() {
         return Ok(fail("the on_starting hook failed (see above)", 1));
     }

@@ -11,7 +11,7 @@ use std::path::Path;
 use ferrowsgi_proto::Version;
 use ferrowsgi_server::exchange::ResponseHead;
 use ferrowsgi_server::settings::{self, Entry, Loaded, Origin, Value};
-use ferrowsgi_server::{log, Exchange};
+use ferrowsgi_server::Exchange;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -67,9 +67,13 @@ fn to_py<'py>(py: Python<'py>, v: &Value) -> PyResult<Bound<'py, PyAny>> {
 
 /// Reads the `.py` configuration at `path`: its settings for the loader;
 /// its hooks are installed (`ferrowsgi._hooks.install`) and its warnings
-/// logged. The error is one line.
-pub(crate) fn read_py_config(py: Python<'_>, path: &Path) -> Result<Vec<Entry>, String> {
-    let read = || -> PyResult<Result<Vec<Entry>, String>> {
+/// added to `warnings`. The error is one line.
+pub(crate) fn read_py_config(
+    py: Python<'_>,
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Entry>, String> {
+    let mut read = || -> PyResult<Result<Vec<Entry>, String>> {
         let module = py.import("ferrowsgi._config")?;
         let found = match module.call_method1("read_module", (path.display().to_string(),)) {
             Ok(found) => found,
@@ -78,7 +82,7 @@ pub(crate) fn read_py_config(py: Python<'_>, path: &Path) -> Result<Vec<Entry>, 
             }
             Err(e) => return Err(e),
         };
-        let (items, hooks, warnings): (Bound<'_, PyList>, Bound<'_, PyDict>, Vec<String>) =
+        let (items, hooks, found_warnings): (Bound<'_, PyList>, Bound<'_, PyDict>, Vec<String>) =
             found.extract()?;
         let mut entries = Vec::with_capacity(items.len());
         for item in items.iter() {
@@ -94,9 +98,7 @@ pub(crate) fn read_py_config(py: Python<'_>, path: &Path) -> Result<Vec<Entry>, 
         }
         py.import("ferrowsgi._hooks")?
             .call_method1("install", (hooks,))?;
-        for w in warnings {
-            log::warning(&w);
-        }
+        warnings.extend(found_warnings);
         Ok(Ok(entries))
     };
     match read() {
