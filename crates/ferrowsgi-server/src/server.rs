@@ -454,6 +454,12 @@ impl<H: Handler> EventLoop<H> {
     /// a connection closes, after an error at the next sweep.
     fn accept(&mut self, index: usize) {
         loop {
+            // A request served inline during this loop (TCP_DEFER_ACCEPT has
+            // it ready) may outlast a stop signal: what came into the backlog
+            // meanwhile is left there, to be refused with the listener.
+            if self.server.stop.load(Ordering::SeqCst) {
+                return;
+            }
             if self.conns.len() >= self.server.cfg.max_connections {
                 if !self.paused_full {
                     log::warning(&format!(
