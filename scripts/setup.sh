@@ -12,6 +12,11 @@ need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # nginx: tests/test_proxy.py runs the server behind it.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# iproute2 (ip), as root only: tests/test_remote_clients.py makes a network namespace for a
+# client that is not on this host (it is skipped without root).
+if [ "$(id -u)" = 0 ]; then
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
+fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
