@@ -113,11 +113,15 @@ def test_background_error_page_without_debug() -> None:
 def test_background_access_log(capfd: pytest.CaptureFixture[str]) -> None:
     import ferrowsgi
 
+    out = []
+
+    def logged() -> bool:
+        out.append(capfd.readouterr().out)
+        return bool(re.search(r'"GET /logged-path HTTP/1\.1" 200 \d+', "".join(out)))
+
     with ferrowsgi.background(hello, access_log=True) as url:
         get(url, "/logged-path")
-        time.sleep(0.2)
-    out = capfd.readouterr().out
-    assert re.search(r'"GET /logged-path HTTP/1\.1" 200 \d+', out), out
+        assert wait_until(logged), "".join(out)
 
 
 def test_background_unix_socket() -> None:
@@ -201,10 +205,10 @@ SERVE_SCRIPT = textwrap.dedent(
 )
 
 
-def run_serve_script(script: str, *args: str, target: str = "/", pause: float = 0.0):
+def run_serve_script(script: str, *args: str, target: str = "/"):
     """Run ``script`` (which calls ``ferrowsgi.serve()`` on the port given as its first
-    argument) in a subprocess, GET ``target``, wait ``pause`` seconds, check the server still
-    runs, stop it with SIGINT; return the response's JSON and the process's status, stdout
+    argument) in a subprocess, GET ``target``, check that the server still answers, stop it
+    with SIGINT; return the response's JSON and the process's status, stdout
     and stderr."""
     port = free_port()
     proc = subprocess.Popen(
@@ -222,7 +226,10 @@ def run_serve_script(script: str, *args: str, target: str = "/", pause: float = 
         with RawConn(("127.0.0.1", port)) as c:
             c.request("GET", target, headers=[("Connection", "close")])
             state = c.read_response().json()
-        time.sleep(pause)
+        # serve() keeps serving after a request (it did not return): a second one is answered.
+        with RawConn(("127.0.0.1", port)) as c:
+            c.request("GET", "/again", headers=[("Connection", "close")])
+            assert c.read_response().status == 200
         assert proc.poll() is None, "serve() returned without a signal"
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=15)
@@ -234,7 +241,7 @@ def run_serve_script(script: str, *args: str, target: str = "/", pause: float = 
 
 
 def test_serve_blocks_until_sigint_then_returns() -> None:
-    env, rc, out, err = run_serve_script(SERVE_SCRIPT, target="/served", pause=0.5)
+    env, rc, out, err = run_serve_script(SERVE_SCRIPT, target="/served")
     assert env["environ"]["PATH_INFO"] == "/served"
     assert env["wsgi"]["multithread"] is True
     assert rc == 0, err.decode()

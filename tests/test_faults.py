@@ -278,10 +278,10 @@ def test_three_hung_threads_leave_one_serving(server: Server) -> None:
         assert counts(server, tag)["hanging"] == 3
         with RawConn(server.addr) as c:
             for i in range(20):
-                start = time.monotonic()
+                # The hung requests last until released (up to 30 s); one waiting behind
+                # them would miss the client's 5 s timeout.
                 c.request("GET", f"/quick{i}")
                 assert c.read_response().status == 200
-                assert time.monotonic() - start < 1.0, "request waited behind hung threads"
     finally:
         open(os.path.join(folder, "release"), "w").close()
     for s in socks:
@@ -324,8 +324,12 @@ def _vanish_mid_upload(server: Server, tag: str, times: int) -> None:
 def test_client_vanishes_mid_upload_app_never_called(spooling_server: Server) -> None:
     server = spooling_server
     tag = new_tag()
+    dropped = re.compile(
+        rf"client closed the connection during the body of POST /upload\?tag={tag}"
+    )
     _vanish_mid_upload(server, tag, 3)
-    time.sleep(0.3)
+    # The server has seen each client go (it logs each dropped request once).
+    assert wait_until(lambda: len(dropped.findall(server.stderr_text())) == 3, timeout=10)
     assert_alive(server)
     # The body is read before the application is called: it never saw these requests.
     c = counts(server, tag)
@@ -339,7 +343,7 @@ def test_client_vanishes_mid_streamed_upload_close_called(server: Server) -> Non
     before = len(error_records(server, f"POST {target}"))
     _vanish_mid_upload(server, tag, 3)
     assert wait_until(lambda: counts(server, tag)["closes"] >= 3), "close() not called"
-    time.sleep(0.2)
+    assert_alive(server)
     assert counts(server, tag) == {**counts(server, tag), "calls": 3, "closes": 3}
     assert len(error_records(server, f"POST {target}")) == before + 3
     assert "OSError: client disconnected before the end of the request body" in (
@@ -357,9 +361,10 @@ def test_client_vanishing_mid_upload_is_logged(spooling_server: Server) -> None:
     s.sendall(head + b"u" * 500_000)
     s.close()
     assert_alive(server)
-    time.sleep(0.3)
-    new = server.stderr_text()[len(before) :]
-    assert re.search(r"(went away|disconnected|closed).*(body|upload|request)", new), new
+    rx = re.compile(r"(went away|disconnected|closed).*(body|upload|request)")
+    assert wait_until(lambda: rx.search(server.stderr_text()[len(before) :])), server.stderr_text()[
+        len(before) :
+    ]
 
 
 def test_client_vanishes_mid_upload_while_app_reads(server: Server) -> None:
@@ -373,7 +378,7 @@ def test_client_vanishes_mid_upload_while_app_reads(server: Server) -> None:
     s.close()
     assert wait_until(lambda: counts(server, tag)["closes"] >= 1), "close() never called"
     assert server.wait_stderr("OSError: client disconnected before the end of the request body")
-    time.sleep(0.2)
+    assert_alive(server)
     assert counts(server, tag)["closes"] == 1
     assert counts(server, tag)["calls"] == 1
     assert len(error_records(server, f"POST {target}")) == 1
@@ -390,12 +395,11 @@ def test_client_vanishes_mid_download_close_called_once(server: Server) -> None:
     assert got.startswith(b"HTTP/1.1 200 ")
     s.close()  # an orderly FIN with unread data in the socket
     assert wait_until(lambda: counts(server, tag)["closes"] >= 1, timeout=10)
-    time.sleep(0.3)
+    assert wait_until(lambda: len(gone.findall(server.stderr_text())) > gone_before)
+    assert_alive(server)
     c = counts(server, tag)
     assert c["closes"] == 1 and c["calls"] == 1
     assert c["blocks"] < 2000, "the app was iterated to the end for a client that left"
-    assert wait_until(lambda: len(gone.findall(server.stderr_text())) > gone_before)
-    time.sleep(0.2)
     assert len(gone.findall(server.stderr_text())) == gone_before + 1
     # Several at once, then the server still answers on every thread.
     tags = [new_tag() for _ in range(8)]
