@@ -657,3 +657,17 @@ def wait_until(predicate: Any, timeout: float = IO_TIMEOUT, interval: float = 0.
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def wait_stable(value: Any, timeout: float = 15.0, still: float = 0.3) -> bool:
+    """Waits until ``value()`` stays the same for ``still`` seconds (a producer that stopped)."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= still:
+            return True
+    return False

@@ -22,7 +22,7 @@ import time
 
 import pytest
 from apps.backpressure import file_data, stream_digest
-from support import IO_TIMEOUT, RawConn, Server, build_request, new_tag, rss_kib
+from support import IO_TIMEOUT, RawConn, Server, build_request, new_tag, rss_kib, wait_stable
 
 BLOCKS, SIZE = 320, 64 * 1024  # 20 MiB: far more than the socket buffers hold
 FILE_SIZE = 24 * 1024 * 1024
@@ -37,6 +37,14 @@ def slow_client(server: Server, target: str) -> RawConn:
     conn = RawConn(sock, timeout=30)
     conn.send(build_request("GET", target))
     return conn
+
+
+TCP_ESTABLISHED = 1
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The socket's TCP state (tcpi_state, the first byte of struct tcp_info)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
 
 
 def unread(sock: socket.socket) -> int:
@@ -61,20 +69,6 @@ def wait_for(pred, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return pred()
-
-
-def wait_stable(value, timeout: float = 15.0, still: float = 0.3) -> bool:
-    """Waits until ``value()`` stays the same for ``still`` seconds (a paused producer)."""
-    deadline = time.monotonic() + timeout
-    last, since = value(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = value()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= still:
-            return True
-    return False
 
 
 def blocks_made(server: Server, tags: list[str]) -> list[int]:
@@ -174,6 +168,9 @@ def test_reader_of_a_complete_answer_that_stops_is_reset(start_server, threads: 
     )
     client = slow_client(server, "/blob?size=8000000")
     assert server.wait_stderr(r"closing the connection: the client read nothing for 1 s")
+    # The reset has arrived when the client's socket leaves ESTABLISHED (a FIN would wait
+    # behind the unread bytes, so the state would stay).
+    assert wait_for(lambda: tcp_state(client.sock) != TCP_ESTABLISHED), "no reset came"
     received, reset = 0, False
     client.sock.settimeout(IO_TIMEOUT)
     for _ in range(10_000):

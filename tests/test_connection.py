@@ -9,13 +9,9 @@ import threading
 import time
 
 import pytest
-from support import RawConn, Server, build_request, connect, new_tag, wait_until
+from support import RawConn, Server, build_request, connect, new_tag, wait_stable, wait_until
 
 pytestmark = pytest.mark.timeout(30)
-
-
-# Offset of tcpi_segs_in in Linux's struct tcp_info (after the u64 tcpi_bytes_received).
-TCP_INFO_SEGS_IN = 140
 
 
 def remote_port(resp) -> str:
@@ -63,27 +59,6 @@ def test_http10_closes_by_default(echo_server: Server) -> None:
         assert resp.status == 200
         assert resp.closes
         assert c.at_eof()
-
-
-@pytest.mark.parametrize("threads", ["1", "2"])
-@pytest.mark.parametrize("version", ["HTTP/1.1", "HTTP/1.0"])
-def test_closing_answer_leaves_with_the_fin(start_server, threads: str, version: str) -> None:
-    # The last answer before a close goes out with the FIN in one segment (MSG_MORE, then the
-    # shutdown of the write side). So the client receives three segments in all: the SYN-ACK,
-    # the acknowledgement of its request, and the answer with the FIN; a separate FIN makes four.
-    server = start_server("apps.echo:app", "--threads", threads)
-    headers = [("Connection", "close")] if version == "HTTP/1.1" else []
-    for i in range(5):
-        with connect(server.addr) as sock:
-            sock.sendall(build_request("GET", f"/fin{i}", headers=headers, version=version))
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-        segs_in = struct.unpack_from("I", info, TCP_INFO_SEGS_IN)[0]
-        assert data.startswith(b"HTTP/1.1 200 OK\r\n"), data[:200]
-        assert f"/fin{i}".encode() in data
-        assert segs_in <= 3, f"{segs_in} segments: the FIN did not leave with the answer"
 
 
 def test_http10_keep_alive(echo_server: Server) -> None:
@@ -191,13 +166,9 @@ def test_client_gone_mid_response_calls_close_and_server_lives(closetrack_server
     assert wait_until(
         lambda: closetrack_server.get_json(f"/count?tag={tag}")["count"] >= 1, timeout=10
     ), "close() not called after the client went away"
-    time.sleep(0.2)
-    counts = closetrack_server.get_json(f"/count?tag={tag}")
-    assert counts["count"] == 1
-    # the app stopped being iterated long before its 30 s budget ran out
-    iterated = counts["iterated"]
-    time.sleep(0.3)
-    assert closetrack_server.get_json(f"/count?tag={tag}")["iterated"] == iterated
+    # The app stops being iterated (long before its 30 s budget runs out), and close() ran once.
+    assert wait_stable(lambda: closetrack_server.get_json(f"/count?tag={tag}")["iterated"])
+    assert closetrack_server.get_json(f"/count?tag={tag}")["count"] == 1
 
 
 def test_client_gone_before_response(slow_server: Server) -> None:
@@ -226,12 +197,11 @@ def test_client_gone_mid_body(start_server) -> None:
         sock = connect(server.addr)
         sock.sendall(build_request("POST", "/", headers=[("Content-Length", "1000")]) + b"x" * 10)
         sock.close()
-        time.sleep(0.3)
+        assert server.wait_stderr("client closed the connection during the body of POST /")
         assert server.request("GET", "/still-here").status == 200
-        # The abandoned request must not hold up a graceful shutdown.
-        start = time.monotonic()
+        # The abandoned request must not hold up a graceful shutdown (stop() kills the server
+        # after 5 s, which would not be status 0).
         assert server.stop(timeout=5) == 0, server.stderr_text()[-2000:]
-        assert time.monotonic() - start < 3
 
 
 # --- slow clients and concurrency -------------------------------------------------------------
@@ -243,10 +213,10 @@ def test_slow_client_does_not_block_others(start_server) -> None:
     try:
         idle[0].sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # head never finished
         idle[1].sendall(build_request("POST", "/", headers=[("Content-Length", "100")]) + b"x")
-        start = time.monotonic()
+        # Were the only thread held by a stalled client, this would wait for --read-timeout
+        # (30 s) and miss the client's 5 s timeout.
         resp = server.request("GET", "/quick")
         assert resp.status == 200
-        assert time.monotonic() - start < 2, "a stalled client held the only Python thread"
     finally:
         for s in idle:
             s.close()
@@ -275,47 +245,41 @@ def test_many_concurrent_connections(echo_server: Server) -> None:
 
 
 def test_threads_run_requests_concurrently(slow_server: Server) -> None:
+    # Each request waits (up to 10 s) until all four are inside the application at once;
+    # run one after another, the first would give up waiting. (Speed: bench/latency.py.)
     out: list[bytes] = []
+    group = new_tag()
 
     def one(i: int) -> None:
-        out.append(slow_server.request("GET", f"/sleep?s=0.6&id={i}").body)
+        out.append(slow_server.request("GET", f"/barrier?n=4&group={group}&id={i}").body)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
-    start = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
-        t.join(10)
-    elapsed = time.monotonic() - start
+        t.join(15)
     assert sorted(out) == [b"0", b"1", b"2", b"3"]
-    assert elapsed < 1.8, f"4 x 0.6 s requests took {elapsed:.2f} s with --threads 4"
 
 
 def test_request_sent_while_the_thread_serves_the_one_before(slow_server: Server) -> None:
     # The second request arrives while an application thread has the connection: the event
-    # loop sees it then, and must be woken when the connection comes back (its next poll
-    # could otherwise be up to half a second away). Each round's second answer follows the
-    # first within a small part of that.
+    # loop sees it then, and must serve it when the connection comes back, in order. How
+    # soon (the wake-up) is measured by bench/latency.py ("handback").
     with RawConn(slow_server.addr) as c:
         for i in range(5):
             c.send(build_request("GET", f"/sleep?s=0.15&id=a{i}"))
-            time.sleep(0.05)
+            time.sleep(0.05)  # pacing: the second request comes while the first is served
             c.send(build_request("GET", f"/sleep?s=0&id=b{i}"))
             assert c.read_response().body == b"a%d" % i
-            first = time.monotonic()
             assert c.read_response().body == b"b%d" % i
-            gap = time.monotonic() - first
-            assert gap < 0.25, f"round {i}: the second answer came {gap:.3f} s after the first"
 
 
 def test_keep_alive_requests_after_a_quiet_hand_back(slow_server: Server) -> None:
     # A connection given back with nothing to do wakes nobody; its next request must still be
-    # seen at once (the poll that reports it takes the connection back first).
+    # seen (the poll that reports it takes the connection back first); a lost one would miss
+    # the client's timeout. How soon is measured by bench/latency.py ("keepalive").
     with RawConn(slow_server.addr) as c:
-        start = time.monotonic()
         for i in range(30):
             c.send(build_request("GET", f"/sleep?s=0&id=k{i}"))
             assert c.read_response().body == b"k%d" % i
-            time.sleep(0.01)
-        elapsed = time.monotonic() - start
-    assert elapsed < 3.0, f"30 keep-alive requests took {elapsed:.2f} s with --threads 4"
+            time.sleep(0.01)  # pacing: each hand-back goes quiet before the next request
