@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import uuid
@@ -670,4 +673,34 @@ def wait_stable(value: Any, timeout: float = 15.0, still: float = 0.3) -> bool:
             last, since = now, time.monotonic()
         elif time.monotonic() - since >= still:
             return True
+    return False
+
+
+def _proc_net_tcp_addr(addr: tuple[str, int]) -> str:
+    """``addr`` as /proc/net/tcp{,6} spells it (the address in host byte order words)."""
+    host, port = addr[0], addr[1]
+    if ":" in host:
+        raw = socket.inet_pton(socket.AF_INET6, host)
+        words = struct.unpack("<4I", raw)
+        return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
+    return f"{struct.unpack('<I', socket.inet_aton(host))[0]:08X}:{port:04X}"
+
+
+def server_read_everything(conn: RawConn) -> bool:
+    """Whether the server process has read every byte sent on ``conn`` so far: nothing is
+    left in the client's send queue and (TCP) nothing waits in the server socket's receive
+    queue. For a unix socket the client's send queue counts the bytes the server has not
+    read yet."""
+    if struct.unpack("i", fcntl.ioctl(conn.sock, termios.TIOCOUTQ, b"\0\0\0\0"))[0]:
+        return False
+    if conn.sock.family == socket.AF_UNIX:
+        return True
+    local = _proc_net_tcp_addr(conn.sock.getpeername())
+    remote = _proc_net_tcp_addr(conn.sock.getsockname())
+    table = "/proc/net/tcp6" if conn.sock.family == socket.AF_INET6 else "/proc/net/tcp"
+    with open(table) as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote:
+                return int(fields[4].split(":")[1], 16) == 0
     return False

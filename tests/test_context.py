@@ -9,10 +9,8 @@ in the application call, during iteration and in close().
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from support import Server, build_request, connect, read_response
+from support import Server, build_request, connect, read_response, wait_until
 
 N = 40
 
@@ -31,6 +29,11 @@ def burst(server: Server, n: int) -> list[bytes]:
     return bodies
 
 
+def count_closes(server: Server) -> int:
+    log = server.request("GET", "/log").body.decode().splitlines()
+    return sum(line.startswith("close ") for line in log)
+
+
 @pytest.mark.parametrize("threads", [1, 4])
 def test_context_variables_stay_with_their_request(start_server, threads: int) -> None:
     server = start_server("apps.ctxvars:app", "--threads", str(threads))
@@ -39,7 +42,8 @@ def test_context_variables_stay_with_their_request(start_server, threads: int) -
         assert server.request("GET", "/reset").status == 200
         bodies = burst(server, N)
         assert bodies == [f"id={i};seen={i}".encode() for i in range(N)]
-        time.sleep(0.1)
+        # close() runs after each answer went out: wait until all N have run.
+        assert wait_until(lambda: count_closes(server) == N), count_closes(server)
         log = server.request("GET", "/log").body.decode().splitlines()
         calls = [line for line in log if line.startswith("call ")]
         closes = [line for line in log if line.startswith("close ")]

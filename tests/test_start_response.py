@@ -23,7 +23,14 @@ def get_keepalive(server: Server, target: str) -> tuple:
     with RawConn(server.addr) as c:
         c.request("GET", target)
         resp = c.read_response(allow_truncated=True)
-        leftover = c.recv_within(0.2)
+        if resp.closes or not resp.complete or c.eof:
+            # Everything the server sent on this connection is in once it closes.
+            leftover = c.read_to_eof()
+        else:
+            # The connection stays: bytes after this answer would come before the next one.
+            c.request("GET", "/after", headers=[("Connection", "close")])
+            leftover = c.read_until(b"HTTP/1.1 ") or b""
+            leftover = leftover[: -len(b"HTTP/1.1 ")]
     return resp, leftover
 
 

@@ -3,14 +3,16 @@
 Routes: ``/list`` (one-item list), ``/tuple`` (one-item tuple), ``/two`` (two-item list),
 ``/gen?n=N`` (generator), ``/empty_blocks`` (generator with b"" blocks), ``/empty`` ([]),
 ``/cl_gen`` (generator with an app Content-Length), ``/head_cl`` (50 bytes with CL),
-``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause),
+``/status?code=204|304`` (no body), ``/slowgen?n=N&delay=S`` (a block, then a pause;
+with ``&gate=PATH`` the pause lasts until that file exists),
 ``/sized?n=N`` (an iterable with len() N), ``/list_backed`` (iterates as a list),
 ``/jitter?n=N&seed=S`` (blocks with short pauses in a seeded order),
-``/burst?n=N&delay=S&busy=0|1`` (N quick blocks, then a pause sleeping or computing with
-the GIL held, then one more),
+``/burst?n=N&delay=S&busy=0|1[&gate=PATH]`` (N quick blocks, then a pause sleeping or
+computing with the GIL held, then one more),
 ``/server_header`` and ``/date_header`` (app-supplied Server/Date), ``/big?size=N``.
 """
 
+import os
 import time
 from urllib.parse import parse_qs
 from wsgiref.validate import validator
@@ -33,22 +35,37 @@ def _empty_blocks():
     yield b""
 
 
-def _slowgen(n, delay):
+def _gate_open(gate):
+    return gate is not None and os.path.exists(gate)
+
+
+def _slowgen(n, delay, gate):
     for i in range(n):
-        if i:
+        if i and gate is None:
             time.sleep(delay)
+        elif i:
+            end = time.monotonic() + 30
+            while not _gate_open(gate) and time.monotonic() < end:
+                time.sleep(0.02)
         yield b"slow%d;" % i
 
 
-def _burst(n, delay, busy):
+def _burst(n, delay, busy, gate):
     for i in range(n):
         yield b"burst%d;" % i
-    end = time.monotonic() + delay
+    # With a gate the pause lasts until that file exists (at most 30 s) instead of ``delay``.
+    end = time.monotonic() + (30 if gate else delay)
     if busy:
-        while time.monotonic() < end:  # keeps the GIL: no other Python thread runs
-            pass
+        # Keeps the GIL (no other Python thread runs) but for a stat() every 50 ms.
+        check = time.monotonic()
+        while time.monotonic() < end:
+            if gate and time.monotonic() >= check:
+                if _gate_open(gate):
+                    break
+                check = time.monotonic() + 0.05
     else:
-        time.sleep(delay)
+        while time.monotonic() < end and not _gate_open(gate):
+            time.sleep(0.02 if gate else delay)
     yield b"end;"
 
 
@@ -122,7 +139,7 @@ def _stream(environ, start_response):
         return []
     if path == "/slowgen":
         start_response("200 OK", TEXT)
-        return _slowgen(int(qs.get("n", "2")), float(qs.get("delay", "1")))
+        return _slowgen(int(qs.get("n", "2")), float(qs.get("delay", "1")), qs.get("gate"))
     if path == "/sized":
         start_response("200 OK", TEXT)
         return _Sized(*[b"sized%d;" % i for i in range(int(qs.get("n", "1")))])
@@ -134,7 +151,8 @@ def _stream(environ, start_response):
         return _jitter(int(qs.get("n", "100")), int(qs.get("seed", "1")))
     if path == "/burst":
         start_response("200 OK", TEXT)
-        return _burst(int(qs.get("n", "50")), float(qs.get("delay", "1")), qs.get("busy") == "1")
+        n, delay = int(qs.get("n", "50")), float(qs.get("delay", "1"))
+        return _burst(n, delay, qs.get("busy") == "1", qs.get("gate"))
     if path == "/server_header":
         start_response("200 OK", [*TEXT, ("Server", "custom-srv/1.0")])
         return [b"custom server"]
