@@ -147,7 +147,9 @@ def test_reader_that_stops_is_dropped_and_close_runs_once(start_server, threads:
     tag = new_tag()
     client = slow_client(server, f"/stream?tag={tag}&blocks={BLOCKS}&size={SIZE}")
     assert wait_for(lambda: counts(server, tag)["closes"] == 1, timeout=15)
-    assert server.wait_stderr(r"GET /stream\?tag=" + re.escape(tag) + r".*response abandoned")
+    assert server.wait_stderr(
+        r"\[INFO\] GET /stream\?tag=" + re.escape(tag) + r".*: response abandoned: the client"
+    )
     c = counts(server, tag)
     assert c["calls"] == 1 and c["blocks"] < BLOCKS // 2, c
     # The connection was closed: what the client gets is a cut-off body, then EOF.
@@ -167,7 +169,9 @@ def test_reader_of_a_complete_answer_that_stops_is_reset(start_server, threads: 
         "apps.backpressure:app", "--threads", str(threads), "--write-timeout", "1"
     )
     client = slow_client(server, "/blob?size=8000000")
-    assert server.wait_stderr(r"closing the connection: the client read nothing for 1 s")
+    assert server.wait_stderr(
+        r"\[INFO\] \S+: closing the connection: the client read nothing for 1 s"
+    )
     # The reset has arrived when the client's socket leaves ESTABLISHED (a FIN would wait
     # behind the unread bytes, so the state would stay).
     assert wait_for(lambda: tcp_state(client.sock) != TCP_ESTABLISHED), "no reset came"

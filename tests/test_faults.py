@@ -325,7 +325,7 @@ def test_client_vanishes_mid_upload_app_never_called(spooling_server: Server) ->
     server = spooling_server
     tag = new_tag()
     dropped = re.compile(
-        rf"client closed the connection during the body of POST /upload\?tag={tag}"
+        rf"\[INFO\] \S+: client closed the connection during the body of POST /upload\?tag={tag}"
     )
     _vanish_mid_upload(server, tag, 3)
     # The server has seen each client go (it logs each dropped request once).
@@ -387,7 +387,9 @@ def test_client_vanishes_mid_upload_while_app_reads(server: Server) -> None:
 
 def test_client_vanishes_mid_download_close_called_once(server: Server) -> None:
     tag = new_tag()
-    gone = re.compile(r"client went away during the response|response abandoned")
+    gone = re.compile(
+        r"\[INFO\] GET /stream\S*: (client went away during the response|response abandoned)"
+    )
     gone_before = len(gone.findall(server.stderr_text()))
     s = connect(server.addr)
     s.sendall(build_request("GET", f"/stream?tag={tag}"))
