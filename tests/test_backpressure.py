@@ -201,6 +201,9 @@ def test_client_gone_during_paused_stream_close_runs_once(start_server) -> None:
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     client.close()  # a reset
     assert wait_for(lambda: counts(server, tag)["closes"] == 1)
+    assert server.wait_stderr(
+        r"\[INFO\] GET /stream\?tag=" + re.escape(tag) + r".*: response abandoned: the client"
+    )
     assert_answered(server)
     c = counts(server, tag)
     assert c["closes"] == 1 and c["blocks"] < BLOCKS, c
