@@ -47,3 +47,47 @@ def test_chunk_size_of_17_digits_is_refused_even_zero_padded(
     before = calls(counter)
     assert status_of(counter, raw) == status
     assert calls(counter) == before + (status == 200)
+
+
+H = "Host: a\r\n"
+MANY = "".join(f"X-{i}: v\r\n" for i in range(120))  # past the 100 fields of the default
+LONG = "X-Long: " + "v" * 9000 + "\r\n"  # past the 8190 bytes of a field line
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        # request line (505) before header syntax (obs-fold: 400)
+        (f"GET / HTTP/2.0\r\n{H}X: a\r\n b\r\n\r\n", 505),
+        # header syntax (400) before the size limits (431: a field over 8190 bytes) ...
+        (f"GET / HTTP/1.1\r\n{H}{LONG}X : a\r\n\r\n", 400),
+        # ... but lines past the field-count limit are not read: its 431 comes first
+        (f"GET / HTTP/1.1\r\n{H}{MANY}X : a\r\n\r\n", 431),
+        # size limits (431) before framing (TE in HTTP/1.0: 400)
+        (f"POST / HTTP/1.0\r\n{MANY}Transfer-Encoding: chunked\r\n\r\n", 431),
+        # framing (TE with CL: 400) before Expect (417)
+        (
+            f"POST / HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\nContent-Length: 1\r\n"
+            "Expect: x\r\n\r\n",
+            400,
+        ),
+        # Host (missing: 400) before Expect (417)
+        ("POST / HTTP/1.1\r\nContent-Length: 1\r\nExpect: x\r\n\r\n", 400),
+        # Expect (417) before the body limit (413)
+        (f"POST / HTTP/1.1\r\n{H}Content-Length: 2000000000\r\nExpect: x\r\n\r\n", 417),
+    ],
+    ids=[
+        "line_then_syntax",
+        "syntax_then_limits",
+        "field_count_before_later_lines",
+        "limits_then_framing",
+        "framing_then_expect",
+        "host_then_expect",
+        "expect_then_body_limit",
+    ],
+)
+def test_rules_apply_in_a_fixed_order(counter: Server, raw: str, status: int) -> None:
+    # Each request breaks two rules whose answers differ; the earlier rule decides.
+    before = calls(counter)
+    assert status_of(counter, raw.encode()) == status
+    assert calls(counter) == before
