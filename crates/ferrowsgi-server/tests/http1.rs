@@ -1357,13 +1357,15 @@ fn check_pipeline_takes_turns(threads: usize) {
         g.send(&batch);
     }
     assert!(wait_until(Duration::from_secs(2), || server.calls() >= threads));
-    // Another client is served after at most a turn, not after the pipeline.
-    let started = Instant::now();
+    // Another client is served after a few turns, not after the pipelines:
+    // when its answer comes, most of the greedy requests have not been
+    // served yet (the count, unlike a time bound, does not depend on the
+    // machine's load; bench/latency.py and docs/ROBUSTNESS.md have speeds).
     assert_hello(&server.connect().get("/hello"));
-    let waited = started.elapsed();
+    let served = server.calls();
     assert!(
-        waited < Duration::from_millis(1000),
-        "waited {waited:?} behind other connections' pipelines"
+        served < threads * 20,
+        "{served} calls before another connection got its turn"
     );
     // And the greedy clients still get every answer, in order.
     for g in &mut greedy {
