@@ -52,6 +52,8 @@ pub const FILE_CONTENT: &[u8] = b"file contents, served by sendfile(2)\n";
 ///   (`?cl` declares its Content-Length first).
 /// - `/status/NNN`: answers with status NNN and a body (`?stream` streams it).
 /// - `/slow?MS`: sleeps MS milliseconds (300 by default), then like `/hello`.
+/// - `/meet?N`: waits (up to 10 s) until N requests are inside `/meet` at
+///   once, then like `/hello`; 503 when they never were.
 /// - `/big?N`: answers with N bytes (`?N&stream` sends them in 64 KiB blocks).
 /// - `/paused?N`: streams [`big_body`]`(N)` in 64 KiB blocks with
 ///   `send_nowait`, pausing whenever the socket is full.
@@ -63,6 +65,8 @@ pub struct TestHandler {
     pub resumes: Arc<AtomicUsize>,
     /// Paused responses dropped before their end.
     pub abandoned: Arc<AtomicUsize>,
+    /// Handlers inside `/meet` right now.
+    meeting: Arc<AtomicUsize>,
     file: PathBuf,
 }
 
@@ -191,6 +195,23 @@ impl Handler for TestHandler {
                     return ex.abort();
                 }
                 let _ = ex.finish();
+            }
+            "/meet" => {
+                let n: usize = query.parse().unwrap_or(2);
+                let inside = self.meeting.fetch_add(1, Ordering::SeqCst) + 1;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let mut met = inside >= n;
+                while !met && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                    met = self.meeting.load(Ordering::SeqCst) >= n;
+                }
+                if met {
+                    ok(ex, &[], HELLO);
+                } else {
+                    self.meeting.fetch_sub(1, Ordering::SeqCst);
+                    let unmet: &[u8] = b"not met";
+                    let _ = ex.respond(&head(503, b"503 Service Unavailable", &[]), &[unmet]);
+                }
             }
             "/slow" => {
                 let ms = query.parse().unwrap_or(300);
@@ -373,6 +394,7 @@ impl TestServer {
             calls: Arc::clone(&calls),
             resumes: Arc::clone(&resumes),
             abandoned: Arc::clone(&abandoned),
+            meeting: Arc::new(AtomicUsize::new(0)),
             file: file.clone(),
         };
         let server = Server::bind(cfg, handler).unwrap_or_else(|(a, e)| panic!("bind {a}: {e}"));
