@@ -91,3 +91,20 @@ def test_rules_apply_in_a_fixed_order(counter: Server, raw: str, status: int) ->
     before = calls(counter)
     assert status_of(counter, raw.encode()) == status
     assert calls(counter) == before
+
+
+@pytest.mark.parametrize(("mode", "called"), [("local", 1), ("all", 1), ("none", 0)])
+def test_framing_error_in_a_large_chunked_body(start_server, mode: str, called: int) -> None:
+    # A chunked body over 256 KiB from this host streams with `local` and `all`: the
+    # application is called as it arrives and a framing error found later reaches it as the
+    # read's OSError; a stored body (`none`) is decoded whole first. The client gets its 400
+    # and the connection closes either way.
+    server = start_server("apps.counting:app", "--stream-bodies", mode)
+    body = b"%x\r\n%s\r\n" % (300 * 1024, b"x" * 300 * 1024) + b"zz\r\nbad\r\n0\r\n\r\n"
+    raw = build_request("POST", "/", headers=[("Transfer-Encoding", "chunked")], body=body)
+    with RawConn(server.addr) as c:
+        c.send(raw)
+        resp = c.read_response()
+        assert (resp.status, resp.closes) == (400, True)
+        assert c.at_eof()
+    assert int(server.request("GET", "/_count").body) == called
