@@ -3,9 +3,11 @@ while a request is in progress.
 
 README promises that either signal stops the server gracefully: it stops accepting, finishes
 the requests in progress, and exits 0. Each test holds a request inside the application (it
-waits for a file the test creates), signals the process, proves that new connections are
-refused while the held request is still running, then lets the request finish and checks
-that its whole answer arrives and that the process exits with status 0.
+waits for a file the test creates), signals the process, proves that a new connection is
+not served (refused at once with a thread pool; with one thread, whose event loop is inside
+the application, left in the backlog and reset when the listener closes), then lets the
+request finish and checks that its whole answer arrives, that the idle keep-alive
+connection is closed and that the process exits with status 0.
 """
 
 from __future__ import annotations
