@@ -17,11 +17,11 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from ferrowsgi._ferrowsgi import FileWrapper, Server, __version__
+from ferrowsgi._ferrowsgi import FileWrapper, RequestTimeout, Server, __version__
 from ferrowsgi._loader import freeze_heap
 from ferrowsgi._runner import run_until_signal
 
-__all__ = ["FileWrapper", "Server", "__version__", "background", "serve"]
+__all__ = ["FileWrapper", "RequestTimeout", "Server", "__version__", "background", "serve"]
 
 
 def _binds(host: str, port: int, bind: Sequence[str] | None) -> list[str]:
@@ -51,7 +51,9 @@ def serve(
     leaves them to the garbage collector. Other options: ``access_log``,
     ``debug``, ``server_header``, ``log_level``, ``keep_alive``,
     ``read_timeout``, ``write_timeout``, ``limit_request_body``,
-    ``loopback_congestion``, ``stream_bodies``.
+    ``loopback_congestion``, ``stream_bodies``, ``timeout`` (seconds a
+    request may run: then a 504 and :class:`RequestTimeout` in its thread;
+    0 for none) and ``timeout_grace``.
     """
     server = Server(app, _binds(host, port, bind), threads=threads, **options)
     if gc_freeze:

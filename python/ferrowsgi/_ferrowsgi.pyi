@@ -19,11 +19,16 @@ class Server:
         limit_request_body: int | None = None,
         loopback_congestion: str = "reno",
         stream_bodies: str = "local",
+        timeout: float = 30.0,
+        timeout_grace: float = 10.0,
     ) -> None: ...
     @property
     def urls(self) -> list[str]: ...
     def serve(self, *, banner: bool = True) -> None: ...
     def stop(self) -> None: ...
+
+class RequestTimeout(BaseException):
+    """Raised in a request's thread when the request passed its deadline."""
 
 class FileWrapper:
     def __init__(self, filelike: Any, blksize: int = 8192) -> None: ...

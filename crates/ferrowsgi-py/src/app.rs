@@ -354,6 +354,19 @@ impl PyHandler {
         }
         if let Sent::AppError(err) = sent {
             let tag = errors.tag();
+            if err.is_instance_of::<crate::deadline::RequestTimeout>(py) {
+                // Its stack was logged at the deadline; the client has had
+                // a 504 if nothing had started (see deadline.rs).
+                log::info(&format!(
+                    "{tag}: the request's thread stopped at RequestTimeout after its deadline"
+                ));
+                if ex.is_committed() {
+                    ex.abort();
+                } else {
+                    respond_500(py, ex, &err, false);
+                }
+                return None;
+            }
             if ex.is_body_invalid() && !ex.is_committed() {
                 // RFC 9110 §15.5.1: bad framing is the client's error, even
                 // when it surfaced inside the application's read.
@@ -693,6 +706,14 @@ impl Handler for PyHandler {
 
     fn resume(&self, ex: &mut Exchange<'_>, state: Box<dyn Any + Send>) {
         Python::attach(|py| self.resume_run(py, ex, state));
+    }
+
+    fn deadline_passed(&self, overrun: &ferrowsgi_server::deadline::Overrun) {
+        crate::deadline::interrupt(overrun);
+    }
+
+    fn deadline_cleared(&self, ident: u64) {
+        crate::deadline::cancel(ident);
     }
 }
 

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 mod app;
 mod cli;
 mod context;
+mod deadline;
 mod environ;
 mod errors;
 mod file_wrapper;
@@ -35,5 +36,9 @@ fn _ferrowsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<start_response::Write>()?;
     m.add_function(wrap_pyfunction!(cli::main, m)?)?;
     m.add_function(wrap_pyfunction!(pylog::reopen_logs, m)?)?;
+    m.add(
+        "RequestTimeout",
+        m.py().get_type::<deadline::RequestTimeout>(),
+    )?;
     Ok(())
 }

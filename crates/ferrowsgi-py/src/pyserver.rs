@@ -42,6 +42,8 @@ pub(crate) fn make_config(
     limit_request_body: Option<u64>,
     loopback_congestion: &str,
     stream_bodies: &str,
+    timeout: f64,
+    timeout_grace: f64,
 ) -> PyResult<Config> {
     let mut cfg = Config::default();
     if bind.is_empty() {
@@ -77,6 +79,8 @@ pub(crate) fn make_config(
     cfg.keep_alive = secs(keep_alive, "keep_alive")?;
     cfg.read_timeout = secs(read_timeout, "read_timeout")?;
     cfg.write_timeout = secs(write_timeout, "write_timeout")?;
+    cfg.timeout = secs(timeout, "timeout")?;
+    cfg.timeout_grace = secs(timeout_grace, "timeout_grace")?;
     if let Some(n) = limit_request_body {
         cfg.max_body = n;
     }
@@ -140,7 +144,8 @@ impl Server {
     #[pyo3(signature = (
         app, bind, *, threads = 1, access_log = false, debug = false, server_header = true,
         log_level = "info", keep_alive = 5.0, read_timeout = 30.0, write_timeout = 30.0,
-        limit_request_body = None, loopback_congestion = "reno", stream_bodies = "local"
+        limit_request_body = None, loopback_congestion = "reno", stream_bodies = "local",
+        timeout = 30.0, timeout_grace = 10.0
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -158,6 +163,8 @@ impl Server {
         limit_request_body: Option<u64>,
         loopback_congestion: &str,
         stream_bodies: &str,
+        timeout: f64,
+        timeout_grace: f64,
     ) -> PyResult<Self> {
         let cfg = make_config(
             bind,
@@ -172,6 +179,8 @@ impl Server {
             limit_request_body,
             loopback_congestion,
             stream_bodies,
+            timeout,
+            timeout_grace,
         )?;
         Server::create(py, app, cfg)
     }

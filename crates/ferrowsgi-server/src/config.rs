@@ -40,6 +40,15 @@ pub const DEFAULT_LOOPBACK_CONGESTION: &str = "reno";
 /// Default cap on a request body (0 means no cap), like gunicorn's unlimited
 /// default but bounded: 1 GiB.
 pub const DEFAULT_MAX_BODY: u64 = 1 << 30;
+/// Default request deadline (`--timeout`): gunicorn's number. Its sync
+/// workers are killed by a request that runs this long, so no application
+/// moved from there counts on longer requests without saying so; here the
+/// deadline costs the worker nothing, so it can be on by default and keep
+/// a stuck request from holding a thread for good.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
+/// Default time a request's thread has to come back after its deadline
+/// before the worker is retired (`--timeout-grace`).
+pub const DEFAULT_TIMEOUT_GRACE_SECS: u64 = 10;
 
 /// Which clients' large request bodies reach the application as they
 /// arrive rather than being stored completely before it is called
@@ -130,6 +139,15 @@ pub struct Config {
     /// Whose bodies larger than the in-memory buffer go to the application
     /// as they arrive instead of to a temporary file first.
     pub stream_bodies: StreamBodies,
+    /// Deadline of a request from the moment it is handed to the
+    /// application (504 and an exception in its thread); zero for none.
+    pub timeout: Duration,
+    /// How long a request's thread may run on after its deadline before the
+    /// worker is marked unhealthy.
+    pub timeout_grace: Duration,
+    /// An unhealthy worker exits the process (the command line) instead of
+    /// only stopping its server (an embedded one).
+    pub exit_when_unhealthy: bool,
 }
 
 impl Default for Config {
@@ -155,6 +173,9 @@ impl Default for Config {
             max_pipelined: DEFAULT_MAX_PIPELINED as usize,
             loopback_congestion: Some(DEFAULT_LOOPBACK_CONGESTION.to_string()),
             stream_bodies: StreamBodies::Local,
+            timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
+            timeout_grace: Duration::from_secs(DEFAULT_TIMEOUT_GRACE_SECS),
+            exit_when_unhealthy: false,
         }
     }
 }
@@ -315,6 +336,18 @@ pub struct Cli {
           value_parser = StreamBodies::parse)]
     pub stream_bodies: StreamBodies,
 
+    /// Seconds a request may run from the moment it is handed to the
+    /// application: then the client gets a 504 (if no response has started)
+    /// and the request's thread an exception; 0 for no deadline.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    pub timeout: u64,
+
+    /// Seconds a request's thread may go on after its deadline; then the
+    /// worker stops accepting, finishes its other requests and exits, to be
+    /// replaced.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_GRACE_SECS)]
+    pub timeout_grace: u64,
+
     /// Leave the objects that exist once the application is loaded to
     /// Python's garbage collector. By default they are collected once and
     /// then frozen (`gc.freeze()`), so that no later collection walks them
@@ -444,6 +477,9 @@ impl Cli {
         cfg.max_body = self.limit_request_body;
         cfg.set_loopback_congestion(&self.loopback_congestion)?;
         cfg.stream_bodies = self.stream_bodies;
+        cfg.timeout = Duration::from_secs(self.timeout);
+        cfg.timeout_grace = Duration::from_secs(self.timeout_grace);
+        cfg.exit_when_unhealthy = true;
         Ok(cfg)
     }
 }

@@ -15,6 +15,7 @@ use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, L
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, KeptSpool, Pending, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK};
+use crate::deadline::{self, Claim, Watch};
 use crate::handler::Waiter;
 use crate::hold::{Wrote, TICK};
 use crate::log;
@@ -262,6 +263,8 @@ pub struct Exchange<'a> {
     can_defer: bool,
     /// What the handler left to continue with once the output drains.
     paused: Option<Box<dyn Any + Send>>,
+    /// The deadline slot of the thread running the request (`--timeout`).
+    watch: Option<&'a Watch>,
 }
 
 /// The per-request part of an [`Exchange`], which a paused response keeps
@@ -286,6 +289,8 @@ struct ExchangeState {
     /// The response headers the access log shows (in the order of
     /// [`log::AccessLog::response_headers`]); empty unless it shows some.
     logged_headers: Vec<Option<Vec<u8>>>,
+    /// The request's deadline (see `deadline.rs`); 0 for none.
+    due: u64,
 }
 
 /// An exchange whose response is waiting for a slow reader: the handler's
@@ -348,7 +353,10 @@ impl<'a> Exchange<'a> {
         cfg: &'a Config,
         waiter: &'a dyn Waiter,
         date: &'a mut DateCache,
+        watch: Option<&'a Watch>,
     ) -> Exchange<'a> {
+        // The deadline runs from the moment the request is handed over.
+        let due = watch.map_or(0, |_| deadline::due_after(cfg.timeout));
         let keep_alive = req.head.keep_alive();
         // What follows a body still being read is that body, not a request.
         let can_defer = req.decoder.is_done() && !conn.input().is_empty();
@@ -374,9 +382,11 @@ impl<'a> Exchange<'a> {
                     .filter(|a| a.needs_timing())
                     .map(|_| Instant::now()),
                 logged_headers: Vec::new(),
+                due,
             },
             can_defer,
             paused: None,
+            watch,
         }
     }
 
@@ -387,6 +397,7 @@ impl<'a> Exchange<'a> {
         cfg: &'a Config,
         waiter: &'a dyn Waiter,
         date: &'a mut DateCache,
+        watch: Option<&'a Watch>,
     ) -> (Exchange<'a>, Box<dyn Any + Send>) {
         let ex = Exchange {
             conn,
@@ -396,6 +407,7 @@ impl<'a> Exchange<'a> {
             st: parked.st,
             can_defer: false,
             paused: None,
+            watch,
         };
         (ex, parked.app)
     }
@@ -424,6 +436,57 @@ impl<'a> Exchange<'a> {
     /// the response has been produced yet, so no block waits meanwhile.
     pub fn should_yield(&self) -> bool {
         self.conn.defer_output && self.conn.others_ready && self.st.state == RespState::Idle
+    }
+
+    /// Starts watching the request's deadline while the handler runs (the
+    /// deadline itself was set when the request was handed over). The
+    /// watcher may answer for the request only when nothing of earlier
+    /// answers waits in the buffer, or its 504 would overtake them.
+    pub(crate) fn arm(&self) {
+        if let (Some(w), true) = (self.watch, self.st.due > 0) {
+            let fd = if self.conn.has_output() {
+                -1
+            } else {
+                self.conn.stream.as_raw_fd()
+            };
+            let head = &self.st.req.head;
+            w.arm(
+                self.st.due,
+                fd,
+                self.is_committed(),
+                head.method(),
+                head.target(),
+            );
+        }
+    }
+
+    /// Stops watching the deadline; `true` when it had passed while the
+    /// handler ran.
+    pub(crate) fn disarm(&self) -> bool {
+        match self.watch {
+            Some(w) if self.st.due > 0 => w.disarm(),
+            _ => false,
+        }
+    }
+
+    /// The deadline passed before the application's head could go out:
+    /// the answer is a 504 (written by the watcher, or here when it could
+    /// not), and nothing of the application's reaches the client.
+    fn deadline_answer(&mut self, answered: bool) -> io::Error {
+        self.st.status = 504;
+        self.st.keep_alive = false;
+        self.st.state = RespState::Done;
+        if !answered {
+            let date = self.date.get().to_vec();
+            ferrowsgi_proto::write_simple_error_response(
+                &mut self.conn.wbuf,
+                504,
+                "Gateway Timeout",
+                "the application did not answer in time",
+                &[(b"Date", &date)],
+            );
+        }
+        timed_out("waiting for the application (--timeout): answered 504")
     }
 
     /// Whether the handler paused the response.
@@ -569,8 +632,17 @@ impl<'a> Exchange<'a> {
         if self.st.req.continue_pending {
             self.st.req.continue_pending = false;
             if self.st.state == RespState::Idle {
+                // The watcher must not write its 504 in the middle.
+                if self.watch.is_some_and(|w| !w.claim_busy()) {
+                    self.st.keep_alive = false;
+                    return Err(timed_out("waiting for the application (--timeout)"));
+                }
                 self.conn.set_nodelay();
-                self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"])?;
+                let wrote = self.write_parts(&[b"HTTP/1.1 100 Continue\r\n\r\n"]);
+                if let Some(w) = self.watch {
+                    w.release_busy();
+                }
+                wrote?;
             }
         }
         Ok(())
@@ -1070,6 +1142,9 @@ impl<'a> Exchange<'a> {
     fn commit_head(&mut self, head: &ResponseHead, full_len: Option<u64>) -> io::Result<Framing> {
         if self.st.state != RespState::Idle {
             return Err(io::Error::other("response already started"));
+        }
+        if let Some(Claim::TimedOut { answered }) = self.watch.map(Watch::claim_head) {
+            return Err(self.deadline_answer(answered));
         }
         self.st.status = head.status;
         let http10 = self.st.req.head.version() == Version::Http10;

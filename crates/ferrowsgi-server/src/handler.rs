@@ -2,6 +2,7 @@
 
 use std::any::Any;
 
+use crate::deadline::Overrun;
 use crate::exchange::Exchange;
 
 /// Runs blocking waits on behalf of the server.
@@ -43,5 +44,25 @@ pub trait Handler: Waiter + Send + Sync + 'static {
     fn resume(&self, ex: &mut Exchange<'_>, state: Box<dyn Any + Send>) {
         drop(state);
         let _ = ex.finish();
+    }
+
+    /// A request passed its deadline (`--timeout`) while its thread still
+    /// runs it; the client has had its 504 if no response had started.
+    /// Called on the server's reporter thread, which does nothing else, so
+    /// it may wait (the binding waits for the GIL here): the handler
+    /// interrupts the request's thread (`overrun.watch.ident`) and logs
+    /// where it was. Whatever the request's thread holds when its handler
+    /// returns must be held while checking
+    /// [`crate::deadline::Watch::still_overdue`], or the interruption may
+    /// land in the thread's next request.
+    fn deadline_passed(&self, overrun: &Overrun) {
+        let _ = overrun;
+    }
+
+    /// The handler of a request whose deadline passed has returned on
+    /// this thread (`ident`): an interruption still pending for it must be
+    /// cancelled before the thread runs anything else.
+    fn deadline_cleared(&self, ident: u64) {
+        let _ = ident;
     }
 }

@@ -12,8 +12,10 @@
 
 pub mod config;
 pub mod conn;
+pub mod deadline;
 pub mod exchange;
 pub mod handler;
+pub mod health;
 mod hold;
 pub mod listen;
 pub mod log;

@@ -25,8 +25,10 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Next, Pending, BODY_READ_CHUNK, READ_CHUNK};
+use crate::deadline::{Deadlines, Watch};
 use crate::exchange::{Exchange, Parked};
 use crate::handler::Handler;
+use crate::health;
 use crate::listen::Listener;
 use crate::log;
 use crate::sys;
@@ -232,9 +234,42 @@ impl<H: Handler> Server<H> {
     /// Runs until a [`StopHandle`] stops it.
     pub fn run(self) -> io::Result<()> {
         sys::tune_allocator();
+        let inline = self.cfg.threads <= 1;
+        health::running(self.stop_handle(), inline, self.cfg.exit_when_unhealthy);
+        let exit = self.cfg.exit_when_unhealthy;
+        let result = self.run_threads();
+        health::stopped();
+        if health::is_unhealthy() {
+            if exit {
+                health::exit_now();
+            }
+            return Err(io::Error::other(
+                "stopped: a request's thread did not come back after its deadline",
+            ));
+        }
+        result
+    }
+
+    /// Starts the deadline watcher when `--timeout` asks for one.
+    fn deadlines(&self) -> io::Result<Option<Arc<Deadlines>>> {
+        if self.cfg.timeout.is_zero() {
+            return Ok(None);
+        }
+        let h = Arc::clone(&self.handler);
+        let d = Deadlines::start(
+            self.cfg.timeout,
+            self.cfg.timeout_grace,
+            self.cfg.server_header,
+            Box::new(move |o| h.deadline_passed(o)),
+        )?;
+        Ok(Some(Arc::new(d)))
+    }
+
+    fn run_threads(self) -> io::Result<()> {
         let handler = Arc::clone(&self.handler);
+        let deadlines = self.deadlines()?;
         if self.cfg.threads <= 1 {
-            handler.enter(move || EventLoop::new(self, None).run())
+            handler.enter(move || EventLoop::new(self, None, deadlines).run())
         } else {
             let pool = Arc::new(Pool {
                 queue: Mutex::new(VecDeque::new()),
@@ -251,9 +286,10 @@ impl<H: Handler> Server<H> {
                 let handler = Arc::clone(&self.handler);
                 let cfg = Arc::clone(&self.cfg);
                 let waker = Arc::clone(&self.waker);
+                let d = deadlines.clone();
                 let spawned = std::thread::Builder::new()
                     .name(format!("ferrowsgi-app-{i}"))
-                    .spawn(move || worker(worker_pool, handler, cfg, waker));
+                    .spawn(move || worker(worker_pool, handler, cfg, waker, d));
                 match spawned {
                     Ok(h) => workers.push(h),
                     Err(e) => {
@@ -263,11 +299,14 @@ impl<H: Handler> Server<H> {
                     }
                 }
             }
-            let result = EventLoop::new(self, Some(Arc::clone(&pool))).run();
+            let result = EventLoop::new(self, Some(Arc::clone(&pool)), deadlines).run();
             pool.stopping.store(true, Ordering::SeqCst);
             pool.ready.notify_all();
             for w in workers {
-                let _ = w.join();
+                // A thread lost past its deadline never comes back.
+                if !health::is_unhealthy() || w.is_finished() {
+                    let _ = w.join();
+                }
             }
             result
         }
@@ -299,10 +338,19 @@ struct EventLoop<H: Handler> {
     later: Vec<usize>,
     /// More events of this wake-up wait after the one being handled.
     more_ready: bool,
+    /// The request deadlines (`--timeout`), if on.
+    deadlines: Option<Arc<Deadlines>>,
+    /// This thread's deadline slot, when the application runs inline.
+    watch: Option<Arc<Watch>>,
 }
 
 impl<H: Handler> EventLoop<H> {
-    fn new(server: Server<H>, pool: Option<Arc<Pool>>) -> Self {
+    fn new(server: Server<H>, pool: Option<Arc<Pool>>, deadlines: Option<Arc<Deadlines>>) -> Self {
+        // Inline, this thread runs the application: its slot is made here.
+        let watch = match (&pool, &deadlines) {
+            (None, Some(d)) => Some(d.register()),
+            _ => None,
+        };
         EventLoop {
             server,
             conns: Slab::with_capacity(1024),
@@ -318,6 +366,8 @@ impl<H: Handler> EventLoop<H> {
             deferred_since: Instant::now(),
             later: Vec::new(),
             more_ready: false,
+            deadlines,
+            watch,
         }
     }
 
@@ -428,6 +478,16 @@ impl<H: Handler> EventLoop<H> {
                 // written; idle connections close as soon as they are idle.
                 self.close_idle();
                 if self.conns.is_empty() || stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                // Retired as unhealthy: the connections of the threads
+                // lost past their deadlines never come back.
+                if health::is_unhealthy()
+                    && self
+                        .deadlines
+                        .as_ref()
+                        .is_some_and(|d| self.conns.len() <= d.overdue())
+                {
                     break;
                 }
             }
@@ -594,7 +654,13 @@ impl<H: Handler> EventLoop<H> {
                     return;
                 }
                 conn.resume_due = false;
-                resume(&*self.server.handler, conn, &cfg, &mut self.date);
+                resume(
+                    &*self.server.handler,
+                    conn,
+                    &cfg,
+                    &mut self.date,
+                    self.watch.as_deref(),
+                );
                 conn.since = Instant::now();
                 continue;
             }
@@ -632,7 +698,14 @@ impl<H: Handler> EventLoop<H> {
                         return;
                     }
                     conn.others_ready = self.more_ready || !self.deferred.is_empty();
-                    serve(&*self.server.handler, conn, req, &cfg, &mut self.date);
+                    serve(
+                        &*self.server.handler,
+                        conn,
+                        req,
+                        &cfg,
+                        &mut self.date,
+                        self.watch.as_deref(),
+                    );
                     conn.since = Instant::now();
                     conn.read_due |= conn.maybe_more;
                     turn += 1;
@@ -935,17 +1008,24 @@ fn serve<H: Handler>(
     req: Pending,
     cfg: &Config,
     date: &mut DateCache,
+    watch: Option<&Watch>,
 ) {
-    let ex = Exchange::new(conn, req, cfg, handler, date);
+    let ex = Exchange::new(conn, req, cfg, handler, date, watch);
     run_handler(handler, ex, |h, ex| h.handle(ex));
 }
 
 /// Goes on with the response parked on `conn`, on this thread.
-fn resume<H: Handler>(handler: &H, conn: &mut Conn, cfg: &Config, date: &mut DateCache) {
+fn resume<H: Handler>(
+    handler: &H,
+    conn: &mut Conn,
+    cfg: &Config,
+    date: &mut DateCache,
+    watch: Option<&Watch>,
+) {
     let Some(parked) = conn.parked.take() else {
         return;
     };
-    let (ex, state) = Exchange::resumed(conn, parked, cfg, handler, date);
+    let (ex, state) = Exchange::resumed(conn, parked, cfg, handler, date, watch);
     run_handler(handler, ex, move |h, ex| h.resume(ex, state));
 }
 
@@ -957,7 +1037,14 @@ fn run_handler<H: Handler>(
     mut ex: Exchange<'_>,
     f: impl FnOnce(&H, &mut Exchange<'_>),
 ) {
+    ex.arm();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(handler, &mut ex)));
+    // Still holding what the handler held (the binding: the GIL), so an
+    // interruption of this request cannot slip into the next one.
+    if ex.disarm() {
+        // SAFETY: pthread_self has no preconditions.
+        handler.deadline_cleared(unsafe { libc::pthread_self() } as u64);
+    }
     if outcome.is_err() {
         log::error("internal error while serving a request (panic); closing the connection");
         ex.unpause();
@@ -1005,10 +1092,18 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
 
 /// An application thread: takes connections with a ready request, serves
 /// it and whatever is pipelined behind it, and gives the connection back.
-fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker: Arc<Waker>) {
+fn worker<H: Handler>(
+    pool: Arc<Pool>,
+    handler: Arc<H>,
+    cfg: Arc<Config>,
+    waker: Arc<Waker>,
+    deadlines: Option<Arc<Deadlines>>,
+) {
     let h = Arc::clone(&handler);
     h.enter(move || {
         let mut date = DateCache::new();
+        let watch = deadlines.as_ref().map(|d| d.register());
+        let watch = watch.as_deref();
         loop {
             // Lock order: the GIL (held here) may be held while taking the
             // queue lock, never the other way round; so the blocking wait,
@@ -1040,7 +1135,7 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
                 None => return,
                 Some(Job::Serve { key, conn, req }) => (key, conn, Some(req)),
                 Some(Job::Resume { key, mut conn }) => {
-                    resume(&*handler, &mut conn, &cfg, &mut date);
+                    resume(&*handler, &mut conn, &cfg, &mut date, watch);
                     (key, conn, None)
                 }
                 Some(Job::Discard(parked)) => {
@@ -1051,7 +1146,7 @@ fn worker<H: Handler>(pool: Arc<Pool>, handler: Arc<H>, cfg: Arc<Config>, waker:
             let mut turn = 0usize;
             loop {
                 if let Some(r) = req.take() {
-                    serve(&*handler, &mut conn, r, &cfg, &mut date);
+                    serve(&*handler, &mut conn, r, &cfg, &mut date, watch);
                     turn += 1;
                 }
                 // Past its turn, the connection goes back to the loop and

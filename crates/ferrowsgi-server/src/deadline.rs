@@ -1,0 +1,566 @@
+//! Request deadlines that keep the worker (`--timeout`, `--timeout-grace`).
+//!
+//! A request's deadline runs from the moment it is handed to the
+//! application. Each thread that runs the application (the I/O thread in
+//! the inline mode, every pool thread otherwise) owns one [`Watch`]: a
+//! thread serves one request at a time, so one slot per thread is the whole
+//! timer wheel. Arming it is a clock read and a few atomic stores on the
+//! thread's own cache line; no system call, no lock, no wake-up.
+//!
+//! A watcher thread that never touches Python scans the slots. It sleeps
+//! until the earliest armed deadline, or one timeout after its scan when
+//! none is armed (a request armed after a scan cannot be due before that).
+//! At a deadline it claims the slot with one compare-and-swap, which the
+//! request's own thread also needs before its response head goes out, so
+//! exactly one side answers:
+//!
+//! - no head has gone out: the watcher writes `504 Gateway Timeout` with
+//!   `Connection: close` on the socket and shuts its write side, whatever
+//!   the application's thread is doing (in Python, in C, holding the GIL or
+//!   not). From then on the exchange refuses the application's head, so
+//!   nothing else of this request reaches the wire;
+//! - the head has gone out: nothing can be answered any more; the request
+//!   is only interrupted.
+//!
+//! Then a second thread, the reporter, asks the handler
+//! ([`crate::Handler::deadline_passed`]) to interrupt the request: the
+//! binding takes the GIL (which may take long, so the watcher never waits
+//! for it), logs the thread's Python stack and raises an exception in it.
+//! If the thread has not come back `--timeout-grace` after the deadline,
+//! the watcher marks the worker unhealthy ([`crate::health`]).
+//!
+//! The socket stays valid while the watcher writes: the request's thread
+//! owns the connection and cannot end the request (and so drop or reuse
+//! the descriptor) while the slot is claimed (`FIRING`); it waits the few
+//! microseconds of one non-blocking `send`.
+
+use std::cell::UnsafeCell;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use ferrowsgi_proto::DateCache;
+
+use crate::log;
+use crate::server::lock;
+
+/// No request is running on the slot's thread.
+const IDLE: u8 = 0;
+/// A request runs and its head has not gone out: the watcher may answer.
+const ARMED: u8 = 1;
+/// The request's thread writes something before the head (`100
+/// Continue`): the watcher waits for it to finish.
+const BUSY: u8 = 2;
+/// The request's head has gone out: at the deadline the request is only
+/// interrupted.
+const HEAD: u8 = 3;
+/// The watcher has claimed the slot and is writing the 504.
+const FIRING: u8 = 4;
+/// The deadline passed and the watcher did what it does: the request's
+/// thread has not come back yet.
+const FIRED: u8 = 5;
+
+/// Nanoseconds since the first deadline clock reading of the process.
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The deadline of a request handed to the application now.
+pub(crate) fn due_after(timeout: Duration) -> u64 {
+    now_ns().saturating_add(u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// What the watcher needs to name the request: the head's method and
+/// target, borrowed from the request's head while the slot is armed.
+#[derive(Clone, Copy)]
+struct Tag {
+    method: *const u8,
+    method_len: usize,
+    target: *const u8,
+    target_len: usize,
+}
+
+/// The deadline slot of one application thread.
+pub struct Watch {
+    state: AtomicU8,
+    /// When the current request is due ([`now_ns`] scale).
+    due: AtomicU64,
+    /// Counts the arms, so that a late report about an earlier one is
+    /// recognised.
+    gen: AtomicU64,
+    /// The request's socket, or -1 when the watcher may not write on it
+    /// (answers to earlier pipelined requests are still unsent).
+    fd: AtomicI32,
+    /// The thread's identifier as Python knows it (`threading.get_ident()`,
+    /// which is `pthread_self()` on Linux).
+    pub ident: u64,
+    /// When the watcher claimed the slot.
+    fired_at: AtomicU64,
+    /// The watcher wrote the 504.
+    answered: AtomicBool,
+    /// The worker was marked unhealthy for this request already.
+    retired: AtomicBool,
+    /// "METHOD target" of the request that fired, kept by the watcher for
+    /// the unhealthy line (only the watcher uses it).
+    fired_tag: Mutex<String>,
+    /// Written by the slot's thread only while the slot is `IDLE`; read by
+    /// the watcher only while it holds the slot (`FIRING`).
+    tag: UnsafeCell<Tag>,
+}
+
+// SAFETY: `tag` is the only field that is not thread-safe by itself. Its
+// pointers are written by the owning thread only while the state is IDLE
+// (before the Release store that arms the slot), and read by the watcher
+// only after its Acquire compare-and-swap to FIRING, during which the owner
+// cannot disarm (it waits), so the head they point into stays alive and
+// unmodified while they are read.
+unsafe impl Send for Watch {}
+// SAFETY: as above.
+unsafe impl Sync for Watch {}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("state", &self.state.load(Ordering::Relaxed))
+            .field("ident", &self.ident)
+            .finish()
+    }
+}
+
+/// How the request's thread found its slot when it claimed its head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// The head is the application's to send.
+    Ours,
+    /// The deadline passed first; `answered` says whether the watcher
+    /// wrote the 504 itself (otherwise the exchange must).
+    TimedOut {
+        /// The 504 is on the wire already.
+        answered: bool,
+    },
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            state: AtomicU8::new(IDLE),
+            due: AtomicU64::new(0),
+            gen: AtomicU64::new(0),
+            fd: AtomicI32::new(-1),
+            // SAFETY: pthread_self has no preconditions.
+            ident: unsafe { libc::pthread_self() } as u64,
+            fired_at: AtomicU64::new(0),
+            answered: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            fired_tag: Mutex::new(String::new()),
+            tag: UnsafeCell::new(Tag {
+                method: std::ptr::null(),
+                method_len: 0,
+                target: std::ptr::null(),
+                target_len: 0,
+            }),
+        }
+    }
+
+    /// Arms the slot for a request due at `due`, on socket `fd` (-1 when
+    /// the watcher may not write), whose head is already out when
+    /// `committed`. `method` and `target` must stay alive and unchanged
+    /// until [`Watch::disarm`]. Called by the slot's own thread only.
+    pub(crate) fn arm(&self, due: u64, fd: RawFd, committed: bool, method: &[u8], target: &[u8]) {
+        debug_assert_eq!(self.state.load(Ordering::Relaxed), IDLE);
+        // SAFETY: the slot is IDLE, so the watcher does not read the tag
+        // (it reads it only while FIRING), and only this thread writes it.
+        unsafe {
+            *self.tag.get() = Tag {
+                method: method.as_ptr(),
+                method_len: method.len(),
+                target: target.as_ptr(),
+                target_len: target.len(),
+            };
+        }
+        self.fd.store(fd, Ordering::Relaxed);
+        self.due.store(due, Ordering::Relaxed);
+        self.answered.store(false, Ordering::Relaxed);
+        self.retired.store(false, Ordering::Relaxed);
+        self.gen.fetch_add(1, Ordering::Relaxed);
+        // Publishes the stores above to the watcher's Acquire load.
+        let state = if committed { HEAD } else { ARMED };
+        self.state.store(state, Ordering::Release);
+    }
+
+    /// Waits while the watcher writes a 504 and returns the settled state.
+    fn settled(&self) -> u8 {
+        loop {
+            let s = self.state.load(Ordering::Acquire);
+            if s != FIRING {
+                return s;
+            }
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+
+    /// Ends the request's watch. `true` when its deadline had fired (the
+    /// handler may have an interruption pending to cancel).
+    pub(crate) fn disarm(&self) -> bool {
+        loop {
+            let s = self.settled();
+            if self
+                .state
+                .compare_exchange(s, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return s == FIRED;
+            }
+        }
+    }
+
+    /// Claims the response head for the application: from now on the
+    /// deadline only interrupts the request.
+    pub(crate) fn claim_head(&self) -> Claim {
+        loop {
+            match self.settled() {
+                ARMED => {
+                    if self
+                        .state
+                        .compare_exchange(ARMED, HEAD, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return Claim::Ours;
+                    }
+                }
+                FIRED => {
+                    return Claim::TimedOut {
+                        answered: self.answered.load(Ordering::Acquire),
+                    }
+                }
+                // IDLE (not armed) or HEAD: nothing to claim.
+                _ => return Claim::Ours,
+            }
+        }
+    }
+
+    /// Claims the socket for a write before the head (`100 Continue`);
+    /// `false` when the deadline passed first. [`Watch::release_busy`]
+    /// gives it back.
+    pub(crate) fn claim_busy(&self) -> bool {
+        loop {
+            match self.settled() {
+                ARMED => {
+                    if self
+                        .state
+                        .compare_exchange(ARMED, BUSY, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        return true;
+                    }
+                }
+                FIRED => return false,
+                _ => return true,
+            }
+        }
+    }
+
+    /// Ends a [`Watch::claim_busy`].
+    pub(crate) fn release_busy(&self) {
+        let _ = self
+            .state
+            .compare_exchange(BUSY, ARMED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether the request armed as `gen` still runs past its deadline.
+    /// Stable while the caller holds whatever the request's thread holds
+    /// when it disarms (the binding: the GIL).
+    pub fn still_overdue(&self, gen: u64) -> bool {
+        self.gen.load(Ordering::Acquire) == gen && self.state.load(Ordering::Acquire) == FIRED
+    }
+}
+
+/// A request whose deadline passed, as handed to
+/// [`crate::Handler::deadline_passed`].
+#[derive(Debug)]
+pub struct Overrun {
+    /// The slot of the request's thread.
+    pub watch: Arc<Watch>,
+    /// Which arming of the slot this is about ([`Watch::still_overdue`]).
+    pub gen: u64,
+    /// "METHOD target" of the request.
+    pub tag: String,
+    /// The deadline (`--timeout`).
+    pub timeout: Duration,
+    /// A 504 went to the client.
+    pub answered: bool,
+}
+
+/// The watcher and reporter threads of one server.
+#[derive(Debug)]
+pub(crate) struct Deadlines {
+    shared: Arc<Shared>,
+}
+
+type Report = Box<dyn Fn(&Overrun) + Send + Sync>;
+
+struct Shared {
+    watches: Mutex<Vec<Arc<Watch>>>,
+    timeout: Duration,
+    grace: Duration,
+    server_header: bool,
+    stop: AtomicBool,
+    /// The watcher's sleep (woken to stop).
+    nap: Mutex<()>,
+    nap_wake: Condvar,
+    reports: Mutex<VecDeque<Overrun>>,
+    reports_ready: Condvar,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("timeout", &self.timeout)
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
+
+impl Deadlines {
+    /// Starts the watcher and the reporter; `report` runs on the reporter
+    /// for each overrun.
+    pub(crate) fn start(
+        timeout: Duration,
+        grace: Duration,
+        server_header: bool,
+        report: Report,
+    ) -> std::io::Result<Deadlines> {
+        let shared = Arc::new(Shared {
+            watches: Mutex::new(Vec::new()),
+            timeout,
+            grace,
+            server_header,
+            stop: AtomicBool::new(false),
+            nap: Mutex::new(()),
+            nap_wake: Condvar::new(),
+            reports: Mutex::new(VecDeque::new()),
+            reports_ready: Condvar::new(),
+        });
+        let w = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("ferrowsgi-deadline".into())
+            .spawn(move || watch_loop(&w))?;
+        let r = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("ferrowsgi-report".into())
+            .spawn(move || report_loop(&r, &report))?;
+        Ok(Deadlines { shared })
+    }
+
+    /// A slot for the calling thread, which will run requests.
+    pub(crate) fn register(&self) -> Arc<Watch> {
+        let w = Arc::new(Watch::new());
+        lock(&self.shared.watches).push(Arc::clone(&w));
+        w
+    }
+
+    /// Threads whose request passed its deadline and has not come back.
+    pub(crate) fn overdue(&self) -> usize {
+        lock(&self.shared.watches)
+            .iter()
+            .filter(|w| w.state.load(Ordering::Acquire) == FIRED)
+            .count()
+    }
+}
+
+impl Drop for Deadlines {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _g = lock(&self.shared.nap);
+        self.shared.nap_wake.notify_all();
+        drop(_g);
+        let _r = lock(&self.shared.reports);
+        self.shared.reports_ready.notify_all();
+    }
+}
+
+/// The 504 the watcher writes.
+fn gateway_timeout(date: &mut DateCache, timeout: Duration, server_header: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let date = date.get().to_vec();
+    let mut extra: Vec<(&[u8], &[u8])> = vec![(b"Date", &date)];
+    if server_header {
+        extra.push((b"Server", b"ferrowsgi"));
+    }
+    ferrowsgi_proto::write_simple_error_response(
+        &mut out,
+        504,
+        "Gateway Timeout",
+        &format!(
+            "the application did not answer within {} s",
+            timeout.as_secs_f64()
+        ),
+        &extra,
+    );
+    out
+}
+
+/// Writes all of `buf` that a non-blocking socket takes now.
+fn send_all_now(fd: RawFd, buf: &[u8]) -> bool {
+    let mut at = 0;
+    while at < buf.len() {
+        match crate::sys::send_nowait(fd, &buf[at..]) {
+            Ok(0) => return false,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn watch_loop(s: &Shared) {
+    let mut date = DateCache::new();
+    let timeout_ns = u64::try_from(s.timeout.as_nanos()).unwrap_or(u64::MAX);
+    let grace_ns = u64::try_from(s.grace.as_nanos()).unwrap_or(u64::MAX);
+    // A claim met a write in progress (BUSY): look again soon.
+    const RETRY_NS: u64 = 5_000_000;
+    while !s.stop.load(Ordering::SeqCst) {
+        let now = now_ns();
+        // A request armed after this scan is due a whole timeout later.
+        let mut next = now.saturating_add(timeout_ns);
+        let watches: Vec<Arc<Watch>> = lock(&s.watches).clone();
+        for w in &watches {
+            let state = w.state.load(Ordering::Acquire);
+            match state {
+                ARMED | HEAD | BUSY => {
+                    let due = w.due.load(Ordering::Relaxed);
+                    if due > now {
+                        next = next.min(due);
+                        continue;
+                    }
+                    if state == BUSY
+                        || w.state
+                            .compare_exchange(state, FIRING, Ordering::AcqRel, Ordering::Acquire)
+                            .is_err()
+                    {
+                        next = next.min(now + RETRY_NS);
+                        continue;
+                    }
+                    fire(s, w, state == ARMED, &mut date, now);
+                    next = next.min(now.saturating_add(grace_ns));
+                }
+                FIRED => {
+                    if w.retired.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    let at = w.fired_at.load(Ordering::Relaxed).saturating_add(grace_ns);
+                    if at > now {
+                        next = next.min(at);
+                        continue;
+                    }
+                    w.retired.store(true, Ordering::Relaxed);
+                    crate::health::mark_unhealthy(&format!(
+                        "the thread of {} still runs {} s after its deadline \
+                         (--timeout-grace), so it is lost",
+                        lock(&w.fired_tag),
+                        s.grace.as_secs_f64()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let wait = Duration::from_nanos(next.saturating_sub(now_ns()));
+        if wait.is_zero() {
+            continue;
+        }
+        let g = lock(&s.nap);
+        if s.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = s.nap_wake.wait_timeout(g, wait);
+    }
+}
+
+/// At the deadline of the request on `w`, which the watcher has claimed
+/// (FIRING): answers 504 if `before_head`, then settles the slot as FIRED
+/// and queues the interruption.
+fn fire(s: &Shared, w: &Arc<Watch>, before_head: bool, date: &mut DateCache, now: u64) {
+    // SAFETY: the slot is FIRING, claimed by this thread: its owner cannot
+    // disarm, so the head the tag points into is alive and unchanged (see
+    // `Watch::arm`).
+    let tag = unsafe {
+        let t = *w.tag.get();
+        let part = |p: *const u8, n: usize| {
+            if p.is_null() {
+                String::new()
+            } else {
+                String::from_utf8_lossy(std::slice::from_raw_parts(p, n)).into_owned()
+            }
+        };
+        format!(
+            "{} {}",
+            part(t.method, t.method_len),
+            part(t.target, t.target_len)
+        )
+    };
+    lock(&w.fired_tag).clone_from(&tag);
+    let fd = w.fd.load(Ordering::Relaxed);
+    let mut answered = false;
+    if before_head && fd >= 0 {
+        let resp = gateway_timeout(date, s.timeout, s.server_header);
+        answered = send_all_now(fd, &resp);
+        // The FIN follows the answer at once. The descriptor stays open
+        // (its owner closes it), so nothing can reuse it meanwhile; any
+        // later write of the request's thread fails with EPIPE.
+        // SAFETY: `fd` is the request's open socket (see above).
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+    }
+    w.answered.store(answered, Ordering::Relaxed);
+    w.fired_at.store(now, Ordering::Relaxed);
+    let gen = w.gen.load(Ordering::Relaxed);
+    // Publishes `answered` and `fired_at` with the state.
+    w.state.store(FIRED, Ordering::Release);
+    let what = if answered {
+        "answered 504 Gateway Timeout"
+    } else if before_head {
+        "504 Gateway Timeout left to its thread (earlier answers unsent)"
+    } else {
+        "response already started; it will be cut off"
+    };
+    log::error(&format!(
+        "Request deadline passed: {tag} after {} s (--timeout): {what}; interrupting its thread",
+        s.timeout.as_secs_f64()
+    ));
+    let mut q = lock(&s.reports);
+    q.push_back(Overrun {
+        watch: Arc::clone(w),
+        gen,
+        tag,
+        timeout: s.timeout,
+        answered,
+    });
+    s.reports_ready.notify_one();
+}
+
+fn report_loop(s: &Shared, report: &Report) {
+    loop {
+        let next = {
+            let mut q = lock(&s.reports);
+            loop {
+                if let Some(o) = q.pop_front() {
+                    break Some(o);
+                }
+                if s.stop.load(Ordering::SeqCst) {
+                    break None;
+                }
+                q = s.reports_ready.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Some(overrun) = next else { return };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| report(&overrun)));
+        if r.is_err() {
+            log::error("internal error while interrupting an overdue request (panic)");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Whether this process may go on serving, and what happens when it may
+//! not: [`mark_unhealthy`].
+//!
+//! A worker is unhealthy when one of its threads is lost (a request still
+//! running `--timeout-grace` after its deadline, stuck in C code where no
+//! exception reaches it). It then stops accepting, lets its other requests
+//! finish, and exits with [`EXIT_UNHEALTHY`], so that whatever supervises
+//! it starts a fresh one; the lost thread dies with the process. In the
+//! inline mode (`--threads 1`) the lost thread is the event loop itself, so
+//! nothing else can be finished and the process exits at once.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use crate::log;
+use crate::server::{lock, StopHandle};
+
+/// The exit status of a worker that retired itself as unhealthy (sysexits'
+/// `EX_SOFTWARE`): distinct from a clean stop (0), a start-up failure (1),
+/// a command-line mistake (2) and a Ctrl-C (130).
+pub const EXIT_UNHEALTHY: i32 = 70;
+
+static UNHEALTHY: AtomicBool = AtomicBool::new(false);
+
+/// The running server, as [`mark_unhealthy`] needs it.
+#[derive(Debug)]
+struct Running {
+    stop: StopHandle,
+    /// The application runs on the event loop's thread.
+    inline: bool,
+    /// Exit the process (the command line) rather than only stop serving
+    /// (a server embedded with `ferrowsgi.serve()` or `background()`).
+    exit: bool,
+}
+
+static RUNNING: Mutex<Option<Running>> = Mutex::new(None);
+
+/// Called by a server as it starts to run.
+pub(crate) fn running(stop: StopHandle, inline: bool, exit: bool) {
+    UNHEALTHY.store(false, Ordering::SeqCst);
+    *lock(&RUNNING) = Some(Running { stop, inline, exit });
+}
+
+/// Called by a server once it has stopped.
+pub(crate) fn stopped() {
+    lock(&RUNNING).take();
+}
+
+/// Whether [`mark_unhealthy`] was called since the server started.
+pub fn is_unhealthy() -> bool {
+    UNHEALTHY.load(Ordering::SeqCst)
+}
+
+/// Retires this worker: logs `reason`, stops accepting, lets the other
+/// requests finish and exits with [`EXIT_UNHEALTHY`] (at once in the
+/// inline mode, where the event loop is the lost thread). A master that
+/// supervises workers replaces it.
+pub fn mark_unhealthy(reason: &str) {
+    if UNHEALTHY.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let running = lock(&RUNNING);
+    let Some(r) = running.as_ref() else {
+        log::log(log::Level::Critical, &format!("Worker unhealthy: {reason}"));
+        return;
+    };
+    if r.inline && r.exit {
+        log::log(
+            log::Level::Critical,
+            &format!(
+                "Worker unhealthy: {reason}; the event loop is that thread, so the \
+             worker exits now (status {EXIT_UNHEALTHY})"
+            ),
+        );
+        exit_now();
+    }
+    log::log(
+        log::Level::Critical,
+        &format!(
+            "Worker unhealthy: {reason}; no longer accepting, finishing the other requests{}",
+            if r.exit {
+                format!(", then exiting (status {EXIT_UNHEALTHY})")
+            } else {
+                String::new()
+            }
+        ),
+    );
+    r.stop.stop();
+}
+
+/// Ends the process with [`EXIT_UNHEALTHY`] without running anything that
+/// could wait for the lost thread (interpreter finalisation needs the GIL,
+/// which that thread may hold for good).
+pub(crate) fn exit_now() -> ! {
+    log::log(
+        log::Level::Critical,
+        &format!("Worker exiting (status {EXIT_UNHEALTHY}): retired as unhealthy"),
+    );
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit has no preconditions; it ends the process at once.
+    unsafe { libc::_exit(EXIT_UNHEALTHY) }
+}
