@@ -104,6 +104,8 @@ pub struct Watch {
     answered: AtomicBool,
     /// The worker was marked unhealthy for this request already.
     retired: AtomicBool,
+    /// The watcher's sleep, to wake it for a deadline earlier than planned.
+    nap: Arc<Nap>,
     /// "METHOD target" of the request that fired, kept by the watcher for
     /// the unhealthy line (only the watcher uses it).
     fired_tag: Mutex<String>,
@@ -144,9 +146,27 @@ pub(crate) enum Claim {
     },
 }
 
+/// The watcher's sleep.
+#[derive(Debug)]
+struct Nap {
+    /// When the watcher will look next ([`now_ns`] scale).
+    until: AtomicU64,
+    /// Set to make the watcher look now.
+    poked: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Nap {
+    fn poke(&self) {
+        *lock(&self.poked) = true;
+        self.wake.notify_one();
+    }
+}
+
 impl Watch {
-    fn new() -> Watch {
+    fn new(nap: Arc<Nap>) -> Watch {
         Watch {
+            nap,
             state: AtomicU8::new(IDLE),
             due: AtomicU64::new(0),
             gen: AtomicU64::new(0),
@@ -187,9 +207,19 @@ impl Watch {
         self.answered.store(false, Ordering::Relaxed);
         self.retired.store(false, Ordering::Relaxed);
         self.gen.fetch_add(1, Ordering::Relaxed);
-        // Publishes the stores above to the watcher's Acquire load.
+        // Publishes the stores above to the watcher's scan. SeqCst with
+        // the load of `until` below and the watcher's store of it and scan:
+        // either the watcher's next scan sees this request, or this thread
+        // sees when the watcher will look next.
         let state = if committed { HEAD } else { ARMED };
-        self.state.store(state, Ordering::Release);
+        self.state.store(state, Ordering::SeqCst);
+        // A new request is due a whole timeout from now, never before the
+        // watcher looks next. A request that goes on after a pause keeps
+        // its first deadline, which may be earlier: then wake the watcher
+        // (a system call on that path only).
+        if due < self.nap.until.load(Ordering::SeqCst) {
+            self.nap.poke();
+        }
     }
 
     /// Waits while the watcher writes a 504 and returns the settled state.
@@ -310,9 +340,7 @@ struct Shared {
     grace: Duration,
     server_header: bool,
     stop: AtomicBool,
-    /// The watcher's sleep (woken to stop).
-    nap: Mutex<()>,
-    nap_wake: Condvar,
+    nap: Arc<Nap>,
     reports: Mutex<VecDeque<Overrun>>,
     reports_ready: Condvar,
 }
@@ -341,8 +369,11 @@ impl Deadlines {
             grace,
             server_header,
             stop: AtomicBool::new(false),
-            nap: Mutex::new(()),
-            nap_wake: Condvar::new(),
+            nap: Arc::new(Nap {
+                until: AtomicU64::new(u64::MAX),
+                poked: Mutex::new(false),
+                wake: Condvar::new(),
+            }),
             reports: Mutex::new(VecDeque::new()),
             reports_ready: Condvar::new(),
         });
@@ -359,7 +390,7 @@ impl Deadlines {
 
     /// A slot for the calling thread, which will run requests.
     pub(crate) fn register(&self) -> Arc<Watch> {
-        let w = Arc::new(Watch::new());
+        let w = Arc::new(Watch::new(Arc::clone(&self.shared.nap)));
         lock(&self.shared.watches).push(Arc::clone(&w));
         w
     }
@@ -376,9 +407,7 @@ impl Deadlines {
 impl Drop for Deadlines {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        let _g = lock(&self.shared.nap);
-        self.shared.nap_wake.notify_all();
-        drop(_g);
+        self.shared.nap.poke();
         let _r = lock(&self.shared.reports);
         self.shared.reports_ready.notify_all();
     }
@@ -431,7 +460,7 @@ fn watch_loop(s: &Shared) {
         let mut next = now.saturating_add(timeout_ns);
         let watches: Vec<Arc<Watch>> = lock(&s.watches).clone();
         for w in &watches {
-            let state = w.state.load(Ordering::Acquire);
+            let state = w.state.load(Ordering::SeqCst);
             match state {
                 ARMED | HEAD | BUSY => {
                     let due = w.due.load(Ordering::Relaxed);
@@ -470,15 +499,30 @@ fn watch_loop(s: &Shared) {
                 _ => {}
             }
         }
-        let wait = Duration::from_nanos(next.saturating_sub(now_ns()));
-        if wait.is_zero() {
-            continue;
+        // Published before the wait: an arm for an earlier deadline that
+        // comes after this store sees it and pokes; one that came before
+        // it was seen by the scan (or by the next one, which `poked` makes
+        // happen at once).
+        s.nap.until.store(next, Ordering::SeqCst);
+        let mut poked = lock(&s.nap.poked);
+        loop {
+            if *poked || s.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let wait = Duration::from_nanos(next.saturating_sub(now_ns()));
+            if wait.is_zero() {
+                break;
+            }
+            poked = s
+                .nap
+                .wake
+                .wait_timeout(poked, wait)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
-        let g = lock(&s.nap);
-        if s.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let _ = s.nap_wake.wait_timeout(g, wait);
+        *poked = false;
+        // Until the next sleep is planned, any arm may be due before it.
+        s.nap.until.store(u64::MAX, Ordering::SeqCst);
     }
 }
 
