@@ -526,6 +526,33 @@ mod tests {
     }
 
     #[test]
+    fn request_deadline_options() {
+        let cfg = |extra: &[&str]| {
+            let mut argv = vec!["ferrowsgi"];
+            argv.extend_from_slice(extra);
+            argv.push("m:app");
+            parse_args(&args(&argv)).map(|cli| cli.to_config().unwrap())
+        };
+        let default = cfg(&[]).unwrap();
+        assert_eq!(default.timeout, Duration::from_secs(DEFAULT_TIMEOUT_SECS));
+        assert_eq!(
+            default.timeout_grace,
+            Duration::from_secs(DEFAULT_TIMEOUT_GRACE_SECS)
+        );
+        assert!(
+            default.exit_when_unhealthy,
+            "the command line's worker exits"
+        );
+        assert!(!Config::default().exit_when_unhealthy);
+        let set = cfg(&["--timeout", "0", "--timeout-grace", "3"]).unwrap();
+        assert!(set.timeout.is_zero(), "0 turns the deadline off");
+        assert_eq!(set.timeout_grace, Duration::from_secs(3));
+        let (msg, code) = cfg(&["--timeout", "-1"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+    }
+
+    #[test]
     fn stream_bodies_choices() {
         let cfg = |v: &str| {
             parse_args(&args(&["ferrowsgi", "--stream-bodies", v, "m:app"]))

@@ -206,7 +206,11 @@ impl Watch {
         self.due.store(due, Ordering::Relaxed);
         self.answered.store(false, Ordering::Relaxed);
         self.retired.store(false, Ordering::Relaxed);
-        self.gen.fetch_add(1, Ordering::Relaxed);
+        // Only this thread writes it: no read-modify-write instruction needed.
+        self.gen.store(
+            self.gen.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
         // Publishes the stores above to the watcher's scan. SeqCst with
         // the load of `until` below and the watcher's store of it and scan:
         // either the watcher's next scan sees this request, or this thread
@@ -606,5 +610,145 @@ fn report_loop(s: &Shared, report: &Report) {
         if r.is_err() {
             log::error("internal error while interrupting an overdue request (panic)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::mpsc;
+
+    /// Deadlines of `timeout` whose reports arrive on the returned channel.
+    fn watcher(timeout: Duration) -> (Deadlines, mpsc::Receiver<(String, bool)>) {
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        let d = Deadlines::start(
+            timeout,
+            Duration::from_secs(3600),
+            true,
+            Box::new(move |o: &Overrun| {
+                let _ = lock(&tx).send((o.tag.clone(), o.answered));
+            }),
+        )
+        .unwrap();
+        (d, rx)
+    }
+
+    fn pair() -> (UnixStream, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (ours, theirs)
+    }
+
+    #[test]
+    fn the_watcher_answers_504_at_the_deadline_and_the_head_is_refused() {
+        let (d, reports) = watcher(Duration::from_millis(100));
+        let w = d.register();
+        let (ours, mut theirs) = pair();
+        let head = b"GET /slow HTTP/1.1".to_vec();
+        let start = Instant::now();
+        w.arm(
+            due_after(Duration::from_millis(100)),
+            ours.as_raw_fd(),
+            false,
+            &head[..3],
+            &head[4..9],
+        );
+        // The watcher writes the answer and the FIN while this thread "runs".
+        let mut got = Vec::new();
+        theirs.read_to_end(&mut got).unwrap();
+        let waited = start.elapsed();
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 504 Gateway Timeout\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
+        assert!(text.contains("\r\nServer: ferrowsgi\r\n"), "{text}");
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert_eq!(
+            w.claim_head(),
+            Claim::TimedOut { answered: true },
+            "the application's head comes too late"
+        );
+        let (tag, answered) = reports.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(tag, "GET /slow");
+        assert!(answered);
+        assert!(w.disarm(), "the disarm reports the fired deadline");
+        assert_eq!(w.state.load(Ordering::SeqCst), IDLE);
+        assert_eq!(d.overdue(), 0);
+    }
+
+    #[test]
+    fn a_request_done_in_time_is_left_alone() {
+        let (d, reports) = watcher(Duration::from_millis(50));
+        let w = d.register();
+        let (ours, theirs) = pair();
+        for _ in 0..100 {
+            w.arm(
+                due_after(Duration::from_millis(50)),
+                ours.as_raw_fd(),
+                false,
+                b"GET",
+                b"/",
+            );
+            assert_eq!(w.claim_head(), Claim::Ours);
+            assert!(!w.disarm());
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(reports.try_recv().is_err(), "nothing was overdue");
+        theirs.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        let read = (&theirs).read(&mut buf);
+        assert!(read.is_err(), "nothing was written: {read:?}");
+    }
+
+    #[test]
+    fn after_the_head_the_deadline_only_interrupts() {
+        let (d, reports) = watcher(Duration::from_millis(50));
+        let w = d.register();
+        let (ours, theirs) = pair();
+        w.arm(
+            due_after(Duration::from_millis(50)),
+            ours.as_raw_fd(),
+            false,
+            b"GET",
+            b"/stream",
+        );
+        assert_eq!(w.claim_head(), Claim::Ours);
+        let (tag, answered) = reports.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(tag, "GET /stream");
+        assert!(!answered);
+        assert_eq!(d.overdue(), 1);
+        assert!(w.disarm());
+        theirs.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 16];
+        assert!((&theirs).read(&mut buf).is_err(), "nothing was written");
+    }
+
+    #[test]
+    fn a_resumed_request_with_an_earlier_deadline_wakes_the_watcher() {
+        // The watcher plans to look a whole timeout (an hour) after its scan;
+        // a request that keeps an earlier deadline is still answered on time.
+        let (d, reports) = watcher(Duration::from_secs(3600));
+        let w = d.register();
+        std::thread::sleep(Duration::from_millis(50));
+        let (ours, _theirs) = pair();
+        w.arm(
+            due_after(Duration::from_millis(100)),
+            ours.as_raw_fd(),
+            true,
+            b"GET",
+            b"/resumed",
+        );
+        let (tag, _) = reports.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(tag, "GET /resumed");
+        assert!(w.disarm());
     }
 }
