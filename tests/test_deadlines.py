@@ -145,6 +145,34 @@ def test_a_streamed_response_past_its_deadline_is_cut_off(start_server, tmp_path
     assert "response already started" in server.stderr_text()
 
 
+def test_the_servers_own_waits_end_at_the_deadline(start_server, tmp_path: Path) -> None:
+    """A request waiting for a body that never comes (the server's own wait, GIL released)
+    fails at its deadline instead of holding its thread for --read-timeout, which past
+    --timeout-grace would retire the worker."""
+    server = start_server(
+        APP, "--threads", "4", "--timeout", "1", "--timeout-grace", "1", "--read-timeout", "60"
+    )
+    pid = hello(server)
+    mark = tmp_path / "mark"
+    with RawConn(server.addr, timeout=30) as c:
+        c.send(
+            build_request(
+                "POST",
+                f"/read?mark={quote(str(mark))}",
+                headers=[("Content-Length", "100"), ("Expect", "100-continue")],
+            )
+        )
+        interim = c.read_response(skip_1xx=False)
+        assert interim.status == 100
+        resp = c.read_response()
+        assert resp.status == 504
+    # The thread came back at the deadline: its read failed, or it met RequestTimeout.
+    assert wait_file(mark, 10) in ("RequestTimeout", "OSError", "TimeoutError")
+    assert server.wait_stderr(r"POST /read", 5)
+    assert "Worker unhealthy" not in server.stderr_text()
+    assert hello(server) == pid
+
+
 def test_timeout_zero_means_no_deadline(start_server, tmp_path: Path) -> None:
     server = start_server(APP, "--threads", "4", "--timeout", "0")
     mark = tmp_path / "mark"

@@ -12,6 +12,7 @@ if an ``except Exception`` caught it), so a test can wait for that event.
 * ``/lock``: waits ``s`` for a lock that is held (C code, GIL released);
 * ``/stream``: starts a streamed response, then loops like ``/loop``;
 * ``/wait?go=PATH``: answers once ``PATH`` exists (up to ``s`` seconds);
+* ``/read``: reads the whole request body (the server's own wait for the client);
 * ``/hello``: answers the worker's PID at once.
 """
 
@@ -21,7 +22,10 @@ import ctypes
 import os
 import threading
 import time
+from contextvars import ContextVar
 from urllib.parse import parse_qs
+
+_current_input: ContextVar = ContextVar("_current_input")
 
 _held = threading.Lock()
 _held.acquire()
@@ -50,6 +54,9 @@ def _busy(route: str, secs: float, go: str | None) -> None:
         ctypes.PyDLL(None).sleep(int(secs))
     elif route == "/lock":
         _held.acquire(timeout=secs)
+    elif route == "/read":
+        environ_input = _current_input.get()
+        environ_input.read()
     elif route == "/wait":
         end = time.monotonic() + secs
         while go and not os.path.exists(go) and time.monotonic() < end:
@@ -68,6 +75,7 @@ def app(environ, start_response):
     if route == "/stream":
         return _stream(secs, mark, start_response)
     seen = "none"
+    _current_input.set(environ["wsgi.input"])
     try:
         _busy(route, secs, qs.get("go"))
     except AssertionError:

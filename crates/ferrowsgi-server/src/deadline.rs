@@ -65,7 +65,7 @@ const FIRED: u8 = 5;
 /// The monotonic clock in nanoseconds: one vDSO read and a multiply-add
 /// (`Instant`'s own arithmetic cost three times as many instructions per
 /// request as the read itself; 64 bits of nanoseconds last 584 years).
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -650,22 +650,46 @@ impl<'a> Exchange<'a> {
 
     /// Waits through the handler's [`Waiter`] until the socket is ready for
     /// `want`; `Ok(false)` when `timeout` passed first.
+    ///
+    /// Such a wait never outlasts the request's deadline (`--timeout`): past
+    /// it the wait fails, so a request reading a slow body or writing to a
+    /// slow reader is not held for the read or write timeout, which would
+    /// count as a lost thread past `--timeout-grace`.
     fn wait_socket(&self, want: Want, timeout: std::time::Duration) -> io::Result<bool> {
         let fd = self.conn.stream.as_raw_fd();
+        let left = match self.watch {
+            Some(_) if self.st.due > 0 => Some(std::time::Duration::from_nanos(
+                self.st.due.saturating_sub(deadline::now_ns()),
+            )),
+            _ => None,
+        };
+        let wait = left.map_or(timeout, |l| l.min(timeout));
         let mut ready = Ok(false);
-        self.waiter
-            .wait(&mut || ready = sys::wait_fd(fd, want, timeout));
-        ready
+        if !wait.is_zero() || left.is_none() {
+            self.waiter
+                .wait(&mut || ready = sys::wait_fd(fd, want, wait));
+        }
+        match ready {
+            Ok(false) if left.is_some_and(|l| l < timeout) => {
+                Err(timed_out("past the request's deadline (--timeout)"))
+            }
+            other => other,
+        }
     }
 
     /// Waits up to the read timeout for more of the body; a client that
     /// stays quiet that long ends the connection.
     fn wait_body(&mut self) -> io::Result<()> {
-        if self.wait_socket(Want::Read, self.cfg.read_timeout)? {
-            Ok(())
-        } else {
-            self.st.keep_alive = false;
-            Err(timed_out("reading the request body"))
+        match self.wait_socket(Want::Read, self.cfg.read_timeout) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.st.keep_alive = false;
+                Err(timed_out("reading the request body"))
+            }
+            Err(e) => {
+                self.st.keep_alive = false;
+                Err(e)
+            }
         }
     }
 
