@@ -132,6 +132,26 @@ def test_the_504_does_not_wait_for_the_thread(
     assert hello(server) == pid
 
 
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_pipelined_answers_keep_their_order(start_server, tmp_path: Path, threads: str) -> None:
+    """The answer to an earlier pipelined request still waits in the buffer when the late one
+    runs: the 504 must not overtake it, so the request's own thread answers it, after."""
+    server = start_server(APP, "--threads", threads, "--timeout", "1", "--timeout-grace", "60")
+    mark = tmp_path / "mark"
+    with RawConn(server.addr, timeout=30) as c:
+        c.send(
+            build_request("GET", "/hello")
+            + build_request("GET", f"/loop?s=30&mark={quote(str(mark))}")
+        )
+        first = c.read_response()
+        assert first.status == 200 and int(first.body) == server.pid
+        second = c.read_response()
+        assert second.status == 504 and second.closes
+        assert c.at_eof()
+    assert wait_file(mark, 10) == "RequestTimeout"
+    assert "504 Gateway Timeout left to its thread" in server.stderr_text()
+
+
 def test_a_streamed_response_past_its_deadline_is_cut_off(start_server, tmp_path: Path) -> None:
     server = start_server(APP, "--threads", "4", "--timeout", "1", "--timeout-grace", "60")
     mark = tmp_path / "mark"
