@@ -478,12 +478,19 @@ impl<'a> Exchange<'a> {
         self.st.state = RespState::Done;
         if !answered {
             let date = self.date.get().to_vec();
+            let mut extra: Vec<(&[u8], &[u8])> = vec![(b"Date", &date)];
+            if self.cfg.server_header {
+                extra.push((b"Server", b"ferrowsgi"));
+            }
             ferrowsgi_proto::write_simple_error_response(
                 &mut self.conn.wbuf,
                 504,
                 "Gateway Timeout",
-                "the application did not answer in time",
-                &[(b"Date", &date)],
+                &format!(
+                    "the application did not answer within {} s",
+                    self.cfg.timeout.as_secs_f64()
+                ),
+                &extra,
             );
         }
         timed_out("waiting for the application (--timeout): answered 504")
