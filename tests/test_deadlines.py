@@ -186,8 +186,9 @@ def test_the_servers_own_waits_end_at_the_deadline(start_server, tmp_path: Path)
         assert interim.status == 100
         resp = c.read_response()
         assert resp.status == 504
-    # The thread came back at the deadline: its read failed, or it met RequestTimeout.
-    assert wait_file(mark, 10) in ("RequestTimeout", "OSError", "TimeoutError")
+    # The thread came back at the deadline: its read failed (TimeoutError), and RequestTimeout
+    # may land anywhere after that, even before the handler records what it caught.
+    assert wait_file(mark, 10) in ("RequestTimeout", "TimeoutError", "none")
     assert server.wait_stderr(r"POST /read", 5)
     assert "Worker unhealthy" not in server.stderr_text()
     assert hello(server) == pid

@@ -322,6 +322,17 @@ impl Watch {
             .compare_exchange(BUSY, ARMED, Ordering::AcqRel, Ordering::Acquire);
     }
 
+    /// Waits (up to `limit`) until the watcher has acted on a deadline that
+    /// has passed, so that the request's thread, back early from a wait of
+    /// its own, does not answer before the watcher's 504 (it would win the
+    /// claim with its own error answer).
+    pub(crate) fn await_fired(&self, limit: Duration) {
+        let end = now_ns().saturating_add(ns(limit));
+        while self.state.load(Ordering::Acquire) != FIRED && now_ns() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Whether the request armed as `gen` still runs past its deadline.
     /// Stable while the caller holds whatever the request's thread holds
     /// when it disarms (the binding: the GIL).

@@ -671,15 +671,21 @@ impl<'a> Exchange<'a> {
             _ => None,
         };
         let wait = left.map_or(timeout, |l| l.min(timeout));
+        let by_deadline = left.is_some_and(|l| l < timeout);
+        let watch = self.watch;
         let mut ready = Ok(false);
-        if !wait.is_zero() || left.is_none() {
-            self.waiter
-                .wait(&mut || ready = sys::wait_fd(fd, want, wait));
-        }
-        match ready {
-            Ok(false) if left.is_some_and(|l| l < timeout) => {
-                Err(timed_out("past the request's deadline (--timeout)"))
+        self.waiter.wait(&mut || {
+            if !wait.is_zero() || left.is_none() {
+                ready = sys::wait_fd(fd, want, wait);
             }
+            if by_deadline && matches!(ready, Ok(false)) {
+                if let Some(w) = watch {
+                    w.await_fired(std::time::Duration::from_secs(1));
+                }
+            }
+        });
+        match ready {
+            Ok(false) if by_deadline => Err(timed_out("past the request's deadline (--timeout)")),
             other => other,
         }
     }
