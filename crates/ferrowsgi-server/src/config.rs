@@ -339,7 +339,7 @@ pub struct Cli {
     /// Seconds a request may run from the moment it is handed to the
     /// application: then the client gets a 504 (if no response has started)
     /// and the request's thread an exception; 0 for no deadline.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS)]
+    #[arg(short = 't', long, value_name = "SECONDS", default_value_t = DEFAULT_TIMEOUT_SECS)]
     pub timeout: u64,
 
     /// Seconds a request's thread may go on after its deadline; then the
@@ -544,6 +544,7 @@ mod tests {
             "the command line's worker exits"
         );
         assert!(!Config::default().exit_when_unhealthy);
+        assert_eq!(cfg(&["-t", "7"]).unwrap().timeout, Duration::from_secs(7));
         let set = cfg(&["--timeout", "0", "--timeout-grace", "3"]).unwrap();
         assert!(set.timeout.is_zero(), "0 turns the deadline off");
         assert_eq!(set.timeout_grace, Duration::from_secs(3));
