@@ -57,7 +57,7 @@ def overdue(server: Server, route: str, secs: float, mark: Path, timeout: float)
 
 def hello(server: Server) -> int:
     resp = server.request("GET", "/hello")
-    assert resp.status == 200, (resp.status, resp.body)
+    assert resp.status == 200, (resp.status, resp.body, server.stderr_text()[-4000:])
     return int(resp.body)
 
 

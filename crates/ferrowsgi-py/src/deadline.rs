@@ -20,13 +20,38 @@ pyo3::create_exception!(
 );
 
 /// Logs where the overdue request's thread is and raises [`RequestTimeout`]
-/// in it. Runs on the server's reporter thread and waits for the GIL; the
-/// request's thread holds the GIL when it ends a request, so once the GIL is
-/// ours the check that the request still runs cannot change under us.
+/// in it. Runs on the server's reporter thread and waits for the GIL.
+///
+/// The check that the request still runs and the raise happen together
+/// under the slot's lock
+/// ([`ferrowsgi_server::deadline::Watch::interrupt_if_overdue`]), taken
+/// with the GIL held (the lock order: the GIL, then a lock), and nothing
+/// under it can let the GIL go (one C call that allocates nothing). The
+/// request's thread takes the same lock to end a request whose deadline
+/// fired, and cancels a pending exception after, so the exception can
+/// never land in its next request. The frames are read just before, with
+/// C calls only; their source lines are looked up after the raise.
 pub(crate) fn interrupt(overrun: &Overrun) {
     Python::attach(|py| {
         let w = &overrun.watch;
-        if !w.still_overdue(overrun.gen) {
+        let frames = if w.still_overdue(overrun.gen) {
+            frames_of(py, w.ident)
+        } else {
+            Ok(Vec::new())
+        };
+        let mut raised = 0;
+        let ran = w.interrupt_if_overdue(overrun.gen, || {
+            // SAFETY: we hold the GIL; the exception type is a live object
+            // kept by the type's static cell; the id names a thread of this
+            // interpreter (or none, and nothing happens).
+            raised = unsafe {
+                ffi::PyThreadState_SetAsyncExc(
+                    w.ident as c_long,
+                    RequestTimeout::type_object_raw(py).cast::<ffi::PyObject>(),
+                )
+            };
+        });
+        if !ran {
             // Its thread came back first (for one, it held the GIL in C
             // code past the deadline, and ended the request before it let
             // the GIL go).
@@ -36,26 +61,17 @@ pub(crate) fn interrupt(overrun: &Overrun) {
             ));
             return;
         }
-        let stack = stack_of(py, w.ident);
-        // SAFETY: we hold the GIL; the exception type is a live object kept
-        // by the type's static cell; the id names a thread of this
-        // interpreter (or none, and nothing happens).
-        let raised = unsafe {
-            ffi::PyThreadState_SetAsyncExc(
-                w.ident as c_long,
-                RequestTimeout::type_object_raw(py).cast::<ffi::PyObject>(),
-            )
-        };
         let how = if raised > 0 {
             "RequestTimeout raised in it"
         } else {
             "its thread is not a Python thread; nothing raised"
         };
         log::error(&format!(
-            "Stack of {} at its deadline ({} s; thread {}), {how}:\n{stack}",
+            "Stack of {} at its deadline ({} s; thread {}), {how}:\n{}",
             overrun.tag,
             overrun.timeout.as_secs_f64(),
-            w.ident
+            w.ident,
+            format_frames(py, frames)
         ));
     });
 }
@@ -69,28 +85,62 @@ pub(crate) fn cancel(ident: u64) {
     });
 }
 
-/// The Python stack of thread `ident`, innermost call last.
-fn stack_of(py: Python<'_>, ident: u64) -> String {
-    let formatted = (|| -> PyResult<Option<String>> {
-        let frames = py
-            .import(intern!(py, "sys"))?
-            .call_method0(intern!(py, "_current_frames"))?;
-        let Some(frame) = frames
-            .call_method1(intern!(py, "get"), (ident,))
-            .ok()
-            .filter(|f| !f.is_none())
-        else {
-            return Ok(None);
-        };
-        let lines = py
-            .import(intern!(py, "traceback"))?
-            .call_method1(intern!(py, "format_stack"), (frame,))?;
-        let parts: Vec<String> = lines.extract()?;
-        Ok(Some(parts.concat()))
-    })();
-    match formatted {
-        Ok(Some(s)) => s,
-        Ok(None) => "  (no Python frame: the thread is outside Python code)\n".to_string(),
-        Err(e) => format!("  (stack unavailable: {e})\n"),
+/// One frame: file, line, function.
+type Frame = (String, i64, String);
+
+/// The Python frames of thread `ident`, outermost first, read with C calls
+/// only (`sys._current_frames`, the frames' and code objects' attributes),
+/// so that no Python code runs and the GIL stays ours.
+fn frames_of(py: Python<'_>, ident: u64) -> PyResult<Vec<Frame>> {
+    // SAFETY: we hold the GIL; the name is a NUL-terminated string; the
+    // result is a borrowed reference to an entry of the sys module (or
+    // NULL), which we take a new reference to at once.
+    let current = unsafe {
+        let f = ffi::PySys_GetObject(c"_current_frames".as_ptr());
+        Bound::from_borrowed_ptr_or_opt(py, f)
+    };
+    let Some(current) = current else {
+        return Ok(Vec::new());
+    };
+    let all = current.call0()?;
+    let mut out = Vec::new();
+    let mut frame = all.get_item(ident).ok();
+    while let Some(f) = frame.filter(|f| !f.is_none()) {
+        let code = f.getattr(intern!(py, "f_code"))?;
+        out.push((
+            code.getattr(intern!(py, "co_filename"))?.extract()?,
+            f.getattr(intern!(py, "f_lineno"))?.extract().unwrap_or(0),
+            code.getattr(intern!(py, "co_name"))?.extract()?,
+        ));
+        frame = Some(f.getattr(intern!(py, "f_back"))?);
     }
+    out.reverse();
+    Ok(out)
+}
+
+/// Formats frames as `traceback.format_stack` does, with their source
+/// lines (read now, after the raise: this may run Python code).
+fn format_frames(py: Python<'_>, frames: PyResult<Vec<Frame>>) -> String {
+    let frames = match frames {
+        Ok(f) if f.is_empty() => {
+            return "  (no Python frame: the thread is outside Python code)\n".to_string()
+        }
+        Ok(f) => f,
+        Err(e) => return format!("  (stack unavailable: {e})\n"),
+    };
+    let linecache = py.import(intern!(py, "linecache")).ok();
+    let mut out = String::new();
+    for (file, line, name) in frames {
+        out.push_str(&format!("  File \"{file}\", line {line}, in {name}\n"));
+        let source = linecache
+            .as_ref()
+            .and_then(|lc| lc.call_method1(intern!(py, "getline"), (&file, line)).ok())
+            .and_then(|s| s.extract::<String>().ok())
+            .unwrap_or_default();
+        let source = source.trim();
+        if !source.is_empty() {
+            out.push_str(&format!("    {source}\n"));
+        }
+    }
+    out
 }

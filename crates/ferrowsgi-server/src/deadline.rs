@@ -122,6 +122,11 @@ pub struct Watch {
     retired: AtomicBool,
     /// The watcher's sleep, to wake it for a deadline earlier than planned.
     nap: Arc<Nap>,
+    /// Held by the handler while it checks that the request still runs and
+    /// interrupts it, and by the request's thread while it ends a request
+    /// whose deadline fired: so an interruption either lands before the
+    /// end (and the thread cancels it) or sees the request over.
+    interrupting: Mutex<()>,
     /// "METHOD target" of the request that fired, kept by the watcher for
     /// the unhealthy line (only the watcher uses it).
     fired_tag: Mutex<String>,
@@ -192,6 +197,7 @@ impl Watch {
             fired_at: AtomicU64::new(0),
             answered: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            interrupting: Mutex::new(()),
             fired_tag: Mutex::new(String::new()),
             tag: UnsafeCell::new(Tag {
                 method: std::ptr::null(),
@@ -259,6 +265,9 @@ impl Watch {
     pub(crate) fn disarm(&self) -> bool {
         loop {
             let s = self.settled();
+            // Only a fired slot can be interrupted meanwhile: only then is
+            // the lock worth taking (see `interrupting`).
+            let _g = (s == FIRED).then(|| lock(&self.interrupting));
             if self
                 .state
                 .compare_exchange(s, IDLE, Ordering::AcqRel, Ordering::Acquire)
@@ -334,10 +343,23 @@ impl Watch {
     }
 
     /// Whether the request armed as `gen` still runs past its deadline.
-    /// Stable while the caller holds whatever the request's thread holds
-    /// when it disarms (the binding: the GIL).
     pub fn still_overdue(&self, gen: u64) -> bool {
         self.gen.load(Ordering::Acquire) == gen && self.state.load(Ordering::Acquire) == FIRED
+    }
+
+    /// Runs `interrupt` if the request armed as `gen` still runs past its
+    /// deadline, and returns whether it ran. The request cannot end
+    /// meanwhile: its thread waits for this before it disarms, and then
+    /// cancels what `interrupt` did ([`crate::Handler::deadline_cleared`]).
+    /// `interrupt` must not wait for anything the request's thread may
+    /// hold while it disarms (the GIL: take it before calling this).
+    pub fn interrupt_if_overdue(&self, gen: u64, interrupt: impl FnOnce()) -> bool {
+        let _g = lock(&self.interrupting);
+        if !self.still_overdue(gen) {
+            return false;
+        }
+        interrupt();
+        true
     }
 }
 

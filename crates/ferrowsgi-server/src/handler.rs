@@ -51,10 +51,9 @@ pub trait Handler: Waiter + Send + Sync + 'static {
     /// Called on the server's reporter thread, which does nothing else, so
     /// it may wait (the binding waits for the GIL here): the handler
     /// interrupts the request's thread (`overrun.watch.ident`) and logs
-    /// where it was. Whatever the request's thread holds when its handler
-    /// returns must be held while checking
-    /// [`crate::deadline::Watch::still_overdue`], or the interruption may
-    /// land in the thread's next request.
+    /// where it was. The interruption goes through
+    /// [`crate::deadline::Watch::interrupt_if_overdue`], so that it cannot
+    /// land once the request is over (in the thread's next request).
     fn deadline_passed(&self, overrun: &Overrun) {
         let _ = overrun;
     }
