@@ -19,13 +19,20 @@ if an ``except Exception`` caught it), so a test can wait for that event.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
+import sys
 import threading
 import time
 from contextvars import ContextVar
 from urllib.parse import parse_qs
 
 _current_input: ContextVar = ContextVar("_current_input")
+
+if os.environ.get("DEADLINES_PY_LOGGING"):
+    # With --log-to-python the server's lines reach this handler (on stderr, where the tests
+    # look for them).
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[py] %(message)s")
 
 _held = threading.Lock()
 _held.acquire()

@@ -379,6 +379,16 @@ pub struct Overrun {
     pub answered: bool,
 }
 
+/// Work for the reporter thread.
+#[derive(Debug)]
+enum ReportJob {
+    /// A line of the watcher's, logged here: with `--log-to-python` a line
+    /// needs the GIL, which the watcher never waits for.
+    Line(String),
+    /// A request to interrupt.
+    Overrun(Overrun),
+}
+
 /// The watcher and reporter threads of one server.
 #[derive(Debug)]
 pub(crate) struct Deadlines {
@@ -394,7 +404,7 @@ struct Shared {
     server_header: bool,
     stop: AtomicBool,
     nap: Arc<Nap>,
-    reports: Mutex<VecDeque<Overrun>>,
+    reports: Mutex<VecDeque<ReportJob>>,
     reports_ready: Condvar,
 }
 
@@ -625,18 +635,19 @@ fn fire(s: &Shared, w: &Arc<Watch>, before_head: bool, date: &mut DateCache, now
     } else {
         "response already started; it will be cut off"
     };
-    log::error(&format!(
+    let line = format!(
         "Request deadline passed: {tag} after {} s (--timeout): {what}; interrupting its thread",
         s.timeout.as_secs_f64()
-    ));
+    );
     let mut q = lock(&s.reports);
-    q.push_back(Overrun {
+    q.push_back(ReportJob::Line(line));
+    q.push_back(ReportJob::Overrun(Overrun {
         watch: Arc::clone(w),
         gen,
         tag,
         timeout: s.timeout,
         answered,
-    });
+    }));
     s.reports_ready.notify_one();
 }
 
@@ -654,7 +665,14 @@ fn report_loop(s: &Shared, report: &Report) {
                 q = s.reports_ready.wait(q).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Some(overrun) = next else { return };
+        let overrun = match next {
+            None => return,
+            Some(ReportJob::Line(line)) => {
+                log::error(&line);
+                continue;
+            }
+            Some(ReportJob::Overrun(o)) => o,
+        };
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| report(&overrun)));
         if r.is_err() {
             log::error("internal error while interrupting an overdue request (panic)");

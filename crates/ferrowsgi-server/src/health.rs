@@ -12,6 +12,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::log;
 use crate::server::{lock, StopHandle};
@@ -62,41 +63,73 @@ pub fn mark_unhealthy(reason: &str) {
     }
     let running = lock(&RUNNING);
     let Some(r) = running.as_ref() else {
-        log::log(log::Level::Critical, &format!("Worker unhealthy: {reason}"));
+        critical(format!("Worker unhealthy: {reason}"));
         return;
     };
     if r.inline && r.exit {
-        log::log(
-            log::Level::Critical,
-            &format!(
-                "Worker unhealthy: {reason}; the event loop is that thread, so the \
+        let line = critical(format!(
+            "Worker unhealthy: {reason}; the event loop is that thread, so the \
              worker exits now (status {EXIT_UNHEALTHY})"
-            ),
-        );
+        ));
+        written_or_raw(line);
         exit_now();
     }
-    log::log(
-        log::Level::Critical,
-        &format!(
-            "Worker unhealthy: {reason}; no longer accepting, finishing the other requests{}",
-            if r.exit {
-                format!(", then exiting (status {EXIT_UNHEALTHY})")
-            } else {
-                String::new()
-            }
-        ),
-    );
+    critical(format!(
+        "Worker unhealthy: {reason}; no longer accepting, finishing the other requests{}",
+        if r.exit {
+            format!(", then exiting (status {EXIT_UNHEALTHY})")
+        } else {
+            String::new()
+        }
+    ));
     r.stop.stop();
+}
+
+/// A critical line being logged by a thread of its own (see [`critical`]).
+struct Pending {
+    done: std::sync::mpsc::Receiver<()>,
+    line: String,
+}
+
+/// Logs a critical line from a thread of its own: with `--log-to-python`
+/// a line needs the GIL, which the lost thread may hold for good, and the
+/// caller (the deadline watcher) must never wait for it.
+fn critical(line: String) -> Pending {
+    let (tx, done) = std::sync::mpsc::channel();
+    let text = line.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ferrowsgi-log".into())
+        .spawn(move || {
+            log::log(log::Level::Critical, &text);
+            let _ = tx.send(());
+        });
+    if spawned.is_err() {
+        // No thread to spare: written raw, so the line is not lost.
+        raw_stderr(&line);
+    }
+    Pending { done, line }
+}
+
+/// Waits a moment for a [`critical`] line before the process exits; one
+/// still stuck (in Python's logging, behind the GIL) goes to stderr as it
+/// is instead.
+fn written_or_raw(p: Pending) {
+    if p.done.recv_timeout(Duration::from_secs(1)).is_err() {
+        raw_stderr(&p.line);
+    }
+}
+
+fn raw_stderr(line: &str) {
+    let _ = writeln!(std::io::stderr(), "[CRITICAL] {line}");
 }
 
 /// Ends the process with [`EXIT_UNHEALTHY`] without running anything that
 /// could wait for the lost thread (interpreter finalisation needs the GIL,
 /// which that thread may hold for good).
 pub(crate) fn exit_now() -> ! {
-    log::log(
-        log::Level::Critical,
-        &format!("Worker exiting (status {EXIT_UNHEALTHY}): retired as unhealthy"),
-    );
+    written_or_raw(critical(format!(
+        "Worker exiting (status {EXIT_UNHEALTHY}): retired as unhealthy"
+    )));
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // SAFETY: _exit has no preconditions; it ends the process at once.
