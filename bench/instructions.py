@@ -1,7 +1,7 @@
 """User-space instructions per request, counted by valgrind's callgrind.
 
     python bench/instructions.py [--server ferrowsgi] [--app apps.hello:app]
-                                 [--low 300] [--high 900]
+                                 [--low 300] [--high 900] [--option=--timeout=0 ...]
 
 The VM this project is measured on exposes no hardware counter, so `perf stat -e
 instructions` cannot count; callgrind can (user space only: the kernel's share, most of a
@@ -64,11 +64,13 @@ def drive(port: int, n: int, expect: bytes) -> None:
                 buf += data
 
 
-def profile(server: str, app: str, n: int, out: Path, expect: bytes) -> None:
+def profile(
+    server: str, app: str, n: int, out: Path, expect: bytes, options: list[str] | None = None
+) -> None:
     port = free_port()
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", str(VENV_PY)]
     if server == "ferrowsgi":
-        argv += ["-m", "ferrowsgi", app, "--bind", f"127.0.0.1:{port}"]
+        argv += ["-m", "ferrowsgi", app, "--bind", f"127.0.0.1:{port}", *(options or [])]
     else:
         argv += ["launch.py", server, app, "127.0.0.1", str(port)]
     # A fixed hash seed: string hashes, and with them the probing of every
@@ -139,6 +141,12 @@ def main() -> None:
     ap.add_argument("--low", type=int, default=300)
     ap.add_argument("--high", type=int, default=900)
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        help="a command-line option for ferrowsgi (repeat; e.g. --option=--timeout=0)",
+    )
     args = ap.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         sys.exit("instructions.py: valgrind is not installed (apt-get install valgrind)")
@@ -148,7 +156,7 @@ def main() -> None:
         results = []
         for n in (args.low, args.high):
             out = Path(d) / f"callgrind.{n}.out"
-            profile(args.server, args.app, n, out, args.expect.encode())
+            profile(args.server, args.app, n, out, args.expect.encode(), args.option)
             results.append(costs(out))
     (t1, o1, f1), (t2, o2, f2) = results
     per = args.high - args.low
