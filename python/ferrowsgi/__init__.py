@@ -17,11 +17,25 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator, Sequence
 
-from ferrowsgi._ferrowsgi import FileWrapper, RequestTimeout, Server, __version__
+from ferrowsgi._ferrowsgi import (
+    FileWrapper,
+    RequestBodyTooLarge,
+    RequestTimeout,
+    Server,
+    __version__,
+)
 from ferrowsgi._loader import freeze_heap
 from ferrowsgi._runner import run_until_signal
 
-__all__ = ["FileWrapper", "RequestTimeout", "Server", "__version__", "background", "serve"]
+__all__ = [
+    "FileWrapper",
+    "RequestBodyTooLarge",
+    "RequestTimeout",
+    "Server",
+    "__version__",
+    "background",
+    "serve",
+]
 
 
 def _binds(host: str, port: int, bind: Sequence[str] | None) -> list[str]:

@@ -17,7 +17,7 @@ use crate::environ::EnvTemplate;
 use crate::errors::ErrorStream;
 use crate::file_wrapper::FileWrapper;
 use crate::hooks::{After, RequestHooks};
-use crate::input::{InputStream, Slot};
+use crate::input::{InputStream, RequestBodyTooLarge, Slot};
 use crate::start_response::{Head, StartResponse, Write};
 
 /// A Python WSGI application, served by the Rust server.
@@ -367,6 +367,25 @@ impl PyHandler {
                 }
                 return None;
             }
+            if ex.is_body_over_limit() {
+                // The client's error, not the application's: the exchange
+                // answers 413 in place of a response not yet started, or
+                // the started one is cut off. Only another exception raised
+                // on the way out is the application's own.
+                if !err.is_instance_of::<RequestBodyTooLarge>(py) {
+                    report(py, &tag, &err);
+                }
+                if ex.is_committed() {
+                    log::info(&format!(
+                        "{tag}: request body over the limit after the response started; \
+                         response cut off"
+                    ));
+                    ex.abort();
+                } else {
+                    let _ = ex.answer_body_over_limit();
+                }
+                return None;
+            }
             if ex.is_body_invalid() && !ex.is_committed() {
                 // RFC 9110 §15.5.1: bad framing is the client's error, even
                 // when it surfaced inside the application's read.
@@ -565,10 +584,15 @@ fn send_iter(slot: &Slot, sr: &StartResponse, it: &mut Bound<'_, PyIterator>) ->
             Some(true) => {}
             Some(false) => return Ok(Sent::Paused(Rest::Iter(it.clone().unbind()))),
             None => {
-                log::info(&format!(
-                    "{}: client went away during the response",
-                    ex_tag(slot)
-                ));
+                // A response replaced by 413 (a body over the limit) is
+                // logged by the exchange.
+                let replaced = slot.with(|ex| Ok(ex.is_body_over_limit()));
+                if !replaced.unwrap_or(false) {
+                    log::info(&format!(
+                        "{}: client went away during the response",
+                        ex_tag(slot)
+                    ));
+                }
                 return Ok(Sent::Done);
             }
         }

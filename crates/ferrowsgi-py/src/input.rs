@@ -1,10 +1,13 @@
 //! `wsgi.input`, and the slot through which the Python objects of one
 //! request reach its [`Exchange`].
 
+use std::ffi::c_int;
 use std::io;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::sync::{Mutex, TryLockError};
 
+use ferrowsgi_server::exchange::BodyOverLimit;
 use ferrowsgi_server::Exchange;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::ffi;
@@ -81,9 +84,22 @@ impl Drop for SlotGuard<'_> {
     }
 }
 
+pyo3::create_exception!(
+    ferrowsgi._ferrowsgi,
+    RequestBodyTooLarge,
+    PyOSError,
+    "Raised by a read of `wsgi.input` once the request body goes over \
+     `--limit-request-body`. It is an OSError, so `except OSError` catches it. \
+     Whatever the application then does, the client gets 413 Content Too Large \
+     and the connection closes, unless the response had already started."
+);
+
 /// Maps an I/O error of the exchange to the Python exception an
 /// application expects.
 pub(crate) fn io_error(e: io::Error) -> PyErr {
+    if BodyOverLimit::is(&e) {
+        return RequestBodyTooLarge::new_err(e.to_string());
+    }
     match e.kind() {
         io::ErrorKind::TimedOut => PyTimeoutError::new_err(e.to_string()),
         _ => PyOSError::new_err(e.to_string()),
@@ -98,19 +114,23 @@ fn limit(size: Option<isize>) -> Option<usize> {
     }
 }
 
-/// Largest `read()` filled straight from the socket while the body is
-/// still arriving: a larger one (a claimed length the client may never
-/// send) grows a buffer as the bytes come instead of being allocated whole.
+/// Largest `read()` allocated whole while the body is still arriving: a
+/// larger one (a claimed length the client may never send, or a `read()`
+/// with no size of a chunked body) starts at this size and grows as the
+/// bytes come.
 const DIRECT_READ_MAX: usize = 16 * 1024 * 1024;
 
-/// Reads `n` body bytes (fewer only at the end of the body) straight into a
-/// new bytes object, which is not zeroed first: `pread(2)` from the spool
-/// file or `read(2)` from the socket fills it.
-fn body_bytes<'py>(
-    py: Python<'py>,
-    ex: &mut Exchange<'_>,
-    n: usize,
-) -> PyResult<Bound<'py, PyBytes>> {
+extern "C" {
+    /// CPython's resize of a bytes object that nothing else has seen yet
+    /// (Include/cpython/bytesobject.h): a `realloc` in place where it can.
+    /// On failure it frees the object, sets `*bytes` to NULL and raises
+    /// MemoryError.
+    fn _PyBytes_Resize(bytes: *mut *mut ffi::PyObject, newsize: ffi::Py_ssize_t) -> c_int;
+}
+
+/// A new bytes object of `n` bytes (`n` > 0) whose contents are not
+/// initialised, for the caller to fill before anyone else sees it.
+fn new_bytes(py: Python<'_>, n: usize) -> PyResult<Bound<'_, PyAny>> {
     let Ok(len) = ffi::Py_ssize_t::try_from(n) else {
         return Err(PyValueError::new_err("read size too large"));
     };
@@ -119,26 +139,75 @@ fn body_bytes<'py>(
     let raw = unsafe { ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
     // SAFETY: `raw` is a new (owned) reference or null with an exception
     // set, which `from_owned_ptr_or_err` turns into the error.
-    let obj = unsafe { Bound::from_owned_ptr_or_err(py, raw)? };
-    // SAFETY: `obj` is a bytes object of exactly `n` bytes that nothing
-    // else has seen yet, so its buffer is ours to fill; the slice ends
-    // before `obj` can be shared (it is returned after the last use).
-    let buf = unsafe {
-        std::slice::from_raw_parts_mut(
-            ffi::PyBytes_AsString(obj.as_ptr()).cast::<std::mem::MaybeUninit<u8>>(),
-            n,
-        )
+    unsafe { Bound::from_owned_ptr_or_err(py, raw) }
+}
+
+/// Resizes `obj`, made by [`new_bytes`] and not shared yet, to `n` bytes;
+/// its first bytes (up to the smaller size) are kept.
+fn resize_bytes<'py>(
+    py: Python<'py>,
+    obj: Bound<'py, PyAny>,
+    n: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let Ok(len) = ffi::Py_ssize_t::try_from(n) else {
+        return Err(PyValueError::new_err("read size too large"));
     };
-    let got = ex.read_body(buf).map_err(io_error)?;
-    if got == n {
-        // SAFETY: PyBytes_FromStringAndSize returned a bytes object.
-        return Ok(unsafe { obj.cast_into_unchecked::<PyBytes>() });
+    let mut raw = obj.into_ptr();
+    // SAFETY: `raw` is the only reference to a bytes object that nothing
+    // else has seen (made by `new_bytes`, owned here), which is what
+    // _PyBytes_Resize requires; the GIL is held (`py`).
+    unsafe { _PyBytes_Resize(&mut raw, len) };
+    // SAFETY: `raw` is now the resized object (owned) or null with
+    // MemoryError set.
+    unsafe { Bound::from_owned_ptr_or_err(py, raw) }
+}
+
+/// Reads up to `want` body bytes (fewer only at the end of the body)
+/// straight into a new bytes object, which is not zeroed first: the
+/// buffered bytes, then `pread(2)` from the spool file or `read(2)` from
+/// the socket (or the chunked decoder) fill it. A read of a body still
+/// arriving that is larger than [`DIRECT_READ_MAX`] starts there and grows
+/// as the bytes come, so a claimed length is never allocated whole.
+fn body_bytes<'py>(
+    py: Python<'py>,
+    ex: &mut Exchange<'_>,
+    want: usize,
+) -> PyResult<Bound<'py, PyBytes>> {
+    if want == 0 {
+        return Ok(PyBytes::new(py, b""));
     }
-    // The body ended early (a spool file shorter than recorded): return
-    // what came.
-    // SAFETY: `read_body` initialised the first `got` bytes of `buf`.
-    let head = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), got) };
-    Ok(PyBytes::new(py, head))
+    let held = ex.body_buffered().len() as u64 + ex.spooled_left();
+    let mut cap = if want <= DIRECT_READ_MAX || want as u64 <= held {
+        want
+    } else {
+        DIRECT_READ_MAX.max(usize::try_from(held).unwrap_or(usize::MAX))
+    };
+    let mut obj = new_bytes(py, cap)?;
+    let mut got = 0;
+    loop {
+        // SAFETY: `obj` is a bytes object of exactly `cap` bytes that
+        // nothing else has seen yet, so its buffer is ours to fill; the
+        // slice is dropped before `obj` is resized or returned.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                ffi::PyBytes_AsString(obj.as_ptr()).cast::<MaybeUninit<u8>>(),
+                cap,
+            )
+        };
+        got += ex.read_body(&mut buf[got..]).map_err(io_error)?;
+        if got < cap || cap == want {
+            break;
+        }
+        cap = want.min(cap.saturating_mul(2));
+        obj = resize_bytes(py, obj, cap)?;
+    }
+    if got < cap {
+        // The body ended first: the object shrinks (in place) to it.
+        obj = resize_bytes(py, obj, got)?;
+    }
+    // SAFETY: `new_bytes` and `resize_bytes` return bytes objects, whose
+    // first `got` bytes `read_body` initialised.
+    Ok(unsafe { obj.cast_into_unchecked::<PyBytes>() })
 }
 
 /// The request body as a binary stream: `read`, `readline`, `readlines` and
@@ -168,30 +237,19 @@ impl InputStream {
         size: Option<usize>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         self.slot().with(|ex| {
-            // A body of known length goes straight into the bytes object,
-            // from the buffer, the spool file or the socket.
-            if let Some(left) = ex.body_left() {
-                let left = usize::try_from(left).unwrap_or(usize::MAX);
-                let n = size.map_or(left, |s| s.min(left));
-                let held = ex.body_buffered().len() as u64 + ex.spooled_left();
-                if n <= DIRECT_READ_MAX || n as u64 <= held {
-                    return body_bytes(py, ex, n);
-                }
-            }
-            loop {
-                let have = ex.body_buffered().len();
-                if size.is_some_and(|n| have >= n) {
-                    break;
-                }
-                if !ex.fill_body().map_err(io_error)? {
-                    break;
-                }
-            }
-            let buf = ex.body_buffered();
-            let n = size.map_or(buf.len(), |s| s.min(buf.len()));
-            let out = PyBytes::new(py, &buf[..n]);
-            ex.consume_body(n);
-            Ok(out)
+            // What is left is known for a Content-Length body, and for a
+            // chunked one decoded to its end; otherwise it is the size
+            // asked for (or everything).
+            let left = ex
+                .body_left()
+                .map(|l| usize::try_from(l).unwrap_or(usize::MAX));
+            let want = match (size, left) {
+                (Some(s), Some(l)) => s.min(l),
+                (Some(s), None) => s,
+                (None, Some(l)) => l,
+                (None, None) => usize::MAX,
+            };
+            body_bytes(py, ex, want)
         })
     }
 

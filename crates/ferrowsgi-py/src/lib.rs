@@ -34,6 +34,10 @@ fn _ferrowsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<errors::ErrorStream>()?;
     m.add_class::<start_response::StartResponse>()?;
     m.add_class::<start_response::Write>()?;
+    m.add(
+        "RequestBodyTooLarge",
+        m.py().get_type::<input::RequestBodyTooLarge>(),
+    )?;
     m.add_function(wrap_pyfunction!(cli::main, m)?)?;
     m.add_function(wrap_pyfunction!(pylog::reopen_logs, m)?)?;
     m.add(

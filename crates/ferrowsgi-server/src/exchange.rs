@@ -14,7 +14,9 @@ use std::time::Instant;
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, KeptSpool, Pending, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK};
+use crate::conn::{
+    Conn, ConnState, KeptSpool, Pending, BODY_BUFFER, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK,
+};
 use crate::deadline::{self, Claim, Watch};
 use crate::handler::Waiter;
 use crate::hold::{Wrote, TICK};
@@ -278,6 +280,10 @@ struct ExchangeState {
     body_read: u64,
     /// The request body turned out malformed while the application read it.
     body_invalid: bool,
+    /// The request body went over `--limit-request-body` while the
+    /// application read it: every later read fails the same way, and the
+    /// answer is 413 unless the response has started.
+    body_over_limit: bool,
     body_sent: u64,
     keep_alive: bool,
     /// When the stream's previous block (or its head) was handed over; set
@@ -342,6 +348,35 @@ impl std::fmt::Debug for Exchange<'_> {
     }
 }
 
+/// The error of a body read past `--limit-request-body` (the payload of the
+/// [`io::Error`] that [`Exchange::read_body`] and [`Exchange::fill_body`]
+/// return), so that the application side can tell it from other I/O errors
+/// and raise its own exception for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyOverLimit {
+    /// The limit, in bytes.
+    pub limit: u64,
+}
+
+impl std::fmt::Display for BodyOverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "request body over the limit of {} bytes (--limit-request-body)",
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for BodyOverLimit {}
+
+impl BodyOverLimit {
+    /// Whether `e` is a body read past the limit.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<BodyOverLimit>())
+    }
+}
+
 fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("timed out {what}"))
 }
@@ -373,6 +408,7 @@ impl<'a> Exchange<'a> {
                 status: 0,
                 body_read,
                 body_invalid: false,
+                body_over_limit: false,
                 body_sent: 0,
                 keep_alive,
                 last_block: None,
@@ -547,9 +583,57 @@ impl<'a> Exchange<'a> {
     pub fn consume_body(&mut self, n: usize) {
         self.st.body_pos = (self.st.body_pos + n).min(self.st.req.body.len());
         if self.st.body_pos == self.st.req.body.len() {
-            self.st.req.body.clear();
+            if self.st.req.body.capacity() > BODY_BUFFER {
+                // Grown for the buffered start of a large body or for a
+                // long line: not kept for the rest of the request.
+                self.st.req.body = Vec::new();
+            } else {
+                self.st.req.body.clear();
+            }
             self.st.body_pos = 0;
         }
+    }
+
+    /// Before more of the body is appended to the buffer: the bytes the
+    /// application has consumed are dropped from its front once they would
+    /// make it grow, so that the buffer holds what is unconsumed plus one
+    /// append, however many small reads or lines the body is taken in.
+    fn compact_body(&mut self, appending: usize) {
+        let body = &mut self.st.req.body;
+        if self.st.body_pos > 0 && body.capacity() - body.len() < appending {
+            body.drain(..self.st.body_pos);
+            self.st.body_pos = 0;
+        }
+    }
+
+    /// Whether the body went over `--limit-request-body` while the
+    /// application read it (see [`BodyOverLimit`]).
+    pub fn is_body_over_limit(&self) -> bool {
+        self.st.body_over_limit
+    }
+
+    /// The error of a read past the limit; the connection closes after the
+    /// answer (the rest of the body is not read).
+    fn over_limit(&mut self) -> io::Error {
+        self.st.body_over_limit = true;
+        self.st.keep_alive = false;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            BodyOverLimit {
+                limit: self.cfg.max_body,
+            },
+        )
+    }
+
+    /// Counts `n` more body bytes read, against the limit. Declared lengths
+    /// were checked before the application was called; a chunked body is
+    /// checked as it arrives.
+    fn count_body(&mut self, n: usize) -> io::Result<()> {
+        self.st.body_read += n as u64;
+        if self.cfg.max_body > 0 && self.st.body_read > self.cfg.max_body {
+            return Err(self.over_limit());
+        }
+        Ok(())
     }
 
     /// Body bytes kept on disk and not yet read.
@@ -571,13 +655,19 @@ impl<'a> Exchange<'a> {
 
     /// Reads the body into `out` until `out` is full or the body ends, and
     /// returns how much was read: buffered bytes first, then the spool
-    /// file, then (for a Content-Length body) the socket, which `read(2)`
-    /// fills `out` from directly, waiting for the client as
-    /// [`Exchange::fill_body`] does. A chunked body stops after its
-    /// buffered bytes: [`Exchange::fill_body`] decodes the rest.
+    /// file, then the socket, waiting for the client as
+    /// [`Exchange::fill_body`] does. Body bytes that follow with no framing
+    /// among them (a Content-Length body, the data of a chunk) are read
+    /// with `read(2)` straight into `out`; a chunked body's framing is read
+    /// into the connection's buffer (16 KiB at a time) and decoded from
+    /// there into `out`. Nothing of the body is kept on the way, so memory
+    /// does not grow with the body, whatever its framing.
     /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
     /// returns.
     pub fn read_body(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        if self.st.body_over_limit {
+            return Err(self.over_limit());
+        }
         let buffered = self.body_buffered();
         let mut got = buffered.len().min(out.len());
         copy_into(&mut out[..got], &buffered[..got]);
@@ -587,29 +677,48 @@ impl<'a> Exchange<'a> {
                 got += spool.read_at_most(&mut out[got..])?;
             }
         }
-        while got < out.len() && self.spooled_left() == 0 {
-            let remaining = match self.st.req.decoder.remaining_hint() {
-                Some(r) if r > 0 => usize::try_from(r).unwrap_or(usize::MAX),
-                _ => break,
-            };
+        while got < out.len() && self.spooled_left() == 0 && !self.st.req.decoder.is_done() {
             self.send_continue()?;
-            let want = (out.len() - got).min(remaining);
-            let input = self.conn.input();
-            let n = if input.is_empty() {
+            let room = out.len() - got;
+            let n = if !self.conn.input().is_empty() {
+                let dst = &mut out[got..];
+                let mut at = 0;
+                let decoded = self.st.req.decoder.decode_with(
+                    &self.conn.rbuf[self.conn.rpos..],
+                    room,
+                    |data| {
+                        copy_into(&mut dst[at..at + data.len()], data);
+                        at += data.len();
+                    },
+                );
+                let (used, wrote) = decoded.map_err(|e| self.invalid_body(&e))?;
+                self.conn.consume(used);
+                wrote
+            } else {
                 if self.conn.peer_eof {
-                    self.st.keep_alive = false;
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "client disconnected before the end of the request body",
-                    ));
+                    return Err(self.cut_short());
                 }
-                let fd = self.conn.stream.as_raw_fd();
-                match sys::read_into(fd, &mut out[got..got + want]) {
+                let ahead = self.st.req.decoder.data_ahead();
+                let want = room.min(usize::try_from(ahead).unwrap_or(usize::MAX));
+                let read = if want > 0 {
+                    let fd = self.conn.stream.as_raw_fd();
+                    sys::read_into(fd, &mut out[got..got + want])
+                } else {
+                    // Framing comes next (a chunk-size line, the trailer):
+                    // a small read, so that the data after it is read
+                    // straight into `out` rather than copied.
+                    self.conn.read_once_of(READ_CHUNK)
+                };
+                match read {
                     Ok(0) => {
                         self.conn.peer_eof = true;
                         continue;
                     }
-                    Ok(n) => n,
+                    Ok(n) if want > 0 => {
+                        self.st.req.decoder.consume_data(n as u64);
+                        n
+                    }
+                    Ok(_) => continue,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.wait_body()?;
                         continue;
@@ -620,17 +729,27 @@ impl<'a> Exchange<'a> {
                         return Err(e);
                     }
                 }
-            } else {
-                let n = input.len().min(want);
-                copy_into(&mut out[got..got + n], &input[..n]);
-                self.conn.consume(n);
-                n
             };
-            self.st.req.decoder.consume_length(n as u64);
-            self.st.body_read += n as u64;
             got += n;
+            self.count_body(n)?;
         }
         Ok(got)
+    }
+
+    /// The error of a client that closed its side before the end of the body.
+    fn cut_short(&mut self) -> io::Error {
+        self.st.keep_alive = false;
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "client disconnected before the end of the request body",
+        )
+    }
+
+    /// The error of a body whose framing turned out malformed.
+    fn invalid_body(&mut self, e: &ferrowsgi_proto::BodyError) -> io::Error {
+        self.st.keep_alive = false;
+        self.st.body_invalid = true;
+        io::Error::new(io::ErrorKind::InvalidData, e.to_string())
     }
 
     /// Sends `100 Continue` if the client waits for it and nothing of the
@@ -717,8 +836,13 @@ impl<'a> Exchange<'a> {
     /// `Ok(false)` at the end of the body. A client that goes quiet for the
     /// read timeout or disconnects is an error.
     pub fn fill_body(&mut self) -> io::Result<bool> {
+        if self.st.body_over_limit {
+            return Err(self.over_limit());
+        }
+        const APPEND: usize = READ_CHUNK * 4;
+        self.compact_body(APPEND);
         if let Some(spool) = self.st.req.spool.as_mut() {
-            if spool.read_into(&mut self.st.req.body, READ_CHUNK * 4)? > 0 {
+            if spool.read_into(&mut self.st.req.body, APPEND)? > 0 {
                 return Ok(true);
             }
         }
@@ -735,34 +859,17 @@ impl<'a> Exchange<'a> {
                 .decode(
                     &self.conn.rbuf[self.conn.rpos..],
                     &mut self.st.req.body,
-                    READ_CHUNK * 4,
+                    APPEND,
                 )
-                .map_err(|e| {
-                    self.st.keep_alive = false;
-                    self.st.body_invalid = true;
-                    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
-                })?;
+                .map_err(|e| self.invalid_body(&e))?;
             self.conn.consume(n);
             let got = self.st.req.body.len() - before;
-            self.st.body_read += got as u64;
-            if self.cfg.max_body > 0 && self.st.body_read > self.cfg.max_body {
-                // Declared lengths were checked before the application was
-                // called; a chunked body is checked as it grows.
-                self.st.keep_alive = false;
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request body over the limit",
-                ));
-            }
             if got > 0 || self.st.req.decoder.is_done() {
+                self.count_body(got)?;
                 return Ok(got > 0);
             }
             if self.conn.peer_eof {
-                self.st.keep_alive = false;
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client disconnected before the end of the request body",
-                ));
+                return Err(self.cut_short());
             }
             match self.conn.read_once_of(BODY_READ_CHUNK) {
                 Ok(0) => self.conn.peer_eof = true,
@@ -804,7 +911,36 @@ impl<'a> Exchange<'a> {
     /// application Content-Length, one is added. May leave bytes in the
     /// connection's buffer for the event loop to write (the application is
     /// done with them), so a slow reader holds no application thread.
+    ///
+    /// After a body read past `--limit-request-body`, the client gets 413
+    /// instead, whatever `head` and `blocks` say (see
+    /// [`Exchange::is_body_over_limit`]).
     pub fn respond<'b>(&mut self, head: &ResponseHead, blocks: &[&'b [u8]]) -> io::Result<()> {
+        if self.st.body_over_limit {
+            return self.answer_body_over_limit();
+        }
+        self.respond_as_is(head, blocks)
+    }
+
+    /// Answers 413 with `Connection: close` in place of the application's
+    /// response to a body read past the limit (RFC 9110 §15.5.14): the
+    /// client sent too much, whatever the application made of the error.
+    /// Nothing happens once the response has started.
+    pub fn answer_body_over_limit(&mut self) -> io::Result<()> {
+        if self.st.state != RespState::Idle {
+            return Ok(());
+        }
+        log::info(&format!(
+            "{} rejected: 413 Content Too Large: request body over the limit of {} bytes",
+            self.conn.peer.remote_addr, self.cfg.max_body
+        ));
+        self.st.keep_alive = false;
+        let mut head = ResponseHead::new(413, b"413 Content Too Large");
+        head.push_header(b"Content-Type", b"text/plain; charset=utf-8");
+        self.respond_as_is(&head, &[b"request body over the limit\n"])
+    }
+
+    fn respond_as_is<'b>(&mut self, head: &ResponseHead, blocks: &[&'b [u8]]) -> io::Result<()> {
         let total: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         let framing = self.commit_head(head, Some(total))?;
         let allowed = match framing {
@@ -846,7 +982,14 @@ impl<'a> Exchange<'a> {
     /// Sends the head of a streamed response: Content-Length framing when
     /// the application gave one, chunked on HTTP/1.1, close-delimited on
     /// HTTP/1.0. The head goes out with the first block.
+    ///
+    /// After a body read past `--limit-request-body`, the client gets 413
+    /// instead and this fails with the [`BodyOverLimit`] error.
     pub fn start_stream(&mut self, head: &ResponseHead) -> io::Result<()> {
+        if self.st.body_over_limit && self.st.state == RespState::Idle {
+            self.answer_body_over_limit()?;
+            return Err(self.over_limit());
+        }
         let framing = self.commit_head(head, None)?;
         self.st.state = RespState::Streaming(framing);
         self.st.last_block = Some(Instant::now());
@@ -1419,6 +1562,9 @@ impl<'a> Exchange<'a> {
             let _ = self.write_failed(e);
         }
         match self.st.state {
+            RespState::Idle if self.st.body_over_limit => {
+                let _ = self.answer_body_over_limit();
+            }
             RespState::Idle => {
                 log::error("application returned without a response; sending 500");
                 let mut head = ResponseHead::new(500, b"500 Internal Server Error");

@@ -132,21 +132,73 @@ impl BodyDecoder {
         out: &mut Vec<u8>,
         max_out: usize,
     ) -> Result<usize, BodyError> {
+        self.decode_with(input, max_out, |data| out.extend_from_slice(data))
+            .map(|(consumed, _)| consumed)
+    }
+
+    /// [`BodyDecoder::decode`] for a caller that owns the destination: each
+    /// run of body bytes (at most `max_out` in all) is handed to `put`, in
+    /// order, and the result is `(input bytes consumed, body bytes put)`.
+    /// This lets the body go straight into its final buffer (an
+    /// application's bytes object, say) with no copy in between.
+    pub fn decode_with(
+        &mut self,
+        input: &[u8],
+        max_out: usize,
+        mut put: impl FnMut(&[u8]),
+    ) -> Result<(usize, usize), BodyError> {
         match self.mode {
             Mode::Failed(e) => Err(e),
             Mode::Length(remaining) => {
                 let n = input.len().min(max_out).min(clamp(remaining));
-                out.extend_from_slice(&input[..n]);
+                if n > 0 {
+                    put(&input[..n]);
+                }
                 self.mode = Mode::Length(remaining - n as u64);
-                Ok(n)
+                Ok((n, n))
             }
             Mode::Chunked(state) => {
-                let result = self.decode_chunked(state, input, out, max_out);
+                let result = self.decode_chunked(state, input, max_out, &mut put);
                 if let Err(e) = result {
                     self.mode = Mode::Failed(e);
                 }
                 result
             }
+        }
+    }
+
+    /// Body bytes that come next in the input with no framing among them:
+    /// the rest of a Content-Length body, or of the chunk whose data is
+    /// being read; 0 when framing comes first (a chunk-size line, a
+    /// trailer) or the body is over. A caller may read that many bytes
+    /// straight from the socket into its own buffer and report them with
+    /// [`BodyDecoder::consume_data`].
+    pub fn data_ahead(&self) -> u64 {
+        match self.mode {
+            Mode::Length(n) => n,
+            Mode::Chunked(Chunked::Data) => self.chunk_remaining,
+            Mode::Chunked(_) | Mode::Failed(_) => 0,
+        }
+    }
+
+    /// Records `n` body bytes taken without [`BodyDecoder::decode`], at most
+    /// [`BodyDecoder::data_ahead`]; returns how many counted.
+    pub fn consume_data(&mut self, n: u64) -> u64 {
+        match self.mode {
+            Mode::Length(remaining) => {
+                let n = n.min(remaining);
+                self.mode = Mode::Length(remaining - n);
+                n
+            }
+            Mode::Chunked(Chunked::Data) => {
+                let n = n.min(self.chunk_remaining);
+                self.chunk_remaining -= n;
+                if self.chunk_remaining == 0 {
+                    self.mode = Mode::Chunked(Chunked::DataCr);
+                }
+                n
+            }
+            Mode::Chunked(_) | Mode::Failed(_) => 0,
         }
     }
 
@@ -182,13 +234,14 @@ impl BodyDecoder {
     }
 
     /// The chunked loop: bulk copies in `Data`, one byte at a time elsewhere.
+    /// Returns (input consumed, body bytes put).
     fn decode_chunked(
         &mut self,
         mut state: Chunked,
         input: &[u8],
-        out: &mut Vec<u8>,
         max_out: usize,
-    ) -> Result<usize, BodyError> {
+        put: &mut impl FnMut(&[u8]),
+    ) -> Result<(usize, usize), BodyError> {
         let mut pos = 0;
         let mut written = 0;
         while pos < input.len() {
@@ -202,7 +255,7 @@ impl BodyDecoder {
                     let n = (input.len() - pos)
                         .min(room)
                         .min(clamp(self.chunk_remaining));
-                    out.extend_from_slice(&input[pos..pos + n]);
+                    put(&input[pos..pos + n]);
                     pos += n;
                     written += n;
                     self.chunk_remaining -= n as u64;
@@ -217,7 +270,7 @@ impl BodyDecoder {
             }
         }
         self.mode = Mode::Chunked(state);
-        Ok(pos)
+        Ok((pos, written))
     }
 
     /// Advances the grammar by one byte outside chunk-data.
@@ -436,6 +489,51 @@ mod tests {
         let mut c = BodyDecoder::new(BodyKind::Chunked, &limits);
         assert_eq!(c.consume_length(5), 0);
         assert!(!c.is_done());
+    }
+
+    #[test]
+    fn data_ahead_and_consume_data_follow_the_framing() {
+        let l = Limits::default();
+        let mut d = BodyDecoder::new(BodyKind::Length(10), &l);
+        assert_eq!(d.data_ahead(), 10);
+        assert_eq!(d.consume_data(4), 4);
+        assert_eq!((d.data_ahead(), d.remaining_hint()), (6, Some(6)));
+        assert_eq!(d.consume_data(100), 6);
+        assert!(d.is_done());
+
+        // Chunked: raw data only inside a chunk, never across its CRLF.
+        let mut c = BodyDecoder::new(BodyKind::Chunked, &l);
+        assert_eq!(c.data_ahead(), 0);
+        let mut out = Vec::new();
+        assert_eq!(c.decode(b"a\r\n012", &mut out, usize::MAX), Ok(6));
+        assert_eq!((c.data_ahead(), &out[..]), (7, &b"012"[..]));
+        assert_eq!(c.consume_data(100), 7);
+        assert_eq!(c.data_ahead(), 0);
+        assert_eq!(c.consume_data(1), 0);
+        assert_eq!(c.decode(b"\r\n0\r\n\r\nNEXT", &mut out, usize::MAX), Ok(7));
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn decode_with_puts_what_decode_appends() {
+        let l = Limits::default();
+        for (input, body) in GOOD {
+            for budget in [1, 3, 64, usize::MAX] {
+                let mut d = BodyDecoder::new(BodyKind::Chunked, &l);
+                let (mut got, mut pos, mut puts) = (Vec::new(), 0, 0);
+                while !d.is_done() {
+                    let (n, w) = d
+                        .decode_with(&input[pos..], budget, |data| {
+                            puts += data.len();
+                            got.extend_from_slice(data);
+                        })
+                        .unwrap();
+                    assert!(w <= budget && puts == got.len());
+                    pos += n;
+                }
+                assert_eq!((&got[..], &input[pos..]), (*body, &b"NEXT"[..]));
+            }
+        }
     }
 
     /// Chunked bodies that decode; the bytes after `consumed` are "NEXT".
