@@ -47,6 +47,10 @@ pub enum ParseError {
     BadContentLength,
     /// Content-Length given more than once with differing values (RFC 9110 §8.6) (400).
     ConflictingContentLength,
+    /// Content-Type given more than once with differing values: a singleton
+    /// field (RFC 9110 §8.3, §5.3) that a front end and the application
+    /// could read differently (400).
+    ConflictingContentType,
     /// Both Transfer-Encoding and Content-Length (RFC 9112 §6.3) (400).
     ConflictingFraming,
     /// A Transfer-Encoding list that does not end in exactly one `chunked`
@@ -111,6 +115,7 @@ impl ParseError {
             ParseError::InvalidHost => "invalid Host header",
             ParseError::BadContentLength => "invalid Content-Length",
             ParseError::ConflictingContentLength => "conflicting Content-Length values",
+            ParseError::ConflictingContentType => "conflicting Content-Type values",
             ParseError::ConflictingFraming => "both Transfer-Encoding and Content-Length",
             ParseError::BadTransferEncoding => "invalid Transfer-Encoding",
             ParseError::TransferEncodingHttp10 => "Transfer-Encoding in an HTTP/1.0 request",

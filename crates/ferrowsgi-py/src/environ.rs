@@ -249,8 +249,12 @@ impl EnvTemplate {
         env.set_item(&k.raw_uri, &raw)?;
         env.set_item(&k.request_uri, raw)?;
         if peer.is_unix {
-            // No address to report: take the name the client used.
-            let host = head.host().unwrap_or(b"localhost");
+            // No address to report: take the name the client used (an
+            // empty Host names nothing, RFC 9112 §3.2).
+            let host = head
+                .host()
+                .filter(|h| !h.is_empty())
+                .unwrap_or(b"localhost");
             let (name, port) = split_host_port(host);
             env.set_item(&k.server_name, latin1_str(py, name)?)?;
             env.set_item(&k.server_port, latin1_str(py, port.unwrap_or(b"80"))?)?;

@@ -57,6 +57,8 @@ pub(crate) struct Fields {
     expect_other: bool,
     /// The first Content-Type value.
     content_type: Option<Span>,
+    /// A later Content-Type line differs from the first.
+    content_type_conflict: bool,
 }
 
 /// What the header fields decide for a valid head.
@@ -86,9 +88,7 @@ impl Fields {
             }
             6 if name.eq_ignore_ascii_case(b"expect") => self.on_expect(value),
             10 if name.eq_ignore_ascii_case(b"connection") => self.on_connection(value),
-            12 if name.eq_ignore_ascii_case(b"content-type") => {
-                self.content_type.get_or_insert(span);
-            }
+            12 if name.eq_ignore_ascii_case(b"content-type") => self.on_content_type(head, span),
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 self.on_content_length(head, value);
             }
@@ -119,6 +119,20 @@ impl Fields {
                     return;
                 }
             }
+        }
+    }
+
+    /// Records one Content-Type line. Content-Type is a singleton field
+    /// (RFC 9110 §8.3): a copy identical to the first, byte for byte, says
+    /// nothing new and is accepted (as RFC 9110 §8.6 lets a recipient do
+    /// for Content-Length); a differing one is refused, since a front end
+    /// that keeps the last copy and an application given the first would
+    /// see two different bodies.
+    fn on_content_type(&mut self, head: &[u8], span: Span) {
+        match self.content_type {
+            None => self.content_type = Some(span),
+            Some(first) if first.get(head) != span.get(head) => self.content_type_conflict = true,
+            Some(_) => {}
         }
     }
 
@@ -184,13 +198,9 @@ impl Fields {
     }
 
     /// Applies the rules, most fundamental first: framing (RFC 9112 §6.1,
-    /// §6.3), then Host (§3.2), then Expect (RFC 9110 §10.1.1).
-    pub(crate) fn judge(
-        &self,
-        head: &[u8],
-        version: Version,
-        authority: Option<Span>,
-    ) -> Result<Verdict, ParseError> {
+    /// §6.3), then Host (§3.2), then Content-Type (RFC 9110 §8.3), then
+    /// Expect (RFC 9110 §10.1.1).
+    pub(crate) fn judge(&self, head: &[u8], version: Version) -> Result<Verdict, ParseError> {
         let cl_present = self.content_length.is_some() || self.content_length_error.is_some();
         if self.te_present {
             // §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
@@ -215,18 +225,23 @@ impl Fields {
         }
 
         // §3.2: 400 for an HTTP/1.1 request without Host, for any request with
-        // more than one Host line or an invalid one. An empty Host is accepted
-        // only beside an absolute-form target, whose authority wins (§3.2.2).
+        // more than one Host line or an invalid one. An empty Host is valid:
+        // a client sends it when the target URI has no authority (§3.2), and
+        // beside an absolute-form target the target's authority wins
+        // (§3.2.2).
         if self.host_count > 1 {
             return Err(ParseError::MultipleHost);
         }
         match self.host {
             None if version == Version::Http11 => return Err(ParseError::MissingHost),
-            Some(h) if h.is_empty() && authority.is_none() => return Err(ParseError::InvalidHost),
             Some(h) if !h.is_empty() && !is_valid_host(h.get(head)) => {
                 return Err(ParseError::InvalidHost)
             }
             _ => {}
+        }
+
+        if self.content_type_conflict {
+            return Err(ParseError::ConflictingContentType);
         }
 
         if self.expect_other {

@@ -463,7 +463,7 @@ fn build_head(
         headers.push((Span::of(head, name), value_span));
         fields.on_header(head, name, value, value_span);
     }
-    let verdict = fields.judge(head, version, authority)?;
+    let verdict = fields.judge(head, version)?;
 
     let mut bytes = std::mem::take(&mut storage.bytes);
     bytes.clear();
@@ -637,7 +637,6 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", E::MultipleHost),
             (b"GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", E::MultipleHost),
             (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", E::InvalidHost),
-            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", E::InvalidHost),
             (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", E::InvalidHost),
             (b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n", E::InvalidHost),
             (b"GET / HTTP/1.0\r\nHost: u@a\r\n\r\n", E::InvalidHost),
@@ -670,6 +669,13 @@ mod tests {
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", E::UnsupportedTransferCoding),
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity, chunked\r\n\r\n", E::UnsupportedTransferCoding),
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: deflate\r\nTransfer-Encoding: chunked\r\n\r\n", E::UnsupportedTransferCoding),
+        ]
+        rejects_content_type: [
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\nContent-Type: text/html\r\n\r\n", E::ConflictingContentType),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: text/plain\r\ncontent-type: Text/Plain\r\n\r\n", E::ConflictingContentType),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b; charset=utf-8\r\nContent-Type: a/b\r\n\r\n", E::ConflictingContentType),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b\r\nContent-Type: a/b\r\nContent-Type:\r\n\r\n", E::ConflictingContentType),
+            (b"POST / HTTP/1.0\r\nContent-Type: a/b\r\nX: y\r\nCONTENT-TYPE: c/d\r\n\r\n", E::ConflictingContentType),
         ]
         rejects_expect: [
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: foo\r\n\r\n", E::ExpectationFailed),
@@ -770,6 +776,99 @@ mod tests {
     fn asterisk_form() {
         let h = head(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!((h.path(), h.query()), (&b"*"[..], &b""[..]));
+    }
+
+    #[test]
+    fn empty_host_is_accepted() {
+        // RFC 9112 §3.2: a client sends an empty Host when the target URI
+        // has no authority; only a missing, repeated or invalid Host is 400.
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost:\r\n\r\n"[..],
+            b"GET /p?q HTTP/1.1\r\nHost: \t \r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost:\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost:\r\n\r\n",
+        ] {
+            let h = head(raw);
+            assert_eq!(
+                h.host(),
+                Some(&b""[..]),
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+            assert_eq!(h.header(b"host"), Some(&b""[..]));
+        }
+        // Every other Host rule holds.
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost:\r\nHost:\r\n\r\n"),
+            Err(E::MultipleHost)
+        );
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost:\r\nHost: a\r\n\r\n"),
+            Err(E::MultipleHost)
+        );
+        assert_eq!(parse(b"GET / HTTP/1.1\r\n\r\n"), Err(E::MissingHost));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n"),
+            Err(E::InvalidHost)
+        );
+    }
+
+    #[test]
+    fn singleton_fields_repeated() {
+        // Content-Type: identical copies are one value; Host: never twice,
+        // even identical (RFC 9112 §3.2).
+        let h = head(
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Type: a/b; q=1\r\n\
+              content-type:  a/b; q=1 \r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(h.content_type(), Some(&b"a/b; q=1"[..]));
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"),
+            Err(E::MultipleHost)
+        );
+        // Content-Length: identical copies are one value, differing ones 400.
+        let h =
+            head(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n");
+        assert_eq!(
+            (h.body(), h.content_length_raw()),
+            (BodyKind::Length(3), Some(&b"3"[..]))
+        );
+        // List fields: repeated lines are one list.
+        let h = head(
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: 100-continue\r\n\
+              Connection: keep-alive\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+        );
+        assert!(h.expects_continue());
+        assert!(!h.keep_alive());
+        assert_eq!(
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: x\r\n\r\n"),
+            Err(E::ExpectationFailed)
+        );
+        assert_eq!(
+            parse(
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n"
+            ),
+            Err(E::BadTransferEncoding)
+        );
+    }
+
+    #[test]
+    fn content_type_conflict_is_judged_after_host_and_before_expect() {
+        let ct = b"Content-Type: a/b\r\nContent-Type: c/d\r\n";
+        let with = |fields: &[u8]| [&b"POST / HTTP/1.1\r\n"[..], fields, ct, b"\r\n"].concat();
+        assert_eq!(parse(&with(b"")), Err(E::MissingHost));
+        assert_eq!(
+            parse(&with(b"Host: a\r\nExpect: x\r\n")),
+            Err(E::ConflictingContentType)
+        );
+        assert_eq!(
+            parse(&with(
+                b"Host: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n"
+            )),
+            Err(E::ConflictingContentLength)
+        );
+        assert_eq!(E::ConflictingContentType.status(), 400);
     }
 
     #[test]
