@@ -915,7 +915,7 @@ impl<'a> Exchange<'a> {
     /// After a body read past `--limit-request-body`, the client gets 413
     /// instead, whatever `head` and `blocks` say (see
     /// [`Exchange::is_body_over_limit`]).
-    pub fn respond<'b>(&mut self, head: &ResponseHead, blocks: &[&'b [u8]]) -> io::Result<()> {
+    pub fn respond(&mut self, head: &ResponseHead, blocks: &[&[u8]]) -> io::Result<()> {
         if self.st.body_over_limit {
             return self.answer_body_over_limit();
         }
