@@ -28,8 +28,8 @@ PIECE = 65536
 
 def app(environ, start_response):
     """``?how=`` propagate (the default), catch (answers 200 anyway), catch_gen (answers
-    with a generator), other (raises ValueError from the handler), started (the response
-    has started before the read)."""
+    with a generator), catch_write (answers with write()), other (raises ValueError from
+    the handler), started (the response has started before the read)."""
     import ferrowsgi
 
     how = environ["QUERY_STRING"].partition("how=")[2] or "propagate"
@@ -61,7 +61,13 @@ def app(environ, start_response):
     if how == "started":
         return [b"ended\n"]
     headers = [("Content-Type", "text/plain")]
-    start_response("200 OK", headers)
+    write = start_response("200 OK", headers)
+    if how == "catch_write":
+        try:
+            write(b"the application's answer")
+        except ferrowsgi.RequestBodyTooLarge:
+            log.write("write() raised it too\n")
+        return []
     if how == "catch_gen":
         return (piece for piece in [b"the ", b"application's ", b"answer"])
     return [b"the application's answer"]
@@ -155,7 +161,7 @@ def test_body_over_the_limit_is_413(server: Server, chunked: bool, expect: bool)
     assert f"Error handling request POST {tag}" not in server.stderr_text()
 
 
-@pytest.mark.parametrize("how", ["catch", "catch_gen", "other"])
+@pytest.mark.parametrize("how", ["catch", "catch_gen", "catch_write", "other"])
 def test_an_application_that_catches_the_error_still_gets_413_sent(
     server: Server, how: str
 ) -> None:
@@ -169,6 +175,8 @@ def test_an_application_that_catches_the_error_still_gets_413_sent(
     assert b"application's" not in body
     assert server.stderr_matches(rf"\[POST {tag}\?how={how}\] the next read raised it again")
     errors = server.stderr_text()
+    if how == "catch_write":
+        assert server.stderr_matches(rf"\[POST {tag}\?how={how}\] write\(\) raised it too")
     if how == "other":
         # Another exception raised on the way out is the application's own: logged.
         assert server.stderr_matches(rf"Error handling request POST {tag}\?how=other")
