@@ -615,6 +615,102 @@ fn a_local_client_s_large_body_reaches_the_handler_as_it_arrives() {
     }
 }
 
+/// `body` as chunked framing, in chunks whose sizes cycle through odd
+/// values (so they never line up with the reads), with a trailer.
+fn chunked_wire(body: &[u8]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    let mut at = 0;
+    for size in [1usize, 7, 4093, 65536, 100_003].iter().cycle() {
+        if at == body.len() {
+            break;
+        }
+        let end = (at + size).min(body.len());
+        wire.extend_from_slice(format!("{:x}\r\n", end - at).as_bytes());
+        wire.extend_from_slice(&body[at..end]);
+        wire.extend_from_slice(b"\r\n");
+        at = end;
+    }
+    wire.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n");
+    wire
+}
+
+#[test]
+fn chunked_bodies_read_through_read_body_in_any_piece_size() {
+    for stream in [true, false] {
+        for threads in [1, 2] {
+            let server = TestServer::tcp_with(|cfg| {
+                cfg.threads = threads;
+                if !stream {
+                    spooling(cfg);
+                }
+            });
+            let body = big_body(600 * 1024 + 13);
+            let wire = chunked_wire(&body);
+            let mut c = server.connect();
+            for n in [3, 7000, 65536, 1 << 20] {
+                for expect in [false, true] {
+                    let mut req = format!(
+                        "POST /read?n={n} HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                    )
+                    .into_bytes();
+                    if expect {
+                        req.extend_from_slice(b"Expect: 100-continue\r\n");
+                    }
+                    req.extend_from_slice(b"\r\n");
+                    c.send(&req);
+                    if expect {
+                        let interim = c.try_read_response(true).expect("100 Continue");
+                        assert_eq!(interim.status, 100, "{interim:?}");
+                    }
+                    c.send(&wire);
+                    let resp = c.read_response();
+                    let what =
+                        format!("stream {stream}, threads {threads}, n {n}, expect {expect}");
+                    assert_eq!(resp.status, 200, "{what}: {resp:?}");
+                    assert!(resp.body == body, "{what}: body differs");
+                    assert!(!resp.says_close(), "{what}: {resp:?}");
+                }
+            }
+            // The connection goes on after every body.
+            assert_hello(&c.get("/hello"));
+        }
+    }
+}
+
+#[test]
+fn a_chunked_body_over_the_limit_in_the_handler_is_answered_413() {
+    for threads in [1, 2] {
+        for expect in [false, true] {
+            // Past the 256 KiB read before the call, so the handler's read
+            // crosses the limit (behind 100-continue, any body does).
+            let server = TestServer::tcp_with(|cfg| {
+                cfg.threads = threads;
+                cfg.max_body = 300 * 1024;
+            });
+            let mut c = server.connect();
+            let mut req =
+                b"POST /read HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n".to_vec();
+            if expect {
+                req.extend_from_slice(b"Expect: 100-continue\r\n");
+            }
+            req.extend_from_slice(b"\r\n");
+            req.extend_from_slice(&chunked_wire(&big_body(600 * 1024)));
+            c.send(&req);
+            let mut resp = c.read_response();
+            if expect {
+                assert_eq!(resp.status, 100, "{resp:?}");
+                resp = c.read_response();
+            }
+            let what = format!("threads {threads}, expect {expect}");
+            assert_eq!(resp.status, 413, "{what}: {resp:?}");
+            assert!(resp.says_close(), "{what}: {resp:?}");
+            assert_eq!(resp.body, b"request body over the limit\n", "{what}");
+            assert_eq!(server.calls(), 1, "{what}: the handler read the body");
+            c.expect_closed();
+        }
+    }
+}
+
 #[test]
 fn the_spool_stays_for_a_client_that_may_not_stream() {
     let server = TestServer::tcp_with(spooling);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ferrowsgi_server::exchange::ResponseHead;
+use ferrowsgi_server::exchange::{BodyOverLimit, ResponseHead};
 use ferrowsgi_server::{BindAddr, Config, Exchange, Handler, Server, StopHandle, Waiter};
 
 /// How long any single read from the server may block.
@@ -134,12 +134,22 @@ impl Handler for TestHandler {
                 ok(ex, &[], &body);
             }
             "/read" => {
-                // Echo through `read_body`, 64 KiB at a time into a buffer
-                // that is never initialised (as `wsgi.input.read(n)` does).
+                // Echo through `read_body`, 64 KiB (or `?n=N` bytes) at a
+                // time into a buffer that is never initialised (as
+                // `wsgi.input.read(n)` does). A body over the limit is
+                // answered anyway (the exchange replaces the answer).
+                let size = query
+                    .split('&')
+                    .find_map(|q| q.strip_prefix("n=")?.parse().ok())
+                    .unwrap_or(64 * 1024);
                 let mut body = Vec::new();
-                let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 64 * 1024];
+                let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); size];
                 loop {
                     match ex.read_body(&mut buf) {
+                        Err(e) if BodyOverLimit::is(&e) => {
+                            assert!(ex.is_body_over_limit());
+                            return ok(ex, &[], b"answered anyway");
+                        }
                         Ok(0) if ex.body_left() == Some(0) => break,
                         Ok(0) => match ex.fill_body() {
                             Ok(true) => {}
