@@ -209,6 +209,12 @@ impl ResponseHead {
     }
 }
 
+/// Chunk data wanted by a read of the body that is worth a `read(2)` of its
+/// own straight into the reader's buffer; less is read into the
+/// connection's buffer together with what follows (framing, more chunks),
+/// which saves system calls when chunks or reads are small.
+pub const RAW_READ_MIN: usize = 16 * 1024;
+
 /// A complete response body larger than this is written from the
 /// application's buffer rather than copied into the connection's.
 const DIRECT_BODY: usize = 64 * 1024;
@@ -658,9 +664,10 @@ impl<'a> Exchange<'a> {
     /// file, then the socket, waiting for the client as
     /// [`Exchange::fill_body`] does. Body bytes that follow with no framing
     /// among them (a Content-Length body, the data of a chunk) are read
-    /// with `read(2)` straight into `out`; a chunked body's framing is read
-    /// into the connection's buffer (16 KiB at a time) and decoded from
-    /// there into `out`. Nothing of the body is kept on the way, so memory
+    /// with `read(2)` straight into `out` (a chunk's data when at least
+    /// [`RAW_READ_MIN`] of it is wanted); a chunked body's framing, and the
+    /// data that comes with it, is read into the connection's buffer and
+    /// decoded from there into `out`. Nothing of the body is kept on the way, so memory
     /// does not grow with the body, whatever its framing.
     /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
     /// returns.
@@ -700,21 +707,26 @@ impl<'a> Exchange<'a> {
                 }
                 let ahead = self.st.req.decoder.data_ahead();
                 let want = room.min(usize::try_from(ahead).unwrap_or(usize::MAX));
-                let read = if want > 0 {
+                // A Content-Length body is read straight into `out`, and so
+                // is a chunk's data when enough of it is wanted to be worth
+                // a system call of its own. Otherwise (framing next, or a
+                // little data before it) the socket is read into the
+                // connection's buffer: one read for the framing and the
+                // data of several chunks, or for several small reads.
+                let raw = want > 0
+                    && (want >= RAW_READ_MIN || self.st.req.decoder.remaining_hint().is_some());
+                let read = if raw {
                     let fd = self.conn.stream.as_raw_fd();
                     sys::read_into(fd, &mut out[got..got + want])
                 } else {
-                    // Framing comes next (a chunk-size line, the trailer):
-                    // a small read, so that the data after it is read
-                    // straight into `out` rather than copied.
-                    self.conn.read_once_of(READ_CHUNK)
+                    self.conn.read_once_of(BODY_READ_CHUNK)
                 };
                 match read {
                     Ok(0) => {
                         self.conn.peer_eof = true;
                         continue;
                     }
-                    Ok(n) if want > 0 => {
+                    Ok(n) if raw => {
                         self.st.req.decoder.consume_data(n as u64);
                         n
                     }
