@@ -207,6 +207,12 @@ fn check_accessors(h: &RequestHead, limits: &Limits) {
         );
     }
     assert_eq!(h.content_type(), h.header(b"content-type"), "{ctx}");
+    assert!(
+        h.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+            .all(|(_, v)| Some(v) == h.content_type()),
+        "differing Content-Type lines accepted: {ctx}"
+    );
     let has = |name: &[u8]| h.headers().any(|(n, _)| n.eq_ignore_ascii_case(name));
     match h.body() {
         BodyKind::Empty => {
