@@ -176,11 +176,16 @@ fn body_bytes<'py>(
     if want == 0 {
         return Ok(PyBytes::new(py, b""));
     }
-    let held = ex.body_buffered().len() as u64 + ex.spooled_left();
-    let mut cap = if want <= DIRECT_READ_MAX || want as u64 <= held {
+    let mut cap = if want <= DIRECT_READ_MAX {
         want
     } else {
-        DIRECT_READ_MAX.max(usize::try_from(held).unwrap_or(usize::MAX))
+        let held = ex.body_buffered().len() as u64 + ex.spooled_left();
+        let held = usize::try_from(held).unwrap_or(usize::MAX);
+        if want <= held {
+            want
+        } else {
+            DIRECT_READ_MAX.max(held)
+        }
     };
     let mut obj = new_bytes(py, cap)?;
     let mut got = 0;
