@@ -144,6 +144,22 @@ class ServerStartError(AssertionError):
     pass
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (all threads' children), from /proc."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += [int(p) for p in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return sorted(found)
+
+
 def rss_kib(pid: int) -> int:
     """The resident set size of process ``pid`` in KiB."""
     with open(f"/proc/{pid}/status") as f:
@@ -267,6 +283,21 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        """The master's children (its workers), from /proc."""
+        return children(self.pid)
+
+    @property
+    def worker_pid(self) -> int:
+        """The pid of the one worker (``-w 1``, the default), once it is up."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            pids = self.worker_pids()
+            if len(pids) == 1:
+                return pids[0]
+            assert time.monotonic() < deadline, f"expected one worker, found {pids}"
+            time.sleep(0.02)
 
     @property
     def url(self) -> str:

@@ -218,7 +218,7 @@ def test_pipelined_large_answers_do_not_pile_up(start_server, threads: int) -> N
     server = start_server(
         "apps.backpressure:app", "--threads", str(threads), "--write-timeout", "60"
     )
-    before = rss_kib(server.pid)
+    before = rss_kib(server.worker_pid)
     batch = build_request("GET", "/blob?size=1000000") * 8
     clients = []
     for _ in range(24):
@@ -229,9 +229,10 @@ def test_pipelined_large_answers_do_not_pile_up(start_server, threads: int) -> N
         sock.sendall(batch)
         clients.append(sock)
     # Every connection is being answered, and the server's memory has stopped growing.
+    worker = server.worker_pid
     assert wait_for(lambda: all(unread(sock) > 0 for sock in clients), timeout=20)
-    assert wait_stable(lambda: rss_kib(server.pid), timeout=20, still=0.5)
-    grown_mib = (rss_kib(server.pid) - before) / 1024
+    assert wait_stable(lambda: rss_kib(worker), timeout=20, still=0.5)
+    grown_mib = (rss_kib(worker) - before) / 1024
     assert grown_mib < 96, f"server RSS grew by {grown_mib:.0f} MiB"
     assert_answered(server)
     # Every answer still arrives, in order, to a client that reads.

@@ -237,15 +237,15 @@ def test_leaking_app_grows_by_its_leak_only(server: Server) -> None:
         for i in range(50):  # warm up: threads, buffers, allocator arenas
             c.request("GET", f"/warm{i}")
             assert c.read_response().status == 200
-        flat0 = rss_kib(server.pid)
+        flat0 = rss_kib(server.worker_pid)
         for i in range(n):
             c.request("GET", f"/plain{i}")
             assert c.read_response().status == 200
-        flat1 = rss_kib(server.pid)
+        flat1 = rss_kib(server.worker_pid)
         for i in range(n):
             c.request("GET", f"/leak?kb={kb}&i={i}")
             assert c.read_response().status == 200
-        leak1 = rss_kib(server.pid)
+        leak1 = rss_kib(server.worker_pid)
     assert flat1 - flat0 < 4096, f"{n} plain requests grew the server by {flat1 - flat0} KiB"
     leaked = n * kb
     grown = leak1 - flat1

@@ -141,9 +141,9 @@ def test_objects_let_go_later_are_freed(keeper: Server) -> None:
                     ask(c, "GET", "/plain")
 
     rounds(800)  # warm up: allocator arenas, free lists
-    before = rss_kib(keeper.pid)
+    before = rss_kib(keeper.worker_pid)
     rounds(6000)
-    grown = rss_kib(keeper.pid) - before
+    grown = rss_kib(keeper.worker_pid) - before
     # A set of objects left behind per kept round comes to about 1.9 MiB here; nothing
     # left behind, to tens of KiB.
     assert grown < 512, f"RSS grew by {grown} KiB over 6,000 rounds"

@@ -1,32 +1,258 @@
 //! The `ferrowsgi` command: settings are gathered in Rust (command line,
 //! environment, configuration file; a `.py` file is run in Python), the
-//! application is imported through `ferrowsgi._loader`, and the server runs
-//! on the main thread.
+//! listeners are bound, and a master process forks the workers, each of
+//! which imports the application through `ferrowsgi._loader` (or inherits
+//! it from the master with `--preload`) and serves.
 
+use std::io;
 use std::path::Path;
 
-use ferrowsgi_server::log;
-use ferrowsgi_server::settings;
+use ferrowsgi_server::process::sd_notify::Notifier;
+use ferrowsgi_server::process::{system, Binding, Master, Outcome, Settings, WorkerCtx};
+use ferrowsgi_server::settings::{self, Origin};
+use ferrowsgi_server::{log, Config, Listener};
 use pyo3::prelude::*;
 
+use crate::app::PyHandler;
 use crate::hooks;
-use crate::pyserver::Server;
 
 fn fail(msg: &str, code: i32) -> i32 {
     eprintln!("ferrowsgi: error: {msg}");
     code
 }
 
+/// The environment as settings see it (variables that are not Unicode
+/// cannot be settings; they are left alone).
+fn environment() -> Vec<(String, String)> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Loads the settings from every source; `Err` carries the text to print
+/// and the exit status (0 for `--help` and `--version`).
+fn load(py: Python<'_>, argv: &[String]) -> Result<settings::Loaded, (String, i32)> {
+    let env = environment();
+    let mut py_warnings = Vec::new();
+    let mut read_py = |path: &Path| hooks::read_py_config(py, path, &mut py_warnings);
+    let mut loaded = settings::load(argv, &env, &mut read_py)?;
+    loaded.warnings.splice(0..0, py_warnings);
+    Ok(loaded)
+}
+
+/// The server's configuration and the process settings of `loaded`; the
+/// error is one line.
+fn configure(loaded: &settings::Loaded) -> Result<(Config, Settings), String> {
+    let mut cfg = loaded.cli.to_config()?;
+    let settings = Settings::from_cli(&loaded.cli)?;
+    // Inherited sockets replace the default address (an address given
+    // anywhere is bound as well).
+    let bind_is_default = loaded
+        .rows
+        .iter()
+        .any(|r| r.name == "bind" && r.origin == Origin::Default);
+    let inherited = !loaded.cli.fds.is_empty() || ferrowsgi_server::process::has_listen_fds();
+    if bind_is_default && inherited {
+        cfg.binds.clear();
+    }
+    Ok((cfg, settings))
+}
+
+/// Binds the listeners of `cfg`, adopts those of `--fd` and systemd's
+/// `LISTEN_FDS`, and gives unix sockets their mode and owner. The error
+/// is one line.
+fn listeners(
+    loaded: &settings::Loaded,
+    cfg: &Config,
+    settings: &Settings,
+) -> Result<Vec<Listener>, String> {
+    let cli = &loaded.cli;
+    let mut out: Vec<Listener> = Vec::new();
+    let mut fds: Vec<i32> = cli.fds.clone();
+    fds.extend(system::take_listen_fds());
+    for fd in fds {
+        if out.iter().any(|l| l.raw_fd() == fd) {
+            continue;
+        }
+        out.push(Listener::from_fd(fd)?);
+    }
+    let owner = settings.identity.as_ref().map(|id| id.owner());
+    for addr in &cfg.binds {
+        let l = Listener::bind_with(
+            addr,
+            cfg.backlog,
+            cfg.loopback_congestion.as_deref(),
+            cli.reuse_port,
+        )
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        l.set_unix_mode(cli.unix_socket_mode, owner)
+            .map_err(|e| format!("cannot set the mode of {addr}: {e}"))?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Imports the application named `spec`; the inner error is the one-line
+/// message of an application that cannot be loaded. Other Python errors
+/// propagate.
+fn load_app(py: Python<'_>, spec: &str) -> PyResult<Result<Py<PyAny>, String>> {
+    let loader = py.import("ferrowsgi._loader")?;
+    match loader.call_method1("load_app", (spec,)) {
+        Ok(app) if app.is_callable() => Ok(Ok(app.unbind())),
+        Ok(_) => Ok(Err("the application must be callable".to_string())),
+        Err(e) if e.is_instance(py, &loader.getattr("AppLoadError")?) => {
+            Ok(Err(e.value(py).to_string()))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Collects once and freezes what survives (see `_loader.freeze_heap`).
+fn freeze_heap(py: Python<'_>) -> PyResult<()> {
+    let frozen: usize = py
+        .import("ferrowsgi._loader")?
+        .call_method0("freeze_heap")?
+        .extract()?;
+    log::debug(&format!(
+        "{frozen} objects left out of garbage collection (--no-gc-freeze keeps them in)"
+    ));
+    Ok(())
+}
+
+/// What the master needs from Python: forking the interpreter, a worker's
+/// life, re-reading the settings, the master's hooks.
+struct PyBinding {
+    argv: Vec<String>,
+    loaded: settings::Loaded,
+    cfg: Config,
+    /// The application, when the master imported it (`--preload`).
+    app: Option<Py<PyAny>>,
+    /// The `server` argument of hooks.
+    server_obj: Py<PyAny>,
+}
+
+impl PyBinding {
+    /// Imports the application (unless preloaded) and builds the handler,
+    /// running the worker's hooks; the error is one line.
+    fn boot(&self, py: Python<'_>, worker_obj: &Bound<'_, PyAny>) -> Result<PyHandler, String> {
+        let server_obj = self.server_obj.bind(py);
+        if hooks::call(py, "post_fork", (server_obj, worker_obj)).is_err() {
+            return Err("the post_fork hook failed (see above)".to_string());
+        }
+        let app = match &self.app {
+            Some(app) => app.clone_ref(py),
+            None => {
+                let app = load_app(py, &self.loaded.cli.app)
+                    .map_err(|e| format!("error while loading the application: {e}"))??;
+                if !self.loaded.cli.no_gc_freeze {
+                    freeze_heap(py).map_err(|e| format!("cannot freeze the heap: {e}"))?;
+                }
+                app
+            }
+        };
+        let handler = PyHandler::new(py, app, self.cfg.threads, self.cfg.debug)
+            .map_err(|e| format!("cannot start the worker: {e}"))?;
+        let _ = hooks::call(py, "post_worker_init", (worker_obj,));
+        let _ = worker_obj.setattr("booted", true);
+        Ok(handler)
+    }
+}
+
+impl Binding for PyBinding {
+    fn fork(&mut self) -> io::Result<libc::pid_t> {
+        Python::attach(|_py| {
+            // SAFETY: the GIL is held, as PyOS_BeforeFork and the
+            // PyOS_AfterFork_* functions require; they run the
+            // interpreter's own fork bookkeeping (os.register_at_fork
+            // callbacks, the import lock, the threading module's state).
+            // The master runs no other thread, so the child's copy of
+            // every lock is consistent.
+            unsafe {
+                pyo3::ffi::PyOS_BeforeFork();
+                let pid = libc::fork();
+                if pid == 0 {
+                    pyo3::ffi::PyOS_AfterFork_Child();
+                } else {
+                    pyo3::ffi::PyOS_AfterFork_Parent();
+                }
+                if pid < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(pid)
+                }
+            }
+        })
+    }
+
+    fn run_worker(&mut self, ctx: WorkerCtx) -> i32 {
+        let age = ctx.age;
+        let booted = Python::attach(|py| -> PyResult<(Result<PyHandler, String>, Py<PyAny>)> {
+            let objs = py.import("ferrowsgi._hookobjs")?;
+            let cfg = self.server_obj.bind(py).getattr("cfg")?;
+            let worker_obj = objs.getattr("Worker")?.call1((cfg, age))?;
+            objs.call_method1("set_worker", (&worker_obj,))?;
+            Ok((self.boot(py, &worker_obj), worker_obj.unbind()))
+        });
+        let (handler, worker_obj) = match booted {
+            Ok((Ok(h), w)) => (h, w),
+            Ok((Err(msg), _)) => return ctx.boot_failed(&msg),
+            Err(e) => return ctx.boot_failed(&format!("cannot start the worker: {e}")),
+        };
+        let cfg = self.cfg.clone();
+        let result = Python::attach(|py| py.detach(|| ctx.serve(cfg, handler)));
+        Python::attach(|py| {
+            let worker = worker_obj.bind(py);
+            let _ = worker.setattr("alive", false);
+            let _ = hooks::call(py, "worker_exit", (self.server_obj.bind(py), worker));
+        });
+        match result {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error(&format!("worker failed: {e}"));
+                1
+            }
+        }
+    }
+
+    fn reload(&mut self) -> Result<Settings, String> {
+        let (loaded, cfg, settings) = Python::attach(|py| {
+            let loaded = load(py, &self.argv).map_err(|(text, _)| {
+                text.trim_end()
+                    .trim_start_matches("ferrowsgi: error: ")
+                    .to_string()
+            })?;
+            let (cfg, settings) = configure(&loaded)?;
+            for w in &loaded.warnings {
+                log::warning(w);
+            }
+            Ok::<_, String>((loaded, cfg, settings))
+        })?;
+        if cfg.binds != self.cfg.binds {
+            log::warning(
+                "the listeners stay as they were bound at start (a reload keeps every listening socket)",
+            );
+        }
+        log::set_level(cfg.log_level);
+        self.cfg = Config {
+            binds: self.cfg.binds.clone(),
+            access_log: self.cfg.access_log.clone(),
+            ..cfg
+        };
+        self.loaded = loaded;
+        Ok(settings)
+    }
+
+    fn hook(&mut self, name: &str) {
+        Python::attach(|py| {
+            let _ = hooks::call(py, name, (self.server_obj.bind(py),));
+        });
+    }
+}
+
 /// Runs the command line `argv` (program name first) and returns the exit
 /// status.
 fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
-    // Variables that are not Unicode cannot be settings; they are left alone.
-    let env: Vec<(String, String)> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    let mut py_warnings = Vec::new();
-    let mut read_py = |path: &Path| hooks::read_py_config(py, path, &mut py_warnings);
-    let mut loaded = match settings::load(&argv, &env, &mut read_py) {
+    let loaded = match load(py, &argv) {
         Ok(loaded) => loaded,
         Err((text, 0)) => {
             print!("{text}");
@@ -37,7 +263,6 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
             return Ok(code);
         }
     };
-    loaded.warnings.splice(0..0, py_warnings);
     if loaded.cli.print_config {
         for w in &loaded.warnings {
             log::warning(w);
@@ -53,7 +278,7 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
             2,
         ));
     }
-    let cfg = match cli.to_config() {
+    let (cfg, settings) = match configure(&loaded) {
         Ok(c) => c,
         Err(msg) => return Ok(fail(&msg, 2)),
     };
@@ -64,6 +289,9 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
                 2,
             ));
         }
+    }
+    if let Some(mask) = cli.umask {
+        system::set_umask(mask);
     }
     log::set_level(cfg.log_level);
     if let Err(msg) = log::set_error_log(&cfg.error_log, cfg.log_format) {
@@ -76,18 +304,20 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     for w in &loaded.warnings {
         log::warning(w);
     }
-    let result = serve(py, &loaded, cfg);
+    let result = serve(py, argv, loaded, cfg, settings);
     // Records logged after this (at exit) go to the server's own
     // destinations: the interpreter is about to end.
     crate::pylog::uninstall();
     result
 }
 
-/// Imports the application and serves it until a signal stops it.
+/// Binds, then runs the master (or, in a worker, returns its status).
 fn serve(
     py: Python<'_>,
-    loaded: &settings::Loaded,
-    cfg: ferrowsgi_server::Config,
+    argv: Vec<String>,
+    loaded: settings::Loaded,
+    cfg: Config,
+    settings: Settings,
 ) -> PyResult<i32> {
     let cli = &loaded.cli;
     let version = py.version_info();
@@ -120,54 +350,84 @@ fn serve(
     if let Some(name) = &cli.name {
         set_process_name(name);
     }
-    let server_obj = hooks::make_hook_objects(py, loaded)?;
-    if !cli.check_config && hooks::call(py, "on_starting", (&server_obj,)).is_err() {
+    let server_obj = hooks::make_hook_objects(py, &loaded)?;
+    if cli.check_config {
+        return match load_app(py, &cli.app)? {
+            Ok(_) => {
+                log::info(&format!(
+                    "Configuration and application {} are valid",
+                    cli.app
+                ));
+                Ok(0)
+            }
+            Err(msg) => Ok(fail(&msg, 1)),
+        };
+    }
+    // The master's signal handlers from here on: a signal during the
+    // binding or a preload is acted on before any worker is forked.
+    let mut master = match Master::new(settings.clone()) {
+        Ok(m) => m,
+        Err(e) => return Ok(fail(&format!("cannot set up the master process: {e}"), 1)),
+    };
+    if hooks::call(py, "on_starting", (&server_obj,)).is_err() {
         return Ok(fail("the on_starting hook failed (see above)", 1));
     }
-    let loader = py.import("ferrowsgi._loader")?;
-    let app = match loader.call_method1("load_app", (&cli.app,)) {
-        Ok(app) => app,
-        Err(e) => {
-            let is_load_error = e.is_instance(py, &loader.getattr("AppLoadError")?);
-            if is_load_error {
-                return Ok(fail(&e.value(py).to_string(), 1));
-            }
-            return Err(e);
+    let listeners = match listeners(&loaded, &cfg, &settings) {
+        Ok(l) => l,
+        Err(msg) => return Ok(fail(&msg, 1)),
+    };
+    if listeners.is_empty() {
+        return Ok(fail("no address to listen on", 2));
+    }
+    if let Some(access) = &cfg.access_log {
+        // Opened once here, so that a wrong path is the command's error;
+        // the workers inherit the descriptor (and reopen their own on USR1).
+        if let Err(msg) = access.open() {
+            return Ok(fail(&msg, 1));
         }
-    };
-    if cli.check_config {
-        log::info(&format!(
-            "Configuration and application {} are valid",
-            cli.app
-        ));
-        return Ok(0);
     }
+    for l in &listeners {
+        log::info(&format!("Listening at: {}", l.url()));
+    }
+    let app = if cli.preload {
+        match load_app(py, &cli.app)? {
+            Ok(app) => {
+                if !cli.no_gc_freeze {
+                    freeze_heap(py)?;
+                }
+                Some(app)
+            }
+            Err(msg) => return Ok(fail(&msg, 1)),
+        }
+    } else {
+        None
+    };
     log::info(&format!("Application: {}", cli.app));
-    let server = match Server::create(py, app.unbind(), cfg) {
-        Ok(s) => s,
-        Err(e) => return Ok(fail(&e.value(py).to_string(), 1)),
-    };
-    if !cli.no_gc_freeze {
-        let frozen: usize = loader.call_method0("freeze_heap")?.extract()?;
-        log::debug(&format!(
-            "{frozen} objects left out of garbage collection (--no-gc-freeze keeps them in)"
-        ));
+    log::info(&format!("Using {} thread(s)", cfg.threads));
+    log::info(&format!("Using {} worker(s)", settings.workers));
+    master.add_listeners(listeners);
+    master.set_notifier(Notifier::from_env());
+    // The variables were removed from the C environment; Python's copy,
+    // which the application and its subprocesses see, follows.
+    for var in [
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    ] {
+        environ.call_method1("pop", (var, py.None()))?;
     }
-    // One process is both master and worker: the master's hook and the
-    // worker's run in turn (post_fork has no fork to follow).
-    let worker_obj = py
-        .import("ferrowsgi._hookobjs")?
-        .call_method0("current_worker")?;
-    let _ = hooks::call(py, "when_ready", (&server_obj,));
-    let _ = hooks::call(py, "post_worker_init", (&worker_obj,));
-    worker_obj.setattr("booted", true)?;
-    let runner = py.import("ferrowsgi._runner")?;
-    let served = runner.call_method1("run_until_signal", (Bound::new(py, server)?,));
-    worker_obj.setattr("alive", false)?;
-    let _ = hooks::call(py, "worker_exit", (&server_obj, &worker_obj));
-    let _ = hooks::call(py, "on_exit", (&server_obj,));
-    served?;
-    Ok(0)
+    let mut binding = PyBinding {
+        argv,
+        loaded,
+        cfg,
+        app,
+        server_obj: server_obj.unbind(),
+    };
+    let outcome = py.detach(|| master.run(&mut binding));
+    match outcome {
+        Outcome::Master(code) | Outcome::Worker(code) => Ok(code),
+    }
 }
 
 /// Sets the kernel's name of the process (`comm`: what ps and top show),

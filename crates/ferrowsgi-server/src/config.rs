@@ -389,6 +389,70 @@ pub struct Cli {
     /// (status 0 if both worked).
     #[arg(long)]
     pub check_config: bool,
+
+    // --- processes, signals and the system (gunicorn's spellings) ---
+    /// Worker processes: a number, or `auto` for one per usable CPU (the
+    /// affinity mask, capped by the cgroup's CPU quota).
+    #[arg(short = 'w', long, value_name = "N|auto", default_value = "1",
+          value_parser = crate::process::WorkerCount::parse)]
+    pub workers: crate::process::WorkerCount,
+
+    /// Seconds a stopping worker has to finish its requests (TERM, HUP,
+    /// recycling); then it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = crate::process::DEFAULT_GRACEFUL_TIMEOUT_SECS)]
+    pub graceful_timeout: u64,
+
+    /// Requests a worker serves before it is replaced (0: never).
+    #[arg(long, value_name = "COUNT", default_value_t = 0)]
+    pub max_requests: u64,
+
+    /// Up to this many requests added at random to --max-requests per
+    /// worker, so that workers are not all replaced at once.
+    #[arg(long, value_name = "COUNT", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
+    /// Resident memory in MiB past which a worker is replaced (checked after
+    /// each request; 0: never).
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub max_rss: u64,
+
+    /// Import the application in the master before forking the workers, so
+    /// that they share its memory.
+    #[arg(long)]
+    pub preload: bool,
+
+    /// Write the master's process id to this file (removed at exit).
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pub pid: Option<PathBuf>,
+
+    /// Run the workers as this user (name or id), once the listeners are bound.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run the workers with this group (name or id).
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// File mode creation mask of the server's processes, in octal (`0o22`
+    /// or `022`).
+    #[arg(long, value_name = "MASK", value_parser = crate::process::parse_mode)]
+    pub umask: Option<u32>,
+
+    /// Permissions of the unix sockets bound with `-b unix:PATH`, in octal
+    /// (`0660`); by default they follow the umask.
+    #[arg(long, value_name = "MODE", value_parser = crate::process::parse_mode)]
+    pub unix_socket_mode: Option<u32>,
+
+    /// Set SO_REUSEPORT on TCP listeners, so another server can bind the
+    /// same address (a new version started beside this one).
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Listen on an inherited, already bound socket with this descriptor
+    /// number. Repeat for several.
+    #[arg(long = "fd", value_name = "FD", action = ArgAction::Append,
+          value_parser = clap::value_parser!(i32).range(0..))]
+    pub fds: Vec<i32>,
 }
 
 /// Checks an `--env` pair: `KEY=VALUE` with a non-empty key without `=`.

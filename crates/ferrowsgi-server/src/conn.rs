@@ -179,6 +179,11 @@ pub struct Conn {
     pub served: u64,
     /// The server is stopping: finish the request in progress, then close.
     pub stopping: bool,
+    /// The server's stop flag, read when a response head is written, so
+    /// that a response begun after a stop was asked for says
+    /// `Connection: close` even while the loop has not marked the
+    /// connection yet (its application call started before the stop).
+    pub server_stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// A request was rejected while the client may still be sending: linger
     /// before closing so our response is not lost to a reset.
     pub must_linger: bool,
@@ -264,6 +269,7 @@ impl Conn {
             read_closed: false,
             served: 0,
             stopping: false,
+            server_stop: None,
             must_linger: false,
             since: Instant::now(),
             head_since: None,

@@ -1344,6 +1344,11 @@ impl<'a> Exchange<'a> {
         let buffered_input = self.conn.input().len() as u64;
         let conn_closing = self.conn.state == ConnState::CloseAfterFlush
             || self.conn.stopping
+            || self
+                .conn
+                .server_stop
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
             || self.at_request_limit();
         if head.close {
             self.st.keep_alive = false;

@@ -19,6 +19,7 @@ pub mod health;
 mod hold;
 pub mod listen;
 pub mod log;
+pub mod process;
 pub mod server;
 pub mod settings;
 mod sys;

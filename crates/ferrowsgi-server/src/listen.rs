@@ -107,8 +107,9 @@ pub enum Listener {
         /// address but a loopback one; see [`Listener::bind`]).
         loopback_congestion: Option<Box<str>>,
     },
-    /// Unix-domain, with the path to remove when the listener goes away.
-    Unix(UnixListener, PathBuf),
+    /// Unix-domain, with its path, and whether the file is removed when
+    /// the listener goes away (not in a worker, nor for an inherited one).
+    Unix(UnixListener, PathBuf, bool),
 }
 
 impl Listener {
@@ -128,12 +129,27 @@ impl Listener {
         backlog: u32,
         loopback_congestion: Option<&str>,
     ) -> io::Result<Listener> {
+        Listener::bind_with(addr, backlog, loopback_congestion, false)
+    }
+
+    /// [`Listener::bind`], with `SO_REUSEPORT` set before the bind when
+    /// `reuse_port` (TCP only): another process may then bind the same
+    /// address, a new version of the server started beside this one.
+    pub fn bind_with(
+        addr: &BindAddr,
+        backlog: u32,
+        loopback_congestion: Option<&str>,
+        reuse_port: bool,
+    ) -> io::Result<Listener> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match addr {
             BindAddr::Tcp(sa) => {
                 let sock =
                     Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))?;
                 sock.set_reuse_address(true)?;
+                if reuse_port {
+                    sock.set_reuse_port(true)?;
+                }
                 if sa.is_ipv6() {
                     sock.set_only_v6(true)?;
                 }
@@ -194,6 +210,7 @@ impl Listener {
                 Ok(Listener::Unix(
                     UnixListener::from_std(std_listener),
                     path.clone(),
+                    true,
                 ))
             }
         }
@@ -206,7 +223,7 @@ impl Listener {
                 Ok(a) => BindAddr::Tcp(a),
                 Err(_) => BindAddr::Unix(PathBuf::new()),
             },
-            Listener::Unix(_, p) => BindAddr::Unix(p.clone()),
+            Listener::Unix(_, p, _) => BindAddr::Unix(p.clone()),
         }
     }
 
@@ -241,7 +258,7 @@ impl Listener {
                 }
                 Ok((Stream::Tcp(s), crate::exchange::PeerInfo::tcp(peer, local)))
             }
-            Listener::Unix(l, path) => {
+            Listener::Unix(l, path, _) => {
                 let (s, _) = l.accept()?;
                 Ok((Stream::Unix(s), crate::exchange::PeerInfo::unix(path)))
             }
@@ -254,14 +271,114 @@ impl Listener {
             Listener::Tcp { listener, .. } => {
                 listener.register(registry, token, Interest::READABLE)
             }
-            Listener::Unix(l, _) => l.register(registry, token, Interest::READABLE),
+            Listener::Unix(l, ..) => l.register(registry, token, Interest::READABLE),
         }
+    }
+
+    /// The listening socket's descriptor.
+    pub fn raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp { listener, .. } => listener.as_raw_fd(),
+            Listener::Unix(l, ..) => l.as_raw_fd(),
+        }
+    }
+
+    /// Leaves the unix socket's file in place when this listener goes away
+    /// (a worker's copy: the file belongs to the master).
+    pub fn disown(&mut self) {
+        if let Listener::Unix(_, _, owned) = self {
+            *owned = false;
+        }
+    }
+
+    /// Gives a unix socket's file the mode `mode` and, if given, the
+    /// owner (the workers' user and group, so that they can use it).
+    pub fn set_unix_mode(
+        &self,
+        mode: Option<u32>,
+        owner: Option<(libc::uid_t, libc::gid_t)>,
+    ) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if let Listener::Unix(_, path, _) = self {
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+            }
+            if let Some(m) = mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(m))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adopts an inherited listening socket (`--fd N`, systemd's
+    /// `LISTEN_FDS`): a TCP or unix stream socket that is already bound and
+    /// listening. It is made non-blocking and close-on-exec; a unix
+    /// socket's file is never removed by this server. The error is one
+    /// line naming the descriptor.
+    pub fn from_fd(fd: RawFd) -> Result<Listener, String> {
+        use std::os::fd::FromRawFd;
+        let bad = |why: String| format!("descriptor {fd}: {why}");
+        // SAFETY: fcntl(F_GETFD) only asks whether fd is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            return Err(bad("not an open descriptor".into()));
+        }
+        // SAFETY: fd is open; the socket takes ownership of it, which is
+        // what adopting an inherited descriptor means (nothing else in this
+        // process uses it).
+        let sock = unsafe { Socket::from_raw_fd(fd) };
+        let fail = |sock: Socket, why: String| {
+            // Not ours to close: it was only looked at.
+            std::mem::forget(sock);
+            Err(bad(why))
+        };
+        let ty = match sock.r#type() {
+            Ok(t) => t,
+            Err(e) => return fail(sock, format!("not a socket ({e})")),
+        };
+        if ty != Type::STREAM {
+            return fail(sock, "not a stream socket".into());
+        }
+        match sock.is_listener() {
+            Ok(true) => {}
+            Ok(false) => return fail(sock, "not a listening socket".into()),
+            Err(e) => return fail(sock, format!("cannot be inspected ({e})")),
+        }
+        let local = match sock.local_addr() {
+            Ok(a) => a,
+            Err(e) => return fail(sock, format!("has no address ({e})")),
+        };
+        if let Err(e) = sock
+            .set_nonblocking(true)
+            .and_then(|_| sock.set_cloexec(true))
+        {
+            return fail(sock, format!("cannot be set up ({e})"));
+        }
+        if let Some(sa) = local.as_socket() {
+            defer_accept(&sock);
+            let listener = TcpListener::from_std(sock.into());
+            let fixed = (!sa.ip().is_unspecified()).then_some(sa);
+            return Ok(Listener::Tcp {
+                listener,
+                fixed,
+                loopback_congestion: None,
+            });
+        }
+        if local.is_unix() {
+            let path = local.as_pathname().map(PathBuf::from).unwrap_or_default();
+            let std_listener: std::os::unix::net::UnixListener = sock.into();
+            return Ok(Listener::Unix(
+                UnixListener::from_std(std_listener),
+                path,
+                false,
+            ));
+        }
+        fail(sock, "neither a TCP nor a unix socket".into())
     }
 }
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix(_, path, true) = self {
             let _ = std::fs::remove_file(path);
         }
     }

@@ -13,8 +13,9 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,22 +53,45 @@ const DEFER_MAX_WAIT: Duration = Duration::from_micros(1000);
 /// A burst of at least this many connections is worth giving memory back
 /// after.
 const TRIM_AFTER_PEAK: usize = 64;
-/// How long a stopping server waits for requests in progress.
+/// How long a stopping server waits for requests in progress, unless
+/// told otherwise ([`StopHandle::set_grace`]).
 const STOP_GRACE: Duration = Duration::from_secs(30);
+/// Connections a worker sharing its listeners with other workers accepts
+/// per wake-up: the others, woken one at a time (`EPOLLEXCLUSIVE`), take
+/// the rest, so that a burst of connections does not all land in the
+/// worker that woke first.
+const SHARED_ACCEPT_BATCH: usize = 4;
 
 /// Asks a running server to stop, from any thread.
 #[derive(Debug, Clone)]
 pub struct StopHandle {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
+    /// Milliseconds a stop leaves requests in progress.
+    grace_ms: Arc<AtomicU64>,
 }
 
 impl StopHandle {
-    /// Requests a graceful stop: no new connections, requests in progress
-    /// finish, then [`Server::run`] returns.
+    /// Requests a graceful stop: no new connections, idle connections
+    /// closed at once, requests in progress finish (their responses say
+    /// `Connection: close`), then [`Server::run`] returns.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
+    }
+
+    /// Requests a stop that leaves requests in progress no time: the loop
+    /// closes every connection and returns.
+    pub fn stop_now(&self) {
+        self.grace_ms.store(0, Ordering::SeqCst);
+        self.stop();
+    }
+
+    /// How long a graceful stop waits for requests in progress (30 s
+    /// unless set).
+    pub fn set_grace(&self, grace: Duration) {
+        self.grace_ms
+            .store(grace.as_millis() as u64, Ordering::SeqCst);
     }
 }
 
@@ -192,21 +216,48 @@ pub struct Server<H: Handler> {
     poll: Poll,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    grace_ms: Arc<AtomicU64>,
+    /// The listeners are shared with other processes' loops (workers).
+    shared: bool,
 }
 
 impl<H: Handler> Server<H> {
     /// Binds every address of `cfg`. The error names the address that
     /// failed.
     pub fn bind(cfg: Config, handler: H) -> Result<Server<H>, (String, io::Error)> {
-        let poll = Poll::new().map_err(|e| ("epoll".to_string(), e))?;
-        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| ("waker".to_string(), e))?;
         let mut listeners = Vec::new();
-        for (i, addr) in cfg.binds.iter().enumerate() {
-            let mut l = Listener::bind(addr, cfg.backlog, cfg.loopback_congestion.as_deref())
-                .map_err(|e| (addr.to_string(), e))?;
-            l.register(poll.registry(), Token(LISTENER_BASE - i))
+        for addr in &cfg.binds {
+            let l = Listener::bind(addr, cfg.backlog, cfg.loopback_congestion.as_deref())
                 .map_err(|e| (addr.to_string(), e))?;
             listeners.push(l);
+        }
+        Server::from_listeners(cfg, handler, listeners, false)
+    }
+
+    /// A server over listeners bound already (by a master, or inherited).
+    /// `shared`: other processes wait on the same listening sockets (the
+    /// workers of one master). Each is then registered with
+    /// `EPOLLEXCLUSIVE`, so that a new connection wakes one waiting worker
+    /// rather than all of them, and level-triggered, so that a worker may
+    /// accept a few connections per wake-up and leave the rest to the
+    /// others (docs/ARCHITECTURE.md, "Processes"). `cfg.binds` is not
+    /// used.
+    pub fn from_listeners(
+        cfg: Config,
+        handler: H,
+        mut listeners: Vec<Listener>,
+        shared: bool,
+    ) -> Result<Server<H>, (String, io::Error)> {
+        let poll = Poll::new().map_err(|e| ("epoll".to_string(), e))?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(|e| ("waker".to_string(), e))?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            let token = Token(LISTENER_BASE - i);
+            let done = if shared {
+                register_exclusive(&poll, l.raw_fd(), token)
+            } else {
+                l.register(poll.registry(), token)
+            };
+            done.map_err(|e| (l.url(), e))?;
         }
         Ok(Server {
             cfg: Arc::new(cfg),
@@ -215,6 +266,8 @@ impl<H: Handler> Server<H> {
             poll,
             waker: Arc::new(waker),
             stop: Arc::new(AtomicBool::new(false)),
+            grace_ms: Arc::new(AtomicU64::new(STOP_GRACE.as_millis() as u64)),
+            shared,
         })
     }
 
@@ -228,6 +281,7 @@ impl<H: Handler> Server<H> {
         StopHandle {
             stop: Arc::clone(&self.stop),
             waker: Arc::clone(&self.waker),
+            grace_ms: Arc::clone(&self.grace_ms),
         }
     }
 
@@ -327,6 +381,8 @@ struct EventLoop<H: Handler> {
     paused_error: bool,
     /// Most connections open at once since memory was last given back.
     peak_conns: usize,
+    /// The stop is taking what waits in the listen backlog.
+    draining: bool,
     /// Connections that used up their turn (`max_pipelined`) with requests
     /// still buffered: driven again after the current events.
     again: Vec<usize>,
@@ -361,6 +417,7 @@ impl<H: Handler> EventLoop<H> {
             paused_full: false,
             paused_error: false,
             peak_conns: 0,
+            draining: false,
             again: Vec::new(),
             deferred: Vec::new(),
             deferred_since: Instant::now(),
@@ -467,17 +524,32 @@ impl<H: Handler> EventLoop<H> {
             self.flush_deferred();
             if self.server.stop.load(Ordering::SeqCst) {
                 if self.accepting {
+                    // What is already in the backlog is taken and answered
+                    // (with `Connection: close`) rather than reset when the
+                    // last descriptor of the listening socket closes.
+                    self.server.shared = false;
+                    self.draining = true;
+                    for i in 0..self.server.listeners.len() {
+                        self.accept(i);
+                    }
+                    self.draining = false;
                     self.accepting = false;
                     for l in self.server.listeners.drain(..) {
+                        // Another process may hold the same socket (a
+                        // master, other workers): closing this descriptor
+                        // would then leave it in this epoll set, and a
+                        // shared wake-up could land here, unanswered.
+                        deregister_fd(&self.server.poll, l.raw_fd());
                         drop(l);
                     }
                     log::info("Shutting down: finishing requests in progress");
-                    stop_deadline = Some(Instant::now() + STOP_GRACE);
+                    stop_deadline = Some(Instant::now());
                 }
+                let grace = Duration::from_millis(self.server.grace_ms.load(Ordering::SeqCst));
                 // Requests in progress finish and their responses are
                 // written; idle connections close as soon as they are idle.
                 self.close_idle();
-                if self.conns.is_empty() || stop_deadline.is_some_and(|d| Instant::now() >= d) {
+                if self.conns.is_empty() || stop_deadline.is_some_and(|d| d.elapsed() >= grace) {
                     break;
                 }
                 // Retired as unhealthy: the connections of the threads
@@ -513,13 +585,26 @@ impl<H: Handler> EventLoop<H> {
     /// out of file descriptors) are picked up later: at the limit as soon as
     /// a connection closes, after an error at the next sweep.
     fn accept(&mut self, index: usize) {
+        let mut batch = if self.server.shared {
+            SHARED_ACCEPT_BATCH
+        } else {
+            usize::MAX
+        };
         loop {
             // A request served inline during this loop (TCP_DEFER_ACCEPT has
             // it ready) may outlast a stop signal: what came into the backlog
-            // meanwhile is left there, to be refused with the listener.
-            if self.server.stop.load(Ordering::SeqCst) {
+            // meanwhile is left there, to be refused with the listener,
+            // unless the stop takes it on purpose (`draining`: a worker whose
+            // listening socket stays open in other processes).
+            if self.server.stop.load(Ordering::SeqCst) && !self.draining {
                 return;
             }
+            if batch == 0 {
+                // Level-triggered (shared listeners): the next poll
+                // reports what is left, unless another worker took it.
+                return;
+            }
+            batch -= 1;
             if self.conns.len() >= self.server.cfg.max_connections {
                 if !self.paused_full {
                     log::warning(&format!(
@@ -539,6 +624,7 @@ impl<H: Handler> EventLoop<H> {
                     let key = entry.key();
                     let mut conn = Box::new(Conn::new(stream, peer));
                     conn.defer_output = self.pool.is_none();
+                    conn.server_stop = Some(Arc::clone(&self.server.stop));
                     entry.insert(Slot::Here(conn));
                     self.peak_conns = self.peak_conns.max(self.conns.len());
                     // TCP_DEFER_ACCEPT: the request is usually there already,
@@ -1001,6 +1087,34 @@ fn register_once(conn: &mut Conn, poll: &Poll, key: usize) -> bool {
     }
 }
 
+/// Registers a shared listener with `EPOLLEXCLUSIVE`, level-triggered
+/// (mio registers edge-triggered and has no exclusive flag, so the call is
+/// made on its epoll descriptor directly; mio reads the token back from
+/// the event's data like any other).
+fn register_exclusive(poll: &Poll, fd: std::os::fd::RawFd, token: Token) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+        u64: token.0 as u64,
+    };
+    // SAFETY: both descriptors are open; ev is a valid epoll_event.
+    let rc = unsafe { libc::epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes `fd` from the loop's epoll set (errors ignored: a descriptor
+/// not in the set has nothing to remove).
+fn deregister_fd(poll: &Poll, fd: std::os::fd::RawFd) {
+    let mut ev = libc::epoll_event { events: 0, u64: 0 };
+    // SAFETY: both descriptors are open; ev is ignored by EPOLL_CTL_DEL
+    // but must be non-null on old kernels.
+    unsafe {
+        libc::epoll_ctl(poll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev);
+    }
+}
+
 /// Runs one request through the handler on this thread.
 fn serve<H: Handler>(
     handler: &H,
@@ -1012,6 +1126,7 @@ fn serve<H: Handler>(
 ) {
     let ex = Exchange::new(conn, req, cfg, handler, date, watch);
     run_handler(handler, ex, |h, ex| h.handle(ex));
+    crate::process::worker::request_done();
 }
 
 /// Goes on with the response parked on `conn`, on this thread.

@@ -1,0 +1,325 @@
+"""Master and worker processes: forking, replacing, recycling, stopping.
+
+Every test runs the real command line, sends real signals and talks over real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from support import (
+    TESTS_DIR,
+    RawConn,
+    Server,
+    build_request,
+    children,
+    wait_until,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # A zombie has exited; only its parent's wait is missing.
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def get(server: Server, target: str = "/") -> str:
+    resp = server.request("GET", target)
+    assert resp.status == 200, resp
+    return resp.text
+
+
+def wait_workers(server: Server, count: int, timeout: float = 20) -> list[int]:
+    """Wait until the master has ``count`` children that answer, and return their pids."""
+    assert wait_until(lambda: len(server.worker_pids()) == count, timeout), server.worker_pids()
+    return server.worker_pids()
+
+
+def pids_answering(server: Server, expected: set[int], timeout: float = 20) -> set[int]:
+    """Send requests (new connections) until every pid of ``expected`` answered."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while not expected <= seen and time.monotonic() < deadline:
+        seen.add(int(get(server)))
+    return seen
+
+
+class Load:
+    """Client threads sending requests on new connections until stopped.
+
+    A request counts as failed when it was sent and no complete response came back. A
+    refused connection means the server is gone (it is not a request that was accepted),
+    and stops that thread.
+    """
+
+    def __init__(self, server: Server, threads: int = 2, target: str = "/") -> None:
+        self.addr = server.addr
+        self.target = target
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: dict[int, int] = {}
+        self.refused = False
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+    def wait_ok(self, more: int, timeout: float = 20) -> None:
+        target = self.ok + more
+        assert wait_until(lambda: self.ok >= target or self.refused, timeout), (self.ok, target)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn = RawConn(self.addr, timeout=30)
+            except (ConnectionRefusedError, FileNotFoundError):
+                self.refused = True
+                return
+            try:
+                conn.send(build_request("GET", self.target, headers=[("Connection", "close")]))
+                resp = conn.read_response()
+                assert resp.status == 200, resp.status
+                pid = int(resp.text)
+                with self._lock:
+                    self.ok += 1
+                    self.pids[pid] = self.pids.get(pid, 0) + 1
+            except Exception as e:  # noqa: BLE001 - every failure is recorded
+                with self._lock:
+                    self.failures.append(f"{type(e).__name__}: {e}")
+            finally:
+                conn.close()
+
+
+# --- forking and serving ----------------------------------------------------------------------
+
+
+def test_two_workers_both_serve(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    pids = set(wait_workers(server, 2))
+    assert server.pid not in pids
+    assert pids_answering(server, pids) == pids
+    # Each worker is a child of the master.
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            assert int(f.read().rsplit(")", 1)[1].split()[1]) == server.pid
+
+
+def test_one_worker_by_default_and_master_runs_no_app(start_server, tmp_path: Path) -> None:
+    log = tmp_path / "imports"
+    server = start_server("apps.procs:app", env={"PROCS_IMPORT_LOG": str(log)})
+    (worker,) = wait_workers(server, 1)
+    assert int(get(server)) == worker
+    assert int(get(server, "/imported")) == worker
+    assert log.read_text().split() == [str(worker)]
+
+
+def test_preload_imports_in_the_master_once(start_server, tmp_path: Path) -> None:
+    log = tmp_path / "imports"
+    server = start_server(
+        "apps.procs:app", "-w", "2", "--preload", env={"PROCS_IMPORT_LOG": str(log)}
+    )
+    pids = set(wait_workers(server, 2))
+    assert pids_answering(server, pids) == pids
+    assert int(get(server, "/imported")) == server.pid
+    assert log.read_text().split() == [str(server.pid)]
+
+
+def test_workers_auto_counts_usable_cpus(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "auto")
+    expected = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            expected = min(expected, -(-int(quota) // int(period)))
+    except (FileNotFoundError, ValueError):
+        pass
+    assert server.wait_stderr(rf"Using {expected} worker\(s\)")
+    wait_workers(server, expected)
+
+
+# --- replacing ----------------------------------------------------------------------------------
+
+
+def test_killed_worker_is_replaced_and_the_others_keep_serving(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    first = set(wait_workers(server, 2))
+    assert pids_answering(server, first) == first
+    with Load(server) as load:
+        load.wait_ok(50)
+        victim, survivor = sorted(first)
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert wait_until(
+            lambda: len(server.worker_pids()) == 2 and victim not in server.worker_pids(), 10
+        )
+        replaced_in = time.monotonic() - killed_at
+        (new,) = set(server.worker_pids()) - first
+        served_by_survivor = load.pids.get(survivor, 0)
+        load.wait_ok(200)
+        assert load.pids.get(survivor, 0) > served_by_survivor
+        assert wait_until(lambda: load.pids.get(new, 0) > 0, 20), load.pids
+    # The worker is replaced at once (a generous bound: it is the feature).
+    assert replaced_in < 1.0, replaced_in
+    # Only what the killed worker had in flight may fail (one request per client thread).
+    assert len(load.failures) <= 2, load.failures
+    assert server.wait_stderr(rf"Worker {victim} was killed by SIGKILL")
+
+
+def test_kill_9_of_the_master_leaves_no_worker(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    pids = wait_workers(server, 2)
+    os.kill(server.pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(alive(p) for p in pids), 20), [p for p in pids if alive(p)]
+
+
+def test_import_error_is_one_line_without_a_fork_storm(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    log = tmp_path / "imports"
+    env = dict(os.environ, PROCS_FAIL_IMPORT="1", PROCS_IMPORT_LOG=str(log))
+    result = subprocess.run(
+        [sys.executable, "-m", "ferrowsgi", "apps.procs:app", "-b", "127.0.0.1:0", "-w", "3"],
+        cwd=TESTS_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ferrowsgi: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "import refused on purpose" in errors[0]
+    assert "Traceback" not in result.stderr
+    # At most the first round of workers tried; none was started again.
+    assert len(log.read_text().split()) <= 3
+
+
+def test_a_worker_that_fails_later_is_retried_with_back_off(start_server, tmp_path: Path) -> None:
+    flag = tmp_path / "fail"
+    server = start_server(
+        "apps.procs:app",
+        env={"PROCS_FAIL_IMPORT": "1", "PROCS_FAIL_FLAG": str(flag)},
+    )
+    (worker,) = wait_workers(server, 1)
+    assert int(get(server)) == worker
+    flag.write_text("")
+    os.kill(worker, signal.SIGKILL)
+    # Each failed start logs one line with its delay; the delays grow.
+    assert wait_until(lambda: server.stderr_text().count("failed to boot") >= 3, 30)
+    text = server.stderr_text()
+    delays = [
+        float(line.rsplit(" in ", 1)[1].split()[0])
+        for line in text.splitlines()
+        if "failed to boot" in line
+    ]
+    assert all(b > a for a, b in zip(delays, delays[1:])), delays
+    failed = [ln for ln in text.splitlines() if "failed to boot" in ln]
+    assert all("import refused on purpose" in ln for ln in failed), failed
+    flag.unlink()
+    (back,) = wait_workers(server, 1)
+    assert wait_until(lambda: get(server) == str(back), 20)
+
+
+# --- stopping -----------------------------------------------------------------------------------
+
+
+def test_term_under_load_fails_no_request(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2", "--threads", "4")
+    wait_workers(server, 2)
+    with Load(server, threads=3, target="/sleep?s=0.05") as load:
+        load.wait_ok(40)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0
+        assert wait_until(lambda: load.refused, 10)
+    assert load.failures == []
+    assert load.ok >= 40
+
+
+def test_term_closes_idle_keep_alive_connections_at_once(start_server) -> None:
+    server = start_server("apps.procs:app", "--keep-alive", "60", "--threads", "2")
+    wait_workers(server, 1)
+    idle = server.conn(timeout=20)
+    idle.request("GET", "/")
+    assert idle.read_response().status == 200
+    busy = server.conn(timeout=20)
+    busy.request("GET", "/sleep?s=1.5")
+    time.sleep(0.3)  # the sleeping request is in the application now
+    start = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    # The idle connection ends now, not after --keep-alive (60 s).
+    assert idle.sock.recv(1) == b""
+    closed_in = time.monotonic() - start
+    resp = busy.read_response()
+    assert resp.status == 200
+    assert resp.closes, resp.headers
+    assert busy.sock.recv(1) == b""
+    assert server.proc.wait(20) == 0
+    assert closed_in < 1.0, closed_in
+    idle.close()
+    busy.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT])
+def test_int_and_quit_stop_fast(start_server, sig: int) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    pids = wait_workers(server, 2)
+    server.proc.send_signal(sig)
+    assert server.proc.wait(20) == 0
+    assert not any(alive(p) for p in pids)
+    assert "Traceback" not in server.stderr_text()
+    assert "KeyboardInterrupt" not in server.stderr_text()
+
+
+def test_graceful_timeout_kills_a_worker_that_does_not_finish(start_server) -> None:
+    server = start_server("apps.procs:app", "--graceful-timeout", "1")
+    (worker,) = wait_workers(server, 1)
+    busy = server.conn(timeout=30)
+    busy.request("GET", "/sleep?s=20")
+    time.sleep(0.3)
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    assert not alive(worker)
+    assert server.wait_stderr(rf"Worker {worker} did not stop within --graceful-timeout")
+    busy.close()
+
+
+# --- system -------------------------------------------------------------------------------------
+
+
+def test_pid_file_is_written_and_removed(start_server, tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    server = start_server("apps.procs:app", "-p", str(pid_file))
+    wait_workers(server, 1)
+    assert pid_file.read_text().strip() == str(server.pid)
+    assert server.stop(signal.SIGTERM) == 0
+    assert not pid_file.exists()
+
+
+def test_master_pid_is_parent_of_the_worker(start_server) -> None:
+    server = start_server("apps.procs:app")
+    assert int(get(server, "/ppid")) == server.pid
+    assert children(server.pid) == [int(get(server))]
