@@ -189,9 +189,11 @@ class Server:
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
         ignore_sigint: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> None:
         self.app = app
         self.ignore_sigint = ignore_sigint
+        self.pass_fds = pass_fds
         self.options = list(options)
         self.binds = ["127.0.0.1:0"] if binds is None else list(binds)
         self.cwd = str(cwd)
@@ -223,6 +225,7 @@ class Server:
             stderr=subprocess.PIPE,
             # As a background job of a non-interactive shell starts it.
             preexec_fn=_ignore_sigint if self.ignore_sigint else None,
+            pass_fds=self.pass_fds,
         )
         self._out = _Collector(self.proc.stdout, "server-stdout")
         self._err = _Collector(self.proc.stderr, "server-stderr")

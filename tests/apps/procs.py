@@ -2,9 +2,12 @@
 
 ``/`` answers ``pid``; ``/sleep?s=0.2`` sleeps first; ``/alloc?mib=N`` keeps N more MiB
 alive for the life of the process (to cross ``--max-rss``); ``/ppid`` answers the parent's
-pid; ``/ids`` answers ``uid gid``. Environment: ``PROCS_FAIL_IMPORT=1`` makes the import fail
-(``PROCS_FAIL_FLAG=PATH``: only while PATH exists); ``PROCS_IMPORT_LOG=PATH`` appends a line
-per import (to count imports across processes).
+pid; ``/ids`` answers ``uid gid``; ``/env`` the names of the LISTEN_* and NOTIFY_*
+variables; ``/imported`` the pid of the process that imported this module.
+
+Environment: ``PROCS_FAIL_IMPORT=1`` makes the import fail (with ``PROCS_FAIL_FLAG=PATH``:
+only while PATH exists); ``PROCS_IMPORT_LOG=PATH`` appends a line per import (to count
+imports across processes).
 """
 
 import os
@@ -35,6 +38,8 @@ def app(environ, start_response):
         body = str(os.getppid())
     elif path == "/ids":
         body = f"{os.getuid()} {os.getgid()}"
+    elif path == "/env":
+        body = repr(sorted(k for k in os.environ if k.startswith(("LISTEN_", "NOTIFY_"))))
     elif path == "/imported":
         body = str(IMPORTED_IN)
     else:

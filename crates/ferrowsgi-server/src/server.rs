@@ -69,6 +69,8 @@ pub struct StopHandle {
     waker: Arc<Waker>,
     /// Milliseconds a stop leaves requests in progress.
     grace_ms: Arc<AtomicU64>,
+    /// No new connections, but no stop either.
+    pause: Arc<AtomicBool>,
 }
 
 impl StopHandle {
@@ -85,6 +87,14 @@ impl StopHandle {
     pub fn stop_now(&self) {
         self.grace_ms.store(0, Ordering::SeqCst);
         self.stop();
+    }
+
+    /// Stops accepting new connections (for good), while the connections
+    /// open go on being served: a worker about to be replaced leaves the
+    /// new ones to the other workers and its replacement.
+    pub fn pause_accept(&self) {
+        self.pause.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
     }
 
     /// How long a graceful stop waits for requests in progress (30 s
@@ -217,6 +227,7 @@ pub struct Server<H: Handler> {
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     grace_ms: Arc<AtomicU64>,
+    pause: Arc<AtomicBool>,
     /// The listeners are shared with other processes' loops (workers).
     shared: bool,
 }
@@ -267,6 +278,7 @@ impl<H: Handler> Server<H> {
             waker: Arc::new(waker),
             stop: Arc::new(AtomicBool::new(false)),
             grace_ms: Arc::new(AtomicU64::new(STOP_GRACE.as_millis() as u64)),
+            pause: Arc::new(AtomicBool::new(false)),
             shared,
         })
     }
@@ -282,6 +294,7 @@ impl<H: Handler> Server<H> {
             stop: Arc::clone(&self.stop),
             waker: Arc::clone(&self.waker),
             grace_ms: Arc::clone(&self.grace_ms),
+            pause: Arc::clone(&self.pause),
         }
     }
 
@@ -522,15 +535,24 @@ impl<H: Handler> EventLoop<H> {
                 }
             }
             self.flush_deferred();
+            if self.accepting && self.server.pause.load(Ordering::Relaxed) {
+                self.accepting = false;
+                for l in &self.server.listeners {
+                    deregister_fd(&self.server.poll, l.raw_fd());
+                }
+                log::info("No longer accepting connections (being replaced)");
+            }
             if self.server.stop.load(Ordering::SeqCst) {
-                if self.accepting {
+                if stop_deadline.is_none() {
                     // What is already in the backlog is taken and answered
                     // (with `Connection: close`) rather than reset when the
                     // last descriptor of the listening socket closes.
-                    self.server.shared = false;
-                    self.draining = true;
-                    for i in 0..self.server.listeners.len() {
-                        self.accept(i);
+                    if self.accepting {
+                        self.server.shared = false;
+                        self.draining = true;
+                        for i in 0..self.server.listeners.len() {
+                            self.accept(i);
+                        }
                     }
                     self.draining = false;
                     self.accepting = false;

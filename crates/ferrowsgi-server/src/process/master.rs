@@ -738,12 +738,15 @@ impl Run<'_> {
             raw
         };
         self.binding.worker_exited(pid, cause);
-        if w.state == State::Stopping && !boot_failed {
+        if w.state == State::Stopping {
             match raw {
                 ExitCause::Signal(libc::SIGKILL) => log::warning(&format!(
                     "Worker {pid} did not stop within --graceful-timeout and was killed"
                 )),
                 ExitCause::Exit(0) => log::info(&format!("Worker exited (pid: {pid})")),
+                ExitCause::Exit(EXIT_BOOT_FAILED) if boot_failed => {
+                    log::info(&format!("Worker exited (pid: {pid}) before it was ready"))
+                }
                 other => log::warning(&format!("Worker {pid} stopped with {}", describe(other))),
             }
             return;

@@ -56,9 +56,10 @@ static REQUEST_LIMIT: AtomicU64 = AtomicU64::new(0);
 /// `--max-rss` in bytes (0: none).
 static RSS_LIMIT: AtomicU64 = AtomicU64::new(0);
 
-/// Asks the master to replace this worker: it forks a replacement at once
-/// and, as soon as that one is ready, stops this one gracefully (which
-/// finishes the requests it has). Called once per worker; later calls do
+/// Asks the master to replace this worker: it stops accepting new
+/// connections at once, the master forks a replacement and, as soon as that
+/// one is ready, stops this one gracefully (which finishes the requests it
+/// has: the worker leaves after its replacement accepts). Called once per worker; later calls do
 /// nothing. Outside a worker (`ferrowsgi.serve()`), or when the master is
 /// gone, the server stops gracefully by itself instead.
 pub fn retire(reason: RetireReason) {
@@ -67,8 +68,13 @@ pub fn retire(reason: RetireReason) {
     }
     let fd = NOTIFY_FD.load(Ordering::SeqCst);
     let told = fd >= 0 && write_all(fd, reason.code()).is_ok();
-    if !told {
-        if let Some(stop) = STOP.get() {
+    if let Some(stop) = STOP.get() {
+        if told {
+            // New connections go to the other workers and the
+            // replacement; the open ones are served until the master's
+            // TERM, which comes once the replacement is ready.
+            stop.pause_accept();
+        } else {
             stop.stop();
         }
     }

@@ -1,0 +1,233 @@
+"""The process model, measured.
+
+``overhead``: CPU per request of ``-w 1`` (a master and one worker) against the
+single process of ``ferrowsgi.serve()``, in interleaved rounds: the server pinned to
+CPU 0, wrk to CPU 1, 50 keep-alive connections; CPU is the server's process tree
+(utime + stime of every thread) over the run, divided by wrk's request count.
+
+``spread``: two workers, unpinned, wrk on the same two cores: how the requests are
+shared between the workers, and how many accept(2) calls found nothing (woken for a
+connection another worker took) under a load of new connections (strace -c).
+
+    python bench/workers.py overhead --rounds 4 --duration 5
+    python bench/workers.py spread --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from run import tree_cpu_seconds  # noqa: E402
+
+HOST = "127.0.0.1"
+
+SINGLE = (
+    "import sys; sys.path.insert(0, {dir!r}); import ferrowsgi; "
+    "from apps.{mod} import app; ferrowsgi.serve(app, bind=['{host}:{port}'])"
+)
+
+COUNTING_APP = """
+import os
+count = 0
+def app(environ, start_response):
+    global count
+    if environ["PATH_INFO"] == "/count":
+        body = f"{os.getpid()} {count}".encode()
+    else:
+        count += 1
+        body = b"Hello, World!"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the server exited")
+        try:
+            with socket.create_connection((HOST, port), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("the server did not answer")
+
+
+def start(mode: str, app: str, port: int, pin: str | None, cwd: Path, extra=()):
+    if mode == "single":
+        code = SINGLE.format(dir=str(cwd), mod=app, host=HOST, port=port)
+        argv = [sys.executable, "-c", code]
+    else:
+        workers = {"w1": "1", "w2": "2"}[mode]
+        argv = [sys.executable, "-m", "ferrowsgi", f"apps.{app}:app", "-b", f"{HOST}:{port}"]
+        argv += ["-w", workers, *extra]
+    if pin:
+        argv = ["taskset", "-c", pin, *argv]
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    wait_port(port, proc)
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def wrk(
+    port: int,
+    duration: int,
+    path: str = "/",
+    script: str | None = None,
+    pin: str | None = "1",
+    conns: int = 50,
+    extra: tuple[str, ...] = (),
+) -> int:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", *extra]
+    if script:
+        argv += ["-s", str(BENCH_DIR / "lua" / script)]
+    argv.append(f"http://{HOST}:{port}{path}")
+    if pin:
+        argv = ["taskset", "-c", pin, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        print("  wrk:", errors.group(0))
+    return int(m.group(1)) if m else 0
+
+
+def overhead(args) -> None:
+    apps = {"hello": ("hello", "/", None), "echo": ("echo", "/", "post.lua")}
+    for name in args.apps.split(","):
+        mod, path, script = apps[name]
+        results: dict[str, list[float]] = {"single": [], "w1": []}
+        for r in range(args.rounds):
+            order = ["single", "w1"] if r % 2 == 0 else ["w1", "single"]
+            for mode in order:
+                port = free_port()
+                proc = start(mode, mod, port, "0", BENCH_DIR)
+                try:
+                    wrk(port, 1, path, script)  # warm up
+                    cpu0 = tree_cpu_seconds(proc.pid)
+                    n = wrk(port, args.duration, path, script)
+                    cpu = tree_cpu_seconds(proc.pid) - cpu0
+                finally:
+                    stop(proc)
+                results[mode].append(cpu / n * 1e6)
+                print(
+                    f"{name} round {r + 1} {mode:6}: {n / args.duration:8.0f} req/s "
+                    f"{cpu / n * 1e6:6.2f} us CPU/request"
+                )
+        single = statistics.median(results["single"])
+        w1 = statistics.median(results["w1"])
+        print(
+            f"{name}: median CPU/request single {single:.2f} us, -w 1 {w1:.2f} us "
+            f"({(w1 / single - 1) * 100:+.1f}%)"
+        )
+
+
+def spread(args) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "apps").mkdir()
+        Path(d, "apps", "__init__.py").write_text("")
+        Path(d, "apps", "counting.py").write_text(COUNTING_APP)
+        for label, extra in (
+            ("keep-alive", ()),
+            ("new connection per request", ("-H", "Connection: close")),
+        ):
+            port = free_port()
+            proc = start("w2", "counting", port, None, Path(d))
+            try:
+                time.sleep(0.5)
+                workers = [
+                    int(p)
+                    for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+                ]
+                tracer = None
+                if args.strace and label != "keep-alive":
+                    tracer = subprocess.Popen(
+                        [
+                            "strace",
+                            "-f",
+                            "-c",
+                            "-e",
+                            "trace=accept4,epoll_wait",
+                            "-o",
+                            f"{d}/strace",
+                            *sum((["-p", str(w)] for w in workers), []),
+                        ],
+                        stderr=subprocess.DEVNULL,
+                    )
+                    time.sleep(0.5)
+                n = wrk(port, args.duration, "/", None, pin=None, extra=extra)
+                if tracer:
+                    tracer.send_signal(signal.SIGINT)
+                    tracer.wait(20)
+                counts = {}
+                for _ in range(200):
+                    with socket.create_connection((HOST, port)) as s:
+                        s.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        data = b""
+                        while chunk := s.recv(4096):
+                            data += chunk
+                    pid, count = data.split(b"\r\n\r\n", 1)[1].split()
+                    counts[int(pid)] = int(count)
+                    if len(counts) == 2:
+                        break
+                total = sum(counts.values())
+                shares = ", ".join(
+                    f"{c / total * 100:.1f}%" for c in sorted(counts.values(), reverse=True)
+                )
+                print(f"{label}: {n / args.duration:.0f} req/s; per worker: {shares} ({counts})")
+                if tracer:
+                    print(Path(f"{d}/strace").read_text())
+            finally:
+                stop(proc)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    o = sub.add_parser("overhead")
+    o.add_argument("--rounds", type=int, default=4)
+    o.add_argument("--duration", type=int, default=5)
+    o.add_argument("--apps", default="hello,echo")
+    s = sub.add_parser("spread")
+    s.add_argument("--duration", type=int, default=5)
+    s.add_argument("--strace", action="store_true")
+    args = p.parse_args()
+    {"overhead": overhead, "spread": spread}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Signals to the master, under load: HUP reload, TTIN/TTOU, USR1; recycling by
+--max-requests and --max-rss. Real processes, real signals, real sockets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from support import wait_until
+from test_workers import Load, alive, get, pids_answering, wait_workers
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_hup_under_load_replaces_every_worker_and_fails_no_request(
+    start_server, tmp_path: Path
+) -> None:
+    log = tmp_path / "imports"
+    server = start_server(
+        "apps.procs:app", "-w", "2", "--threads", "2", env={"PROCS_IMPORT_LOG": str(log)}
+    )
+    old = set(wait_workers(server, 2))
+    with Load(server, threads=3, target="/sleep?s=0.01") as load:
+        load.wait_ok(50)
+        os.kill(server.pid, signal.SIGHUP)
+        assert wait_until(
+            lambda: len(server.worker_pids()) == 2 and not old & set(server.worker_pids()), 30
+        ), (old, server.worker_pids())
+        new = set(server.worker_pids())
+        assert wait_until(lambda: new <= set(load.pids), 30), (new, load.pids)
+        load.wait_ok(50)
+    assert load.failures == []
+    assert not any(alive(p) for p in old)
+    # The new workers imported the application again.
+    assert sorted(int(p) for p in log.read_text().split()) == sorted(old | new)
+    assert server.wait_stderr(r"Reload done")
+
+
+def test_hup_with_an_application_that_no_longer_imports_keeps_the_old_workers(
+    start_server, tmp_path: Path
+) -> None:
+    flag = tmp_path / "broken"
+    server = start_server(
+        "apps.procs:app",
+        "-w",
+        "2",
+        env={"PROCS_FAIL_IMPORT": "1", "PROCS_FAIL_FLAG": str(flag)},
+    )
+    old = set(wait_workers(server, 2))
+    flag.write_text("")
+    with Load(server) as load:
+        load.wait_ok(20)
+        os.kill(server.pid, signal.SIGHUP)
+        assert server.wait_stderr(r"Reload failed, keeping the old workers: .*refused on purpose")
+        load.wait_ok(50)
+        # Only the old workers answered, before and after.
+        assert wait_until(lambda: set(server.worker_pids()) == old, 20), server.worker_pids()
+    assert load.failures == []
+    assert set(load.pids) == old
+    assert server.stderr_text().count("Reload failed") == 1
+    # Fixed: the next HUP replaces them.
+    flag.unlink()
+    os.kill(server.pid, signal.SIGHUP)
+    assert wait_until(lambda: not old & set(server.worker_pids()), 30)
+    new = set(wait_workers(server, 2))
+    assert pids_answering(server, new) == new
+
+
+def test_ttin_and_ttou_under_load(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    wait_workers(server, 2)
+    with Load(server, threads=3) as load:
+        load.wait_ok(30)
+        os.kill(server.pid, signal.SIGTTIN)
+        three = set(wait_workers(server, 3))
+        assert pids_answering(server, three) == three
+        os.kill(server.pid, signal.SIGTTOU)
+        two = set(wait_workers(server, 2))
+        assert two < three
+        os.kill(server.pid, signal.SIGTTOU)
+        (one,) = wait_workers(server, 1)
+        # Never below one worker.
+        os.kill(server.pid, signal.SIGTTOU)
+        assert server.wait_stderr(r"SIGTTOU: 1 worker")
+        time.sleep(0.5)  # a wrong removal would show now
+        assert server.worker_pids() == [one]
+        load.wait_ok(30)
+    assert load.failures == []
+
+
+def test_usr1_reopens_logs_and_keeps_serving(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    pids = set(wait_workers(server, 2))
+    os.kill(server.pid, signal.SIGUSR1)
+    for pid in pids:
+        os.kill(pid, signal.SIGUSR1)
+    assert pids_answering(server, pids) == pids
+    assert set(server.worker_pids()) == pids
+    assert server.proc.poll() is None
+
+
+def test_worker_ignores_what_the_master_handles(start_server) -> None:
+    server = start_server("apps.procs:app")
+    (worker,) = wait_workers(server, 1)
+    for sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        os.kill(worker, sig)
+    time.sleep(0.3)  # a worker that died of it would be gone now
+    assert server.worker_pids() == [worker]
+    assert int(get(server)) == worker
+
+
+def test_term_to_a_worker_stops_it_gracefully_and_it_is_replaced(start_server) -> None:
+    server = start_server("apps.procs:app", "--threads", "2")
+    (worker,) = wait_workers(server, 1)
+    busy = server.conn(timeout=20)
+    busy.request("GET", "/sleep?s=1")
+    time.sleep(0.2)
+    os.kill(worker, signal.SIGTERM)
+    resp = busy.read_response()
+    assert resp.status == 200 and resp.text == str(worker)
+    assert resp.closes
+    busy.close()
+    assert wait_until(lambda: server.worker_pids() not in ([], [worker]), 20)
+    (new,) = wait_workers(server, 1)
+    assert int(get(server)) == new
+
+
+# --- recycling ----------------------------------------------------------------------------------
+
+
+def test_max_requests_recycles_under_load(start_server) -> None:
+    server = start_server(
+        "apps.procs:app", "-w", "2", "--max-requests", "30", "--max-requests-jitter", "10"
+    )
+    wait_workers(server, 2)
+    with Load(server, threads=3) as load:
+        load.wait_ok(300)
+    assert load.failures == []
+    # 300 requests over workers that each serve 30 to 40: at least 7 different workers.
+    assert len(load.pids) >= 7, load.pids
+    # A retiring worker accepts nothing more; it still answers the connections it had
+    # accepted (at most one per client thread).
+    assert max(load.pids.values()) <= 40 + 3, load.pids
+    assert server.wait_stderr(r"reached --max-requests")
+    wait_workers(server, 2)
+
+
+def test_max_rss_replaces_a_worker_that_grew(start_server) -> None:
+    server = start_server("apps.procs:app", "--max-rss", "200")
+    (worker,) = wait_workers(server, 1)
+    with Load(server, threads=2) as load:
+        load.wait_ok(20)
+        # The request that crosses the limit is answered; then the worker is replaced.
+        assert server.request("GET", "/alloc?mib=256").text == str(worker)
+        assert wait_until(lambda: worker not in server.worker_pids(), 20)
+        (new,) = wait_workers(server, 1)
+        assert wait_until(lambda: load.pids.get(new, 0) > 0, 20)
+    assert load.failures == []
+    assert server.wait_stderr(r"over --max-rss \(200 MiB\)")
