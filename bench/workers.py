@@ -16,6 +16,7 @@ connection another worker took) under a load of new connections (strace -c).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import socket
@@ -38,17 +39,25 @@ SINGLE = (
 )
 
 COUNTING_APP = """
+import atexit
 import os
+
 count = 0
+peers = set()
+
+
+@atexit.register
+def _report():
+    with open(os.environ["COUNT_FILE"], "a") as f:
+        f.write(f"{os.getpid()} {count} {len(peers)}\\n")
+
+
 def app(environ, start_response):
     global count
-    if environ["PATH_INFO"] == "/count":
-        body = f"{os.getpid()} {count}".encode()
-    else:
-        count += 1
-        body = b"Hello, World!"
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]
+    count += 1
+    peers.add(environ.get("REMOTE_PORT"))
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [b"Hello, World!"]
 """
 
 
@@ -166,6 +175,7 @@ def spread(args) -> None:
             ("new connection per request", ("-H", "Connection: close")),
         ):
             port = free_port()
+            os.environ["COUNT_FILE"] = str(Path(d, "counts"))
             proc = start("w2", "counting", port, None, Path(d))
             try:
                 time.sleep(0.5)
@@ -193,22 +203,24 @@ def spread(args) -> None:
                 if tracer:
                     tracer.send_signal(signal.SIGINT)
                     tracer.wait(20)
+                stop(proc)
+                # Each worker wrote its count as it left.
                 counts = {}
-                for _ in range(200):
-                    with socket.create_connection((HOST, port)) as s:
-                        s.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        data = b""
-                        while chunk := s.recv(4096):
-                            data += chunk
-                    pid, count = data.split(b"\r\n\r\n", 1)[1].split()
-                    counts[int(pid)] = int(count)
-                    if len(counts) == 2:
-                        break
+                conns = {}
+                for line in Path(d, "counts").read_text().split("\n"):
+                    if line:
+                        pid, count, peers = line.split()
+                        counts[int(pid)] = int(count)
+                        conns[int(pid)] = int(peers)
+                Path(d, "counts").unlink()
                 total = sum(counts.values())
                 shares = ", ".join(
                     f"{c / total * 100:.1f}%" for c in sorted(counts.values(), reverse=True)
                 )
-                print(f"{label}: {n / args.duration:.0f} req/s; per worker: {shares} ({counts})")
+                print(
+                    f"{label}: {n / args.duration:.0f} req/s; per worker: {shares} "
+                    f"(requests {counts}, client ports {conns})"
+                )
                 if tracer:
                     print(Path(f"{d}/strace").read_text())
             finally:

@@ -61,6 +61,12 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// the rest, so that a burst of connections does not all land in the
 /// worker that woke first.
 const SHARED_ACCEPT_BATCH: usize = 4;
+/// After this many connections accepted from a shared listener, a worker
+/// registers it again, which puts it last in the listener's queue of
+/// exclusive waiters: the kernel wakes the first idle waiter in that queue,
+/// so without this the same worker would take every connection whenever
+/// it is idle (docs/ARCHITECTURE.md, "Processes").
+const SHARED_ROTATE_EVERY: usize = 4;
 
 /// Asks a running server to stop, from any thread.
 #[derive(Debug, Clone)]
@@ -396,6 +402,8 @@ struct EventLoop<H: Handler> {
     peak_conns: usize,
     /// The stop is taking what waits in the listen backlog.
     draining: bool,
+    /// Connections accepted from shared listeners since the last rotation.
+    accepted_shared: usize,
     /// Connections that used up their turn (`max_pipelined`) with requests
     /// still buffered: driven again after the current events.
     again: Vec<usize>,
@@ -431,6 +439,7 @@ impl<H: Handler> EventLoop<H> {
             paused_error: false,
             peak_conns: 0,
             draining: false,
+            accepted_shared: 0,
             again: Vec::new(),
             deferred: Vec::new(),
             deferred_since: Instant::now(),
@@ -624,6 +633,7 @@ impl<H: Handler> EventLoop<H> {
             if batch == 0 {
                 // Level-triggered (shared listeners): the next poll
                 // reports what is left, unless another worker took it.
+                self.rotate(index);
                 return;
             }
             batch -= 1;
@@ -642,6 +652,7 @@ impl<H: Handler> EventLoop<H> {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    self.accepted_shared += usize::from(self.server.shared);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let mut conn = Box::new(Conn::new(stream, peer));
@@ -655,7 +666,10 @@ impl<H: Handler> EventLoop<H> {
                     self.drive(key, true);
                     self.watch(key);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.rotate(index);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: the listener stays; the
@@ -666,6 +680,25 @@ impl<H: Handler> EventLoop<H> {
                     self.paused_error = true;
                     return;
                 }
+            }
+        }
+    }
+
+    /// Moves this worker to the end of shared listener `index`'s queue of
+    /// waiters once it has taken its turn of connections (see
+    /// [`SHARED_ROTATE_EVERY`]).
+    fn rotate(&mut self, index: usize) {
+        if !self.server.shared || self.accepted_shared < SHARED_ROTATE_EVERY {
+            return;
+        }
+        self.accepted_shared = 0;
+        if let Some(l) = self.server.listeners.get(index) {
+            let fd = l.raw_fd();
+            deregister_fd(&self.server.poll, fd);
+            if let Err(e) = register_exclusive(&self.server.poll, fd, Token(LISTENER_BASE - index))
+            {
+                log::error(&format!("cannot watch the listener again: {e}; stopping"));
+                self.server.stop.store(true, Ordering::SeqCst);
             }
         }
     }
