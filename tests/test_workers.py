@@ -323,3 +323,29 @@ def test_master_pid_is_parent_of_the_worker(start_server) -> None:
     server = start_server("apps.procs:app")
     assert int(get(server, "/ppid")) == server.pid
     assert children(server.pid) == [int(get(server))]
+
+
+# --- hooks --------------------------------------------------------------------------------------
+
+
+def test_server_hooks_run_in_the_right_processes(start_server, tmp_path: Path) -> None:
+    log = tmp_path / "hooks"
+    server = start_server("apps.hooked:app", "-w", "2", "--preload", env={"HOOKS_LOG": str(log)})
+    workers = set(wait_workers(server, 2))
+    assert wait_until(lambda: log.exists() and "when_ready" in log.read_text())
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    lines = [ln.split() for ln in log.read_text().splitlines()]
+    by_name: dict[str, list[list[str]]] = {}
+    for name, *rest in lines:
+        by_name.setdefault(name, []).append(rest)
+    master = str(server.pid)
+    assert by_name["when_ready"] == [[master]]
+    assert by_name["on_exit"] == [[master]]
+    for hook in ("post_fork", "post_worker_init", "worker_exit"):
+        entries = by_name[hook]
+        # Run in each worker, which the worker argument describes.
+        assert {int(e[0]) for e in entries} == workers, (hook, entries)
+        assert all(e[0] == e[2] for e in entries), entries
+        assert sorted(e[1] for e in entries) == ["1", "2"], entries
+    assert lines[-1][0] == "on_exit"
