@@ -176,7 +176,8 @@ def test_every_gunicorn_atom(start_server, tmp_path: Path) -> None:
     assert int(values["M"]) == micros // 1000
     assert int(values["T"]) == micros // 1_000_000
     assert values["L"] == f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
-    assert values["p"] == f"<{server.pid}>"
+    # The worker's pid, as gunicorn's %(p)s.
+    assert values["p"] == f"<{server.worker_pid}>"
     assert values["{x-trace}i"] == "trace-7"
     assert values["{X-Resp-Id}o"] == "r-42"
     assert values["{x-trace}o"] == "trace-7"
@@ -265,7 +266,7 @@ def test_json_access_log(start_server, tmp_path: Path) -> None:
     records = [json.loads(ln) for ln in lines]
     for rec in records:
         assert set(rec) == ACCESS_KEYS, rec
-        assert rec["pid"] == server.pid
+        assert rec["pid"] == server.worker_pid
         assert isinstance(rec["duration_us"], int) and rec["duration_us"] >= 0
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", rec["time"])
     first, second = records
@@ -303,10 +304,12 @@ def test_error_log_json_file(start_server, tmp_path: Path) -> None:
     records = [json.loads(ln) for ln in errors.read_text().splitlines()]
     for rec in records:
         assert set(rec) == {"time", "pid", "level", "message"}, rec
-        assert rec["pid"] == server.pid
+        # The master's lines and the worker's.
+        assert rec["pid"] in {server.pid, server.worker_pid}, rec
         assert rec["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
     failure = [r for r in records if "log-test failure marker" in r["message"]]
     assert failure and failure[0]["level"] == "ERROR", records
+    assert failure[0]["pid"] == server.worker_pid
     assert any(r["message"].startswith("Starting ferrowsgi") for r in records)
 
 
@@ -422,6 +425,9 @@ def test_log_to_python(start_server, tmp_path: Path) -> None:
         start_server,
         "apps.logged:app",
         capture,
+        # The master's own lines (the address) reach Python's logging when the master
+        # loaded the application, which sets the logging up.
+        "--preload",
         "--log-to-python",
         "--access-log",
         "--access-logformat",
@@ -445,7 +451,7 @@ def test_log_to_python(start_server, tmp_path: Path) -> None:
         200,
     )
     assert first["user_agent"] == "py-agent" and first["referer"] is None
-    assert first["bytes"] == 5 and first["pid"] == server.pid
+    assert first["bytes"] == 5 and first["pid"] == server.worker_pid
     assert isinstance(first["duration_us"], int)
     assert errors[0]["logger"] == "ferrowsgi.error"
     assert errors[0]["level"] == "ERROR" and errors[0]["levelno"] == 40
@@ -465,6 +471,9 @@ def test_log_to_python_with_an_access_file(start_server, tmp_path: Path) -> None
         start_server,
         "apps.logged:app",
         capture,
+        # The master's own lines (the address) reach Python's logging when the master
+        # loaded the application, which sets the logging up.
+        "--preload",
         "--log-to-python",
         "--access-logfile",
         str(access),
@@ -490,6 +499,9 @@ def test_failed_reopen_is_logged_through_python_and_keeps_the_old_file(
         start_server,
         "apps.logged:app",
         capture,
+        # The master's own lines (the address) reach Python's logging when the master
+        # loaded the application, which sets the logging up.
+        "--preload",
         "--log-to-python",
         "--access-logfile",
         str(log_dir / "access.log"),

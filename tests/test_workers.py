@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support import (
     TESTS_DIR,
+    IncompleteResponse,
     RawConn,
     Server,
     build_request,
@@ -59,7 +60,10 @@ class Load:
 
     A request counts as failed when it was sent and no complete response came back. A
     refused connection means the server is gone (it is not a request that was accepted),
-    and stops that thread.
+    and stops that thread. Once ``stopping_at`` is set (just before a stop signal), a
+    connection made after it may also end without a single byte of answer (reset with the
+    listening socket, as in gunicorn): it was never accepted, and it stops that thread too;
+    any connection made before it must be answered.
     """
 
     def __init__(self, server: Server, threads: int = 2, target: str = "/") -> None:
@@ -69,6 +73,8 @@ class Load:
         self.failures: list[str] = []
         self.pids: dict[int, int] = {}
         self.refused = False
+        self.stopping_at: float | None = None
+        self.unaccepted = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -97,6 +103,7 @@ class Load:
             except (ConnectionRefusedError, FileNotFoundError):
                 self.refused = True
                 return
+            connected_at = time.monotonic()
             try:
                 conn.send(build_request("GET", self.target, headers=[("Connection", "close")]))
                 resp = conn.read_response()
@@ -106,6 +113,12 @@ class Load:
                     self.ok += 1
                     self.pids[pid] = self.pids.get(pid, 0) + 1
             except Exception as e:  # noqa: BLE001 - every failure is recorded
+                late = self.stopping_at is not None and connected_at > self.stopping_at
+                if late and not conn.buf and isinstance(e, (OSError, IncompleteResponse)):
+                    with self._lock:
+                        self.unaccepted += 1
+                        self.refused = True
+                    return
                 with self._lock:
                     self.failures.append(f"{type(e).__name__}: {e}")
             finally:
@@ -252,6 +265,7 @@ def test_term_under_load_fails_no_request(start_server) -> None:
     wait_workers(server, 2)
     with Load(server, threads=3, target="/sleep?s=0.05") as load:
         load.wait_ok(40)
+        load.stopping_at = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(30) == 0
         assert wait_until(lambda: load.refused, 10)
@@ -332,7 +346,8 @@ def test_server_hooks_run_in_the_right_processes(start_server, tmp_path: Path) -
     log = tmp_path / "hooks"
     server = start_server("apps.hooked:app", "-w", "2", "--preload", env={"HOOKS_LOG": str(log)})
     workers = set(wait_workers(server, 2))
-    assert wait_until(lambda: log.exists() and "when_ready" in log.read_text())
+    # when_ready runs in the master before it forks (as in gunicorn); wait for both workers.
+    assert wait_until(lambda: log.exists() and log.read_text().count("post_worker_init") == 2)
     server.proc.send_signal(signal.SIGTERM)
     assert server.proc.wait(20) == 0
     lines = [ln.split() for ln in log.read_text().splitlines()]

@@ -144,12 +144,19 @@ impl PyBinding {
             None => {
                 let app = load_app(py, &self.loaded.cli.app)
                     .map_err(|e| format!("error while loading the application: {e}"))??;
+                if self.cfg.log_to_python {
+                    crate::pylog::install(py)
+                        .map_err(|e| format!("cannot hand the logs to Python: {e}"))?;
+                }
                 if !self.loaded.cli.no_gc_freeze {
                     freeze_heap(py).map_err(|e| format!("cannot freeze the heap: {e}"))?;
                 }
                 app
             }
         };
+        if let Some(access) = &self.cfg.access_log {
+            access.open()?;
+        }
         let handler = PyHandler::new(py, app, self.cfg.threads, self.cfg.debug)
             .map_err(|e| format!("cannot start the worker: {e}"))?;
         let _ = hooks::call(py, "post_worker_init", (worker_obj,));
@@ -297,7 +304,12 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     if let Err(msg) = log::set_error_log(&cfg.error_log, cfg.log_format) {
         return Ok(fail(&msg, 2));
     }
-    if cfg.log_to_python {
+    if cfg.log_to_python && loaded.cli.preload {
+        // The master's lines too: the application it loads sets up the
+        // logging. Without --preload, nothing in the master would (its
+        // lines would reach Python's last-resort handler, which drops
+        // INFO), so they stay on the error log and each worker hands its
+        // own over once it has imported the application.
         crate::pylog::install(py)?;
     }
     // Settings ignored, now that the error log goes where it was told to.
@@ -379,15 +391,18 @@ fn serve(
     if listeners.is_empty() {
         return Ok(fail("no address to listen on", 2));
     }
-    if let Some(access) = &cfg.access_log {
-        // Opened once here, so that a wrong path is the command's error;
-        // the workers inherit the descriptor (and reopen their own on USR1).
-        if let Err(msg) = access.open() {
-            return Ok(fail(&msg, 1));
+    if let (Some(_), Some(path)) = (&cfg.access_log, &cli.access_logfile) {
+        // Tried here, so that a wrong path is the command's error; the
+        // workers open it (they write it, and reopen it on USR1).
+        if path != "-" {
+            if let Err(e) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+            {
+                return Ok(fail(&format!("cannot open log file {path}: {e}"), 1));
+            }
         }
-    }
-    for l in &listeners {
-        log::info(&format!("Listening at: {}", l.url()));
     }
     let app = if cli.preload {
         match load_app(py, &cli.app)? {
@@ -402,6 +417,11 @@ fn serve(
     } else {
         None
     };
+    // After a preload, which may have set up the logging that
+    // --log-to-python hands these lines to.
+    for l in &listeners {
+        log::info(&format!("Listening at: {}", l.url()));
+    }
     log::info(&format!("Application: {}", cli.app));
     log::info(&format!("Using {} thread(s)", cfg.threads));
     log::info(&format!("Using {} worker(s)", settings.workers));

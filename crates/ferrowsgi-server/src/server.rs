@@ -400,8 +400,6 @@ struct EventLoop<H: Handler> {
     paused_error: bool,
     /// Most connections open at once since memory was last given back.
     peak_conns: usize,
-    /// The stop is taking what waits in the listen backlog.
-    draining: bool,
     /// Connections accepted from shared listeners since the last rotation.
     accepted_shared: usize,
     /// Connections that used up their turn (`max_pipelined`) with requests
@@ -438,7 +436,6 @@ impl<H: Handler> EventLoop<H> {
             paused_full: false,
             paused_error: false,
             peak_conns: 0,
-            draining: false,
             accepted_shared: 0,
             again: Vec::new(),
             deferred: Vec::new(),
@@ -553,17 +550,6 @@ impl<H: Handler> EventLoop<H> {
             }
             if self.server.stop.load(Ordering::SeqCst) {
                 if stop_deadline.is_none() {
-                    // What is already in the backlog is taken and answered
-                    // (with `Connection: close`) rather than reset when the
-                    // last descriptor of the listening socket closes.
-                    if self.accepting {
-                        self.server.shared = false;
-                        self.draining = true;
-                        for i in 0..self.server.listeners.len() {
-                            self.accept(i);
-                        }
-                    }
-                    self.draining = false;
                     self.accepting = false;
                     for l in self.server.listeners.drain(..) {
                         // Another process may hold the same socket (a
@@ -624,10 +610,8 @@ impl<H: Handler> EventLoop<H> {
         loop {
             // A request served inline during this loop (TCP_DEFER_ACCEPT has
             // it ready) may outlast a stop signal: what came into the backlog
-            // meanwhile is left there, to be refused with the listener,
-            // unless the stop takes it on purpose (`draining`: a worker whose
-            // listening socket stays open in other processes).
-            if self.server.stop.load(Ordering::SeqCst) && !self.draining {
+            // meanwhile is left there, to be refused with the listener.
+            if self.server.stop.load(Ordering::SeqCst) {
                 return;
             }
             if batch == 0 {

@@ -285,7 +285,7 @@ pub const GUNICORN: &[(&str, Gunicorn)] = &[
     ("umask", Gunicorn::To("umask")),
     (
         "initgroups",
-        Gunicorn::Unsupported("supplementary groups are not set from the user"),
+        Gunicorn::Ignored("the workers always take the supplementary groups of -u/--user"),
     ),
     (
         "tmp_upload_dir",

@@ -243,6 +243,9 @@ impl Master {
             // SAFETY: getpid has no preconditions.
             master_pid: unsafe { libc::getpid() },
         };
+        // gunicorn's moment for it: the master is set up, the workers
+        // are about to be forked.
+        run.binding.hook("when_ready");
         match run.supervise() {
             Ok(code) => {
                 run.binding.hook("on_exit");
@@ -440,7 +443,6 @@ impl Run<'_> {
                     "READY=1\nSTATUS=Serving with {target} worker(s)\nMAINPID={}",
                     self.master_pid
                 ));
-                self.binding.hook("when_ready");
             }
         }
         Ok(())
@@ -563,12 +565,12 @@ impl Run<'_> {
                 }
             }
             libc::SIGUSR1 => {
-                if let Err(e) = log::reopen() {
-                    log::error(&format!("cannot reopen the log files: {e}"));
-                }
+                // The workers first: they write the access log. A failure
+                // is logged by the reopen itself.
                 for w in &self.workers {
                     signals::kill(w.pid, libc::SIGUSR1);
                 }
+                let _ = log::reopen();
             }
             other => log::info(&format!("{} ignored", signals::name(other))),
         }
@@ -596,10 +598,10 @@ impl Run<'_> {
         }
         let deadline = Instant::now() + self.settings.graceful_timeout;
         self.stopping = Some((graceful, deadline));
-        // The master's copies of the listening sockets close now; each
-        // worker closes its own once it has taken what waits in the
-        // backlog, so connections made after the last one closed are
-        // refused instead of reset.
+        // The master's copies of the listening sockets close now and each
+        // worker closes its own as it stops, so that new connections are
+        // refused once the last one is closed (as in gunicorn, a
+        // connection still waiting in the backlog then is reset).
         self.listeners.clear();
         for i in 0..self.workers.len() {
             self.stop_worker(i, sig);
