@@ -50,6 +50,8 @@ def test_hup_with_an_application_that_no_longer_imports_keeps_the_old_workers(
         env={"PROCS_FAIL_IMPORT": "1", "PROCS_FAIL_FLAG": str(flag)},
     )
     old = set(wait_workers(server, 2))
+    # Both have imported the application (and serve) before it breaks.
+    assert pids_answering(server, old) == old
     flag.write_text("")
     with Load(server) as load:
         load.wait_ok(20)
