@@ -9,8 +9,17 @@ CPU 0, wrk to CPU 1, 50 keep-alive connections; CPU is the server's process tree
 shared between the workers, and how many accept(2) calls found nothing (woken for a
 connection another worker took) under a load of new connections (strace -c).
 
+``reload``: a HUP under load (2 workers, flask_json, wrk with 50 keep-alive
+connections, unpinned): errors, and wrk's p99 over a run with a HUP in its
+middle against a run without one.
+
+``memory``: private and proportional memory (smaps_rollup) of each worker of a
+``--preload`` flask_json master with 4 workers, after some requests.
+
     python bench/workers.py overhead --rounds 4 --duration 5
     python bench/workers.py spread --duration 5
+    python bench/workers.py reload --duration 6
+    python bench/workers.py memory
 """
 
 from __future__ import annotations
@@ -87,7 +96,7 @@ def start(mode: str, app: str, port: int, pin: str | None, cwd: Path, extra=()):
         code = SINGLE.format(dir=str(cwd), mod=app, host=HOST, port=port)
         argv = [sys.executable, "-c", code]
     else:
-        workers = {"w1": "1", "w2": "2"}[mode]
+        workers = {"w1": "1", "w2": "2", "w4": "4"}[mode]
         argv = [sys.executable, "-m", "ferrowsgi", f"apps.{app}:app", "-b", f"{HOST}:{port}"]
         argv += ["-w", workers, *extra]
     if pin:
@@ -227,6 +236,55 @@ def spread(args) -> None:
                 stop(proc)
 
 
+def wrk_latency(port: int, duration: int, path: str) -> tuple[int, str, str]:
+    """(requests, p99, error lines) of a wrk run with --latency."""
+    argv = ["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", f"http://{HOST}:{port}{path}"]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1)
+    errors = "; ".join(re.findall(r"(?:Socket errors|Non-2xx or 3xx responses).*", out)) or "none"
+    return n, p99, errors
+
+
+def reload(args) -> None:
+    for label, hup in (("steady", False), ("HUP at mid-run", True), ("steady", False)):
+        port = free_port()
+        proc = start("w2", "flask_json", port, None, BENCH_DIR)
+        try:
+            wrk(port, 1, "/", None, pin=None)  # warm up
+            timer = None
+            if hup:
+                import threading
+
+                timer = threading.Timer(args.duration / 2, proc.send_signal, (signal.SIGHUP,))
+                timer.start()
+            n, p99, errors = wrk_latency(port, args.duration, "/")
+            if timer:
+                timer.join()
+            print(f"{label:15}: {n / args.duration:8.0f} req/s, p99 {p99}, errors: {errors}")
+        finally:
+            stop(proc)
+
+
+def memory(args) -> None:
+    port = free_port()
+    proc = start("w4", "flask_json", port, None, BENCH_DIR, extra=("--preload",))
+    try:
+        wrk(port, 2, "/", None, pin=None)
+        time.sleep(0.5)
+        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        print("process  Rss KiB  Pss KiB  Private KiB")
+        for label, pid in [("master", str(proc.pid))] + [("worker", k) for k in kids]:
+            fields = {}
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                name, value = line.split(":")
+                fields[name] = int(value.split()[0])
+            private = fields["Private_Clean"] + fields["Private_Dirty"]
+            print(f"{label:7} {fields['Rss']:8} {fields['Pss']:8} {private:12}")
+    finally:
+        stop(proc)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -237,8 +295,11 @@ def main() -> None:
     s = sub.add_parser("spread")
     s.add_argument("--duration", type=int, default=5)
     s.add_argument("--strace", action="store_true")
+    r = sub.add_parser("reload")
+    r.add_argument("--duration", type=int, default=6)
+    sub.add_parser("memory")
     args = p.parse_args()
-    {"overhead": overhead, "spread": spread}[args.cmd](args)
+    {"overhead": overhead, "spread": spread, "reload": reload, "memory": memory}[args.cmd](args)
 
 
 if __name__ == "__main__":

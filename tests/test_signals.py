@@ -39,6 +39,23 @@ def test_hup_under_load_replaces_every_worker_and_fails_no_request(
     assert server.wait_stderr(r"Reload done")
 
 
+def test_hup_under_keep_alive_load_fails_no_request(start_server) -> None:
+    # Clients that keep their connections: the old workers answer what comes on them with
+    # Connection: close and close them once idle, never under a request on its way.
+    server = start_server("apps.procs:app", "-w", "2", "--keep-alive", "30")
+    old = set(wait_workers(server, 2))
+    with Load(server, threads=4, keep_alive=True) as load:
+        load.wait_ok(200)
+        os.kill(server.pid, signal.SIGHUP)
+        assert wait_until(
+            lambda: len(server.worker_pids()) == 2 and not old & set(server.worker_pids()), 30
+        ), (old, server.worker_pids())
+        new = set(server.worker_pids())
+        assert wait_until(lambda: new <= set(load.pids), 30), (new, load.pids)
+        load.wait_ok(200)
+    assert load.failures == []
+
+
 def test_hup_with_an_application_that_no_longer_imports_keeps_the_old_workers(
     start_server, tmp_path: Path
 ) -> None:

@@ -66,9 +66,12 @@ class Load:
     any connection made before it must be answered.
     """
 
-    def __init__(self, server: Server, threads: int = 2, target: str = "/") -> None:
+    def __init__(
+        self, server: Server, threads: int = 2, target: str = "/", keep_alive: bool = False
+    ) -> None:
         self.addr = server.addr
         self.target = target
+        self.keep_alive = keep_alive
         self.ok = 0
         self.failures: list[str] = []
         self.pids: dict[int, int] = {}
@@ -97,6 +100,9 @@ class Load:
         assert wait_until(lambda: self.ok >= target or self.refused, timeout), (self.ok, target)
 
     def _run(self) -> None:
+        if self.keep_alive:
+            self._run_keep_alive()
+            return
         while not self._stop.is_set():
             try:
                 conn = RawConn(self.addr, timeout=30)
@@ -123,6 +129,37 @@ class Load:
                     self.failures.append(f"{type(e).__name__}: {e}")
             finally:
                 conn.close()
+
+    def _run_keep_alive(self) -> None:
+        """Requests on one persistent connection, a new one when the server closes it
+        (after an answer that said ``Connection: close``). A request sent on an open
+        connection that gets no answer is a failure."""
+        conn: RawConn | None = None
+        while not self._stop.is_set():
+            if conn is None:
+                try:
+                    conn = RawConn(self.addr, timeout=30)
+                except (ConnectionRefusedError, FileNotFoundError):
+                    self.refused = True
+                    return
+            try:
+                conn.send(build_request("GET", self.target))
+                resp = conn.read_response()
+                assert resp.status == 200, resp.status
+                pid = int(resp.text)
+                with self._lock:
+                    self.ok += 1
+                    self.pids[pid] = self.pids.get(pid, 0) + 1
+                if resp.closes:
+                    conn.close()
+                    conn = None
+            except Exception as e:  # noqa: BLE001 - every failure is recorded
+                with self._lock:
+                    self.failures.append(f"{type(e).__name__}: {e}")
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
 
 
 # --- forking and serving ----------------------------------------------------------------------

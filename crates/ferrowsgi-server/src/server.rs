@@ -61,6 +61,12 @@ const STOP_GRACE: Duration = Duration::from_secs(30);
 /// the rest, so that a burst of connections does not all land in the
 /// worker that woke first.
 const SHARED_ACCEPT_BATCH: usize = 4;
+/// A server stopping to be replaced ([`StopHandle::stop_replaced`]) closes
+/// a keep-alive connection once it has been idle this long, rather than at
+/// once: a busy client's next request is usually already on its way, and
+/// is answered (with `Connection: close`) instead of finding the
+/// connection closed under it.
+const REPLACED_IDLE: Duration = Duration::from_secs(1);
 /// After this many connections accepted from a shared listener, a worker
 /// registers it again, which puts it last in the listener's queue of
 /// exclusive waiters: the kernel wakes the first idle waiter in that queue,
@@ -77,6 +83,9 @@ pub struct StopHandle {
     grace_ms: Arc<AtomicU64>,
     /// No new connections, but no stop either.
     pause: Arc<AtomicBool>,
+    /// The stop replaces this server by another one (see
+    /// [`StopHandle::stop_replaced`]).
+    replaced: Arc<AtomicBool>,
 }
 
 impl StopHandle {
@@ -86,6 +95,17 @@ impl StopHandle {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.waker.wake();
+    }
+
+    /// Requests a graceful stop of a server that others replace (a worker
+    /// being recycled or reloaded): the same as [`StopHandle::stop`],
+    /// except that an idle keep-alive connection is closed only once it
+    /// has been idle for a moment (1 s), so that a client that sends on it
+    /// right now gets its answer, with `Connection: close`, and goes to the
+    /// replacement for the next one.
+    pub fn stop_replaced(&self) {
+        self.replaced.store(true, Ordering::SeqCst);
+        self.stop();
     }
 
     /// Requests a stop that leaves requests in progress no time: the loop
@@ -234,6 +254,7 @@ pub struct Server<H: Handler> {
     stop: Arc<AtomicBool>,
     grace_ms: Arc<AtomicU64>,
     pause: Arc<AtomicBool>,
+    replaced: Arc<AtomicBool>,
     /// The listeners are shared with other processes' loops (workers).
     shared: bool,
 }
@@ -285,6 +306,7 @@ impl<H: Handler> Server<H> {
             stop: Arc::new(AtomicBool::new(false)),
             grace_ms: Arc::new(AtomicU64::new(STOP_GRACE.as_millis() as u64)),
             pause: Arc::new(AtomicBool::new(false)),
+            replaced: Arc::new(AtomicBool::new(false)),
             shared,
         })
     }
@@ -301,6 +323,7 @@ impl<H: Handler> Server<H> {
             waker: Arc::clone(&self.waker),
             grace_ms: Arc::clone(&self.grace_ms),
             pause: Arc::clone(&self.pause),
+            replaced: Arc::clone(&self.replaced),
         }
     }
 
@@ -1005,6 +1028,7 @@ impl<H: Handler> EventLoop<H> {
     /// At shutdown: marks every connection as on its last request and
     /// closes those that are idle.
     fn close_idle(&mut self) {
+        let replaced = self.server.replaced.load(Ordering::Relaxed);
         let idle: Vec<usize> = self
             .conns
             .iter_mut()
@@ -1014,7 +1038,8 @@ impl<H: Handler> EventLoop<H> {
                     let idle = c.input().is_empty()
                         && c.pending.is_none()
                         && c.parked.is_none()
-                        && !c.has_output();
+                        && !c.has_output()
+                        && (!replaced || c.since.elapsed() >= REPLACED_IDLE);
                     idle.then_some(k)
                 }
                 _ => None,
@@ -1040,7 +1065,10 @@ impl<H: Handler> EventLoop<H> {
                             expired.push((key, Expiry::Reset));
                         }
                     } else if c.input().is_empty() && c.pending.is_none() && c.drain.is_none() {
-                        if waited > cfg.keep_alive || self.server.stop.load(Ordering::Relaxed) {
+                        let stopping = self.server.stop.load(Ordering::Relaxed)
+                            && (!self.server.replaced.load(Ordering::Relaxed)
+                                || waited >= REPLACED_IDLE);
+                        if waited > cfg.keep_alive || stopping {
                             expired.push((key, Expiry::Quiet));
                         }
                     } else if waited > cfg.read_timeout

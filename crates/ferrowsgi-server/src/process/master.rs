@@ -413,7 +413,7 @@ impl Run<'_> {
                 if extra == 0 {
                     break;
                 }
-                self.stop_worker(i, libc::SIGTERM);
+                self.stop_worker(i, libc::SIGUSR2);
                 extra -= 1;
             }
         }
@@ -431,7 +431,7 @@ impl Run<'_> {
                 .map(|(i, _)| i)
                 .collect();
             for i in old {
-                self.stop_worker(i, libc::SIGTERM);
+                self.stop_worker(i, libc::SIGUSR2);
             }
             if self.reloading_from.take().is_some() {
                 log::info("Reload done: the new workers serve");

@@ -3,8 +3,10 @@
 //! master that it is ready or wants to be replaced, and its signals.
 //!
 //! Worker signals (the master sends them; an operator may too):
-//! `SIGTERM` graceful stop, `SIGINT`/`SIGQUIT` fast stop, `SIGUSR1` reopen
-//! the log files. `SIGHUP`, `SIGTTIN`, `SIGTTOU` and `SIGUSR2` are the
+//! `SIGTERM` graceful stop, `SIGUSR2` graceful stop of a worker being
+//! replaced (idle keep-alive connections are closed once idle for a
+//! moment rather than at once), `SIGINT`/`SIGQUIT` fast stop, `SIGUSR1`
+//! reopen the log files. `SIGHUP`, `SIGTTIN` and `SIGTTOU` are the
 //! master's business and are ignored. None of them ever reaches Python
 //! code (no `KeyboardInterrupt` inside an application).
 
@@ -233,13 +235,19 @@ fn random_u64() -> u64 {
 /// signals, the user and group, and the parent-death signal. Returns an
 /// error (one line) when the worker must not go on.
 pub(crate) fn prepare(settings: &Settings, master_pid: libc::pid_t) -> Result<(), String> {
-    signals::ignore(&[libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU, libc::SIGUSR2])
+    signals::ignore(&[libc::SIGHUP, libc::SIGTTIN, libc::SIGTTOU])
         .map_err(|e| format!("cannot set signal handlers: {e}"))?;
     signals::default(&[libc::SIGCHLD]).map_err(|e| format!("cannot set signal handlers: {e}"))?;
     let (read, write) = super::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     signals::set_pipe(write.as_raw_fd());
-    signals::catch(&[libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGUSR1])
-        .map_err(|e| format!("cannot set signal handlers: {e}"))?;
+    signals::catch(&[
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ])
+    .map_err(|e| format!("cannot set signal handlers: {e}"))?;
     signals::unblock_all();
     if let Some(id) = &settings.identity {
         id.switch()
@@ -292,6 +300,13 @@ fn act(sig: libc::c_int) {
             Some(stop) => {
                 log::info("Worker stopping gracefully (SIGTERM)");
                 stop.stop();
+            }
+            None => exit_now(),
+        },
+        libc::SIGUSR2 => match STOP.get() {
+            Some(stop) => {
+                log::info("Worker stopping gracefully, replaced (SIGUSR2)");
+                stop.stop_replaced();
             }
             None => exit_now(),
         },
