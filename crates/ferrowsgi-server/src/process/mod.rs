@@ -135,3 +135,52 @@ pub(crate) fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)>
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_counts() {
+        assert_eq!(WorkerCount::parse("3"), Ok(WorkerCount::Count(3)));
+        assert_eq!(WorkerCount::parse("auto"), Ok(WorkerCount::Auto));
+        for bad in ["0", "1025", "-1", "two", ""] {
+            let msg = WorkerCount::parse(bad).unwrap_err();
+            assert!(msg.contains("worker count"), "{bad:?}: {msg}");
+        }
+        assert!(WorkerCount::Auto.resolve() >= 1);
+        assert!(WorkerCount::Auto.resolve() <= std::thread::available_parallelism().unwrap().get());
+    }
+
+    #[test]
+    fn modes_are_octal() {
+        assert_eq!(parse_mode("0o22"), Ok(0o22));
+        assert_eq!(parse_mode("022"), Ok(0o22));
+        assert_eq!(parse_mode("660"), Ok(0o660));
+        for bad in ["9", "0o", "", "rw-", "0o17777"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_user_and_group_are_one_line_errors() {
+        let e = system::Identity::lookup(Some("no-such-user-for-ferrowsgi"), None).unwrap_err();
+        assert!(e.contains("no such user"), "{e}");
+        let e = system::Identity::lookup(None, Some("no-such-group-for-ferrowsgi")).unwrap_err();
+        assert!(e.contains("no such group"), "{e}");
+        assert!(system::Identity::lookup(None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn inherited_descriptors_are_checked() {
+        let e = crate::Listener::from_fd(987_654).unwrap_err();
+        assert!(e.contains("not an open descriptor"), "{e}");
+        let file = std::fs::File::open("/proc/self/stat").unwrap();
+        let e = crate::Listener::from_fd(std::os::fd::AsRawFd::as_raw_fd(&file)).unwrap_err();
+        assert!(e.contains("not a socket"), "{e}");
+        let bound = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(bound);
+        let l = crate::Listener::from_fd(fd).unwrap();
+        assert!(l.url().starts_with("http://127.0.0.1:"), "{}", l.url());
+    }
+}
