@@ -179,3 +179,22 @@ def test_max_rss_replaces_a_worker_that_grew(start_server) -> None:
         assert wait_until(lambda: load.pids.get(new, 0) > 0, 20)
     assert load.failures == []
     assert server.wait_stderr(r"over --max-rss \(200 MiB\)")
+
+
+def test_hup_reads_the_configuration_file_again(start_server, tmp_path: Path) -> None:
+    conf = tmp_path / "ferrowsgi.toml"
+    conf.write_text("workers = 2\nmax_requests = 0\n")
+    server = start_server("apps.procs:app", "-c", str(conf))
+    old = set(wait_workers(server, 2))
+    assert pids_answering(server, old) == old
+    conf.write_text("workers = 3\n")
+    os.kill(server.pid, signal.SIGHUP)
+    assert wait_until(lambda: not old & set(server.worker_pids()), 30), server.worker_pids()
+    new = set(wait_workers(server, 3))
+    assert pids_answering(server, new) == new
+    # A configuration that is now wrong keeps everything as it is, with one line.
+    conf.write_text("workers = 0\n")
+    os.kill(server.pid, signal.SIGHUP)
+    assert server.wait_stderr(r"Reload failed, keeping the old workers: .*workers")
+    time.sleep(0.5)  # a wrong reload would be replacing the workers now
+    assert set(server.worker_pids()) == new
