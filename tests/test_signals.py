@@ -198,3 +198,21 @@ def test_hup_reads_the_configuration_file_again(start_server, tmp_path: Path) ->
     assert server.wait_stderr(r"Reload failed, keeping the old workers: .*workers")
     time.sleep(0.5)  # a wrong reload would be replacing the workers now
     assert set(server.worker_pids()) == new
+
+
+def test_repeated_hups_under_load_settle_on_one_generation(start_server) -> None:
+    server = start_server("apps.procs:app", "-w", "2")
+    old = set(wait_workers(server, 2))
+    assert pids_answering(server, old) == old
+    with Load(server, threads=3) as load:
+        load.wait_ok(30)
+        for _ in range(4):
+            os.kill(server.pid, signal.SIGHUP)
+            time.sleep(0.05)
+        assert server.wait_stderr(r"Reload done")
+        assert wait_until(
+            lambda: len(server.worker_pids()) == 2 and not old & set(server.worker_pids()), 30
+        ), server.worker_pids()
+        load.wait_ok(50)
+    assert load.failures == []
+    assert server.proc.poll() is None

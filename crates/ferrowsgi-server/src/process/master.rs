@@ -630,6 +630,20 @@ impl Run<'_> {
         self.binding.hook("on_reload");
         if self.reloading_from.is_none() {
             self.reloading_from = Some(self.generation);
+        } else {
+            // A reload during a reload: the workers of the one before are
+            // superseded before they took over (the original ones serve
+            // meanwhile), so repeated HUPs never pile up generations.
+            let superseded: Vec<usize> = self
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.generation == self.generation && w.state != State::Stopping)
+                .map(|(i, _)| i)
+                .collect();
+            for i in superseded {
+                self.stop_worker(i, libc::SIGUSR2);
+            }
         }
         self.generation += 1;
         self.failures = 0;
