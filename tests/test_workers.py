@@ -401,3 +401,33 @@ def test_server_hooks_run_in_the_right_processes(start_server, tmp_path: Path) -
         assert all(e[0] == e[2] for e in entries), entries
         assert sorted(e[1] for e in entries) == ["1", "2"], entries
     assert lines[-1][0] == "on_exit"
+
+
+def test_master_hooks_for_workers_coming_and_going(start_server, tmp_path: Path) -> None:
+    log = tmp_path / "hooks"
+    server = start_server("apps.hooked:app", "-w", "2", "--preload", env={"HOOKS_LOG": str(log)})
+
+    def entries(name: str) -> list[list[str]]:
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [ln.split()[1:] for ln in lines if ln.split()[0] == name]
+
+    assert wait_until(lambda: len(entries("post_worker_init")) == 2)
+    master = str(server.pid)
+    os.kill(server.pid, signal.SIGTTIN)
+    assert wait_until(lambda: entries("nworkers_changed:2:3") == [[master]])
+    wait_workers(server, 3)
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    # child_exit runs in the master and describes the worker that left.
+    assert wait_until(lambda: any(e[2] == str(victim) for e in entries("child_exit")))
+    assert all(e[0] == master for e in entries("child_exit"))
+    os.kill(server.pid, signal.SIGHUP)
+    assert wait_until(lambda: entries("on_reload") == [[master]])
+    assert server.wait_stderr("Reload done")
+    # The reload reads the settings again: -w 2 (TTIN's change was for the old ones).
+    workers = set(wait_workers(server, 2))
+    assert wait_until(lambda: workers <= {int(e[0]) for e in entries("post_worker_init")})
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(20) == 0
+    # Each worker of the last generation ran worker_int in its own process.
+    assert {int(e[0]) for e in entries("worker_int")} == workers

@@ -34,13 +34,9 @@ __all__ = ["ConfigError", "read_module"]
 
 #: gunicorn's hooks that have no call site here.
 UNSUPPORTED_HOOKS = (
-    "on_reload",
     "pre_fork",
     "pre_exec",
-    "child_exit",
-    "worker_int",
     "worker_abort",
-    "nworkers_changed",
     "ssl_context",
 )
 
@@ -54,6 +50,10 @@ HOOK_ARITY = {
     "on_exit": 1,
     "pre_request": 2,
     "post_request": 4,
+    "on_reload": 1,
+    "child_exit": 2,
+    "worker_int": 1,
+    "nworkers_changed": 3,
 }
 
 

@@ -11,13 +11,17 @@ The names and arguments are gunicorn's:
 hook                   called in                   arguments
 =====================  ==========================  =============================
 ``on_starting``        the master, before binding  ``(server)``
-``when_ready``         the master, once serving    ``(server)``
+``when_ready``         the master, before forking  ``(server)``
 ``post_fork``          a worker, just after fork   ``(server, worker)``
 ``post_worker_init``   a worker, app imported      ``(worker)``
 ``worker_exit``        a worker, as it leaves      ``(server, worker)``
 ``on_exit``            the master, as it leaves    ``(server)``
 ``pre_request``        a worker, before the app    ``(worker, req)``
 ``post_request``       a worker, after the app     ``(worker, req, environ, resp)``
+``on_reload``          the master, on SIGHUP       ``(server)``
+``child_exit``         the master, a worker left   ``(server, worker)``
+``worker_int``         a worker, on SIGINT/QUIT    ``(worker)``
+``nworkers_changed``   the master, TTIN/TTOU       ``(server, new_value, old_value)``
 =====================  ==========================  =============================
 """
 
@@ -36,6 +40,10 @@ HOOK_NAMES = (
     "on_exit",
     "pre_request",
     "post_request",
+    "on_reload",
+    "child_exit",
+    "worker_int",
+    "nworkers_changed",
 )
 
 _hooks: dict[str, Callable[..., Any]] = {}

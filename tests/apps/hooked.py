@@ -22,6 +22,10 @@ _hooks.install(
         "post_worker_init": lambda worker: _record("post_worker_init", worker),
         "worker_exit": lambda server, worker: _record("worker_exit", worker),
         "on_exit": lambda server: _record("on_exit"),
+        "on_reload": lambda server: _record("on_reload"),
+        "child_exit": lambda server, worker: _record("child_exit", worker),
+        "worker_int": lambda worker: _record("worker_int", worker),
+        "nworkers_changed": lambda server, new, old: _record(f"nworkers_changed:{old}:{new}"),
     }
 )
 

@@ -206,6 +206,12 @@ impl Binding for PyBinding {
             Err(e) => return ctx.boot_failed(&format!("cannot start the worker: {e}")),
         };
         let cfg = self.cfg.clone();
+        let int_worker = Python::attach(|py| worker_obj.clone_ref(py));
+        ferrowsgi_server::process::on_interrupt(Box::new(move || {
+            Python::attach(|py| {
+                let _ = hooks::call(py, "worker_int", (int_worker.bind(py),));
+            });
+        }));
         let result = Python::attach(|py| py.detach(|| ctx.serve(cfg, handler)));
         Python::attach(|py| {
             let worker = worker_obj.bind(py);
@@ -252,6 +258,35 @@ impl Binding for PyBinding {
     fn hook(&mut self, name: &str) {
         Python::attach(|py| {
             let _ = hooks::call(py, name, (self.server_obj.bind(py),));
+        });
+    }
+
+    fn worker_exited(
+        &mut self,
+        pid: libc::pid_t,
+        age: u64,
+        _cause: ferrowsgi_server::process::ExitCause,
+    ) {
+        Python::attach(|py| {
+            let server = self.server_obj.bind(py);
+            let worker = py.import("ferrowsgi._hookobjs").and_then(|objs| {
+                let w = objs
+                    .getattr("Worker")?
+                    .call1((server.getattr("cfg")?, age))?;
+                w.setattr("pid", pid)?;
+                w.setattr("ppid", std::process::id())?;
+                w.setattr("alive", false)?;
+                Ok(w)
+            });
+            if let Ok(worker) = worker {
+                let _ = hooks::call(py, "child_exit", (server, worker));
+            }
+        });
+    }
+
+    fn workers_changed(&mut self, new: usize, old: usize) {
+        Python::attach(|py| {
+            let _ = hooks::call(py, "nworkers_changed", (self.server_obj.bind(py), new, old));
         });
     }
 }

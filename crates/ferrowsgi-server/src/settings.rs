@@ -357,20 +357,15 @@ pub const HOOKS: &[&str] = &[
     "on_exit",
     "pre_request",
     "post_request",
+    "on_reload",
+    "child_exit",
+    "worker_int",
+    "nworkers_changed",
 ];
 
 /// gunicorn's other hooks, which have no call site here: defining one is
 /// a warning.
-pub const UNSUPPORTED_HOOKS: &[&str] = &[
-    "on_reload",
-    "pre_fork",
-    "pre_exec",
-    "child_exit",
-    "worker_int",
-    "worker_abort",
-    "nworkers_changed",
-    "ssl_context",
-];
+pub const UNSUPPORTED_HOOKS: &[&str] = &["pre_fork", "pre_exec", "worker_abort", "ssl_context"];
 
 /// Arguments that only the command line gives: the file's own name and
 /// one-shot actions.

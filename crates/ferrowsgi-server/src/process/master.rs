@@ -43,9 +43,14 @@ pub trait Binding {
         let _ = name;
     }
 
-    /// Told about every worker that left, and why.
-    fn worker_exited(&mut self, pid: libc::pid_t, cause: ExitCause) {
-        let _ = (pid, cause);
+    /// Told about every worker that left (its pid and age), and why.
+    fn worker_exited(&mut self, pid: libc::pid_t, age: u64, cause: ExitCause) {
+        let _ = (pid, age, cause);
+    }
+
+    /// Told that the number of workers changed (`SIGTTIN`/`SIGTTOU`).
+    fn workers_changed(&mut self, new: usize, old: usize) {
+        let _ = (new, old);
     }
 }
 
@@ -128,6 +133,7 @@ enum State {
 #[derive(Debug)]
 struct Worker {
     pid: libc::pid_t,
+    age: u64,
     generation: u64,
     pipe: Option<OwnedFd>,
     buf: Vec<u8>,
@@ -490,6 +496,7 @@ impl Run<'_> {
                 log::info(&format!("Booting worker with pid: {pid}"));
                 self.workers.push(Worker {
                     pid,
+                    age: self.age,
                     generation: self.generation,
                     pipe: Some(read),
                     buf: Vec::new(),
@@ -553,6 +560,8 @@ impl Run<'_> {
                         "SIGTTIN: {} worker(s) from now on",
                         self.settings.workers
                     ));
+                    let n = self.settings.workers;
+                    self.binding.workers_changed(n, n - 1);
                 }
             }
             libc::SIGTTOU => {
@@ -562,6 +571,8 @@ impl Run<'_> {
                         "SIGTTOU: {} worker(s) from now on",
                         self.settings.workers
                     ));
+                    let n = self.settings.workers;
+                    self.binding.workers_changed(n, n + 1);
                 }
             }
             libc::SIGUSR1 => {
@@ -753,7 +764,7 @@ impl Run<'_> {
         } else {
             raw
         };
-        self.binding.worker_exited(pid, cause);
+        self.binding.worker_exited(pid, w.age, cause);
         if w.state == State::Stopping {
             match raw {
                 ExitCause::Signal(libc::SIGKILL) => log::warning(&format!(

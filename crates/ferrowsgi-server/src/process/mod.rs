@@ -22,7 +22,7 @@ pub mod system;
 pub mod worker;
 
 pub use master::{Binding, ExitCause, Master, Outcome, Source, SourceAction};
-pub use worker::{retire, RetireReason, WorkerCtx};
+pub use worker::{on_interrupt, retire, RetireReason, WorkerCtx};
 
 /// Default for `--graceful-timeout` (gunicorn's).
 pub const DEFAULT_GRACEFUL_TIMEOUT_SECS: u64 = 30;

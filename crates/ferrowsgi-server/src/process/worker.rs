@@ -49,6 +49,15 @@ static NOTIFY_FD: AtomicI32 = AtomicI32::new(-1);
 static RETIRING: AtomicBool = AtomicBool::new(false);
 /// The running server's stop handle.
 static STOP: OnceLock<StopHandle> = OnceLock::new();
+/// Called (on the signal thread) when the worker is told to stop fast.
+type Callback = Box<dyn Fn() + Send + Sync>;
+static ON_INTERRUPT: OnceLock<Callback> = OnceLock::new();
+
+/// Runs `f` when this worker gets `SIGINT` or `SIGQUIT`, before it stops
+/// (gunicorn's `worker_int` hook). Set once, on the worker's side.
+pub fn on_interrupt(f: Box<dyn Fn() + Send + Sync>) {
+    let _ = ON_INTERRUPT.set(f);
+}
 /// Whether anything is counted after each request.
 static RECYCLE_ON: AtomicBool = AtomicBool::new(false);
 /// Requests served, when counted.
@@ -311,7 +320,12 @@ fn act(sig: libc::c_int) {
             None => exit_now(),
         },
         libc::SIGINT | libc::SIGQUIT => match STOP.get() {
-            Some(stop) => stop.stop_now(),
+            Some(stop) => {
+                if let Some(f) = ON_INTERRUPT.get() {
+                    f();
+                }
+                stop.stop_now();
+            }
             None => exit_now(),
         },
         libc::SIGUSR1 => {
