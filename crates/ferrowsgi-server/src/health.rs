@@ -61,6 +61,9 @@ pub fn mark_unhealthy(reason: &str) {
     if UNHEALTHY.swap(true, Ordering::SeqCst) {
         return;
     }
+    // Under a master: it forks the replacement now, while this worker
+    // finishes (or, inline, exits).
+    crate::process::worker::tell_master(crate::process::RetireReason::Unhealthy);
     let running = lock(&RUNNING);
     let Some(r) = running.as_ref() else {
         critical(format!("Worker unhealthy: {reason}"));

@@ -765,6 +765,14 @@ impl Run<'_> {
             raw
         };
         self.binding.worker_exited(pid, w.age, cause);
+        if let (Some(why), false) = (w.retiring, boot_failed) {
+            // Its replacement is counted already (and may be serving).
+            log::info(&format!(
+                "Worker {pid} (replaced: {why:?}) {}",
+                describe(raw)
+            ));
+            return;
+        }
         if w.state == State::Stopping {
             match raw {
                 ExitCause::Signal(libc::SIGKILL) => log::warning(&format!(
@@ -774,7 +782,7 @@ impl Run<'_> {
                 ExitCause::Exit(EXIT_BOOT_FAILED) if boot_failed => {
                     log::info(&format!("Worker exited (pid: {pid}) before it was ready"))
                 }
-                other => log::warning(&format!("Worker {pid} stopped with {}", describe(other))),
+                other => log::warning(&format!("Worker {pid} stopped: {}", describe(other))),
             }
             return;
         }
@@ -807,11 +815,6 @@ impl Run<'_> {
             return;
         }
         let quick = w.ready_at.map_or(true, |t| t.elapsed() < HEALTHY_AFTER);
-        if w.retiring.is_some() {
-            // Left before its replacement was ready: the replacement is
-            // already counted.
-            return;
-        }
         if quick {
             self.backoff(&format!("Worker {pid} {}", describe(raw)));
         } else {

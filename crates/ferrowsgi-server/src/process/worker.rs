@@ -91,6 +91,16 @@ pub fn retire(reason: RetireReason) {
     }
 }
 
+/// Tells the master (if there is one) that this worker is to be replaced,
+/// without stopping anything: for a caller that stops the worker itself
+/// ([`crate::health::mark_unhealthy`]).
+pub(crate) fn tell_master(reason: RetireReason) {
+    let fd = NOTIFY_FD.load(Ordering::SeqCst);
+    if fd >= 0 && !RETIRING.swap(true, Ordering::SeqCst) {
+        let _ = write_all(fd, reason.code());
+    }
+}
+
 /// Counts a finished request and asks for a replacement past
 /// `--max-requests` or `--max-rss`. Called after each request by the
 /// event loop and the application threads; costs one relaxed load when
