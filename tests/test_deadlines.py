@@ -186,10 +186,9 @@ def test_the_servers_own_waits_end_at_the_deadline(start_server, tmp_path: Path)
         assert interim.status == 100
         resp = c.read_response()
         assert resp.status == 504
-    # The thread came back at the deadline: its read failed (TimeoutError, or OSError when the
-    # client, done with its 504, closed first), and RequestTimeout may land anywhere after
-    # that, even before the handler records what it caught.
-    assert wait_file(mark, 10) in ("RequestTimeout", "TimeoutError", "OSError", "none")
+    # The thread came back at the deadline: its read raised RequestTimeout itself, and nothing
+    # more is raised in the thread afterwards (a second one could land in this finally block).
+    assert wait_file(mark, 10) == "RequestTimeout"
     assert server.wait_stderr(r"POST /read", 5)
     assert "Worker unhealthy" not in server.stderr_text()
     assert hello(server) == pid

@@ -51,6 +51,15 @@ pub(crate) fn interrupt(overrun: &Overrun) {
                 )
             };
         });
+        if !ran && w.delivered(overrun.gen) {
+            // A wait of the server's ended at the deadline and raised
+            // RequestTimeout from the call itself, with its own traceback.
+            log::info(&format!(
+                "{}: RequestTimeout raised from the server's wait it was in",
+                overrun.tag
+            ));
+            return;
+        }
         if !ran {
             // Its thread came back first (for one, it held the GIL in C
             // code past the deadline, and ended the request before it let
@@ -83,6 +92,15 @@ pub(crate) fn cancel(ident: u64) {
         // SAFETY: we hold the GIL; a NULL exception clears the pending one.
         unsafe { ffi::PyThreadState_SetAsyncExc(ident as c_long, std::ptr::null_mut()) };
     });
+}
+
+/// Cancels a [`RequestTimeout`] pending for the calling thread, which is
+/// about to raise one itself from a wait that ended at its deadline.
+pub(crate) fn cancel_own() {
+    // SAFETY: pthread_self has no preconditions; it is the identifier
+    // Python gives the thread (`threading.get_ident()`) on Linux.
+    let ident = unsafe { libc::pthread_self() } as u64;
+    cancel(ident);
 }
 
 /// One frame: file, line, function.

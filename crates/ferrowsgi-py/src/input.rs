@@ -100,6 +100,13 @@ pub(crate) fn io_error(e: io::Error) -> PyErr {
     if BodyOverLimit::is(&e) {
         return RequestBodyTooLarge::new_err(e.to_string());
     }
+    if ferrowsgi_server::deadline::PastDeadline::is(&e) {
+        // The wait itself tells the request of its deadline: an
+        // interruption the reporter raised meanwhile would land a second
+        // time, anywhere in the application's handling of this one.
+        crate::deadline::cancel_own();
+        return crate::deadline::RequestTimeout::new_err(e.to_string());
+    }
     match e.kind() {
         io::ErrorKind::TimedOut => PyTimeoutError::new_err(e.to_string()),
         _ => PyOSError::new_err(e.to_string()),

@@ -120,6 +120,10 @@ pub struct Watch {
     answered: AtomicBool,
     /// The worker was marked unhealthy for this request already.
     retired: AtomicBool,
+    /// The request already learnt of its deadline from a wait of the
+    /// server's that ended there ([`Watch::deliver_here`]): nothing more is
+    /// to be raised in its thread.
+    delivered: AtomicBool,
     /// The watcher's sleep, to wake it for a deadline earlier than planned.
     nap: Arc<Nap>,
     /// Held by the handler while it checks that the request still runs and
@@ -197,6 +201,7 @@ impl Watch {
             fired_at: AtomicU64::new(0),
             answered: AtomicBool::new(false),
             retired: AtomicBool::new(false),
+            delivered: AtomicBool::new(false),
             interrupting: Mutex::new(()),
             fired_tag: Mutex::new(String::new()),
             tag: UnsafeCell::new(Tag {
@@ -228,6 +233,7 @@ impl Watch {
         self.due.store(due, Ordering::Relaxed);
         self.answered.store(false, Ordering::Relaxed);
         self.retired.store(false, Ordering::Relaxed);
+        self.delivered.store(false, Ordering::Relaxed);
         // Only this thread writes it: no read-modify-write instruction needed.
         self.gen.store(
             self.gen.load(Ordering::Relaxed).wrapping_add(1),
@@ -342,9 +348,37 @@ impl Watch {
         }
     }
 
-    /// Whether the request armed as `gen` still runs past its deadline.
+    /// Whether the request armed as `gen` still runs past its deadline
+    /// and has not been told so yet.
     pub fn still_overdue(&self, gen: u64) -> bool {
-        self.gen.load(Ordering::Acquire) == gen && self.state.load(Ordering::Acquire) == FIRED
+        self.gen.load(Ordering::Acquire) == gen
+            && self.state.load(Ordering::Acquire) == FIRED
+            && !self.delivered.load(Ordering::Acquire)
+    }
+
+    /// Whether the deadline of the request in progress has passed and the
+    /// watcher has acted on it.
+    pub(crate) fn has_fired(&self) -> bool {
+        self.state.load(Ordering::Acquire) == FIRED
+    }
+
+    /// Whether the request armed as `gen` learnt of its deadline from a
+    /// wait of the server's ([`Watch::deliver_here`]).
+    pub fn delivered(&self, gen: u64) -> bool {
+        self.gen.load(Ordering::Acquire) == gen && self.delivered.load(Ordering::Acquire)
+    }
+
+    /// Records, from the request's own thread, that a wait of the server's
+    /// (a body read, a write to a slow reader) ended at the deadline and
+    /// fails with [`PastDeadline`]: that failure is how the request learns
+    /// of its deadline, so the handler raises nothing more in the thread
+    /// ([`Watch::interrupt_if_overdue`] then finds nothing to do). Taken
+    /// under the same lock as an interruption, so one that is under way
+    /// finishes first, and the thread's caller cancels it
+    /// ([`PastDeadline`]'s contract).
+    pub(crate) fn deliver_here(&self) {
+        let _g = lock(&self.interrupting);
+        self.delivered.store(true, Ordering::Release);
     }
 
     /// Runs `interrupt` if the request armed as `gen` still runs past its
@@ -360,6 +394,30 @@ impl Watch {
         }
         interrupt();
         true
+    }
+}
+
+/// The error of a wait of the server's that ended at the request's deadline
+/// (the payload of the [`std::io::Error`] that reads of the body and writes
+/// of the response return then), so that the application side raises its
+/// deadline exception from the call itself. The thread's handler must then
+/// cancel any interruption already pending for the thread: the request has
+/// been told, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PastDeadline;
+
+impl std::fmt::Display for PastDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("timed out past the request's deadline (--timeout)")
+    }
+}
+
+impl std::error::Error for PastDeadline {}
+
+impl PastDeadline {
+    /// Whether `e` is a wait that ended at the request's deadline.
+    pub fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<PastDeadline>())
     }
 }
 

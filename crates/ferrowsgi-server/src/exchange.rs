@@ -672,6 +672,10 @@ impl<'a> Exchange<'a> {
     /// `out` need not be initialised; its first `n` bytes are when `Ok(n)`
     /// returns.
     pub fn read_body(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+        self.read_body_now(out).map_err(|e| self.past_deadline(e))
+    }
+
+    fn read_body_now(&mut self, out: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
         if self.st.body_over_limit {
             return Err(self.over_limit());
         }
@@ -786,6 +790,25 @@ impl<'a> Exchange<'a> {
         Ok(())
     }
 
+    /// The error the application is given for `e`, a failure of the
+    /// server's I/O for the request: once the request's deadline has
+    /// passed, whatever ended the call (the wait reaching the deadline, the
+    /// client closing after its 504) is reported as the deadline
+    /// ([`deadline::PastDeadline`]), and the request counts as told
+    /// ([`Watch::deliver_here`]), so that no interruption lands in its
+    /// thread a second time while it handles this one.
+    fn past_deadline(&self, e: io::Error) -> io::Error {
+        match self.watch {
+            Some(w) if !BodyOverLimit::is(&e) && w.has_fired() => {
+                if !deadline::PastDeadline::is(&e) {
+                    w.deliver_here();
+                }
+                io::Error::new(io::ErrorKind::TimedOut, deadline::PastDeadline)
+            }
+            _ => e,
+        }
+    }
+
     /// Waits through the handler's [`Waiter`] until the socket is ready for
     /// `want`; `Ok(false)` when `timeout` passed first.
     ///
@@ -816,7 +839,15 @@ impl<'a> Exchange<'a> {
             }
         });
         match ready {
-            Ok(false) if by_deadline => Err(timed_out("past the request's deadline (--timeout)")),
+            Ok(false) if by_deadline => {
+                if let Some(w) = watch {
+                    w.deliver_here();
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    deadline::PastDeadline,
+                ))
+            }
             other => other,
         }
     }
@@ -848,6 +879,10 @@ impl<'a> Exchange<'a> {
     /// `Ok(false)` at the end of the body. A client that goes quiet for the
     /// read timeout or disconnects is an error.
     pub fn fill_body(&mut self) -> io::Result<bool> {
+        self.fill_body_now().map_err(|e| self.past_deadline(e))
+    }
+
+    fn fill_body_now(&mut self) -> io::Result<bool> {
         if self.st.body_over_limit {
             return Err(self.over_limit());
         }
@@ -998,6 +1033,11 @@ impl<'a> Exchange<'a> {
     /// After a body read past `--limit-request-body`, the client gets 413
     /// instead and this fails with the [`BodyOverLimit`] error.
     pub fn start_stream(&mut self, head: &ResponseHead) -> io::Result<()> {
+        self.start_stream_now(head)
+            .map_err(|e| self.past_deadline(e))
+    }
+
+    fn start_stream_now(&mut self, head: &ResponseHead) -> io::Result<()> {
         if self.st.body_over_limit && self.st.state == RespState::Idle {
             self.answer_body_over_limit()?;
             return Err(self.over_limit());
@@ -1012,6 +1052,10 @@ impl<'a> Exchange<'a> {
     /// kernel (PEP 3333: a block is transmitted before the next is asked
     /// for). Bytes past the application's Content-Length are dropped.
     pub fn send(&mut self, block: &[u8]) -> io::Result<()> {
+        self.send_now(block).map_err(|e| self.past_deadline(e))
+    }
+
+    fn send_now(&mut self, block: &[u8]) -> io::Result<()> {
         self.send_block(block, true).map(|_| ())
     }
 
@@ -1029,6 +1073,11 @@ impl<'a> Exchange<'a> {
     /// held bytes the application has not followed up within 1 ms (see
     /// `hold.rs`), whatever the application is doing.
     pub fn send_nowait(&mut self, block: &[u8]) -> io::Result<bool> {
+        self.send_nowait_now(block)
+            .map_err(|e| self.past_deadline(e))
+    }
+
+    fn send_nowait_now(&mut self, block: &[u8]) -> io::Result<bool> {
         self.send_block(block, false)
     }
 
