@@ -148,6 +148,9 @@ pub struct Config {
     /// An unhealthy worker exits the process (the command line) instead of
     /// only stopping its server (an embedded one).
     pub exit_when_unhealthy: bool,
+    /// A path the server answers itself (200 while accepting, 503 while
+    /// draining) without calling the application (`--health-path`).
+    pub health_path: Option<Box<[u8]>>,
 }
 
 impl Default for Config {
@@ -176,6 +179,7 @@ impl Default for Config {
             timeout: Duration::from_secs(DEFAULT_TIMEOUT_SECS),
             timeout_grace: Duration::from_secs(DEFAULT_TIMEOUT_GRACE_SECS),
             exit_when_unhealthy: false,
+            health_path: None,
         }
     }
 }
@@ -453,6 +457,56 @@ pub struct Cli {
     #[arg(long = "fd", value_name = "FD", action = ArgAction::Append,
           value_parser = clap::value_parser!(i32).range(0..))]
     pub fds: Vec<i32>,
+
+    // Metrics, health and development reload.
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (from the
+    /// master, over all the workers). Off by default; with it off the
+    /// request path pays nothing for metrics.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_metrics_bind)]
+    pub metrics_bind: Option<std::net::SocketAddr>,
+
+    /// Answer GET/HEAD requests for this path in the server itself,
+    /// without calling the application: 200 while accepting requests, 503
+    /// while draining (a graceful stop). Off by default.
+    #[arg(long, value_name = "PATH", value_parser = parse_health_path)]
+    pub health_path: Option<String>,
+
+    /// Restart the workers when a Python file of the application (any
+    /// module imported when it was loaded) changes. For development.
+    #[arg(long)]
+    pub reload: bool,
+
+    /// Another file whose change restarts the workers under --reload
+    /// (repeatable).
+    #[arg(long, value_name = "PATH", action = ArgAction::Append)]
+    pub reload_extra_file: Vec<PathBuf>,
+}
+
+/// Checks a `--metrics-bind` address: HOST:PORT with a literal IP address
+/// (or `localhost`). The error is one line.
+pub fn parse_metrics_bind(s: &str) -> Result<std::net::SocketAddr, String> {
+    let resolved = match s.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => s.to_string(),
+    };
+    resolved
+        .parse()
+        .map_err(|_| format!("{s:?} is not a HOST:PORT address (an IP address and a port)"))
+}
+
+/// Checks a `--health-path`: an absolute path (`/...`) of visible ASCII
+/// characters, without a query. The error is one line.
+pub fn parse_health_path(s: &str) -> Result<String, String> {
+    let ok = s.starts_with('/')
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a health path (it must start with / and have no spaces, ? or #)"
+        ))
+    }
 }
 
 /// Checks an `--env` pair: `KEY=VALUE` with a non-empty key without `=`.
@@ -544,6 +598,10 @@ impl Cli {
         cfg.timeout = Duration::from_secs(self.timeout);
         cfg.timeout_grace = Duration::from_secs(self.timeout_grace);
         cfg.exit_when_unhealthy = true;
+        cfg.health_path = self
+            .health_path
+            .as_ref()
+            .map(|p| p.as_bytes().to_vec().into_boxed_slice());
         Ok(cfg)
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
@@ -20,8 +20,8 @@ use crate::conn::{
 use crate::deadline::{self, Claim, Watch};
 use crate::handler::Waiter;
 use crate::hold::{Wrote, TICK};
-use crate::log;
 use crate::sys::{self, Want};
+use crate::{log, metrics};
 
 /// Who is on either end of a connection, as strings ready for the environ.
 #[derive(Debug)]
@@ -303,6 +303,10 @@ struct ExchangeState {
     logged_headers: Vec<Option<Vec<u8>>>,
     /// The request's deadline (see `deadline.rs`); 0 for none.
     due: u64,
+    /// With metrics on: when the request was ready ([`Exchange::count_from`]).
+    counted_from: Option<Instant>,
+    /// Bytes of the response head.
+    head_out: u64,
 }
 
 /// An exchange whose response is waiting for a slow reader: the handler's
@@ -318,6 +322,27 @@ impl Parked {
     /// The parked request's head.
     pub fn head(&self) -> &RequestHead {
         &self.st.req.head
+    }
+
+    /// Counts the request of a paused response that will never go on (its
+    /// client went away or stopped reading).
+    pub(crate) fn count_abandoned(&self, m: &metrics::WorkerSlot) {
+        self.st.count(m);
+    }
+}
+
+impl ExchangeState {
+    /// Counts this request in the worker's metrics.
+    fn count(&self, m: &metrics::WorkerSlot) {
+        let took = self.counted_from.map_or(Duration::ZERO, |t| t.elapsed());
+        let bytes_in = self.req.head.as_bytes().len() as u64 + self.body_read;
+        m.on_request(
+            self.req.head.method(),
+            self.status,
+            took,
+            bytes_in,
+            self.head_out + self.body_sent,
+        );
     }
 }
 
@@ -425,6 +450,8 @@ impl<'a> Exchange<'a> {
                     .map(|_| Instant::now()),
                 logged_headers: Vec::new(),
                 due,
+                counted_from: None,
+                head_out: 0,
             },
             can_defer,
             paused: None,
@@ -452,6 +479,12 @@ impl<'a> Exchange<'a> {
             watch,
         };
         (ex, parked.app)
+    }
+
+    /// Times this request for the metrics from `ready`, when it was ready
+    /// to be served.
+    pub(crate) fn count_from(&mut self, ready: Instant) {
+        self.st.counted_from = Some(ready);
     }
 
     /// Pauses the response: the handler returns, keeping `state`, and the
@@ -1468,6 +1501,7 @@ impl<'a> Exchange<'a> {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        self.st.head_out = (self.conn.wbuf.len() - head_start) as u64;
         if let Some(names) = self
             .cfg
             .access_log
@@ -1663,6 +1697,9 @@ impl<'a> Exchange<'a> {
             }
         }
         self.conn.served += 1;
+        if let Some(m) = metrics::current() {
+            self.st.count(m);
+        }
         if let Some(access) = &self.cfg.access_log {
             access.write(&log::AccessRecord {
                 peer: &self.conn.peer,

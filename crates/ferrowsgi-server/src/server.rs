@@ -31,8 +31,8 @@ use crate::exchange::{Exchange, Parked};
 use crate::handler::Handler;
 use crate::health;
 use crate::listen::Listener;
-use crate::log;
 use crate::sys;
+use crate::{health_path, log, metrics};
 
 /// Token of the cross-thread waker.
 const WAKER: Token = Token(usize::MAX - 1);
@@ -192,6 +192,8 @@ enum Job {
         key: usize,
         conn: Box<Conn>,
         req: Pending,
+        /// When it was queued, if metrics are on (for the queue time).
+        queued_at: Option<Instant>,
     },
     /// Go on with a paused response whose output has drained.
     Resume { key: usize, conn: Box<Conn> },
@@ -666,6 +668,9 @@ impl<H: Handler> EventLoop<H> {
                     conn.defer_output = self.pool.is_none();
                     conn.server_stop = Some(Arc::clone(&self.server.stop));
                     entry.insert(Slot::Here(conn));
+                    if let Some(m) = metrics::current() {
+                        m.on_connection(true);
+                    }
                     self.peak_conns = self.peak_conns.max(self.conns.len());
                     // TCP_DEFER_ACCEPT: the request is usually there already,
                     // and a connection answered and closed right now is
@@ -842,10 +847,20 @@ impl<H: Handler> EventLoop<H> {
                             return;
                         };
                         self.away += 1;
-                        pool.push(Job::Serve { key, conn, req });
+                        let queued_at = metrics::current().map(|m| {
+                            m.on_queue(true);
+                            Instant::now()
+                        });
+                        pool.push(Job::Serve {
+                            key,
+                            conn,
+                            req,
+                            queued_at,
+                        });
                         return;
                     }
                     conn.others_ready = self.more_ready || !self.deferred.is_empty();
+                    let stop = &self.server.stop;
                     serve(
                         &*self.server.handler,
                         conn,
@@ -853,6 +868,8 @@ impl<H: Handler> EventLoop<H> {
                         &cfg,
                         &mut self.date,
                         self.watch.as_deref(),
+                        stop,
+                        None,
                     );
                     conn.since = Instant::now();
                     conn.read_due |= conn.maybe_more;
@@ -1017,6 +1034,14 @@ impl<H: Handler> EventLoop<H> {
         let Some(slot) = self.conns.try_remove(key) else {
             return;
         };
+        if let Some(m) = metrics::current() {
+            m.on_connection(false);
+            if let Slot::Here(c) | Slot::Lingering(c) = &slot {
+                if let Some(parked) = &c.parked {
+                    parked.count_abandoned(m);
+                }
+            }
+        }
         if let (Some(pool), Slot::Here(mut conn) | Slot::Lingering(mut conn)) = (&self.pool, slot) {
             if let Some(parked) = conn.parked.take() {
                 drop(conn);
@@ -1182,7 +1207,9 @@ fn deregister_fd(poll: &Poll, fd: std::os::fd::RawFd) {
     }
 }
 
-/// Runs one request through the handler on this thread.
+/// Runs one request through the handler on this thread, or answers it
+/// here if it asks for `--health-path` (`draining` is the server's stop
+/// flag). `queued_at` is when it entered the application threads' queue.
 fn serve<H: Handler>(
     handler: &H,
     conn: &mut Conn,
@@ -1190,8 +1217,24 @@ fn serve<H: Handler>(
     cfg: &Config,
     date: &mut DateCache,
     watch: Option<&Watch>,
+    draining: &AtomicBool,
+    queued_at: Option<Instant>,
 ) {
-    let ex = Exchange::new(conn, req, cfg, handler, date, watch);
+    // With no health path set, this is the only cost: one comparison.
+    let health = cfg
+        .health_path
+        .as_deref()
+        .is_some_and(|p| req.head.path() == p);
+    let mut ex = Exchange::new(conn, req, cfg, handler, date, watch);
+    if let Some(m) = metrics::current() {
+        let now = Instant::now();
+        m.on_dequeued(queued_at.map_or(Duration::ZERO, |t| now.duration_since(t)));
+        ex.count_from(queued_at.unwrap_or(now));
+    }
+    if health {
+        health_path::answer(&mut ex, draining.load(Ordering::Relaxed));
+        return ex.complete();
+    }
     run_handler(handler, ex, |h, ex| h.handle(ex));
     crate::process::worker::request_done();
 }
@@ -1219,8 +1262,15 @@ fn run_handler<H: Handler>(
     mut ex: Exchange<'_>,
     f: impl FnOnce(&H, &mut Exchange<'_>),
 ) {
+    let m = metrics::current();
+    if let Some(m) = m {
+        m.on_call(true);
+    }
     ex.arm();
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| f(handler, &mut ex)));
+    if let Some(m) = m {
+        m.on_call(false);
+    }
     // Still holding what the handler held (the binding: the GIL), so an
     // interruption of this request cannot slip into the next one.
     if ex.disarm() {
@@ -1315,7 +1365,17 @@ fn worker<H: Handler>(
             }
             let (key, mut conn, mut req) = match job {
                 None => return,
-                Some(Job::Serve { key, conn, req }) => (key, conn, Some(req)),
+                Some(Job::Serve {
+                    key,
+                    conn,
+                    req,
+                    queued_at,
+                }) => {
+                    if let Some(m) = metrics::current() {
+                        m.on_queue(false);
+                    }
+                    (key, conn, Some((req, queued_at)))
+                }
                 Some(Job::Resume { key, mut conn }) => {
                     resume(&*handler, &mut conn, &cfg, &mut date, watch);
                     (key, conn, None)
@@ -1327,8 +1387,10 @@ fn worker<H: Handler>(
             };
             let mut turn = 0usize;
             loop {
-                if let Some(r) = req.take() {
-                    serve(&*handler, &mut conn, r, &cfg, &mut date, watch);
+                if let Some((r, queued_at)) = req.take() {
+                    serve(
+                        &*handler, &mut conn, r, &cfg, &mut date, watch, &pool.stop, queued_at,
+                    );
                     turn += 1;
                 }
                 // Past its turn, the connection goes back to the loop and
@@ -1339,7 +1401,7 @@ fn worker<H: Handler>(
                     && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT
                 {
                     if let Next::Ready(next) = conn.next_request(&cfg) {
-                        req = Some(next);
+                        req = Some((next, None));
                         continue;
                     }
                 }

@@ -1,0 +1,552 @@
+//! Request metrics, kept in memory that the master and every worker share.
+//!
+//! The region is one `mmap(MAP_SHARED | MAP_ANONYMOUS)` mapping made by the
+//! master before it forks ([`enable`]), so a worker and its master see the
+//! same pages without a file or a system call. It holds one [`WorkerSlot`]
+//! per worker, chosen by the master at the fork ([`attach_worker`]): a
+//! worker writes only its own slot, with relaxed atomic additions (no lock,
+//! no system call), and the master only reads the slots, to serve the
+//! Prometheus text ([`crate::metrics_export`]).
+//!
+//! Counters stay monotonic over restarts: when the master has reaped a
+//! worker, it folds the dead worker's counters into a private retired total
+//! and zeroes the slot before a replacement takes it over
+//! ([`Totals::retire`]). Gauges (requests in flight, connections open) of a
+//! dead worker are dropped, since what they counted is gone with it.
+//!
+//! With metrics off (no `--metrics-bind`), no region exists and the request
+//! path pays one load of a null pointer ([`current`]).
+
+use std::io;
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Request methods counted apart; any other method counts as `other`.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+
+/// Status classes; a status outside 100–599 counts as `other`.
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// Upper bounds of the duration histograms' buckets, in nanoseconds (the
+/// `+Inf` bucket follows them). From 50 µs, about what a hello request
+/// takes here, to 60 s, past any sane request deadline; roughly 1-2.5-5
+/// steps, as Prometheus's client libraries space theirs.
+pub const BOUNDS_NS: [u64; 19] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+
+/// Buckets of a histogram: one per bound and `+Inf`.
+pub const BUCKETS: usize = BOUNDS_NS.len() + 1;
+
+/// Why the master replaced a worker (`ferrowsgi_worker_restarts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartCause {
+    /// The worker exited by itself (a status other than a recycle's).
+    Exit,
+    /// A signal killed the worker.
+    Signal,
+    /// The worker served `--max-requests`.
+    MaxRequests,
+    /// The worker grew past `--max-rss`.
+    MaxRss,
+    /// A request outlived its deadline and its grace.
+    Deadline,
+}
+
+impl RestartCause {
+    /// Every cause, in the order of [`RestartCause::label`]'s index.
+    pub const ALL: [RestartCause; 5] = [
+        RestartCause::Exit,
+        RestartCause::Signal,
+        RestartCause::MaxRequests,
+        RestartCause::MaxRss,
+        RestartCause::Deadline,
+    ];
+
+    /// The `cause` label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            RestartCause::Exit => "exit",
+            RestartCause::Signal => "signal",
+            RestartCause::MaxRequests => "max-requests",
+            RestartCause::MaxRss => "max-rss",
+            RestartCause::Deadline => "deadline",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            RestartCause::Exit => 0,
+            RestartCause::Signal => 1,
+            RestartCause::MaxRequests => 2,
+            RestartCause::MaxRss => 3,
+            RestartCause::Deadline => 4,
+        }
+    }
+}
+
+/// The index of a method in [`METHODS`].
+pub fn method_index(method: &[u8]) -> usize {
+    match method {
+        b"GET" => 0,
+        b"HEAD" => 1,
+        b"POST" => 2,
+        b"PUT" => 3,
+        b"DELETE" => 4,
+        b"PATCH" => 5,
+        b"OPTIONS" => 6,
+        _ => 7,
+    }
+}
+
+/// The index of a status's class in [`CLASSES`].
+pub fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 5,
+    }
+}
+
+/// The bucket a duration of `ns` nanoseconds falls in.
+fn bucket_of(ns: u64) -> usize {
+    BOUNDS_NS
+        .iter()
+        .position(|&b| ns <= b)
+        .unwrap_or(BOUNDS_NS.len())
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A duration histogram in shared memory: a count per bucket (not yet
+/// cumulative; the export adds them up) and the sum of the durations.
+#[derive(Debug)]
+#[repr(C)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: Duration) {
+        let ns = nanos(d);
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+    }
+
+    fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Relaxed);
+        }
+        self.sum_ns.store(0, Relaxed);
+    }
+}
+
+/// One worker's counters and gauges. Only that worker writes them (its
+/// threads with relaxed atomic additions); the master reads them.
+///
+/// Every field is an atomic integer, for which all-zero bytes are a valid
+/// zero: the fresh anonymous mapping is a region of zeroed slots. Aligned
+/// to two cache lines so that two workers never write the same line.
+#[derive(Debug)]
+#[repr(C, align(128))]
+pub struct WorkerSlot {
+    /// The worker's process id; 0 while the slot is free.
+    pid: AtomicU32,
+    /// Requests answered, by method and status class.
+    requests: [[AtomicU64; CLASSES.len()]; METHODS.len()],
+    /// From the request being ready to its response being complete.
+    latency: Histogram,
+    /// From the request being queued to an application thread taking it.
+    queue: Histogram,
+    /// Time spent waiting to take the GIL back after a blocking wait.
+    gil_wait_ns: AtomicU64,
+    /// GIL acquisitions after a blocking wait.
+    gil_waits: AtomicU64,
+    /// Request bytes received (heads and the bodies the server read).
+    bytes_in: AtomicU64,
+    /// Response bytes sent (heads and bodies).
+    bytes_out: AtomicU64,
+    /// Connections accepted.
+    connections_total: AtomicU64,
+    /// Requests that reached their deadline.
+    deadlines: AtomicU64,
+    /// Application calls (or resumptions of a paused response) running.
+    in_flight: AtomicI64,
+    /// Requests waiting in the queue for an application thread.
+    queued: AtomicI64,
+    /// Connections open.
+    connections: AtomicI64,
+}
+
+impl WorkerSlot {
+    /// Counts one answered request: its method, status, time since it was
+    /// ready, and the bytes it took in and sent.
+    pub fn on_request(
+        &self,
+        method: &[u8],
+        status: u16,
+        took: Duration,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.requests[method_index(method)][class_index(status)].fetch_add(1, Relaxed);
+        self.latency.observe(took);
+        self.bytes_in.fetch_add(bytes_in, Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    /// Records how long a request waited before an application thread took
+    /// it (zero when it was never queued).
+    pub fn on_dequeued(&self, waited: Duration) {
+        self.queue.observe(waited);
+    }
+
+    /// Records one wait to take the GIL back.
+    pub fn on_gil_wait(&self, waited: Duration) {
+        self.gil_wait_ns.fetch_add(nanos(waited), Relaxed);
+        self.gil_waits.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a request that reached its deadline.
+    pub fn on_deadline(&self) {
+        self.deadlines.fetch_add(1, Relaxed);
+    }
+
+    /// A connection was accepted (`true`) or closed (`false`).
+    pub fn on_connection(&self, open: bool) {
+        if open {
+            self.connections_total.fetch_add(1, Relaxed);
+            self.connections.fetch_add(1, Relaxed);
+        } else {
+            self.connections.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// An application call begins (`true`) or ends (`false`).
+    pub fn on_call(&self, begins: bool) {
+        let d = if begins { 1 } else { -1 };
+        self.in_flight.fetch_add(d, Relaxed);
+    }
+
+    /// A request entered (`true`) or left (`false`) the queue for the
+    /// application threads.
+    pub fn on_queue(&self, enters: bool) {
+        let d = if enters { 1 } else { -1 };
+        self.queued.fetch_add(d, Relaxed);
+    }
+
+    /// The worker's process id (0 for a free slot).
+    pub fn pid(&self) -> u32 {
+        self.pid.load(Relaxed)
+    }
+
+    /// Requests the worker answered since it took the slot.
+    pub fn requests_served(&self) -> u64 {
+        self.requests
+            .iter()
+            .flatten()
+            .map(|c| c.load(Relaxed))
+            .sum()
+    }
+
+    /// The gauges: requests in flight, requests queued, connections open.
+    pub fn gauges(&self) -> (i64, i64, i64) {
+        (
+            self.in_flight.load(Relaxed),
+            self.queued.load(Relaxed),
+            self.connections.load(Relaxed),
+        )
+    }
+
+    /// Zeroes every counter and frees the slot.
+    fn reset(&self) {
+        self.pid.store(0, Relaxed);
+        for c in self.requests.iter().flatten() {
+            c.store(0, Relaxed);
+        }
+        self.latency.reset();
+        self.queue.reset();
+        for c in [
+            &self.gil_wait_ns,
+            &self.gil_waits,
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.connections_total,
+            &self.deadlines,
+        ] {
+            c.store(0, Relaxed);
+        }
+        for g in [&self.in_flight, &self.queued, &self.connections] {
+            g.store(0, Relaxed);
+        }
+    }
+}
+
+/// The shared mapping: `slots` worker slots. Never unmapped, so a slot is
+/// `&'static`.
+#[derive(Debug)]
+pub struct Region {
+    slots: &'static [WorkerSlot],
+}
+
+impl Region {
+    /// Maps a zeroed region of `capacity` slots shared with the children
+    /// this process will fork. Pages are given memory only when touched,
+    /// so a large capacity costs address space, not memory.
+    fn map(capacity: usize) -> io::Result<Region> {
+        let capacity = capacity.max(1);
+        let len = capacity * std::mem::size_of::<WorkerSlot>();
+        // SAFETY: an anonymous mapping with no address hint touches no
+        // existing memory; the result is checked against MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for
+        // `WorkerSlot`), zero-filled by the kernel (all-zero bytes are valid
+        // atomics, hence valid slots), and never unmapped, so it lives for
+        // the rest of the process ('static). Every access goes through
+        // atomics, so sharing it with other processes is sound.
+        let slots = unsafe { std::slice::from_raw_parts(ptr.cast::<WorkerSlot>(), capacity) };
+        Ok(Region { slots })
+    }
+
+    /// Every slot.
+    pub fn slots(&self) -> &'static [WorkerSlot] {
+        self.slots
+    }
+}
+
+/// The process's region, once [`enable`]d.
+static REGION: OnceLock<Region> = OnceLock::new();
+/// This worker's slot, once [`attach_worker`] chose it; null otherwise.
+static CURRENT: AtomicPtr<WorkerSlot> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Creates the shared region with room for `capacity` workers (the master
+/// calls this once, before its first fork). A second call returns the
+/// region already made.
+pub fn enable(capacity: usize) -> io::Result<&'static Region> {
+    if let Some(r) = REGION.get() {
+        return Ok(r);
+    }
+    let region = Region::map(capacity)?;
+    // A lost race leaves a mapping unused; only the master calls this, once.
+    Ok(REGION.get_or_init(|| region))
+}
+
+/// The region, if metrics are on.
+pub fn region() -> Option<&'static Region> {
+    REGION.get()
+}
+
+/// Makes slot `index` this process's own (in the worker, right after the
+/// fork; in a single process, before serving). Returns `false` when
+/// metrics are off or the index is past the region.
+pub fn attach_worker(index: usize) -> bool {
+    let Some(slot) = REGION.get().and_then(|r| r.slots.get(index)) else {
+        return false;
+    };
+    slot.pid.store(std::process::id(), Relaxed);
+    CURRENT.store(std::ptr::from_ref(slot).cast_mut(), Relaxed);
+    true
+}
+
+/// This process's slot, or `None` when metrics are off: the only check
+/// the request path makes.
+#[inline]
+pub fn current() -> Option<&'static WorkerSlot> {
+    let p = CURRENT.load(Relaxed);
+    // SAFETY: CURRENT is null or points into the region, which is never
+    // unmapped, so the reference is valid for the rest of the process.
+    unsafe { p.cast_const().as_ref() }
+}
+
+/// Counts a request that reached its deadline, if metrics are on.
+pub fn on_deadline() {
+    if let Some(m) = current() {
+        m.on_deadline();
+    }
+}
+
+/// Counter values summed over slots: the retired workers' totals, and the
+/// sums that the export adds the live workers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests by method and status class.
+    pub requests: [[u64; CLASSES.len()]; METHODS.len()],
+    /// Latency bucket counts (not cumulative).
+    pub latency: [u64; BUCKETS],
+    /// Latency sum in nanoseconds.
+    pub latency_sum_ns: u64,
+    /// Queue-time bucket counts (not cumulative).
+    pub queue: [u64; BUCKETS],
+    /// Queue-time sum in nanoseconds.
+    pub queue_sum_ns: u64,
+    /// GIL wait time in nanoseconds.
+    pub gil_wait_ns: u64,
+    /// GIL waits.
+    pub gil_waits: u64,
+    /// Request bytes.
+    pub bytes_in: u64,
+    /// Response bytes.
+    pub bytes_out: u64,
+    /// Connections accepted.
+    pub connections_total: u64,
+    /// Deadlines reached.
+    pub deadlines: u64,
+}
+
+impl Totals {
+    /// Adds a slot's counters (not its gauges).
+    pub fn add(&mut self, s: &WorkerSlot) {
+        for (row, srow) in self.requests.iter_mut().zip(&s.requests) {
+            for (c, sc) in row.iter_mut().zip(srow) {
+                *c += sc.load(Relaxed);
+            }
+        }
+        for (c, sc) in self.latency.iter_mut().zip(&s.latency.buckets) {
+            *c += sc.load(Relaxed);
+        }
+        self.latency_sum_ns += s.latency.sum_ns.load(Relaxed);
+        for (c, sc) in self.queue.iter_mut().zip(&s.queue.buckets) {
+            *c += sc.load(Relaxed);
+        }
+        self.queue_sum_ns += s.queue.sum_ns.load(Relaxed);
+        self.gil_wait_ns += s.gil_wait_ns.load(Relaxed);
+        self.gil_waits += s.gil_waits.load(Relaxed);
+        self.bytes_in += s.bytes_in.load(Relaxed);
+        self.bytes_out += s.bytes_out.load(Relaxed);
+        self.connections_total += s.connections_total.load(Relaxed);
+        self.deadlines += s.deadlines.load(Relaxed);
+    }
+
+    /// Folds the counters of a reaped worker's slot into these totals and
+    /// frees the slot for its replacement, which starts from zero. The
+    /// master calls this after `waitpid` returned the worker and before it
+    /// forks another into the slot, so no process writes the slot
+    /// meanwhile.
+    pub fn retire(&mut self, slot: &WorkerSlot) {
+        self.add(slot);
+        slot.reset();
+    }
+}
+
+/// What the master keeps beside the shared region: the retired workers'
+/// counters and the restarts by cause.
+#[derive(Debug, Clone, Default)]
+pub struct MasterCounts {
+    /// Counters of workers that are gone.
+    pub retired: Totals,
+    /// Worker restarts, by [`RestartCause`].
+    pub restarts: [u64; RestartCause::ALL.len()],
+}
+
+impl MasterCounts {
+    /// The master reaped the worker of slot `index`: its counters are kept
+    /// and the slot is freed. `cause` says why it is being replaced (`None`
+    /// when it is not, at shutdown or when the worker count shrinks).
+    pub fn worker_exited(&mut self, index: usize, cause: Option<RestartCause>) {
+        if let Some(slot) = region().and_then(|r| r.slots.get(index)) {
+            self.retired.retire(slot);
+        }
+        if let Some(c) = cause {
+            self.restarts[c.index()] += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_and_classes() {
+        assert_eq!(METHODS[method_index(b"GET")], "GET");
+        assert_eq!(METHODS[method_index(b"OPTIONS")], "OPTIONS");
+        assert_eq!(METHODS[method_index(b"get")], "other");
+        assert_eq!(METHODS[method_index(b"PROPFIND")], "other");
+        assert_eq!(CLASSES[class_index(100)], "1xx");
+        assert_eq!(CLASSES[class_index(204)], "2xx");
+        assert_eq!(CLASSES[class_index(404)], "4xx");
+        assert_eq!(CLASSES[class_index(599)], "5xx");
+        assert_eq!(CLASSES[class_index(600)], "other");
+        assert_eq!(CLASSES[class_index(0)], "other");
+    }
+
+    #[test]
+    fn buckets_take_their_upper_bound() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(50_000), 0);
+        assert_eq!(bucket_of(50_001), 1);
+        assert_eq!(bucket_of(60_000_000_000), BOUNDS_NS.len() - 1);
+        assert_eq!(bucket_of(u64::MAX), BOUNDS_NS.len());
+        assert!(BOUNDS_NS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_forked_child_writes_where_the_parent_reads() {
+        let region = enable(4).unwrap();
+        let slot = &region.slots()[2];
+        // SAFETY: the child only does atomic stores into the shared mapping
+        // and _exit(2)s; no lock or allocation is used after the fork.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            for _ in 0..37 {
+                slot.on_request(b"GET", 200, Duration::from_micros(30), 10, 20);
+            }
+            slot.on_request(b"POST", 404, Duration::from_millis(3), 1, 2);
+            // SAFETY: ends the child at once, running no destructor or
+            // atexit handler of the test harness.
+            unsafe { libc::_exit(0) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(slot.requests_served(), 38);
+        let mut totals = MasterCounts::default();
+        totals.worker_exited(2, Some(RestartCause::Signal));
+        assert_eq!(slot.requests_served(), 0, "the slot is free again");
+        let r = &totals.retired;
+        assert_eq!(r.requests[0][1], 37);
+        assert_eq!(r.requests[2][3], 1);
+        assert_eq!(r.latency[0], 37);
+        assert_eq!(r.latency[bucket_of(3_000_000)], 1);
+        assert_eq!(r.bytes_in, 371);
+        assert_eq!(r.bytes_out, 742);
+        assert_eq!(totals.restarts, [0, 1, 0, 0, 0]);
+    }
+}
