@@ -3,23 +3,26 @@
 //! The region is one `mmap(MAP_SHARED | MAP_ANONYMOUS)` mapping made by the
 //! master before it forks ([`enable`]), so a worker and its master see the
 //! same pages without a file or a system call. It holds one [`WorkerSlot`]
-//! per worker, chosen by the master at the fork ([`attach_worker`]): a
-//! worker writes only its own slot, with relaxed atomic additions (no lock,
-//! no system call), and the master only reads the slots, to serve the
-//! Prometheus text ([`crate::metrics_export`]).
+//! per worker: a new worker claims the first free slot ([`claim_slot`],
+//! one compare-and-swap of the slot's pid), writes only that slot, with
+//! relaxed atomic additions (no lock, no system call), and the master only
+//! reads the slots, to serve the Prometheus text
+//! ([`crate::metrics_export`]).
 //!
 //! Counters stay monotonic over restarts: when the master has reaped a
-//! worker, it folds the dead worker's counters into a private retired total
-//! and zeroes the slot before a replacement takes it over
-//! ([`Totals::retire`]). Gauges (requests in flight, connections open) of a
-//! dead worker are dropped, since what they counted is gone with it.
+//! worker ([`worker_exited`]), it folds the dead worker's counters into a
+//! retired total of its own and frees the slot for a later worker, which
+//! starts from zero. The pid cannot be reused in between: it stays taken
+//! until it is reaped, and the master frees the slot right after. Gauges
+//! (requests in flight, connections open) of a dead worker are dropped,
+//! since what they counted is gone with it.
 //!
 //! With metrics off (no `--metrics-bind`), no region exists and the request
 //! path pays one load of a null pointer ([`current`]).
 
 use std::io;
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Request methods counted apart; any other method counts as `other`.
@@ -352,7 +355,7 @@ impl Region {
 
 /// The process's region, once [`enable`]d.
 static REGION: OnceLock<Region> = OnceLock::new();
-/// This worker's slot, once [`attach_worker`] chose it; null otherwise.
+/// This worker's slot, once [`claim_slot`] took it; null otherwise.
 static CURRENT: AtomicPtr<WorkerSlot> = AtomicPtr::new(std::ptr::null_mut());
 
 /// Creates the shared region with room for `capacity` workers (the master
@@ -372,16 +375,42 @@ pub fn region() -> Option<&'static Region> {
     REGION.get()
 }
 
-/// Makes slot `index` this process's own (in the worker, right after the
-/// fork; in a single process, before serving). Returns `false` when
-/// metrics are off or the index is past the region.
-pub fn attach_worker(index: usize) -> bool {
-    let Some(slot) = REGION.get().and_then(|r| r.slots.get(index)) else {
-        return false;
-    };
-    slot.pid.store(std::process::id(), Relaxed);
+/// Makes the first free slot this process's own (in a worker, once it is
+/// forked; in a single process, before serving) and returns its index.
+/// `None` when metrics are off, or every slot is taken (the worker then
+/// runs without metrics).
+pub fn claim_slot() -> Option<usize> {
+    let pid = std::process::id();
+    let slots = REGION.get()?.slots;
+    let (index, slot) = slots
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.pid.compare_exchange(0, pid, Relaxed, Relaxed).is_ok())?;
     CURRENT.store(std::ptr::from_ref(slot).cast_mut(), Relaxed);
-    true
+    Some(index)
+}
+
+/// The master's own counts (retired workers' counters, restarts); only
+/// the master's thread takes the lock, never on a request path.
+static MASTER: Mutex<MasterCounts> = Mutex::new(MasterCounts::new());
+
+/// In the master, once it reaped worker `pid`: keeps the worker's counters
+/// in the retired totals, frees its slot, and counts a restart when `cause`
+/// says it is being replaced (`None` at shutdown, on a reload or when the
+/// worker count shrinks).
+pub fn worker_exited(pid: u32, cause: Option<RestartCause>) {
+    let mut m = MASTER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(slot) = region().and_then(|r| r.slots.iter().find(|s| pid != 0 && s.pid() == pid)) {
+        m.retired.retire(slot);
+    }
+    if let Some(c) = cause {
+        m.restarts[c.index()] += 1;
+    }
+}
+
+/// A copy of the master's own counts.
+pub fn master_counts() -> MasterCounts {
+    MASTER.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// This process's slot, or `None` when metrics are off: the only check
@@ -403,7 +432,7 @@ pub fn on_deadline() {
 
 /// Counter values summed over slots: the retired workers' totals, and the
 /// sums that the export adds the live workers to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Totals {
     /// Requests by method and status class.
     pub requests: [[u64; CLASSES.len()]; METHODS.len()],
@@ -429,7 +458,30 @@ pub struct Totals {
     pub deadlines: u64,
 }
 
+impl Default for Totals {
+    fn default() -> Self {
+        Totals::new()
+    }
+}
+
 impl Totals {
+    /// All zero.
+    pub const fn new() -> Totals {
+        Totals {
+            requests: [[0; CLASSES.len()]; METHODS.len()],
+            latency: [0; BUCKETS],
+            latency_sum_ns: 0,
+            queue: [0; BUCKETS],
+            queue_sum_ns: 0,
+            gil_wait_ns: 0,
+            gil_waits: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            connections_total: 0,
+            deadlines: 0,
+        }
+    }
+
     /// Adds a slot's counters (not its gauges).
     pub fn add(&mut self, s: &WorkerSlot) {
         for (row, srow) in self.requests.iter_mut().zip(&s.requests) {
@@ -475,15 +527,11 @@ pub struct MasterCounts {
 }
 
 impl MasterCounts {
-    /// The master reaped the worker of slot `index`: its counters are kept
-    /// and the slot is freed. `cause` says why it is being replaced (`None`
-    /// when it is not, at shutdown or when the worker count shrinks).
-    pub fn worker_exited(&mut self, index: usize, cause: Option<RestartCause>) {
-        if let Some(slot) = region().and_then(|r| r.slots.get(index)) {
-            self.retired.retire(slot);
-        }
-        if let Some(c) = cause {
-            self.restarts[c.index()] += 1;
+    /// All zero.
+    pub const fn new() -> MasterCounts {
+        MasterCounts {
+            retired: Totals::new(),
+            restarts: [0; RestartCause::ALL.len()],
         }
     }
 }
@@ -519,12 +567,17 @@ mod tests {
     #[test]
     fn a_forked_child_writes_where_the_parent_reads() {
         let region = enable(4).unwrap();
-        let slot = &region.slots()[2];
-        // SAFETY: the child only does atomic stores into the shared mapping
-        // and _exit(2)s; no lock or allocation is used after the fork.
+        // SAFETY: the child only does atomic operations on the shared
+        // mapping and _exit(2)s; no lock or allocation is used after the
+        // fork.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
+            let Some(index) = claim_slot() else {
+                // SAFETY: as below.
+                unsafe { libc::_exit(1) };
+            };
+            let slot = &region.slots()[index];
             for _ in 0..37 {
                 slot.on_request(b"GET", 200, Duration::from_micros(30), 10, 20);
             }
@@ -536,17 +589,31 @@ mod tests {
         let mut status = 0;
         // SAFETY: waits for the child forked above.
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert_eq!(status, 0);
+        let pid = pid as u32;
+        let slot = region.slots().iter().find(|s| s.pid() == pid).unwrap();
         assert_eq!(slot.requests_served(), 38);
-        let mut totals = MasterCounts::default();
-        totals.worker_exited(2, Some(RestartCause::Signal));
-        assert_eq!(slot.requests_served(), 0, "the slot is free again");
-        let r = &totals.retired;
+        let before = master_counts();
+        worker_exited(pid, Some(RestartCause::Signal));
+        assert_eq!(slot.pid(), 0, "the slot is free again");
+        assert_eq!(slot.requests_served(), 0);
+        let after = master_counts();
+        let mut r = after.retired.clone();
+        for (row, b) in r.requests.iter_mut().zip(&before.retired.requests) {
+            for (c, bc) in row.iter_mut().zip(b) {
+                *c -= bc;
+            }
+        }
+        r.latency[0] -= before.retired.latency[0];
+        r.latency[bucket_of(3_000_000)] -= before.retired.latency[bucket_of(3_000_000)];
+        r.bytes_in -= before.retired.bytes_in;
+        r.bytes_out -= before.retired.bytes_out;
         assert_eq!(r.requests[0][1], 37);
         assert_eq!(r.requests[2][3], 1);
         assert_eq!(r.latency[0], 37);
         assert_eq!(r.latency[bucket_of(3_000_000)], 1);
         assert_eq!(r.bytes_in, 371);
         assert_eq!(r.bytes_out, 742);
-        assert_eq!(totals.restarts, [0, 1, 0, 0, 0]);
+        assert_eq!(after.restarts[1], before.restarts[1] + 1);
     }
 }

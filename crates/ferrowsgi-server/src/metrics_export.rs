@@ -1,14 +1,13 @@
 //! The Prometheus endpoint of `--metrics-bind`, served by the master.
 //!
 //! The master has no threads (it forks), so the endpoint is a small state
-//! machine driven by the master's own poll(2) loop: a non-blocking
-//! listener ([`MetricsExporter::fd`], [`MetricsExporter::on_readable`]) and
-//! a few non-blocking connections, each reading one request head and then
-//! writing one response before it closes. [`MetricsExporter::poll_fds`]
-//! adds the descriptors to a poll set and [`MetricsExporter::on_poll`]
-//! acts on what came back, so integrating it is a few lines in a loop.
-//! [`MetricsExporter::spawn`] runs the same loop on a thread, for a server
-//! that is a single process.
+//! machine driven by the master's own poll(2) loop. Its listener and its
+//! few connections (each reads one request head, writes one response and
+//! closes) sit in an epoll set of their own, whose one descriptor
+//! ([`MetricsExporter::fd`]) the master polls for input beside its pipes;
+//! when it is readable, [`MetricsExporter::on_readable`] handles what is
+//! ready, without blocking. [`MetricsExporter::spawn`] runs the same loop on
+//! a thread, for a server that is a single process.
 //!
 //! The text follows the exposition format 0.0.4: `# HELP` and `# TYPE`
 //! before each family, counters ending in `_total`, histograms as
@@ -16,19 +15,24 @@
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
 
 use crate::metrics::{self, MasterCounts, RestartCause, Totals, BOUNDS_NS, CLASSES, METHODS};
 
 /// A request head larger than this is refused (a scrape's is ~200 bytes).
 const MAX_HEAD: usize = 8 * 1024;
-/// A scrape connection still open after this is dropped, so slow or idle
-/// clients cannot pile up in the master.
+/// A scrape connection open longer than this is dropped when another
+/// arrives, so slow or idle clients cannot pile up in the master.
 const CONN_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more wait in the listen backlog.
-const MAX_CONNS: usize = 32;
+/// Connections served at once; at the limit, the oldest goes.
+const MAX_CONNS: usize = 16;
+/// The listener's token; connections have their own numbers.
+const LISTENER: Token = Token(usize::MAX);
 
 /// Where one scrape connection is.
 #[derive(Debug)]
@@ -46,31 +50,36 @@ enum Phase {
 
 #[derive(Debug)]
 struct ScrapeConn {
+    token: Token,
     stream: TcpStream,
     phase: Phase,
     since: Instant,
 }
 
-/// The `--metrics-bind` endpoint: its listener, its connections, and the
-/// master's own counts (retired workers, restarts).
+/// The `--metrics-bind` endpoint: its epoll set, listener and connections.
 #[derive(Debug)]
 pub struct MetricsExporter {
+    poll: Poll,
+    events: Events,
     listener: TcpListener,
     conns: Vec<ScrapeConn>,
-    /// Counters the master keeps beside the shared region.
-    pub counts: MasterCounts,
+    next_token: usize,
 }
 
 impl MetricsExporter {
     /// Binds `addr` (HOST:PORT) without blocking. Metrics must be
-    /// [`metrics::enable`]d first.
+    /// [`metrics::enable`]d for there to be anything to show.
     pub fn bind(addr: SocketAddr) -> io::Result<MetricsExporter> {
-        let listener = TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(MetricsExporter {
+            poll,
+            events: Events::with_capacity(64),
             listener,
             conns: Vec::new(),
-            counts: MasterCounts::default(),
+            next_token: 0,
         })
     }
 
@@ -79,91 +88,16 @@ impl MetricsExporter {
         self.listener.local_addr()
     }
 
-    /// The listener's descriptor, to poll for readability.
+    /// The descriptor to poll for input: readable when a scrape
+    /// connection arrived or one of them can go on.
     pub fn fd(&self) -> RawFd {
-        self.listener.as_raw_fd()
+        self.poll.as_raw_fd()
     }
 
-    /// Accepts the pending connections and reads what each brought.
+    /// Handles whatever is ready (accepts, reads, answers, writes) without
+    /// blocking.
     pub fn on_readable(&mut self) {
-        while self.conns.len() < MAX_CONNS {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    if stream.set_nonblocking(true).is_err() {
-                        continue;
-                    }
-                    self.conns.push(ScrapeConn {
-                        stream,
-                        phase: Phase::Reading(Vec::new()),
-                        since: Instant::now(),
-                    });
-                    let i = self.conns.len() - 1;
-                    self.drive(i);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // WouldBlock, or out of descriptors: the rest wait.
-                Err(_) => break,
-            }
-        }
-        self.sweep();
-    }
-
-    /// Appends a pollfd for the listener and one per connection (reading
-    /// or writing) to `out`.
-    pub fn poll_fds(&self, out: &mut Vec<libc::pollfd>) {
-        let listen_events = if self.conns.len() < MAX_CONNS {
-            libc::POLLIN
-        } else {
-            0
-        };
-        out.push(libc::pollfd {
-            fd: self.fd(),
-            events: listen_events,
-            revents: 0,
-        });
-        for c in &self.conns {
-            let events = match c.phase {
-                Phase::Reading(_) => libc::POLLIN,
-                Phase::Writing { .. } => libc::POLLOUT,
-            };
-            out.push(libc::pollfd {
-                fd: c.stream.as_raw_fd(),
-                events,
-                revents: 0,
-            });
-        }
-    }
-
-    /// Acts on the pollfds that [`MetricsExporter::poll_fds`] added, after
-    /// poll(2) filled in their `revents` (other descriptors in `fds` are
-    /// ignored). Also drops connections past their time.
-    pub fn on_poll(&mut self, fds: &[libc::pollfd]) {
-        let listener = self.fd();
-        let mut listen_ready = false;
-        let mut ready: Vec<RawFd> = Vec::new();
-        for p in fds.iter().filter(|p| p.revents != 0) {
-            if p.fd == listener {
-                listen_ready = true;
-            } else {
-                ready.push(p.fd);
-            }
-        }
-        for fd in ready {
-            if let Some(i) = self.conns.iter().position(|c| c.stream.as_raw_fd() == fd) {
-                self.drive(i);
-            }
-        }
-        if listen_ready {
-            self.on_readable();
-        }
-        self.sweep();
-    }
-
-    /// How long a poll may sleep before [`MetricsExporter::on_poll`] is due
-    /// to drop a slow connection; `None` with no connection open.
-    pub fn timeout(&self) -> Option<Duration> {
-        let oldest = self.conns.iter().map(|c| c.since).min()?;
-        Some((oldest + CONN_TIMEOUT).saturating_duration_since(Instant::now()))
+        self.turn(Some(Duration::ZERO));
     }
 
     /// Runs the endpoint on a thread of its own, for a server that is one
@@ -171,33 +105,70 @@ impl MetricsExporter {
     pub fn spawn(mut self) -> io::Result<std::thread::JoinHandle<()>> {
         std::thread::Builder::new()
             .name("ferrowsgi-metrics".into())
-            .spawn(move || {
-                let mut fds = Vec::new();
-                loop {
-                    fds.clear();
-                    self.poll_fds(&mut fds);
-                    let ms = self
-                        .timeout()
-                        .map_or(-1, |d| i32::try_from(d.as_millis() + 1).unwrap_or(i32::MAX));
-                    // SAFETY: `fds` is a live, initialised array of
-                    // `fds.len()` pollfds for the whole call.
-                    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-                    if rc < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                        return;
-                    }
-                    self.on_poll(&fds);
-                }
+            .spawn(move || loop {
+                self.turn(None);
             })
     }
 
-    /// Drops connections open longer than [`CONN_TIMEOUT`].
-    fn sweep(&mut self) {
-        let now = Instant::now();
-        self.conns
-            .retain(|c| now.duration_since(c.since) < CONN_TIMEOUT);
+    /// Waits up to `timeout` for events and handles them.
+    fn turn(&mut self, timeout: Option<Duration>) {
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                // Nothing to do but try again at the next wake-up.
+                return;
+            }
+        }
+        let ready: Vec<Token> = self.events.iter().map(|e| e.token()).collect();
+        for token in ready {
+            if token == LISTENER {
+                self.accept();
+            } else if let Some(i) = self.conns.iter().position(|c| c.token == token) {
+                self.drive(i);
+            }
+        }
     }
 
-    /// Moves connection `i` forward as far as its socket allows; removes it
+    /// Accepts every pending connection; at the limit, the oldest open one
+    /// is dropped for each new one.
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let now = Instant::now();
+                    self.conns
+                        .retain(|c| now.duration_since(c.since) < CONN_TIMEOUT);
+                    if self.conns.len() >= MAX_CONNS {
+                        self.conns.remove(0);
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token = (self.next_token + 1) % (usize::MAX - 1);
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, interest)
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    self.conns.push(ScrapeConn {
+                        token,
+                        stream,
+                        phase: Phase::Reading(Vec::new()),
+                        since: now,
+                    });
+                    let i = self.conns.len() - 1;
+                    self.drive(i);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // WouldBlock, or out of descriptors: the rest wait.
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Moves connection `i` forward as far as its socket allows (its
+    /// readiness is edge-triggered, so until it would block); removes it
     /// once its response is out or it failed.
     fn drive(&mut self, i: usize) {
         let done = loop {
@@ -212,7 +183,7 @@ impl MetricsExporter {
                         Ok(n) => {
                             buf.extend_from_slice(&chunk[..n]);
                             if let Some(end) = find_head_end(buf) {
-                                let out = respond(&buf[..end], &self.counts);
+                                let out = respond(&buf[..end]);
                                 c.phase = Phase::Writing { out, pos: 0 };
                             } else if buf.len() > MAX_HEAD {
                                 let out = plain(431, "Request Header Fields Too Large", "");
@@ -239,6 +210,7 @@ impl MetricsExporter {
             }
         };
         if done {
+            // Closing the socket takes it out of the epoll set.
             self.conns.swap_remove(i);
         }
     }
@@ -251,7 +223,7 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
 
 /// The response to a request head: the metrics for `GET /metrics` (or `/`),
 /// otherwise a short error.
-fn respond(head: &[u8], counts: &MasterCounts) -> Vec<u8> {
+fn respond(head: &[u8]) -> Vec<u8> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     let (method, target) = (
@@ -265,7 +237,7 @@ fn respond(head: &[u8], counts: &MasterCounts) -> Vec<u8> {
     if path != b"/metrics" && path != b"/" {
         return plain(404, "Not Found", "");
     }
-    let body = render(counts);
+    let body = render(&metrics::master_counts());
     let mut out = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -459,12 +431,11 @@ mod tests {
 
     #[test]
     fn requests_other_than_a_scrape_get_errors() {
-        let counts = MasterCounts::default();
-        let r = respond(b"POST /metrics HTTP/1.1\r\n\r\n", &counts);
+        let r = respond(b"POST /metrics HTTP/1.1\r\n\r\n");
         assert!(r.starts_with(b"HTTP/1.1 405 "));
-        let r = respond(b"GET /other HTTP/1.1\r\n\r\n", &counts);
+        let r = respond(b"GET /other HTTP/1.1\r\n\r\n");
         assert!(r.starts_with(b"HTTP/1.1 404 "));
-        let r = respond(b"HEAD /metrics HTTP/1.1\r\n\r\n", &counts);
+        let r = respond(b"HEAD /metrics HTTP/1.1\r\n\r\n");
         assert!(r.starts_with(b"HTTP/1.1 200 "));
         assert!(r.ends_with(b"\r\n\r\n"), "a HEAD answer has no body");
     }
