@@ -23,6 +23,7 @@ pub mod log;
 pub mod metrics;
 pub mod metrics_export;
 pub mod process;
+pub mod reload;
 pub mod server;
 pub mod settings;
 mod sys;
