@@ -92,6 +92,7 @@ def test_counts_match_the_requests_sent(start_server, threads: str) -> None:
         ),
         "44 requests",
     )
+    assert promtext.series(fams, "ferrowsgi_requests_rejected_total") == {}
     requests = promtext.series(fams, "ferrowsgi_requests_total")
     assert requests == {
         (("code", "2xx"), ("method", "GET")): 37,
@@ -120,6 +121,27 @@ def test_counts_match_the_requests_sent(start_server, threads: str) -> None:
     assert promtext.value(fams, gil, gil + "_count") > 0
     for cause in ("exit", "signal", "max-requests", "max-rss", "deadline"):
         assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause=cause) == 0
+
+
+def test_rejected_requests_are_counted_apart(start_server) -> None:
+    server = start_server(
+        "apps.metered:app", "--limit-request-line", "100", "--metrics-bind", "127.0.0.1:0"
+    )
+    for raw, status in (
+        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Header\r\n\r\n", 400),
+        (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 200),
+    ):
+        with server.conn() as c:
+            c.send(raw)
+            assert c.read_response().status == status
+    fams = wait_metric(
+        server,
+        lambda f: promtext.value(f, "ferrowsgi_requests_total", method="GET", code="2xx") == 1,
+        "the good request",
+    )
+    assert promtext.series(fams, "ferrowsgi_requests_rejected_total") == {(("code", "4xx"),): 2}
+    assert promtext.value(fams, HIST, HIST + "_count") == 1, "the application saw one"
 
 
 def test_gauges_follow_requests_in_flight_and_queued(start_server, tmp_path) -> None:

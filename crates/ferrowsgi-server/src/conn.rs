@@ -574,6 +574,9 @@ impl Conn {
             "{} rejected: {status} {reason}: {why}",
             self.peer.remote_addr
         ));
+        if let Some(m) = crate::metrics::current() {
+            m.on_rejected(status);
+        }
         let resp = ferrowsgi_proto::simple_error_response(status, reason, why);
         self.wbuf.extend_from_slice(&resp);
         self.state = ConnState::CloseAfterFlush;

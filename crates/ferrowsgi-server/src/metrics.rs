@@ -181,6 +181,8 @@ pub struct WorkerSlot {
     pid: AtomicU32,
     /// Requests answered, by method and status class.
     requests: [[AtomicU64; CLASSES.len()]; METHODS.len()],
+    /// Requests refused while being read (4xx and the like), by class.
+    rejected: [AtomicU64; CLASSES.len()],
     /// From the request being ready to its response being complete.
     latency: Histogram,
     /// From the request being queued to an application thread taking it.
@@ -220,6 +222,12 @@ impl WorkerSlot {
         self.latency.observe(took);
         self.bytes_in.fetch_add(bytes_in, Relaxed);
         self.bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    /// Counts a request refused while it was read, never given to the
+    /// application (a malformed head, a body over the limit, a timeout).
+    pub fn on_rejected(&self, status: u16) {
+        self.rejected[class_index(status)].fetch_add(1, Relaxed);
     }
 
     /// Records how long a request waited before an application thread took
@@ -288,7 +296,7 @@ impl WorkerSlot {
     /// Zeroes every counter and frees the slot.
     fn reset(&self) {
         self.pid.store(0, Relaxed);
-        for c in self.requests.iter().flatten() {
+        for c in self.requests.iter().flatten().chain(&self.rejected) {
             c.store(0, Relaxed);
         }
         self.latency.reset();
@@ -436,6 +444,8 @@ pub fn on_deadline() {
 pub struct Totals {
     /// Requests by method and status class.
     pub requests: [[u64; CLASSES.len()]; METHODS.len()],
+    /// Requests refused while being read, by status class.
+    pub rejected: [u64; CLASSES.len()],
     /// Latency bucket counts (not cumulative).
     pub latency: [u64; BUCKETS],
     /// Latency sum in nanoseconds.
@@ -469,6 +479,7 @@ impl Totals {
     pub const fn new() -> Totals {
         Totals {
             requests: [[0; CLASSES.len()]; METHODS.len()],
+            rejected: [0; CLASSES.len()],
             latency: [0; BUCKETS],
             latency_sum_ns: 0,
             queue: [0; BUCKETS],
@@ -488,6 +499,9 @@ impl Totals {
             for (c, sc) in row.iter_mut().zip(srow) {
                 *c += sc.load(Relaxed);
             }
+        }
+        for (c, sc) in self.rejected.iter_mut().zip(&s.rejected) {
+            *c += sc.load(Relaxed);
         }
         for (c, sc) in self.latency.iter_mut().zip(&s.latency.buckets) {
             *c += sc.load(Relaxed);

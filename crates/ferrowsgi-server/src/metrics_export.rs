@@ -320,6 +320,17 @@ pub fn render(counts: &MasterCounts) -> String {
             }
         }
     }
+    family(
+        &mut out,
+        "ferrowsgi_requests_rejected_total",
+        "counter",
+        "Requests refused while being read, never given to the application, by status class.",
+    );
+    for (c, n) in CLASSES.iter().zip(&t.rejected) {
+        if *n > 0 {
+            let _ = writeln!(out, "ferrowsgi_requests_rejected_total{{code=\"{c}\"}} {n}");
+        }
+    }
     histogram(
         &mut out,
         "ferrowsgi_request_duration_seconds",
