@@ -4,17 +4,35 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
-__all__ = ["module_files"]
+__all__ = ["files_to_watch"]
 
 
-def module_files() -> list[str]:
+def _error_files(error: BaseException | None) -> set[str]:
+    """Files an import failure points at: a syntax error's file and the files of the
+    traceback, through the chain of causes (the loader re-raises its own error ``from None``,
+    which keeps the original as ``__context__``)."""
+    found: set[str] = set()
+    seen = 0
+    while error is not None and seen < 10:
+        seen += 1
+        filename = getattr(error, "filename", None)
+        if isinstance(error, SyntaxError) and isinstance(filename, str):
+            found.add(filename)
+        for frame in traceback.extract_tb(error.__traceback__):
+            found.add(frame.filename)
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def files_to_watch(error: BaseException | None = None) -> list[str]:
     """The source files of every module imported so far (``__file__``, when it names a file
-    that exists), sorted. Modules built into the interpreter and namespace packages have none.
-    """
-    files = set()
+    that exists), and, when loading the application failed with ``error``, the files it
+    points at (so that fixing a module that does not import is seen too), sorted."""
+    candidates = _error_files(error)
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if isinstance(path, str) and os.path.isfile(path):
-            files.add(os.path.abspath(path))
-    return sorted(files)
+        if isinstance(path, str):
+            candidates.add(path)
+    return sorted({os.path.abspath(p) for p in candidates if os.path.isfile(p)})
