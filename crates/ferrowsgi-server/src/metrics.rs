@@ -569,6 +569,12 @@ mod tests {
     }
 
     #[test]
+    fn a_slot_fits_in_a_kib() {
+        assert!(std::mem::size_of::<WorkerSlot>() <= 1024);
+        assert_eq!(std::mem::align_of::<WorkerSlot>(), 128);
+    }
+
+    #[test]
     fn buckets_take_their_upper_bound() {
         assert_eq!(bucket_of(0), 0);
         assert_eq!(bucket_of(50_000), 0);
