@@ -47,6 +47,11 @@ def wait_metric(server: Server, predicate, what: str, timeout: float = 10.0):
         time.sleep(0.02)
 
 
+def parent_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("PPid:")).split()[1])
+
+
 def gauge(fams: dict[str, promtext.Family], name: str) -> float:
     return sum(promtext.series(fams, name).values())
 
@@ -111,7 +116,8 @@ def test_counts_match_the_requests_sent(start_server, threads: str) -> None:
     workers = promtext.series(fams, "ferrowsgi_worker_requests_total")
     assert list(workers.values()) == [44]
     (labels,) = workers
-    assert dict(labels) == {"worker": "0", "pid": str(server.pid)}
+    assert dict(labels)["worker"] == "0"
+    assert parent_of(int(dict(labels)["pid"])) == server.pid, "a worker of this master"
     assert promtext.value(fams, "ferrowsgi_workers") == 1
     assert gauge(fams, "ferrowsgi_requests_in_flight") == 0
     assert gauge(fams, "ferrowsgi_requests_queued") == 0
@@ -353,3 +359,66 @@ def test_the_parser_refuses_broken_text(broken: str) -> None:
     assert promtext.parse(GOOD)
     with pytest.raises(promtext.ExpositionError):
         promtext.parse(broken)
+
+
+# --------------------------------------------------------------------------------------------
+# Several workers: one text from the master, counters that survive a worker
+
+
+def total_requests(fams: dict[str, promtext.Family]) -> float:
+    return sum(promtext.series(fams, "ferrowsgi_requests_total").values())
+
+
+def test_a_killed_worker_keeps_its_counts_and_counts_as_a_restart(start_server) -> None:
+    server = start_server("apps.metered:app", "-w", "2", "--metrics-bind", "127.0.0.1:0")
+    fams = wait_metric(server, lambda f: promtext.value(f, "ferrowsgi_workers") == 2, "2 workers")
+    for i in range(30):
+        assert server.request("GET", f"/n/{i}").status == 200
+    fams = wait_metric(server, lambda f: total_requests(f) == 30, "30 requests")
+    per_worker = promtext.series(fams, "ferrowsgi_worker_requests_total")
+    assert sum(per_worker.values()) == 30
+    pids = {int(dict(labels)["pid"]) for labels in per_worker}
+    assert len(pids) == 2 and all(parent_of(p) == server.pid for p in pids)
+    victim = max(per_worker, key=lambda labels: per_worker[labels])
+    victim_pid = int(dict(victim)["pid"])
+    os.kill(victim_pid, signal.SIGKILL)
+    fams = wait_metric(
+        server,
+        lambda f: (
+            promtext.value(f, "ferrowsgi_worker_restarts_total", cause="signal") == 1
+            and promtext.value(f, "ferrowsgi_workers") == 2
+        ),
+        "the killed worker replaced",
+    )
+    # The dead worker's requests stay in the totals; its own series is gone.
+    assert total_requests(fams) == 30
+    assert promtext.value(fams, HIST, HIST + "_count") == 30
+    live = promtext.series(fams, "ferrowsgi_worker_requests_total")
+    assert str(victim_pid) not in {dict(labels)["pid"] for labels in live}
+    for i in range(6):
+        assert server.request("GET", f"/m/{i}").status == 200
+    fams = wait_metric(server, lambda f: total_requests(f) == 36, "36 requests")
+    for cause in ("exit", "max-requests", "max-rss", "deadline"):
+        assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause=cause) == 0
+
+
+def test_max_requests_restarts_are_counted(start_server) -> None:
+    server = start_server(
+        "apps.metered:app", "--max-requests", "10", "--metrics-bind", "127.0.0.1:0"
+    )
+    for i in range(25):
+        assert server.request("GET", f"/r/{i}").status == 200
+    # A worker past its --max-requests serves on until its replacement is ready, so how many
+    # were replaced depends on timing; at least the first was, and every request is counted.
+    fams = wait_metric(
+        server,
+        lambda f: (
+            total_requests(f) == 25
+            and promtext.value(f, "ferrowsgi_worker_restarts_total", cause="max-requests") >= 1
+        ),
+        "25 requests and a replaced worker",
+    )
+    live = promtext.series(fams, "ferrowsgi_worker_requests_total")
+    assert sum(live.values()) < 25, "the replaced workers' requests are in the totals"
+    assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause="signal") == 0
+    assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause="exit") == 0

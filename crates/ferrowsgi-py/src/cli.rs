@@ -7,10 +7,12 @@
 use std::io;
 use std::path::Path;
 
+use ferrowsgi_server::metrics::{self, RestartCause};
+use ferrowsgi_server::metrics_export::MetricsExporter;
 use ferrowsgi_server::process::sd_notify::Notifier;
 use ferrowsgi_server::process::{system, Binding, Master, Outcome, Settings, WorkerCtx};
 use ferrowsgi_server::settings::{self, Origin};
-use ferrowsgi_server::{log, Config, Listener};
+use ferrowsgi_server::{log, reload, Config, Listener};
 use pyo3::prelude::*;
 
 use crate::app::PyHandler;
@@ -101,10 +103,45 @@ fn load_app(py: Python<'_>, spec: &str) -> PyResult<Result<Py<PyAny>, String>> {
         Ok(app) if app.is_callable() => Ok(Ok(app.unbind())),
         Ok(_) => Ok(Err("the application must be callable".to_string())),
         Err(e) if e.is_instance(py, &loader.getattr("AppLoadError")?) => {
+            // Under --reload, fixing the code that failed is a change too.
+            watch_app_files(py, Some(&e));
             Ok(Err(e.value(py).to_string()))
         }
         Err(e) => Err(e),
     }
+}
+
+/// Under `--reload`, watches the files of every module imported so far
+/// and those that the import failure `error` points at.
+fn watch_app_files(py: Python<'_>, error: Option<&PyErr>) {
+    if !reload::is_on() {
+        return;
+    }
+    let files = py
+        .import("ferrowsgi._reload")
+        .and_then(|m| m.call_method1("files_to_watch", (error.map(|e| e.value(py)),)))
+        .and_then(|files| files.extract::<Vec<String>>());
+    match files {
+        Ok(files) => {
+            let n = reload::watch_files(&files);
+            log::debug(&format!("--reload watches {n} files"));
+        }
+        Err(e) => log::warning(&format!(
+            "--reload cannot list the application's files: {e}"
+        )),
+    }
+}
+
+/// Turns metrics on (the shared region, made before any fork) and binds
+/// the endpoint that the master serves. The error is one line.
+fn start_metrics(addr: std::net::SocketAddr) -> Result<MetricsExporter, String> {
+    metrics::enable(1024).map_err(|e| format!("cannot map the metrics region: {e}"))?;
+    let exporter = MetricsExporter::bind(addr)
+        .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+    if let Ok(a) = exporter.local_addr() {
+        log::info(&format!("Metrics at: http://{a}/metrics"));
+    }
+    Ok(exporter)
 }
 
 /// Collects once and freezes what survives (see `_loader.freeze_heap`).
@@ -144,6 +181,7 @@ impl PyBinding {
             None => {
                 let app = load_app(py, &self.loaded.cli.app)
                     .map_err(|e| format!("error while loading the application: {e}"))??;
+                watch_app_files(py, None);
                 if self.cfg.log_to_python {
                     crate::pylog::install(py)
                         .map_err(|e| format!("cannot hand the logs to Python: {e}"))?;
@@ -192,6 +230,8 @@ impl Binding for PyBinding {
     }
 
     fn run_worker(&mut self, ctx: WorkerCtx) -> i32 {
+        // The worker's own slot of the shared metrics (when they are on).
+        metrics::claim_slot();
         let age = ctx.age;
         let booted = Python::attach(|py| -> PyResult<(Result<PyHandler, String>, Py<PyAny>)> {
             let objs = py.import("ferrowsgi._hookobjs")?;
@@ -265,8 +305,9 @@ impl Binding for PyBinding {
         &mut self,
         pid: libc::pid_t,
         age: u64,
-        _cause: ferrowsgi_server::process::ExitCause,
+        cause: ferrowsgi_server::process::ExitCause,
     ) {
+        metrics::worker_exited(pid as u32, RestartCause::of_exit(cause));
         Python::attach(|py| {
             let server = self.server_obj.bind(py);
             let worker = py.import("ferrowsgi._hookobjs").and_then(|objs| {
@@ -437,6 +478,18 @@ fn serve(
             {
                 return Ok(fail(&format!("cannot open log file {path}: {e}"), 1));
             }
+        }
+    }
+    if let Some(addr) = cli.metrics_bind {
+        match start_metrics(addr) {
+            Ok(exporter) => master.add_source(Box::new(exporter)),
+            Err(msg) => return Ok(fail(&msg, 1)),
+        }
+    }
+    if cli.reload {
+        match reload::Watcher::new(cli.reload_extra_file.clone()) {
+            Ok(watcher) => master.add_source(Box::new(watcher)),
+            Err(msg) => return Ok(fail(&msg, 2)),
         }
     }
     let app = if cli.preload {

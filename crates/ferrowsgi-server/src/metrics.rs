@@ -398,6 +398,24 @@ pub fn claim_slot() -> Option<usize> {
     Some(index)
 }
 
+impl RestartCause {
+    /// The restart cause of a worker that left for `cause`, or `None` when
+    /// the master stopped it (shutdown, reload, one worker fewer). A worker
+    /// that made itself unhealthy did so because a request outlived its
+    /// deadline and grace.
+    pub fn of_exit(cause: crate::process::ExitCause) -> Option<RestartCause> {
+        use crate::process::ExitCause;
+        match cause {
+            ExitCause::Stopped => None,
+            ExitCause::Exit(_) | ExitCause::BootFailed => Some(RestartCause::Exit),
+            ExitCause::Signal(_) => Some(RestartCause::Signal),
+            ExitCause::MaxRequests => Some(RestartCause::MaxRequests),
+            ExitCause::MaxRss => Some(RestartCause::MaxRss),
+            ExitCause::Unhealthy => Some(RestartCause::Deadline),
+        }
+    }
+}
+
 /// The master's own counts (retired workers' counters, restarts); only
 /// the master's thread takes the lock, never on a request path.
 static MASTER: Mutex<MasterCounts> = Mutex::new(MasterCounts::new());

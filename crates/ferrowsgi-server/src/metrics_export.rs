@@ -216,6 +216,17 @@ impl MetricsExporter {
     }
 }
 
+impl crate::process::Source for MetricsExporter {
+    fn fd(&self) -> RawFd {
+        MetricsExporter::fd(self)
+    }
+
+    fn ready(&mut self) -> crate::process::SourceAction {
+        self.on_readable();
+        crate::process::SourceAction::Nothing
+    }
+}
+
 /// Where the head in `buf` ends (after its blank line), if it is complete.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)

@@ -43,6 +43,12 @@ fn mask() -> WatchMask {
 /// inherited across the fork. Set by [`Watcher::new`].
 static SHARED: Mutex<Option<Watches>> = Mutex::new(None);
 
+/// Whether `--reload` watches in this process (the master made a
+/// [`Watcher`] before forking it).
+pub fn is_on() -> bool {
+    SHARED.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+}
+
 /// Watches `paths` (files that exist; others are skipped) in the master's
 /// inotify instance. Called in a worker once the application is loaded,
 /// with the files of the modules it imported, and in the master for
@@ -148,6 +154,21 @@ impl Watcher {
             if !any {
                 return changed;
             }
+        }
+    }
+}
+
+impl crate::process::Source for Watcher {
+    fn fd(&self) -> RawFd {
+        Watcher::fd(self)
+    }
+
+    fn ready(&mut self) -> crate::process::SourceAction {
+        if self.on_readable() {
+            log::info("Reloading: a watched file changed");
+            crate::process::SourceAction::Reload
+        } else {
+            crate::process::SourceAction::Nothing
         }
     }
 }
