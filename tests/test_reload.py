@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from support import Server
 
 APP = """\
@@ -61,10 +62,11 @@ def wait_body(server: Server, expected: bytes, timeout: float = 30.0) -> int:
         time.sleep(0.02)
 
 
-def test_an_edited_module_is_picked_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_edited_module_is_picked_up(tmp_path: Path, workers: str) -> None:
     module = tmp_path / "reloadme.py"
     write_app(module, "one")
-    with start(tmp_path) as server:
+    with start(tmp_path, "-w", workers) as server:
         assert body(server) == b"one -"
         write_app(module, "two")
         wait_body(server, b"two -")

@@ -6,8 +6,7 @@
 //! closes) sit in an epoll set of their own, whose one descriptor
 //! ([`MetricsExporter::fd`]) the master polls for input beside its pipes;
 //! when it is readable, [`MetricsExporter::on_readable`] handles what is
-//! ready, without blocking. [`MetricsExporter::spawn`] runs the same loop on
-//! a thread, for a server that is a single process.
+//! ready, without blocking.
 //!
 //! The text follows the exposition format 0.0.4: `# HELP` and `# TYPE`
 //! before each family, counters ending in `_total`, histograms as
@@ -97,22 +96,7 @@ impl MetricsExporter {
     /// Handles whatever is ready (accepts, reads, answers, writes) without
     /// blocking.
     pub fn on_readable(&mut self) {
-        self.turn(Some(Duration::ZERO));
-    }
-
-    /// Runs the endpoint on a thread of its own, for a server that is one
-    /// process (a master serves it from its poll loop instead).
-    pub fn spawn(mut self) -> io::Result<std::thread::JoinHandle<()>> {
-        std::thread::Builder::new()
-            .name("ferrowsgi-metrics".into())
-            .spawn(move || loop {
-                self.turn(None);
-            })
-    }
-
-    /// Waits up to `timeout` for events and handles them.
-    fn turn(&mut self, timeout: Option<Duration>) {
-        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+        if let Err(e) = self.poll.poll(&mut self.events, Some(Duration::ZERO)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 // Nothing to do but try again at the next wake-up.
                 return;
