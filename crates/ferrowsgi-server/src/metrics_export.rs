@@ -284,7 +284,6 @@ fn histogram(out: &mut String, name: &str, help: &str, buckets: &[u64], sum_ns: 
 
 /// The Prometheus text for the region's live workers plus `counts`.
 pub fn render(counts: &MasterCounts) -> String {
-    let mut t: Totals = counts.retired.clone();
     let live: Vec<(usize, &metrics::WorkerSlot)> = metrics::region()
         .map(|r| {
             r.slots()
@@ -294,7 +293,14 @@ pub fn render(counts: &MasterCounts) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    for (_, s) in &live {
+    render_slots(counts, &live)
+}
+
+/// The Prometheus text for the workers of `live` (slot index, slot) plus
+/// `counts`.
+fn render_slots(counts: &MasterCounts, live: &[(usize, &metrics::WorkerSlot)]) -> String {
+    let mut t: Totals = counts.retired.clone();
+    for (_, s) in live {
         t.add(s);
     }
     let mut out = String::with_capacity(8192);
@@ -417,7 +423,7 @@ pub fn render(counts: &MasterCounts) -> String {
     ];
     for (k, (name, kind, help)) in per_worker.iter().enumerate() {
         family(&mut out, name, kind, help);
-        for (i, s) in &live {
+        for (i, s) in live {
             let (in_flight, queued, conns) = s.gauges();
             let v = match k {
                 0 => s.requests_served() as i64,
@@ -453,7 +459,7 @@ mod tests {
         counts.retired.latency[2] = 2;
         counts.retired.latency_sum_ns = 1_500_000_000;
         counts.restarts[1] = 4;
-        let text = render(&counts);
+        let text = render_slots(&counts, &[]);
         assert!(text.contains("ferrowsgi_request_duration_seconds_bucket{le=\"0.00005\"} 3\n"));
         assert!(text.contains("ferrowsgi_request_duration_seconds_bucket{le=\"0.0001\"} 3\n"));
         assert!(text.contains("ferrowsgi_request_duration_seconds_bucket{le=\"0.00025\"} 5\n"));
