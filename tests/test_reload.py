@@ -126,6 +126,15 @@ def test_a_missing_extra_file_is_a_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in server.stderr_text()
 
 
+def test_reload_with_preload_is_a_one_line_error(tmp_path: Path) -> None:
+    write_app(tmp_path / "reloadme.py", "v")
+    server = Server("reloadme:app", "--reload", "--preload", cwd=tmp_path)
+    server.start(wait=False)
+    assert server.wait_exit() == 2
+    lines = [x for x in server.stderr_text().splitlines() if "error" in x.lower()]
+    assert len(lines) == 1 and "--preload" in lines[0], server.stderr_text()
+
+
 def test_without_reload_an_edit_changes_nothing(tmp_path: Path) -> None:
     module = tmp_path / "reloadme.py"
     write_app(module, "first")

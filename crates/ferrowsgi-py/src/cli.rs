@@ -486,6 +486,14 @@ fn serve(
             Err(msg) => return Ok(fail(&msg, 1)),
         }
     }
+    if cli.reload && cli.preload {
+        // The workers would be forked from the master's copy of the old
+        // code at every reload.
+        return Ok(fail(
+            "--reload does not work with --preload (the workers would get the master's old code); use one of them",
+            2,
+        ));
+    }
     if cli.reload {
         match reload::Watcher::new(cli.reload_extra_file.clone()) {
             Ok(watcher) => master.add_source(Box::new(watcher)),
