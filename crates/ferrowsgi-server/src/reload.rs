@@ -50,10 +50,10 @@ pub fn is_on() -> bool {
 }
 
 /// Watches `paths` (files that exist; others are skipped) in the master's
-/// inotify instance. Called in a worker once the application is loaded,
-/// with the files of the modules it imported, and in the master for
-/// `--reload-extra-file`. Returns how many are watched; 0 without
-/// `--reload`. Running out of inotify watches is logged once.
+/// inotify instance. Called in a worker once it loaded the application
+/// (or failed to), with the files of the modules it imported. Returns how
+/// many are watched; 0 without `--reload`. Running out of inotify watches
+/// is logged (once per call).
 pub fn watch_files<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> usize {
     let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
     let Some(watches) = shared.as_mut() else {
