@@ -188,6 +188,20 @@ def test_gauges_follow_requests_in_flight_and_queued(start_server, tmp_path) -> 
     assert promtext.value(fams, queue, queue + "_bucket", le="0.00005") < 3
 
 
+def test_deadlines_reached_are_counted(start_server) -> None:
+    server = start_server(
+        "apps.metered:app", "--timeout", "1", "--threads", "2", "--metrics-bind", "127.0.0.1:0"
+    )
+    assert server.request("GET", "/slow?s=5").status == 504
+    assert server.request("GET", "/").status == 200
+    fams = wait_metric(
+        server,
+        lambda f: promtext.value(f, "ferrowsgi_deadlines_total") == 1,
+        "one deadline reached",
+    )
+    assert promtext.value(fams, "ferrowsgi_requests_total", method="GET", code="2xx") >= 1
+
+
 def test_exporter_answers_only_scrapes(start_server) -> None:
     server = start_server("apps.metered:app", "--metrics-bind", "127.0.0.1:0")
     url = metrics_url(server)

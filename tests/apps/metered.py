@@ -4,6 +4,7 @@
 * ``/wait?file=PATH`` waits (polling) until PATH exists, up to 30 s, then answers 200: a
   request that stays in flight exactly as long as a test wants.
 * ``/calls`` answers how many times the application was called (the health path never is).
+* ``/slow?s=N`` runs for N seconds (in short sleeps) before it answers.
 """
 
 import os
@@ -27,6 +28,12 @@ def app(environ, start_response):
             time.sleep(0.01)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"waited\n"]
+    if path == "/slow":
+        end = time.monotonic() + float(parse_qs(environ["QUERY_STRING"])["s"][0])
+        while time.monotonic() < end:
+            time.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"slow\n"]
     if path == "/calls":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(calls).encode()]

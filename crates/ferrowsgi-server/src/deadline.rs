@@ -651,6 +651,8 @@ fn watch_loop(s: &Shared) {
 /// (FIRING): answers 504 if `before_head`, then settles the slot as FIRED
 /// and queues the interruption.
 fn fire(s: &Shared, w: &Arc<Watch>, before_head: bool, date: &mut DateCache, now: u64) {
+    // `ferrowsgi_deadlines_total`, when metrics are on.
+    crate::metrics::on_deadline();
     // SAFETY: the slot is FIRING, claimed by this thread: its owner cannot
     // disarm, so the head the tag points into is alive and unchanged (see
     // `Watch::arm`).

@@ -481,6 +481,16 @@ impl<'a> Exchange<'a> {
         (ex, parked.app)
     }
 
+    /// Whether the server is stopping (draining its connections).
+    pub(crate) fn is_draining(&self) -> bool {
+        self.conn.stopping
+            || self
+                .conn
+                .server_stop
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Times this request for the metrics from `ready`, when it was ready
     /// to be served.
     pub(crate) fn count_from(&mut self, ready: Instant) {

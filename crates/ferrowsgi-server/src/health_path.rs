@@ -6,9 +6,11 @@
 use crate::exchange::{Exchange, ResponseHead};
 
 /// Answers the health request in `ex`: `200` while the server accepts
-/// requests, `503` with `Connection: close` once it is draining. GET and
-/// HEAD only (RFC 9110 §15.5.6: a 405 names the allowed methods).
-pub(crate) fn answer(ex: &mut Exchange<'_>, draining: bool) {
+/// requests, `503` with `Connection: close` once it is draining (a stop
+/// was asked for). GET and HEAD only (RFC 9110 §15.5.6: a 405 names the
+/// allowed methods).
+pub(crate) fn answer(ex: &mut Exchange<'_>) {
+    let draining = ex.is_draining();
     let method = ex.head().method();
     let (mut head, body): (ResponseHead, &[u8]) = if method != b"GET" && method != b"HEAD" {
         let mut h = ResponseHead::new(405, b"405 Method Not Allowed");

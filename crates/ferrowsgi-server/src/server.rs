@@ -860,7 +860,6 @@ impl<H: Handler> EventLoop<H> {
                         return;
                     }
                     conn.others_ready = self.more_ready || !self.deferred.is_empty();
-                    let stop = &self.server.stop;
                     serve(
                         &*self.server.handler,
                         conn,
@@ -868,7 +867,6 @@ impl<H: Handler> EventLoop<H> {
                         &cfg,
                         &mut self.date,
                         self.watch.as_deref(),
-                        stop,
                         None,
                     );
                     conn.since = Instant::now();
@@ -1208,8 +1206,8 @@ fn deregister_fd(poll: &Poll, fd: std::os::fd::RawFd) {
 }
 
 /// Runs one request through the handler on this thread, or answers it
-/// here if it asks for `--health-path` (`draining` is the server's stop
-/// flag). `queued_at` is when it entered the application threads' queue.
+/// here if it asks for `--health-path`. `queued_at` is when it entered the
+/// application threads' queue.
 fn serve<H: Handler>(
     handler: &H,
     conn: &mut Conn,
@@ -1217,7 +1215,6 @@ fn serve<H: Handler>(
     cfg: &Config,
     date: &mut DateCache,
     watch: Option<&Watch>,
-    draining: &AtomicBool,
     queued_at: Option<Instant>,
 ) {
     // With no health path set, this is the only cost: one comparison.
@@ -1232,7 +1229,7 @@ fn serve<H: Handler>(
         ex.count_from(queued_at.unwrap_or(now));
     }
     if health {
-        health_path::answer(&mut ex, draining.load(Ordering::Relaxed));
+        health_path::answer(&mut ex);
         return ex.complete();
     }
     run_handler(handler, ex, |h, ex| h.handle(ex));
@@ -1388,9 +1385,7 @@ fn worker<H: Handler>(
             let mut turn = 0usize;
             loop {
                 if let Some((r, queued_at)) = req.take() {
-                    serve(
-                        &*handler, &mut conn, r, &cfg, &mut date, watch, &pool.stop, queued_at,
-                    );
+                    serve(&*handler, &mut conn, r, &cfg, &mut date, watch, queued_at);
                     turn += 1;
                 }
                 // Past its turn, the connection goes back to the loop and
