@@ -436,3 +436,34 @@ def test_max_requests_restarts_are_counted(start_server) -> None:
     assert sum(live.values()) < 25, "the replaced workers' requests are in the totals"
     assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause="signal") == 0
     assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause="exit") == 0
+
+
+def test_a_reload_keeps_the_counts_and_is_no_restart(start_server) -> None:
+    server = start_server("apps.metered:app", "-w", "2", "--metrics-bind", "127.0.0.1:0")
+    wait_metric(server, lambda f: promtext.value(f, "ferrowsgi_workers") == 2, "2 workers")
+    for i in range(10):
+        assert server.request("GET", f"/a/{i}").status == 200
+    before = wait_metric(server, lambda f: total_requests(f) == 10, "10 requests")
+    old = {
+        dict(labels)["pid"] for labels in promtext.series(before, "ferrowsgi_worker_requests_total")
+    }
+    os.kill(server.pid, signal.SIGHUP)
+    # The old workers leave once the new ones serve; their requests stay in the totals.
+    fams = wait_metric(
+        server,
+        lambda f: (
+            promtext.value(f, "ferrowsgi_workers") == 2
+            and not old
+            & {
+                dict(labels)["pid"]
+                for labels in promtext.series(f, "ferrowsgi_worker_requests_total")
+            }
+        ),
+        "two new workers and the old ones gone",
+        timeout=30,
+    )
+    assert total_requests(fams) == 10
+    for cause in ("exit", "signal", "max-requests", "max-rss", "deadline"):
+        assert promtext.value(fams, "ferrowsgi_worker_restarts_total", cause=cause) == 0
+    assert server.request("GET", "/after").status == 200
+    wait_metric(server, lambda f: total_requests(f) == 11, "11 requests")
