@@ -22,6 +22,7 @@ pub mod listen;
 pub mod log;
 pub mod metrics;
 pub mod metrics_export;
+mod pool;
 pub mod process;
 pub mod reload;
 pub mod server;

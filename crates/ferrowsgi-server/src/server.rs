@@ -11,12 +11,11 @@
 //!   a queue, a thread serves it and every request already pipelined behind
 //!   it, then hands it back through a wake-up of the loop.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use crate::exchange::{Exchange, Parked};
 use crate::handler::Handler;
 use crate::health;
 use crate::listen::Listener;
+use crate::pool;
 use crate::sys;
 use crate::{health_path, log, metrics};
 
@@ -205,35 +205,21 @@ enum Job {
 /// State shared between the loop and the application threads.
 #[derive(Debug)]
 struct Pool {
-    queue: Mutex<VecDeque<Job>>,
-    ready: Condvar,
+    /// The jobs, and when the loop and the threads wake each other.
+    jobs: pool::Pool<Job>,
     returned: Mutex<Vec<(usize, Box<Conn>)>>,
-    stopping: AtomicBool,
     /// The event loop is in (or about to enter) epoll_wait and needs a
     /// wake-up to see returned connections.
     loop_sleeping: AtomicBool,
-    /// Application threads waiting on `ready`; changed only with the queue
-    /// lock held.
-    idle: AtomicUsize,
     /// The server's stop flag ([`StopHandle`]): while stopping, every
     /// connection given back wakes the loop, which closes it.
     stop: Arc<AtomicBool>,
 }
 
 impl Pool {
-    /// Queues `job` and wakes a waiting application thread, if there is
-    /// one. A thread that is not waiting looks at the queue (under its
-    /// lock) before it waits, so it finds the job; skipping the wake-up
-    /// then saves a futex call, which the standard library's condition
-    /// variable makes even when nobody waits.
+    /// Queues `job` (see [`pool::Pool::push`]).
     fn push(&self, job: Job) {
-        let mut q = lock(&self.queue);
-        q.push_back(job);
-        let waiting = self.idle.load(Ordering::Relaxed) > 0;
-        drop(q);
-        if waiting {
-            self.ready.notify_one();
-        }
+        self.jobs.push(job);
     }
 }
 
@@ -370,12 +356,9 @@ impl<H: Handler> Server<H> {
             handler.enter(move || EventLoop::new(self, None, deadlines).run())
         } else {
             let pool = Arc::new(Pool {
-                queue: Mutex::new(VecDeque::new()),
-                ready: Condvar::new(),
+                jobs: pool::Pool::new(),
                 returned: Mutex::new(Vec::new()),
-                stopping: AtomicBool::new(false),
                 loop_sleeping: AtomicBool::new(false),
-                idle: AtomicUsize::new(0),
                 stop: Arc::clone(&self.stop),
             });
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
@@ -391,15 +374,13 @@ impl<H: Handler> Server<H> {
                 match spawned {
                     Ok(h) => workers.push(h),
                     Err(e) => {
-                        pool.stopping.store(true, Ordering::SeqCst);
-                        pool.ready.notify_all();
+                        pool.jobs.stop();
                         return Err(e);
                     }
                 }
             }
             let result = EventLoop::new(self, Some(Arc::clone(&pool)), deadlines).run();
-            pool.stopping.store(true, Ordering::SeqCst);
-            pool.ready.notify_all();
+            pool.jobs.stop();
             for w in workers {
                 // A thread lost past its deadline never comes back.
                 if !health::is_unhealthy() || w.is_finished() {
@@ -442,6 +423,8 @@ struct EventLoop<H: Handler> {
     deadlines: Option<Arc<Deadlines>>,
     /// This thread's deadline slot, when the application runs inline.
     watch: Option<Arc<Watch>>,
+    /// When to wait for the pool rather than for sockets (see `pool.rs`).
+    pool_watch: pool::Watch,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -469,6 +452,7 @@ impl<H: Handler> EventLoop<H> {
             more_ready: false,
             deadlines,
             watch,
+            pool_watch: pool::Watch::default(),
         }
     }
 
@@ -484,6 +468,20 @@ impl<H: Handler> EventLoop<H> {
             }
             let mut polled = Ok(());
             if let Some(pool) = &self.pool {
+                // While an application thread computes, the requests that
+                // arrive wait in their sockets and are read together when
+                // it is done, rather than each waking this thread (and
+                // switching the CPU away from the application).
+                match self.pool_watch.step(&pool.jobs) {
+                    pool::Step::WaitIdle => {
+                        pool.jobs.wait_idle(pool::STALL);
+                        timeout = Some(Duration::ZERO);
+                    }
+                    pool::Step::Poll(Some(limit)) => {
+                        timeout = timeout.map(|t| t.min(limit));
+                    }
+                    pool::Step::Poll(None) => {}
+                }
                 // Announce the sleep, then look once more: a worker that
                 // hands a connection back either sees the announcement and
                 // wakes us, or its connection is seen here (both sides use
@@ -1321,6 +1319,9 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
 
 /// An application thread: takes connections with a ready request, serves
 /// it and whatever is pipelined behind it, and gives the connection back.
+/// It takes its next job while it still holds the handler's context (the
+/// GIL), so a job it takes runs at once, in arrival order, and a thread
+/// that finishes a job goes on with the next with no wake-up (`pool.rs`).
 fn worker<H: Handler>(
     pool: Arc<Pool>,
     handler: Arc<H>,
@@ -1329,55 +1330,36 @@ fn worker<H: Handler>(
     deadlines: Option<Arc<Deadlines>>,
 ) {
     let h = Arc::clone(&handler);
+    pool.jobs.register_thread();
     h.enter(move || {
         let mut date = DateCache::new();
         let watch = deadlines.as_ref().map(|d| d.register());
         let watch = watch.as_deref();
+        let mut busy = false;
         loop {
-            // Lock order: the GIL (held here) may be held while taking the
-            // queue lock, never the other way round; so the blocking wait,
-            // which re-takes the GIL when it ends, releases the queue lock
-            // before it returns.
-            let mut job = lock(&pool.queue).pop_front();
-            if job.is_none() {
-                handler.wait(&mut || {
-                    let mut q = lock(&pool.queue);
-                    loop {
-                        if let Some(j) = q.pop_front() {
-                            job = Some(j);
-                            return;
-                        }
-                        if pool.stopping.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        pool.idle.fetch_add(1, Ordering::Relaxed);
-                        q = pool
-                            .ready
-                            .wait_timeout(q, Duration::from_millis(500))
-                            .map(|(g, _)| g)
-                            .unwrap_or_else(|e| e.into_inner().0);
-                        pool.idle.fetch_sub(1, Ordering::Relaxed);
-                    }
-                });
-            }
+            let Some(job) = pool.jobs.take(&mut busy) else {
+                if !pool.jobs.wait_for_job(&*handler, &mut busy) {
+                    return;
+                }
+                continue;
+            };
             let (key, mut conn, mut req) = match job {
-                None => return,
-                Some(Job::Serve {
+                Job::Serve {
                     key,
                     conn,
                     req,
                     queued_at,
-                }) => {
+                } => {
                     if let Some(m) = metrics::current() {
                         m.on_queue(false);
                     }
                     (key, conn, Some((req, queued_at)))
                 }
-                Some(Job::Resume { key, mut conn }) => {
+                Job::Resume { key, mut conn } => {
                     resume(&*handler, &mut conn, &cfg, &mut date, watch);
                     (key, conn, None)
                 }
-                Some(Job::Discard(parked)) => {
+                Job::Discard(parked) => {
                     drop(parked);
                     continue;
                 }
