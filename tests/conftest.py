@@ -3,7 +3,9 @@
 Servers are real ``python -m ferrowsgi`` subprocesses (see ``support.Server``). Behaviour
 suites that do not depend on TCP facts run over both transports through the ``transport``
 parameter of the module-scoped fixtures (waitress runs its suites over TCP and unix sockets
-the same way).
+the same way), and every server of ``module_servers`` runs in both thread modes
+(``THREAD_MODES``): the application on the event loop (``--threads 1``) and on a pool of
+threads, unless the test asks for a thread count itself.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import pytest
 from support import Server, short_tmp_dir
 
 TRANSPORTS = ["tcp", "unix"]
+# The application on the event loop, and on a pool of threads.
+THREAD_MODES = [1, 4]
 
 
 def bind_for(transport: str, sock_dir: str) -> str:
@@ -27,9 +31,10 @@ def bind_for(transport: str, sock_dir: str) -> str:
 class ServerPool:
     """Starts servers on demand and stops them all at teardown."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         self.servers: list[Server] = []
         self.dirs: list[str] = []
+        self.threads = threads  # for servers whose options do not say
 
     def __call__(
         self, app: str, *options: str, transport: str = "tcp", start: bool = True, **kw: object
@@ -38,6 +43,8 @@ class ServerPool:
             d = short_tmp_dir()
             self.dirs.append(d)
             kw["binds"] = [bind_for(transport, d)]
+        if self.threads != 1 and "--threads" not in options:
+            options = (*options, "--threads", str(self.threads))
         server = Server(app, *options, **kw)  # type: ignore[arg-type]
         self.servers.append(server)
         if start:
@@ -59,9 +66,10 @@ def start_server() -> Iterator[ServerPool]:
     pool.stop_all()
 
 
-@pytest.fixture(scope="module")
-def module_servers() -> Iterator[ServerPool]:
-    pool = ServerPool()
+@pytest.fixture(scope="module", params=THREAD_MODES, ids=lambda t: f"threads{t}")
+def module_servers(request: pytest.FixtureRequest) -> Iterator[ServerPool]:
+    """Module-scoped servers, in each thread mode of ``THREAD_MODES``."""
+    pool = ServerPool(threads=request.param)
     yield pool
     pool.stop_all()
 

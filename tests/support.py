@@ -205,6 +205,17 @@ class Server:
         self.urls: list[str] = []
         self.returncode: int | None = None
 
+    @property
+    def threads(self) -> int:
+        """The application threads this server runs with (``--threads``, 1 by default)."""
+        opts = self.options
+        for i, opt in enumerate(opts):
+            if opt == "--threads" and i + 1 < len(opts):
+                return int(opts[i + 1])
+            if opt.startswith("--threads="):
+                return int(opt.split("=", 1)[1])
+        return 1
+
     # -- lifecycle -----------------------------------------------------------------------
     def argv(self) -> list[str]:
         argv = [*self.command, self.app]

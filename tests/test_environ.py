@@ -197,7 +197,8 @@ def test_wsgi_keys(echo_server: Server) -> None:
     assert wsgi["version"] == [1, 0]
     assert wsgi["version_is_tuple"] is True
     assert wsgi["url_scheme"] == "http"
-    assert wsgi["multithread"] is False
+    # PEP 3333: true when the application may be called from several threads at once.
+    assert wsgi["multithread"] is (echo_server.threads > 1)
     assert wsgi["multiprocess"] is False
     assert wsgi["run_once"] is False
     assert wsgi["input_terminated"] is True
