@@ -58,8 +58,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", default="1,8", help="comma list of thread counts")
     p.add_argument("--servers", default=",".join(THREADED), help="comma list of servers")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of workloads")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=3.0,
+        help="seconds to wait for an idle machine before each cell (0: do not wait)",
+    )
     p.add_argument("--counts", action="store_true", help="also count GIL, futex and switches")
     p.add_argument("--counts-only", action="store_true", help="only the counts")
+    p.add_argument(
+        "--mixed",
+        action="store_true",
+        help="also flask_json's p99 alone and beside connections whose requests sleep 10 ms",
+    )
     p.add_argument("--no-install", action="store_true", help="use bench/.venv as it is")
     p.add_argument(
         "--base",
@@ -137,7 +148,8 @@ def timed_rounds(args: argparse.Namespace, env: dict[str, str], logs: Path) -> d
             for sname in args.server_list:
                 for t in args.thread_list:
                     srv = run.SERVERS[sname]
-                    run.wait_quiet(10.0)
+                    if args.quiet_wait:
+                        run.wait_quiet(args.quiet_wait)
                     res = run.bench_one(srv, workload_for(wname, t), cell_args(args, t), env, logs)
                     fig = {
                         "round": rnd,
@@ -206,6 +218,91 @@ def rounds_table(wname: str, cells: dict[str, list[dict]], threads: list[int]) -
                 else f"{_f(_median(pr), '.2f')} ({' '.join(f'{x:.2f}' for x in pr)})"
             )
             + " |"
+        )
+    return md + [""]
+
+
+# --------------------------------------------------------------------------- mixed
+
+MIXED_SLOW_CONNECTIONS = 4
+
+
+def mixed_one(
+    sname: str, threads: int, args: argparse.Namespace, env: dict[str, str], logs: Path
+) -> dict:
+    """flask_json's p99 alone, then while MIXED_SLOW_CONNECTIONS more connections ask for a
+    10 ms sleep each time (apps/mixed.py), on one server with `threads` threads."""
+    srv = run.SERVERS[sname]
+    fast = dataclasses.replace(run.WORKLOADS["flask_json"], name="mixed", app="apps.mixed:app")
+    slow = dataclasses.replace(fast, name="mixed_sleep", path="/sleep", check=run.Check())
+    port = run.free_port()
+    stem = f"mixed-{sname}-{threads}"
+    proc = run.spawn(
+        ["taskset", "-c", run.SERVER_CPU, *srv.argv(fast.app, port, threads)],
+        logs / f"{stem}.server.log",
+        env,
+    )
+    side = None
+    try:
+        why = run.wait_ready(proc, port, fast, logs / f"{stem}.server.log")
+        if why:
+            return {"status": why}
+        run.run_wrk(port, fast, 1, args.connections, logs / f"{stem}.warmup")
+        alone = run.run_wrk(port, fast, args.duration, args.connections, logs / f"{stem}.alone")
+        script = run.wrk_script(slow, logs)
+        side = run.spawn(
+            run.wrk_argv(port, slow, args.duration + 2, MIXED_SLOW_CONNECTIONS, script),
+            logs / f"{stem}.slow",
+        )
+        time.sleep(1)
+        both = run.run_wrk(port, fast, args.duration, args.connections, logs / f"{stem}.both")
+        side.wait(timeout=args.duration + 30)
+        slow_out = run.parse_wrk((logs / f"{stem}.slow").read_text(errors="replace"))
+        return {
+            "status": "",
+            "alone_p99_us": alone.get("p99_us"),
+            "alone_rps": alone.get("rps"),
+            "mixed_p99_us": both.get("p99_us"),
+            "mixed_rps": both.get("rps"),
+            "sleep_rps": slow_out.get("rps"),
+        }
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        return {"status": f"error: {exc}"[:200]}
+    finally:
+        if side is not None:
+            run.stop(side)
+        run.stop(proc)
+
+
+def mixed(args: argparse.Namespace, env: dict[str, str], logs: Path) -> dict:
+    out: dict[str, list[dict]] = {}
+    threads = max(args.thread_list)
+    for _ in range(max(1, args.rounds)):
+        for sname in args.server_list:
+            m = mixed_one(sname, threads, args, env, logs)
+            out.setdefault(f"{sname}/{threads}", []).append(m)
+            print(f"  mixed {sname} --threads {threads}: {m}", flush=True)
+    return out
+
+
+def mixed_table(data: dict) -> list[str]:
+    md = [
+        "| server | threads | rounds | flask_json p99 alone, ms | p99 with the sleepers, ms | "
+        "ratio per round | flask_json req/s alone / mixed | sleep req/s |",
+        "|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for key, runs in data.items():
+        sname, t = key.split("/")
+        ok = [r for r in runs if not r.get("status") and r.get("alone_p99_us")]
+        ratios = [r["mixed_p99_us"] / r["alone_p99_us"] for r in ok if r.get("mixed_p99_us")]
+        a = _median([r["alone_p99_us"] for r in ok])
+        m = _median([r["mixed_p99_us"] for r in ok])
+        md.append(
+            f"| {sname} | {t} | {len(ok)} | {_f(a / 1000 if a else None, '.2f')} | "
+            f"{_f(m / 1000 if m else None, '.2f')} | {' '.join(f'{x:.2f}' for x in ratios)} | "
+            f"{_f(_median([r['alone_rps'] for r in ok]), ',.0f')} / "
+            f"{_f(_median([r['mixed_rps'] for r in ok]), ',.0f')} | "
+            f"{_f(_median([r['sleep_rps'] for r in ok]), ',.0f')} |"
         )
     return md + [""]
 
@@ -359,7 +456,9 @@ def counts_table(data: dict) -> list[str]:
 # --------------------------------------------------------------------------- report
 
 
-def section(args: argparse.Namespace, timed: dict, cnt: dict, when: str, command: str) -> str:
+def section(
+    args: argparse.Namespace, timed: dict, cnt: dict, mix: dict, when: str, command: str
+) -> str:
     md = [
         MARK_BEGIN,
         "## Threads: 1 and 8 application threads",
@@ -374,6 +473,16 @@ def section(args: argparse.Namespace, timed: dict, cnt: dict, when: str, command
     ]
     for wname, cells in timed.items():
         md += rounds_table(wname, cells, args.thread_list)
+    if mix:
+        md += [
+            "#### Blocking and quick requests together",
+            "",
+            f"flask_json on {args.connections} connections, alone and while "
+            f"{MIXED_SLOW_CONNECTIONS} more connections ask for a 10 ms `time.sleep` each time "
+            "(bench/apps/mixed.py; one server, both run with its largest thread count).",
+            "",
+            *mixed_table(mix),
+        ]
     if cnt:
         md += [
             "#### Events per request, ferrowsgi",
@@ -420,14 +529,18 @@ def main(argv: list[str]) -> int:
     command = "python bench/threads.py " + " ".join(argv)
     try:
         timed = {} if args.counts_only else timed_rounds(args, env, logs)
+        mix = mixed(args, env, logs) if args.mixed else {}
         cnt = counts(args, env, logs) if (args.counts or args.counts_only) else {}
     finally:
         run.stop_all()
     when = run._now()
     (logs / "results.json").write_text(
-        json.dumps({"command": command, "when": when, "timed": timed, "counts": cnt}, indent=2)
+        json.dumps(
+            {"command": command, "when": when, "timed": timed, "counts": cnt, "mixed": mix},
+            indent=2,
+        )
     )
-    text = section(args, timed, cnt, when, command)
+    text = section(args, timed, cnt, mix, when, command)
     print(text)
     print(f"\nlogs and results.json in {logs}")
     if args.write_docs:
