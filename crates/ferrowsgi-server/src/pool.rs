@@ -238,6 +238,17 @@ impl<J> Pool<J> {
         total
     }
 
+    /// Wakes a waiting thread for a queued job, if both are there.
+    fn wake_one(&self) {
+        let mut q = lock(&self.queue);
+        if !q.jobs.is_empty() && q.waiting > q.woken {
+            q.woken += 1;
+            q.busy += 1;
+            drop(q);
+            self.ready.notify_one();
+        }
+    }
+
     /// Stops the pool: threads end once the queue is empty.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
@@ -279,7 +290,21 @@ impl Watch {
         }
         let queued = !q.jobs.is_empty();
         let can_wake = q.waiting > q.woken;
+        if self.blocked && q.jobs.len() > q.woken && can_wake {
+            // The busy threads were blocked at the last look: a new job gets
+            // a thread of its own at once, as in a plain pool.
+            drop(q);
+            pool.wake_one();
+            return self.wait_kind(None);
+        }
         drop(q);
+        if self.blocked && (!queued || !can_wake) {
+            // Threads wait for something else than the CPU, and nothing is
+            // queued or no thread is left to wake: sockets only, until a
+            // job comes (and gets a thread) or a thread is free again.
+            self.sample = None;
+            return Step::Poll(None);
+        }
         let now = Instant::now();
         let Some((since, cpu0)) = self.sample else {
             // The pool just became busy: its threads are taken to compute
@@ -301,13 +326,7 @@ impl Watch {
         let used = cpu.saturating_sub(cpu0);
         self.blocked = u128::from(used) * 2 < waited.as_nanos();
         if self.blocked && queued && can_wake {
-            let mut q = lock(&pool.queue);
-            if !q.jobs.is_empty() && q.waiting > q.woken {
-                q.woken += 1;
-                q.busy += 1;
-                drop(q);
-                pool.ready.notify_one();
-            }
+            pool.wake_one();
         }
         self.wait_kind(None)
     }
