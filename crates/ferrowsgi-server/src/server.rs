@@ -9,7 +9,8 @@
 //!   apps, and what a gunicorn sync worker offers in concurrency);
 //! - with more, on a pool of application threads: the connection is moved to
 //!   a queue, a thread serves it and every request already pipelined behind
-//!   it, then hands it back through a wake-up of the loop.
+//!   it, then hands it back to the loop. When the threads and the loop wake
+//!   each other is decided in `pool.rs`.
 
 use std::io;
 use std::os::fd::AsRawFd;
