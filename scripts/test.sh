@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets -q -- -D warnings
 
 echo "== Rust tests"
 cargo test -q -p ferrowsgi-proto -p ferrowsgi-server
+# The integration tests again with the handler on a pool of threads (the
+# tests that choose a thread count keep theirs).
+FERROWSGI_TEST_THREADS=4 cargo test -q -p ferrowsgi-server --test http1
 
 echo "== Python integration tests"
 .venv/bin/python -m pytest tests -q -p no:cacheprovider

@@ -357,14 +357,27 @@ fn unique_path(what: &str) -> PathBuf {
     ))
 }
 
-/// A config for tests: quiet logs and short timeouts, no binds yet.
+/// A config for tests: quiet logs and short timeouts, no binds yet, and
+/// the thread mode of [`test_threads`].
 pub fn test_config() -> Config {
     Config {
         keep_alive: Duration::from_secs(5),
         read_timeout: Duration::from_secs(5),
         write_timeout: Duration::from_secs(5),
+        threads: test_threads(),
         ..Config::default()
     }
+}
+
+/// Application threads of the servers whose test does not choose:
+/// `FERROWSGI_TEST_THREADS` (scripts/test.sh runs the suite with 1, the
+/// handler on the event loop, and again with a pool), 1 when unset.
+pub fn test_threads() -> usize {
+    std::env::var("FERROWSGI_TEST_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
 }
 
 impl TestServer {
