@@ -19,6 +19,9 @@
 //!   request that arrives) but for the pool to be idle ([`Pool::wait_idle`]):
 //!   the requests that came meanwhile are then read, parsed and queued in
 //!   one go, as the inline mode does between two calls.
+//! - A long request: if jobs wait and none was taken for [`LONG`], another
+//!   thread is woken anyway, and the interpreter's switch interval shares
+//!   the GIL between the long request and the queued ones.
 //! - Blocking applications: while a thread is busy, the loop looks every
 //!   [`STALL`] at the threads' CPU clocks. Busy threads that used less than
 //!   half of the time since the last look are waiting for something else than the
@@ -37,6 +40,13 @@ use crate::server::lock;
 
 /// How often the loop looks at whether the busy threads are blocked.
 pub(crate) const STALL: Duration = Duration::from_millis(1);
+
+/// How long queued jobs wait behind a thread that computes, taking none,
+/// before another thread is woken for them anyway: the interpreter's
+/// switch interval then shares the GIL between the long request and the
+/// queued ones (each gets 5 ms turns), as it does between any two Python
+/// threads, rather than the queue waiting for the whole long request.
+pub(crate) const LONG: Duration = Duration::from_millis(5);
 
 /// How long an idle thread waits before it looks at the stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
@@ -64,6 +74,8 @@ struct Queue<J> {
     waiting: usize,
     /// Wake-ups sent to waiting threads and not yet taken.
     woken: usize,
+    /// Jobs taken so far (the loop's look for a queue that does not move).
+    taken: u64,
     /// The event loop waits in [`Pool::wait_idle`].
     loop_waits: bool,
 }
@@ -77,6 +89,7 @@ impl<J> Pool<J> {
                 busy: 0,
                 waiting: 0,
                 woken: 0,
+                taken: 0,
                 loop_waits: false,
             }),
             ready: Condvar::new(),
@@ -113,6 +126,7 @@ impl<J> Pool<J> {
         let mut q = lock(&self.queue);
         match q.jobs.pop_front() {
             Some(job) => {
+                q.taken += 1;
                 if !*busy {
                     q.busy += 1;
                     *busy = true;
@@ -276,6 +290,8 @@ pub(crate) struct Watch {
     sample: Option<(Instant, Option<u64>)>,
     /// The last sample found the busy threads blocked.
     blocked: bool,
+    /// When the count of taken jobs last changed, and that count.
+    moved: Option<(Instant, u64)>,
 }
 
 impl Watch {
@@ -285,11 +301,13 @@ impl Watch {
         let q = lock(&pool.queue);
         if q.busy == 0 && q.jobs.is_empty() {
             self.sample = None;
+            self.moved = None;
             self.blocked = false;
             return Step::Poll(None);
         }
         let queued = !q.jobs.is_empty();
         let can_wake = q.waiting > q.woken;
+        let taken = q.taken;
         if self.blocked && q.jobs.len() > q.woken && can_wake {
             // The busy threads were blocked at the last look: a new job gets
             // a thread of its own at once, as in a plain pool.
@@ -306,6 +324,16 @@ impl Watch {
             return Step::Poll(None);
         }
         let now = Instant::now();
+        match self.moved {
+            Some((at, n)) if n == taken => {
+                if queued && can_wake && now.duration_since(at) >= LONG {
+                    // A long request computes while the queue waits.
+                    pool.wake_one();
+                    self.moved = Some((now, taken));
+                }
+            }
+            _ => self.moved = Some((now, taken)),
+        }
         let Some((since, cpu0)) = self.sample else {
             // The pool just became busy: its threads are taken to compute
             // until a look at their CPU clocks says otherwise. The clocks
