@@ -329,6 +329,13 @@ def add_probes() -> str:
     return ""
 
 
+def remove_probes() -> None:
+    """Removes the uprobes add_probes defined (they cost nothing while unused, but are the
+    system's, not this script's)."""
+    for event in probe_events():
+        subprocess.run(["perf", "probe", "-d", event], capture_output=True)
+
+
 def probe_events() -> list[str]:
     have = subprocess.run(["perf", "probe", "-l"], capture_output=True, text=True).stdout
     found = []
@@ -422,12 +429,16 @@ def counts(args: argparse.Namespace, env: dict[str, str], logs: Path) -> dict:
     if why:
         print(f"counts: {why}; GIL counts left out", flush=True)
     out: dict[str, dict[str, dict]] = {}
-    for sname in [s for s in args.server_list if s.startswith("ferrowsgi")]:
-        for wname in args.workload_list:
-            for t in args.thread_list:
-                c = count_one(sname, wname, t, args, env, logs)
-                out.setdefault(f"{sname} {wname}", {})[str(t)] = c
-                print(f"  counts {sname} {wname} --threads {t}: {c}", flush=True)
+    try:
+        for sname in [s for s in args.server_list if s.startswith("ferrowsgi")]:
+            for wname in args.workload_list:
+                for t in args.thread_list:
+                    c = count_one(sname, wname, t, args, env, logs)
+                    out.setdefault(f"{sname} {wname}", {})[str(t)] = c
+                    print(f"  counts {sname} {wname} --threads {t}: {c}", flush=True)
+    finally:
+        if not why:
+            remove_probes()
     return out
 
 
