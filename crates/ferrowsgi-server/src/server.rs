@@ -409,6 +409,13 @@ struct EventLoop<H: Handler> {
     peak_conns: usize,
     /// Connections accepted from shared listeners since the last rotation.
     accepted_shared: usize,
+    /// The shared listeners are out of this loop's epoll set while
+    /// accepting is paused (limit reached, accept errors): see
+    /// [`EventLoop::unwatch_listeners`].
+    listeners_unwatched: bool,
+    /// Leaving the listeners: what is queued is taken whatever the stop
+    /// flag says (see [`EventLoop::leave_listeners`]).
+    draining: bool,
     /// Connections that used up their turn (`max_pipelined`) with requests
     /// still buffered: driven again after the current events.
     again: Vec<usize>,
@@ -446,6 +453,8 @@ impl<H: Handler> EventLoop<H> {
             paused_error: false,
             peak_conns: 0,
             accepted_shared: 0,
+            listeners_unwatched: false,
+            draining: false,
             again: Vec::new(),
             deferred: Vec::new(),
             deferred_since: Instant::now(),
@@ -566,23 +575,22 @@ impl<H: Handler> EventLoop<H> {
             }
             self.flush_deferred();
             if self.accepting && self.server.pause.load(Ordering::Relaxed) {
-                self.accepting = false;
-                for l in &self.server.listeners {
-                    deregister_fd(&self.server.poll, l.raw_fd());
-                }
+                self.leave_listeners(true);
                 log::info("No longer accepting connections (being replaced)");
             }
             if self.server.stop.load(Ordering::SeqCst) {
                 if stop_deadline.is_none() {
-                    self.accepting = false;
-                    for l in self.server.listeners.drain(..) {
-                        // Another process may hold the same socket (a
-                        // master, other workers): closing this descriptor
-                        // would then leave it in this epoll set, and a
-                        // shared wake-up could land here, unanswered.
-                        deregister_fd(&self.server.poll, l.raw_fd());
-                        drop(l);
+                    if self.accepting {
+                        // A stop that leaves no time (INT, QUIT) takes
+                        // nothing more: what is queued goes to the other
+                        // workers, or is refused with the listener.
+                        let grace = self.server.grace_ms.load(Ordering::SeqCst) > 0;
+                        self.leave_listeners(grace);
                     }
+                    // Out of the epoll set already: closing a descriptor
+                    // that another process still holds (a master, other
+                    // workers) would not have taken it out.
+                    self.server.listeners.clear();
                     log::info("Shutting down: finishing requests in progress");
                     stop_deadline = Some(Instant::now());
                 }
@@ -615,6 +623,15 @@ impl<H: Handler> EventLoop<H> {
                 self.sweep();
                 if self.accepting && self.paused_error {
                     self.resume_accept();
+                } else if self.accepting && self.server.shared && !self.paused_full {
+                    // A connection whose exclusive wake-up went to a
+                    // worker that then could not take it (killed, or gone
+                    // at the limit) waits until someone looks: one accept
+                    // per listener here bounds that wait to the sweep's
+                    // period, at no cost per request.
+                    for i in 0..self.server.listeners.len() {
+                        self.accept(i);
+                    }
                 }
             }
         }
@@ -635,10 +652,12 @@ impl<H: Handler> EventLoop<H> {
             // A request served inline during this loop (TCP_DEFER_ACCEPT has
             // it ready) may outlast a stop signal: what came into the backlog
             // meanwhile is left there, to be refused with the listener.
-            if self.server.stop.load(Ordering::SeqCst) {
+            // Leaving a shared listener (`draining`), the loop takes what is
+            // queued whatever the stop flag says: see `leave_listeners`.
+            if self.server.stop.load(Ordering::SeqCst) && !self.draining {
                 return;
             }
-            if batch == 0 {
+            if batch == 0 && !self.draining {
                 // Level-triggered (shared listeners): the next poll
                 // reports what is left, unless another worker took it.
                 self.rotate(index);
@@ -653,6 +672,7 @@ impl<H: Handler> EventLoop<H> {
                     ));
                 }
                 self.paused_full = true;
+                self.unwatch_listeners();
                 return;
             }
             let Some(listener) = self.server.listeners.get(index) else {
@@ -689,6 +709,7 @@ impl<H: Handler> EventLoop<H> {
                         log::warning(&format!("accept failed: {e}; retrying shortly"));
                     }
                     self.paused_error = true;
+                    self.unwatch_listeners();
                     return;
                 }
             }
@@ -699,7 +720,11 @@ impl<H: Handler> EventLoop<H> {
     /// waiters once it has taken its turn of connections (see
     /// [`SHARED_ROTATE_EVERY`]).
     fn rotate(&mut self, index: usize) {
-        if !self.server.shared || self.accepted_shared < SHARED_ROTATE_EVERY {
+        if !self.server.shared
+            || self.accepted_shared < SHARED_ROTATE_EVERY
+            || self.draining
+            || self.listeners_unwatched
+        {
             return;
         }
         self.accepted_shared = 0;
@@ -733,8 +758,61 @@ impl<H: Handler> EventLoop<H> {
     fn resume_accept(&mut self) {
         self.paused_full = false;
         self.paused_error = false;
+        if self.listeners_unwatched {
+            self.listeners_unwatched = false;
+            // Registering again polls the listener's readiness, so what
+            // queued meanwhile is reported like a fresh arrival.
+            for (i, l) in self.server.listeners.iter().enumerate() {
+                if let Err(e) =
+                    register_exclusive(&self.server.poll, l.raw_fd(), Token(LISTENER_BASE - i))
+                {
+                    log::error(&format!("cannot watch the listener again: {e}; stopping"));
+                    self.server.stop.store(true, Ordering::SeqCst);
+                }
+            }
+        }
         for i in 0..self.server.listeners.len() {
             self.accept(i);
+        }
+    }
+
+    /// Takes the shared listeners out of this loop's epoll set while
+    /// accepting is paused (limit reached, accept errors). Registered
+    /// level-triggered and exclusive, a listener this loop does not accept
+    /// from would take the kernel's one wake-up for each new connection
+    /// away from the workers that can accept it, and report itself ready
+    /// at every poll.
+    fn unwatch_listeners(&mut self) {
+        if !self.server.shared || self.listeners_unwatched || self.draining {
+            return;
+        }
+        self.listeners_unwatched = true;
+        for l in &self.server.listeners {
+            deregister_fd(&self.server.poll, l.raw_fd());
+        }
+    }
+
+    /// Stops accepting for good (a pause or a stop). The listeners leave
+    /// this loop's epoll set first; then, if `take_queued` and other
+    /// processes share them, every connection already queued is accepted
+    /// and served here. The kernel wakes one exclusive waiter per new
+    /// connection: a connection whose wake-up came here before the
+    /// listener left would otherwise wait, unannounced, until the next
+    /// arrival woke another worker. Once out of the set no wake-up comes
+    /// here, so after this pass nothing queued is this worker's to take
+    /// (docs/ARCHITECTURE.md, "Processes").
+    fn leave_listeners(&mut self, take_queued: bool) {
+        self.accepting = false;
+        for l in &self.server.listeners {
+            deregister_fd(&self.server.poll, l.raw_fd());
+        }
+        self.listeners_unwatched = true;
+        if take_queued && self.server.shared {
+            self.draining = true;
+            for i in 0..self.server.listeners.len() {
+                self.accept(i);
+            }
+            self.draining = false;
         }
     }
 
