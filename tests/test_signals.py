@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import wait_until
+from support import RawConn, build_request, wait_until
 from test_workers import Load, alive, get, pids_answering, wait_workers
 
 pytestmark = pytest.mark.timeout(120)
@@ -215,4 +215,73 @@ def test_repeated_hups_under_load_settle_on_one_generation(start_server) -> None
         ), server.worker_pids()
         load.wait_ok(50)
     assert load.failures == []
+    assert server.proc.poll() is None
+
+
+def _one_at_a_time(server, until, answer_within: float = 3.0) -> int:
+    """Requests one at a time, each on a new connection, until ``until()`` holds after an
+    answer: each must be answered (200) within ``answer_within`` seconds. With one client
+    and nothing else arriving, a connection whose wake-up was lost would wait in the
+    listener's queue with no later arrival to announce it. Returns how many were sent."""
+    sent = 0
+    deadline = time.monotonic() + 30
+    while True:
+        with RawConn(server.addr, timeout=answer_within) as conn:
+            conn.send(build_request("GET", "/", headers=[("Connection", "close")]))
+            try:
+                resp = conn.read_response()
+            except OSError as e:  # a socket timeout included
+                raise AssertionError(
+                    f"request {sent + 1} unanswered after {answer_within} s: {e}"
+                ) from e
+            assert resp.status == 200, resp
+        sent += 1
+        if until():
+            return sent
+        assert time.monotonic() < deadline, f"{sent} requests, the workers never settled"
+
+
+def test_requests_one_at_a_time_through_hups_and_ttin_ttou_are_all_answered(
+    start_server,
+) -> None:
+    # Each of a worker's ways to stop accepting (replaced by a HUP, removed by a TTOU)
+    # must leave no queued connection unannounced to the workers that go on accepting,
+    # even when the kernel's one exclusive wake-up for it went to the leaving worker.
+    server = start_server("apps.procs:app", "-w", "2")
+    wait_workers(server, 2)
+    sent = 0
+    for round_ in range(30):
+        done = server.stderr_text().count("Reload done")
+        os.kill(server.pid, signal.SIGHUP)
+        sent += _one_at_a_time(
+            server,
+            lambda done=done: (
+                server.stderr_text().count("Reload done") > done and len(server.worker_pids()) == 2
+            ),
+        )
+        if round_ % 3 == 0:
+            os.kill(server.pid, signal.SIGTTIN)
+            sent += _one_at_a_time(server, lambda: len(server.worker_pids()) == 3)
+            os.kill(server.pid, signal.SIGTTOU)
+            sent += _one_at_a_time(server, lambda: len(server.worker_pids()) == 2)
+    assert server.proc.poll() is None
+    assert sent >= 50
+
+
+def test_requests_one_at_a_time_through_max_requests_recycling_are_all_answered(
+    start_server,
+) -> None:
+    # --max-requests 3: a worker stops accepting after its third request and is replaced,
+    # over and over, while one client sends a request at a time.
+    server = start_server("apps.procs:app", "-w", "2", "--max-requests", "3")
+    wait_workers(server, 2)
+    pids: set[int] = set()
+    for _ in range(60):
+        with RawConn(server.addr, timeout=3.0) as conn:
+            conn.send(build_request("GET", "/", headers=[("Connection", "close")]))
+            resp = conn.read_response()
+            assert resp.status == 200, resp
+            pids.add(int(resp.text))
+    # 60 requests at 3 per worker: many generations served.
+    assert len(pids) >= 10, pids
     assert server.proc.poll() is None

@@ -6,7 +6,9 @@ Every test runs the real command line, sends real signals and talks over real so
 from __future__ import annotations
 
 import os
+import select
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -431,3 +433,69 @@ def test_master_hooks_for_workers_coming_and_going(start_server, tmp_path: Path)
     assert server.proc.wait(20) == 0
     # Each worker of the last generation ran worker_int in its own process.
     assert {int(e[0]) for e in entries("worker_int")} == workers
+
+
+class WakeThief:
+    """An exclusive waiter on a listening socket that takes the kernel's wake-ups and
+    never accepts: what a worker killed (-9) between its wake-up and its accept leaves
+    behind. Woken, it leaves the listener's queue of waiters, waits until someone else
+    took the connection, and joins the queue again (at its end)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.taken = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WakeThief:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            ep = select.epoll()
+            try:
+                ep.register(self.sock.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+                woken = False
+                while not woken and not self._stop.is_set():
+                    woken = bool(ep.poll(0.2))
+            finally:
+                ep.close()
+            if woken:
+                self.taken += 1
+            while not self._stop.is_set() and select.select([self.sock], [], [], 0)[0]:
+                time.sleep(0.005)
+
+
+def test_a_wake_up_taken_by_a_waiter_that_never_accepts_is_not_lost(start_server) -> None:
+    # The workers and a thief wait on one listening socket (inherited with --fd). Each
+    # worker moves itself behind the other waiters every few accepts, so the thief comes
+    # first now and then, and the kernel gives it the one wake-up of a new connection.
+    # With one request at a time nothing else arrives to wake a worker: the workers' own
+    # periodic look at the listener must find the connection.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    fd = sock.fileno()
+    try:
+        server = start_server(
+            "apps.procs:app", "-w", "2", "--fd", str(fd), binds=[], pass_fds=(fd,)
+        )
+        server.wait_listening(1)
+        wait_workers(server, 2)
+        with WakeThief(sock) as thief:
+            deadline = time.monotonic() + 40
+            sent = 0
+            while (thief.taken < 3 or sent < 20) and time.monotonic() < deadline:
+                with RawConn(server.addr, timeout=3.0) as conn:
+                    conn.send(build_request("GET", "/", headers=[("Connection", "close")]))
+                    resp = conn.read_response()
+                    assert resp.status == 200, resp
+                sent += 1
+        assert thief.taken >= 3, (thief.taken, sent)
+    finally:
+        sock.close()
