@@ -27,10 +27,10 @@ use slab::Slab;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Next, Pending, BODY_READ_CHUNK, READ_CHUNK};
 use crate::deadline::{Deadlines, Watch};
-use crate::exchange::{Exchange, Parked};
+use crate::exchange::{Exchange, Parked, PeerInfo};
 use crate::handler::Handler;
 use crate::health;
-use crate::listen::Listener;
+use crate::listen::{Listener, Stream};
 use crate::pool;
 use crate::sys;
 use crate::{health_path, log, metrics};
@@ -413,9 +413,6 @@ struct EventLoop<H: Handler> {
     /// accepting is paused (limit reached, accept errors): see
     /// [`EventLoop::unwatch_listeners`].
     listeners_unwatched: bool,
-    /// Leaving the listeners: what is queued is taken whatever the stop
-    /// flag says (see [`EventLoop::leave_listeners`]).
-    draining: bool,
     /// Connections that used up their turn (`max_pipelined`) with requests
     /// still buffered: driven again after the current events.
     again: Vec<usize>,
@@ -454,7 +451,6 @@ impl<H: Handler> EventLoop<H> {
             peak_conns: 0,
             accepted_shared: 0,
             listeners_unwatched: false,
-            draining: false,
             again: Vec::new(),
             deferred: Vec::new(),
             deferred_since: Instant::now(),
@@ -575,7 +571,13 @@ impl<H: Handler> EventLoop<H> {
             }
             self.flush_deferred();
             if self.accepting && self.server.pause.load(Ordering::Relaxed) {
-                self.leave_listeners(true);
+                // Accepting was on until now, so the connection of any
+                // wake-up this loop took has been accepted: the loop sleeps
+                // only with the queue seen empty, so that connection was
+                // first in it when the events of this turn were handled.
+                // A retiring worker takes nothing more (what the accept
+                // batch left went with wake-ups to the other workers).
+                self.leave_listeners(false);
                 log::info("No longer accepting connections (being replaced)");
             }
             if self.server.stop.load(Ordering::SeqCst) {
@@ -652,12 +654,10 @@ impl<H: Handler> EventLoop<H> {
             // A request served inline during this loop (TCP_DEFER_ACCEPT has
             // it ready) may outlast a stop signal: what came into the backlog
             // meanwhile is left there, to be refused with the listener.
-            // Leaving a shared listener (`draining`), the loop takes what is
-            // queued whatever the stop flag says: see `leave_listeners`.
-            if self.server.stop.load(Ordering::SeqCst) && !self.draining {
+            if self.server.stop.load(Ordering::SeqCst) {
                 return;
             }
-            if batch == 0 && !self.draining {
+            if batch == 0 {
                 // Level-triggered (shared listeners): the next poll
                 // reports what is left, unless another worker took it.
                 self.rotate(index);
@@ -681,16 +681,7 @@ impl<H: Handler> EventLoop<H> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_shared += usize::from(self.server.shared);
-                    let entry = self.conns.vacant_entry();
-                    let key = entry.key();
-                    let mut conn = Box::new(Conn::new(stream, peer));
-                    conn.defer_output = self.pool.is_none();
-                    conn.server_stop = Some(Arc::clone(&self.server.stop));
-                    entry.insert(Slot::Here(conn));
-                    if let Some(m) = metrics::current() {
-                        m.on_connection(true);
-                    }
-                    self.peak_conns = self.peak_conns.max(self.conns.len());
+                    let key = self.admit(stream, peer);
                     // TCP_DEFER_ACCEPT: the request is usually there already,
                     // and a connection answered and closed right now is
                     // never registered with the poller.
@@ -722,7 +713,6 @@ impl<H: Handler> EventLoop<H> {
     fn rotate(&mut self, index: usize) {
         if !self.server.shared
             || self.accepted_shared < SHARED_ROTATE_EVERY
-            || self.draining
             || self.listeners_unwatched
         {
             return;
@@ -783,7 +773,7 @@ impl<H: Handler> EventLoop<H> {
     /// away from the workers that can accept it, and report itself ready
     /// at every poll.
     fn unwatch_listeners(&mut self) {
-        if !self.server.shared || self.listeners_unwatched || self.draining {
+        if !self.server.shared || self.listeners_unwatched {
             return;
         }
         self.listeners_unwatched = true;
@@ -794,11 +784,12 @@ impl<H: Handler> EventLoop<H> {
 
     /// Stops accepting for good (a pause or a stop). The listeners leave
     /// this loop's epoll set first; then, if `take_queued` and other
-    /// processes share them, every connection already queued is accepted
+    /// processes share them, the connections already queued are accepted
     /// and served here. The kernel wakes one exclusive waiter per new
     /// connection: a connection whose wake-up came here before the
     /// listener left would otherwise wait, unannounced, until the next
-    /// arrival woke another worker. Once out of the set no wake-up comes
+    /// arrival woke another worker (a stop: `accept` takes nothing once
+    /// the stop flag is up). Once out of the set no wake-up comes
     /// here, so after this pass nothing queued is this worker's to take
     /// (docs/ARCHITECTURE.md, "Processes").
     fn leave_listeners(&mut self, take_queued: bool) {
@@ -807,13 +798,55 @@ impl<H: Handler> EventLoop<H> {
             deregister_fd(&self.server.poll, l.raw_fd());
         }
         self.listeners_unwatched = true;
-        if take_queued && self.server.shared {
-            self.draining = true;
-            for i in 0..self.server.listeners.len() {
-                self.accept(i);
-            }
-            self.draining = false;
+        if !take_queued || !self.server.shared {
+            return;
         }
+        // The accept queue is first in, first out, and holds at most the
+        // backlog: the first `backlog + 1` accepted include every connection
+        // queued when the listener left. They are all accepted before any
+        // is served, so that clients answered meanwhile do not keep the
+        // pass going with their next connections (those woke the workers
+        // that stay).
+        let cap = self.server.cfg.backlog as usize + 1;
+        let mut taken = Vec::new();
+        for i in 0..self.server.listeners.len() {
+            let mut left = cap;
+            while left > 0 && self.conns.len() < self.server.cfg.max_connections {
+                let Some(listener) = self.server.listeners.get(i) else {
+                    break;
+                };
+                match listener.accept() {
+                    Ok((stream, peer)) => {
+                        left -= 1;
+                        taken.push(self.admit(stream, peer));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // Empty (WouldBlock), or an error (out of descriptors):
+                    // what is left goes to the other workers, whose sweep
+                    // looks at the listener.
+                    Err(_) => break,
+                }
+            }
+        }
+        for key in taken {
+            self.drive(key, true);
+            self.watch(key);
+        }
+    }
+
+    /// Adds an accepted connection to the loop; returns its key.
+    fn admit(&mut self, stream: Stream, peer: PeerInfo) -> usize {
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Box::new(Conn::new(stream, peer));
+        conn.defer_output = self.pool.is_none();
+        conn.server_stop = Some(Arc::clone(&self.server.stop));
+        entry.insert(Slot::Here(conn));
+        if let Some(m) = metrics::current() {
+            m.on_connection(true);
+        }
+        self.peak_conns = self.peak_conns.max(self.conns.len());
+        key
     }
 
     /// Moves a connection forward: writes pending output, reads, and serves
