@@ -583,11 +583,15 @@ impl<H: Handler> EventLoop<H> {
             if self.server.stop.load(Ordering::SeqCst) {
                 if stop_deadline.is_none() {
                     if self.accepting {
-                        // A stop that leaves no time (INT, QUIT) takes
-                        // nothing more: what is queued goes to the other
-                        // workers, or is refused with the listener.
-                        let grace = self.server.grace_ms.load(Ordering::SeqCst) > 0;
-                        self.leave_listeners(grace);
+                        // Replaced (HUP, TTOU, recycling: `SIGUSR2`), the
+                        // worker leaves the listener to workers that stay,
+                        // and takes what may be owed to it. Any other stop
+                        // takes nothing more: the whole server is stopping
+                        // (what is queued is reset with the listener), or
+                        // the other workers' sweep finds it.
+                        let take = self.server.replaced.load(Ordering::SeqCst)
+                            && self.server.grace_ms.load(Ordering::SeqCst) > 0;
+                        self.leave_listeners(take);
                     }
                     // Out of the epoll set already: closing a descriptor
                     // that another process still holds (a master, other
