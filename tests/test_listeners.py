@@ -196,9 +196,15 @@ def test_user_and_group_are_dropped_in_the_workers(start_server) -> None:
     )
     pids = wait_workers(server, 2)
     assert get(server, "/ids") == f"{uid} {gid}"
-    for pid in pids:
+
+    def ids(pid: int) -> tuple[int, int]:
         st = os.stat(f"/proc/{pid}")
-        assert (st.st_uid, st.st_gid) == (uid, gid)
+        return (st.st_uid, st.st_gid)
+
+    # A worker switches right after the fork, which the master's children list can show first.
+    assert wait_until(lambda: all(ids(pid) == (uid, gid) for pid in pids), 10), [
+        ids(pid) for pid in pids
+    ]
     # The master keeps its identity (it binds, and removes the unix socket at exit).
     assert os.stat(f"/proc/{server.pid}").st_uid == 0
     # The unix socket belongs to the workers' user.
