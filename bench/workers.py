@@ -20,6 +20,7 @@ middle against a run without one.
     python bench/workers.py spread --duration 5
     python bench/workers.py reload --duration 6
     python bench/workers.py memory
+    python bench/workers.py peers --rounds 3 --duration 5  (see workers_peers.py)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
+import workers_peers  # noqa: E402
 from run import tree_cpu_seconds  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -298,8 +300,11 @@ def main() -> None:
     r = sub.add_parser("reload")
     r.add_argument("--duration", type=int, default=6)
     sub.add_parser("memory")
+    workers_peers.add_parser(sub)
     args = p.parse_args()
-    {"overhead": overhead, "spread": spread, "reload": reload, "memory": memory}[args.cmd](args)
+    commands = {"overhead": overhead, "spread": spread, "reload": reload, "memory": memory}
+    commands["peers"] = workers_peers.peers
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
