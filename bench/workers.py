@@ -13,8 +13,11 @@ connection another worker took) under a load of new connections (strace -c).
 connections, unpinned): errors, and wrk's p99 over a run with a HUP in its
 middle against a run without one.
 
-``memory``: private and proportional memory (smaps_rollup) of each worker of a
-``--preload`` flask_json master with 4 workers, after some requests.
+``memory``: memory (smaps_rollup: Rss, Pss, Private_*) of the master and each worker
+of a ``--preload`` flask_json server with 4 workers, after some requests: ferrowsgi
+against gunicorn's sync workers; and the Pss and private memory of the whole process
+tree with 1 and with 4 workers, whose difference over 3 is what each extra worker
+adds (medians of ``--rounds`` starts).
 
     python bench/workers.py overhead --rounds 4 --duration 5
     python bench/workers.py spread --duration 5
@@ -40,7 +43,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 import workers_peers  # noqa: E402
-from run import tree_cpu_seconds  # noqa: E402
+from run import VENV_PY, spawn, tree_cpu_seconds  # noqa: E402
+from run import stop as run_stop  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -268,23 +272,81 @@ def reload(args) -> None:
             stop(proc)
 
 
+def smaps(pid: int) -> dict[str, int]:
+    """/proc/PID/smaps_rollup in KiB (Rss, Pss, Private = Private_Clean + Private_Dirty)."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value = line.split(":")
+        fields[name] = int(value.split()[0])
+    fields["Private"] = fields["Private_Clean"] + fields["Private_Dirty"]
+    return fields
+
+
+def memory_argv(server: str, port: int, workers: int) -> list[str]:
+    if server == "ferrowsgi":
+        return [
+            sys.executable,
+            "-m",
+            "ferrowsgi",
+            "apps.flask_json:app",
+            "-b",
+            f"{HOST}:{port}",
+        ] + [
+            "-w",
+            str(workers),
+            "--preload",
+        ]
+    return [
+        str(VENV_PY),
+        *f"-m gunicorn -k sync -w {workers} --preload --log-level warning".split(),
+        *("-b", f"{HOST}:{port}", "apps.flask_json:app"),
+    ]
+
+
 def memory(args) -> None:
-    port = free_port()
-    proc = start("w4", "flask_json", port, None, BENCH_DIR, extra=("--preload",))
-    try:
-        wrk(port, 2, "/", None, pin=None)
-        time.sleep(0.5)
-        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        print("process  Rss KiB  Pss KiB  Private KiB")
-        for label, pid in [("master", str(proc.pid))] + [("worker", k) for k in kids]:
-            fields = {}
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-                name, value = line.split(":")
-                fields[name] = int(value.split()[0])
-            private = fields["Private_Clean"] + fields["Private_Dirty"]
-            print(f"{label:7} {fields['Rss']:8} {fields['Pss']:8} {private:12}")
-    finally:
-        stop(proc)
+    """Each process's memory after some requests, and what each extra worker adds."""
+    totals: dict[tuple[str, int], list[int]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        for rnd in range(args.rounds):
+            for server in ("ferrowsgi", "gunicorn"):
+                for workers in (1, 4):
+                    port = free_port()
+                    proc = spawn(memory_argv(server, port, workers), Path(d, "log"))
+                    try:
+                        wait_port(port, proc)
+                        wrk(port, 2, "/", None, pin=None)
+                        time.sleep(0.5)
+                        kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()
+                        rows = [("master", proc.pid)] + [("worker", int(k)) for k in kids.split()]
+                        table = [(label, pid, smaps(pid)) for label, pid in rows]
+                    finally:
+                        run_stop(proc)
+                    pss = sum(f["Pss"] for _, _, f in table)
+                    private = sum(f["Private"] for _, _, f in table)
+                    totals.setdefault((server, workers), []).append(pss)
+                    totals.setdefault((server, -workers), []).append(private)
+                    if workers == 4 and rnd == 0:
+                        print(f"{server} --preload -w 4, flask_json, after 2 s of wrk -c50 (KiB)")
+                        print("| process | Rss | Pss | Private (clean+dirty) | Private_Dirty |")
+                        print("|---|---:|---:|---:|---:|")
+                        for label, _, f in table:
+                            print(
+                                f"| {label} | {f['Rss']:,} | {f['Pss']:,} | {f['Private']:,} "
+                                f"| {f['Private_Dirty']:,} |"
+                            )
+                        print()
+    print(
+        "| server | Pss of all processes, -w 1 | -w 4 | each extra worker (Pss) |"
+        " private, -w 1 | -w 4 | each extra worker (private) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for server in ("ferrowsgi", "gunicorn"):
+        p1, p4 = (statistics.median(totals[(server, w)]) for w in (1, 4))
+        v1, v4 = (statistics.median(totals[(server, -w)]) for w in (1, 4))
+        print(
+            f"| {server} | {p1:,.0f} | {p4:,.0f} | {(p4 - p1) / 3:,.0f} "
+            f"| {v1:,.0f} | {v4:,.0f} | {(v4 - v1) / 3:,.0f} |"
+        )
 
 
 def main() -> None:
@@ -299,7 +361,8 @@ def main() -> None:
     s.add_argument("--strace", action="store_true")
     r = sub.add_parser("reload")
     r.add_argument("--duration", type=int, default=6)
-    sub.add_parser("memory")
+    m = sub.add_parser("memory")
+    m.add_argument("--rounds", type=int, default=3)
     workers_peers.add_parser(sub)
     args = p.parse_args()
     commands = {"overhead": overhead, "spread": spread, "reload": reload, "memory": memory}

@@ -195,9 +195,13 @@ def measure(name: str, app: str, args, logs: Path) -> Run | str:
     try:
         if not wait_up(port, proc):
             return "did not start: " + (logs / f"{name}-{app}.log").read_text()[-300:]
-        # Both workers up before the clock starts (a worker may still be importing).
-        if len(worker_counts(port)) < 2:
-            return "fewer than two workers answered"
+        # Both workers up before the clock starts (a worker may still be importing
+        # the app, slowly on a loaded machine).
+        deadline = time.monotonic() + 30
+        while len(worker_counts(port, tries=50)) < 2:
+            if time.monotonic() > deadline:
+                return "fewer than two workers answered within 30 s"
+            time.sleep(0.2)
         run_wrk(port, "/", 1, args.wrk_threads, logs / "warm.txt")
         before = worker_counts(port)
         load = loadavg()
@@ -275,17 +279,14 @@ def report(app: str, names: list[str], runs: dict[str, list[Run | str]]) -> list
     peers = {n: rs for n, rs in good.items() if n != "ferrowsgi" and rs}
     if ferro and peers:
         best = max(peers, key=lambda n: _med([r.rps for r in peers[n]]))
-        ratios = [
-            f / p
-            for f, p in zip([r.rps for r in ferro], [r.rps for r in peers[best]], strict=False)
+        # Pair the runs of the same round (a failed run leaves its round out).
+        pairs = [
+            (f, p)
+            for f, p in zip(runs["ferrowsgi"], runs[best], strict=True)
+            if isinstance(f, Run) and isinstance(p, Run)
         ]
-        cpu = [
-            p / f
-            for f, p in zip(
-                [r.cpu_us for r in ferro], [r.cpu_us for r in peers[best]], strict=False
-            )
-            if f and p
-        ]
+        ratios = [f.rps / p.rps for f, p in pairs]
+        cpu = [p.cpu_us / f.cpu_us for f, p in pairs if f.cpu_us and p.cpu_us]
         lines.append(
             f"- ferrowsgi against the best peer ({best}): req/s ratio per round "
             f"{' '.join(f'{x:.2f}' for x in ratios)} (median {_med(ratios):.2f}×); the peer's "
