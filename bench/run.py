@@ -57,6 +57,7 @@ VENV_PY = VENV_DIR / "bin" / "python"
 INSTALL_STATE = VENV_DIR / "bench-install.json"
 RESULTS_DIR = BENCH_DIR / "results"
 DOCS_FILE = REPO_DIR / "docs" / "BENCHMARKS.md"
+KEPT_SECTIONS = "## Several workers"  # from here on, docs/BENCHMARKS.md is written by hand
 CHARTS_DIR = BENCH_DIR / "charts"  # PNGs embedded in docs/BENCHMARKS.md
 LUA_DIR = BENCH_DIR / "lua"
 FLOOR_DIR = BENCH_DIR / "floor"
@@ -1854,6 +1855,9 @@ def write_docs(
         "full core; compare CPU µs/req there with care.",
         "",
     ]
+    # Sections measured by other scripts (bench/workers.py peers) are kept as they are.
+    kept = DOCS_FILE.read_text().partition(KEPT_SECTIONS)[1:] if DOCS_FILE.exists() else ()
+    md += ["".join(kept)] if kept and kept[0] else []
     DOCS_FILE.parent.mkdir(parents=True, exist_ok=True)
     DOCS_FILE.write_text("\n".join(md))
     print(f"wrote {DOCS_FILE}", flush=True)
