@@ -325,8 +325,11 @@ def memory(args) -> None:
                     private = sum(f["Private"] for _, _, f in table)
                     totals.setdefault((server, workers), []).append(pss)
                     totals.setdefault((server, -workers), []).append(private)
-                    if workers == 4 and rnd == 0:
-                        print(f"{server} --preload -w 4, flask_json, after 2 s of wrk -c50 (KiB)")
+                    if rnd == 0:
+                        print(
+                            f"{server} --preload -w {workers}, flask_json, "
+                            "after 2 s of wrk -c50 (KiB)"
+                        )
                         print("| process | Rss | Pss | Private (clean+dirty) | Private_Dirty |")
                         print("|---|---:|---:|---:|---:|")
                         for label, _, f in table:
