@@ -145,18 +145,24 @@ class ServerStartError(AssertionError):
 
 
 def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (all threads' children), from /proc."""
+    """The child processes of ``pid``, from each process's /proc/PID/stat.
+
+    Not /proc/PID/task/TID/children, which the kernel documents as unreliable while children
+    come and go: a read during a fork or a reap can leave out a child that exists throughout.
+    """
     found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for tid in tasks:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                found += [int(p) for p in f.read().split()]
-        except FileNotFoundError:
-            pass
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name (field 2) is in parentheses and may hold spaces or ')'.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
     return sorted(found)
 
 
