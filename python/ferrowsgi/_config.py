@@ -28,17 +28,13 @@ import sys
 import types
 from typing import Any, Callable
 
+from ferrowsgi._ferrowsgi import UNSUPPORTED_HOOK_NAMES
 from ferrowsgi._hooks import HOOK_NAMES
 
 __all__ = ["ConfigError", "read_module"]
 
 #: gunicorn's hooks that have no call site here.
-UNSUPPORTED_HOOKS = (
-    "pre_fork",
-    "pre_exec",
-    "worker_abort",
-    "ssl_context",
-)
+UNSUPPORTED_HOOKS: tuple[str, ...] = UNSUPPORTED_HOOK_NAMES
 
 #: How many positional arguments each hook is called with (gunicorn's).
 HOOK_ARITY = {

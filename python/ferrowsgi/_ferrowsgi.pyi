@@ -1,6 +1,8 @@
 from typing import Any, Callable, Iterator, Sequence
 
 __version__: str
+HOOK_NAMES: tuple[str, ...]
+UNSUPPORTED_HOOK_NAMES: tuple[str, ...]
 
 class Server:
     def __init__(

@@ -29,22 +29,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
+from ferrowsgi._ferrowsgi import HOOK_NAMES as _HOOK_NAMES
+
 __all__ = ["HOOK_NAMES", "call", "get", "install"]
 
-HOOK_NAMES = (
-    "on_starting",
-    "when_ready",
-    "post_fork",
-    "post_worker_init",
-    "worker_exit",
-    "on_exit",
-    "pre_request",
-    "post_request",
-    "on_reload",
-    "child_exit",
-    "worker_int",
-    "nworkers_changed",
-)
+# One table, the settings layer's, names the hooks (the command line checks files by it).
+HOOK_NAMES: tuple[str, ...] = _HOOK_NAMES
 
 _hooks: dict[str, Callable[..., Any]] = {}
 

@@ -28,6 +28,16 @@ mod start_response;
 #[pymodule(gil_used = false)]
 fn _ferrowsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The hook names live in one table (the settings layer's), which the
+    // Python side reads from here.
+    m.add(
+        "HOOK_NAMES",
+        pyo3::types::PyTuple::new(m.py(), ferrowsgi_server::settings::HOOKS)?,
+    )?;
+    m.add(
+        "UNSUPPORTED_HOOK_NAMES",
+        pyo3::types::PyTuple::new(m.py(), ferrowsgi_server::settings::UNSUPPORTED_HOOKS)?,
+    )?;
     m.add_class::<pyserver::Server>()?;
     m.add_class::<file_wrapper::FileWrapper>()?;
     m.add_class::<input::InputStream>()?;
