@@ -12,6 +12,10 @@ need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # nginx: tests/test_proxy.py runs the server behind it.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+# apache2 and haproxy: the front-end tests run the server behind them (mod_proxy_ajp,
+# mod_proxy_fcgi, mod_proxy_scgi, mod_proxy_uwsgi, mod_cgi; send-proxy and send-proxy-v2).
+command -v apache2 >/dev/null 2>&1 || [ -x /usr/sbin/apache2 ] || need_apt+=(apache2)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # iproute2 (ip), as root only: tests/test_remote_clients.py makes a network namespace for a
 # client that is not on this host (it is skipped without root).
 if [ "$(id -u)" = 0 ]; then
