@@ -91,6 +91,11 @@ impl Span {
             .unwrap_or(&[])
     }
 
+    /// The first byte's offset.
+    pub(crate) fn start(&self) -> usize {
+        self.start as usize
+    }
+
     /// Whether the span covers nothing.
     pub(crate) fn is_empty(&self) -> bool {
         self.start >= self.end
@@ -129,6 +134,11 @@ pub struct RequestHead {
     content_type: Option<Span>,
     /// The first element of the validated Content-Length.
     content_length: Option<Span>,
+    /// For a request a front end handed over already parsed (FastCGI, SCGI,
+    /// uwsgi, AJP): the server variables it sent, other than the `HTTP_*`
+    /// ones (which are `headers`). `None` for a request read as HTTP/1.x,
+    /// which therefore pays one word for it.
+    vars: Option<Box<[(Span, Span)]>>,
 }
 
 impl RequestHead {
@@ -229,6 +239,43 @@ impl RequestHead {
         self.content_length.map(|s| s.get(&self.bytes))
     }
 
+    /// Whether a front end handed this request over already parsed (see
+    /// [`crate::gateway`]) rather than it being read as HTTP/1.x.
+    pub fn is_gateway(&self) -> bool {
+        self.vars.is_some()
+    }
+
+    /// The server variables a front end sent with the request (`REMOTE_ADDR`,
+    /// `HTTPS`, `SCRIPT_NAME`, `DOCUMENT_ROOT`, …), in order, without the
+    /// `HTTP_*` ones, which are [`RequestHead::headers`]. Empty for an
+    /// HTTP/1.x request.
+    pub fn vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.vars
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|(n, v)| (n.get(&self.bytes), v.get(&self.bytes)))
+    }
+
+    /// The value of the server variable `name` (exact, case-sensitive, as
+    /// CGI names are), if the front end sent it.
+    pub fn var(&self, name: &[u8]) -> Option<&[u8]> {
+        self.vars().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// Sets whether the connection may carry another request after this
+    /// one; a gateway codec decides it from its own protocol (FastCGI's
+    /// `FCGI_KEEP_CONN`, AJP's connection reuse).
+    pub fn set_keep_alive(&mut self, keep_alive: bool) {
+        self.keep_alive = keep_alive;
+    }
+
+    /// Sets how the body is framed; a gateway codec whose protocol frames
+    /// the body itself uses [`BodyKind::Chunked`] for "length unknown, until
+    /// the protocol says the body ended".
+    pub fn set_body(&mut self, body: BodyKind) {
+        self.body = body;
+    }
+
     /// The whole head as received, request line through the final empty line.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
@@ -246,6 +293,46 @@ impl RequestHead {
         HeadStorage {
             bytes: self.bytes,
             headers: self.headers,
+        }
+    }
+}
+
+/// The parts of a [`RequestHead`] that [`crate::gateway`] builds from a
+/// front end's variables, as spans of `bytes`.
+#[derive(Debug)]
+pub(crate) struct GatewayParts {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) method: Span,
+    pub(crate) target: Span,
+    pub(crate) path: Span,
+    pub(crate) query: Span,
+    pub(crate) version: Version,
+    pub(crate) headers: Vec<(Span, Span)>,
+    pub(crate) host: Option<Span>,
+    pub(crate) body: BodyKind,
+    pub(crate) content_type: Option<Span>,
+    pub(crate) content_length: Option<Span>,
+    pub(crate) vars: Vec<(Span, Span)>,
+}
+
+impl From<GatewayParts> for RequestHead {
+    fn from(p: GatewayParts) -> RequestHead {
+        RequestHead {
+            bytes: p.bytes,
+            method: p.method,
+            target: p.target,
+            path: p.path,
+            query: p.query,
+            version: p.version,
+            headers: p.headers,
+            host: p.host,
+            scheme: None,
+            body: p.body,
+            keep_alive: false,
+            expects_continue: false,
+            content_type: p.content_type,
+            content_length: p.content_length,
+            vars: Some(p.vars.into_boxed_slice()),
         }
     }
 }
@@ -483,6 +570,7 @@ fn build_head(
         expects_continue: verdict.expects_continue,
         content_type: verdict.content_type,
         content_length: verdict.content_length,
+        vars: None,
     };
     Ok(Parsed::Complete {
         head: head_out,

@@ -9,7 +9,7 @@ pub mod response;
 
 mod diagnose;
 mod fields;
-mod syntax;
+pub(crate) mod syntax;
 mod target;
 
 pub use body::BodyDecoder;
