@@ -137,7 +137,7 @@ pub struct RequestHead {
     /// For a request a front end handed over already parsed (FastCGI, SCGI,
     /// uwsgi, AJP): the server variables it sent, other than the `HTTP_*`
     /// ones (which are `headers`). `None` for a request read as HTTP/1.x,
-    /// which therefore pays one word for it.
+    /// which therefore pays two words for it.
     vars: Option<Box<[(Span, Span)]>>,
 }
 
