@@ -44,7 +44,7 @@ use std::time::Duration;
 use ferrowsgi_proto::DateCache;
 
 use crate::log;
-use crate::server::lock;
+use crate::sync::lock;
 
 /// No request is running on the slot's thread.
 const IDLE: u8 = 0;

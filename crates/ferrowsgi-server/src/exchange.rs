@@ -5,98 +5,21 @@
 use std::any::Any;
 use std::io::{self, IoSlice, Write};
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::Path;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
 use crate::config::Config;
-use crate::conn::{
-    Conn, ConnState, KeptSpool, Pending, BODY_BUFFER, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK,
-};
+use crate::conn::{Conn, ConnState, BODY_BUFFER, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK};
 use crate::deadline::{self, Claim, Watch};
-use crate::handler::Waiter;
 use crate::hold::{Wrote, TICK};
+use crate::peer::PeerInfo;
+use crate::spool::KeptSpool;
+use crate::state::{ExchangeState, Framing, Parked, Pending, RespState};
 use crate::sys::{self, Want};
+use crate::wait::Waiter;
 use crate::{log, metrics};
-
-/// Who is on either end of a connection, as strings ready for the environ.
-#[derive(Debug)]
-pub struct PeerInfo {
-    /// Client address ("" for unix sockets).
-    pub remote_addr: String,
-    /// Client port ("" for unix sockets).
-    pub remote_port: String,
-    /// Local address (the server's name when no better one is known).
-    pub server_name: String,
-    /// Local port.
-    pub server_port: String,
-    /// Whether the connection came over a unix socket.
-    pub is_unix: bool,
-    /// Whether the client is on this host: a unix socket, a loopback
-    /// address, or the address the connection came in on.
-    pub is_local: bool,
-    /// Per-connection data of the application side, made on first use and
-    /// dropped with the connection (the binding keeps these strings as
-    /// Python objects, so keep-alive requests do not rebuild them).
-    pub ext: OnceLock<Box<dyn Any + Send + Sync>>,
-}
-
-impl PeerInfo {
-    /// For a TCP connection.
-    pub fn tcp(peer: SocketAddr, local: SocketAddr) -> PeerInfo {
-        PeerInfo {
-            is_local: is_same_host(peer, local),
-            remote_addr: canonical_ip(peer),
-            remote_port: peer.port().to_string(),
-            server_name: canonical_ip(local),
-            server_port: local.port().to_string(),
-            is_unix: false,
-            ext: OnceLock::new(),
-        }
-    }
-
-    /// For a unix-socket connection.
-    pub fn unix(_path: &Path) -> PeerInfo {
-        PeerInfo {
-            remote_addr: String::new(),
-            remote_port: String::new(),
-            server_name: "localhost".to_string(),
-            server_port: String::new(),
-            is_unix: true,
-            is_local: true,
-            ext: OnceLock::new(),
-        }
-    }
-}
-
-/// Whether `peer` is on this host: a loopback address (IPv4-mapped ones
-/// included) or the local address of its own connection.
-pub fn is_same_host(peer: SocketAddr, local: SocketAddr) -> bool {
-    let unmap = |a: SocketAddr| match a {
-        SocketAddr::V6(v6) => v6
-            .ip()
-            .to_ipv4_mapped()
-            .map_or(std::net::IpAddr::V6(*v6.ip()), std::net::IpAddr::V4),
-        SocketAddr::V4(v4) => std::net::IpAddr::V4(*v4.ip()),
-    };
-    let ip = unmap(peer);
-    ip.is_loopback() || ip == unmap(local)
-}
-
-/// An IPv4-mapped IPv6 peer is shown as the IPv4 address it is.
-fn canonical_ip(a: SocketAddr) -> String {
-    match a {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.ip().to_string(),
-        },
-        SocketAddr::V4(v4) => v4.ip().to_string(),
-    }
-}
 
 /// Room for the header lines of a typical response, reserved when a head is
 /// made.
@@ -231,32 +154,6 @@ const ONE_SHOT_MAX: u64 = 1200;
 /// the buffered bytes before them in one writev.
 const COPY_LIMIT: usize = 4096;
 
-/// How the response body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// Content-Length: this many bytes remain to be sent.
-    Length(u64),
-    /// Transfer-Encoding: chunked.
-    Chunked,
-    /// The end of the body is the close of the connection (HTTP/1.0).
-    Close,
-    /// No body at all (HEAD, 1xx, 204, 304).
-    Empty,
-}
-
-/// Where the response is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RespState {
-    /// Nothing sent yet.
-    Idle,
-    /// The head is out; the body is streaming with this framing.
-    Streaming(Framing),
-    /// Complete.
-    Done,
-    /// Cut off after an error; the connection will be closed.
-    Aborted,
-}
-
 /// One request/response exchange on a connection, handed to
 /// [`crate::Handler::handle`].
 pub struct Exchange<'a> {
@@ -273,94 +170,6 @@ pub struct Exchange<'a> {
     paused: Option<Box<dyn Any + Send>>,
     /// The deadline slot of the thread running the request (`--timeout`).
     watch: Option<&'a Watch>,
-}
-
-/// The per-request part of an [`Exchange`], which a paused response keeps
-/// with its connection ([`Parked`]).
-#[derive(Debug)]
-struct ExchangeState {
-    req: Pending,
-    body_pos: usize,
-    state: RespState,
-    status: u16,
-    body_read: u64,
-    /// The request body turned out malformed while the application read it.
-    body_invalid: bool,
-    /// The request body went over `--limit-request-body` while the
-    /// application read it: every later read fails the same way, and the
-    /// answer is 413 unless the response has started.
-    body_over_limit: bool,
-    body_sent: u64,
-    keep_alive: bool,
-    /// When the stream's previous block (or its head) was handed over; set
-    /// when a stream starts, so a complete response reads no clock for it.
-    last_block: Option<Instant>,
-    /// When the request was handed to the application, read only for an
-    /// access log that shows durations.
-    started: Option<Instant>,
-    /// The response headers the access log shows (in the order of
-    /// [`log::AccessLog::response_headers`]); empty unless it shows some.
-    logged_headers: Vec<Option<Vec<u8>>>,
-    /// The request's deadline (see `deadline.rs`); 0 for none.
-    due: u64,
-    /// With metrics on: when the request was ready ([`Exchange::count_from`]).
-    counted_from: Option<Instant>,
-    /// Bytes of the response head.
-    head_out: u64,
-}
-
-/// An exchange whose response is waiting for a slow reader: the handler's
-/// own state and the exchange's, kept with the connection while the event
-/// loop writes the buffered output, until [`crate::Handler::resume`].
-pub struct Parked {
-    st: ExchangeState,
-    /// The handler's state (dropping it ends the response for good).
-    pub(crate) app: Box<dyn Any + Send>,
-}
-
-impl Parked {
-    /// The parked request's head.
-    pub fn head(&self) -> &RequestHead {
-        &self.st.req.head
-    }
-
-    /// Counts the request of a paused response that will never go on (its
-    /// client went away or stopped reading).
-    pub(crate) fn count_abandoned(&self, m: &metrics::WorkerSlot) {
-        self.st.count(m);
-    }
-}
-
-impl ExchangeState {
-    /// Counts this request in the worker's metrics.
-    fn count(&self, m: &metrics::WorkerSlot) {
-        let took = self.counted_from.map_or(Duration::ZERO, |t| t.elapsed());
-        let bytes_in = self.req.head.as_bytes().len() as u64 + self.body_read;
-        m.on_request(
-            self.req.head.method(),
-            self.status,
-            took,
-            bytes_in,
-            self.head_out + self.body_sent,
-        );
-    }
-}
-
-impl std::fmt::Debug for Parked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parked")
-            .field(
-                "method",
-                &String::from_utf8_lossy(self.st.req.head.method()),
-            )
-            .field(
-                "target",
-                &String::from_utf8_lossy(self.st.req.head.target()),
-            )
-            .field("state", &self.st.state)
-            .field("body_sent", &self.st.body_sent)
-            .finish()
-    }
 }
 
 impl std::fmt::Debug for Exchange<'_> {

@@ -15,7 +15,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::log;
-use crate::server::{lock, StopHandle};
+use crate::stop::StopHandle;
+use crate::sync::lock;
 
 /// The exit status of a worker that retired itself as unhealthy (sysexits'
 /// `EX_SOFTWARE`): distinct from a clean stop (0), a start-up failure (1),

@@ -30,7 +30,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use crate::server::lock;
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 /// Held bytes are written by the producer once this many have gathered:

@@ -238,7 +238,7 @@ impl Listener {
     /// Accepts one connection and returns it with its peer and local
     /// addresses. TCP_NODELAY is left to [`Stream::set_nodelay`]: a
     /// connection answered in one write and closed never needs it.
-    pub fn accept(&self) -> io::Result<(Stream, crate::exchange::PeerInfo)> {
+    pub fn accept(&self) -> io::Result<(Stream, crate::peer::PeerInfo)> {
         match self {
             Listener::Tcp {
                 listener,
@@ -251,16 +251,16 @@ impl Listener {
                     None => s.local_addr()?,
                 };
                 if let Some(name) = loopback_congestion {
-                    if crate::exchange::is_same_host(peer, local) {
+                    if crate::peer::is_same_host(peer, local) {
                         // Best effort: the connection works either way.
                         let _ = set_congestion(&socket2::SockRef::from(&s), name);
                     }
                 }
-                Ok((Stream::Tcp(s), crate::exchange::PeerInfo::tcp(peer, local)))
+                Ok((Stream::Tcp(s), crate::peer::PeerInfo::tcp(peer, local)))
             }
             Listener::Unix(l, path, _) => {
                 let (s, _) = l.accept()?;
-                Ok((Stream::Unix(s), crate::exchange::PeerInfo::unix(path)))
+                Ok((Stream::Unix(s), crate::peer::PeerInfo::unix(path)))
             }
         }
     }

@@ -27,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrowsgi_proto::{percent_decode, RequestHead};
 
-use crate::exchange::PeerInfo;
+use crate::peer::PeerInfo;
 
 /// Error-log severity. The numbers are those of Python's `logging`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

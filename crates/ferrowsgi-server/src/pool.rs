@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::handler::Waiter;
-use crate::server::lock;
+use crate::sync::lock;
+use crate::wait::Waiter;
 
 /// How often the loop looks at whether the busy threads are blocked.
 pub(crate) const STALL: Duration = Duration::from_millis(1);

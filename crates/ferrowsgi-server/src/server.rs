@@ -16,7 +16,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,13 +25,17 @@ use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, Next, Pending, BODY_READ_CHUNK, READ_CHUNK};
+use crate::conn::{Conn, ConnState, Next, BODY_READ_CHUNK, READ_CHUNK};
 use crate::deadline::{Deadlines, Watch};
-use crate::exchange::{Exchange, Parked, PeerInfo};
+use crate::exchange::Exchange;
 use crate::handler::Handler;
 use crate::health;
 use crate::listen::{Listener, Stream};
+use crate::peer::PeerInfo;
 use crate::pool;
+use crate::state::{Parked, Pending};
+use crate::stop::StopHandle;
+use crate::sync::lock;
 use crate::sys;
 use crate::{health_path, log, metrics};
 
@@ -74,63 +78,6 @@ const REPLACED_IDLE: Duration = Duration::from_secs(1);
 /// so without this the same worker would take every connection whenever
 /// it is idle (docs/ARCHITECTURE.md, "Processes").
 const SHARED_ROTATE_EVERY: usize = 4;
-
-/// Asks a running server to stop, from any thread.
-#[derive(Debug, Clone)]
-pub struct StopHandle {
-    stop: Arc<AtomicBool>,
-    waker: Arc<Waker>,
-    /// Milliseconds a stop leaves requests in progress.
-    grace_ms: Arc<AtomicU64>,
-    /// No new connections, but no stop either.
-    pause: Arc<AtomicBool>,
-    /// The stop replaces this server by another one (see
-    /// [`StopHandle::stop_replaced`]).
-    replaced: Arc<AtomicBool>,
-}
-
-impl StopHandle {
-    /// Requests a graceful stop: no new connections, idle connections
-    /// closed at once, requests in progress finish (their responses say
-    /// `Connection: close`), then [`Server::run`] returns.
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-
-    /// Requests a graceful stop of a server that others replace (a worker
-    /// being recycled or reloaded): the same as [`StopHandle::stop`],
-    /// except that an idle keep-alive connection is closed only once it
-    /// has been idle for a moment (1 s), so that a client that sends on it
-    /// right now gets its answer, with `Connection: close`, and goes to the
-    /// replacement for the next one.
-    pub fn stop_replaced(&self) {
-        self.replaced.store(true, Ordering::SeqCst);
-        self.stop();
-    }
-
-    /// Requests a stop that leaves requests in progress no time: the loop
-    /// closes every connection and returns.
-    pub fn stop_now(&self) {
-        self.grace_ms.store(0, Ordering::SeqCst);
-        self.stop();
-    }
-
-    /// Stops accepting new connections (for good), while the connections
-    /// open go on being served: a worker about to be replaced leaves the
-    /// new ones to the other workers and its replacement.
-    pub fn pause_accept(&self) {
-        self.pause.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-    }
-
-    /// How long a graceful stop waits for requests in progress (30 s
-    /// unless set).
-    pub fn set_grace(&self, grace: Duration) {
-        self.grace_ms
-            .store(grace.as_millis() as u64, Ordering::SeqCst);
-    }
-}
 
 /// Where a connection is.
 #[derive(Debug)]
@@ -222,14 +169,6 @@ impl Pool {
     fn push(&self, job: Job) {
         self.jobs.push(job);
     }
-}
-
-/// Takes a lock of the pool's queues or of held output (`hold.rs`). A
-/// panic while holding one cannot leave its state inconsistent (each
-/// operation is a single push, pop or buffer update), so a poisoned lock is
-/// used as it is.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A bound server, ready to run.

@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 use super::{signals, Settings, EXIT_BOOT_FAILED};
 use crate::handler::Handler;
 use crate::listen::Listener;
-use crate::server::{Server, StopHandle};
+use crate::server::Server;
+use crate::stop::StopHandle;
 use crate::{log, Config};
 
 /// Why a worker asks to be replaced.
