@@ -37,6 +37,7 @@ pub mod error;
 pub mod gateway;
 pub mod h1;
 pub mod limits;
+pub mod response_head;
 
 pub use error::{BodyError, ParseError};
 pub use h1::body::BodyDecoder;
@@ -51,6 +52,7 @@ pub use h1::response::{
     LAST_CHUNK,
 };
 pub use limits::Limits;
+pub use response_head::{Field, ResponseHead};
 
 #[cfg(test)]
 mod alloc_count;

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use ferrowsgi_proto::{eq_lowercase, percent_decode, Version};
+use ferrowsgi_proto::{eq_lowercase, percent_decode, RequestHead, Version};
 use ferrowsgi_server::{Exchange, PeerInfo};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -334,10 +334,108 @@ impl EnvTemplate {
                 env.set_item(&k.http_host, latin1_str(py, host)?)?;
             }
         }
+        if head.is_gateway() {
+            self.set_gateway_vars(py, &env, head)?;
+        }
         env.set_item(&k.wsgi_input, input)?;
         env.set_item(&k.wsgi_errors, errors)?;
         Ok(env)
     }
+
+    /// Sets what a front end reported with a gateway request (FastCGI,
+    /// SCGI, uwsgi, AJP13) over what the connection says: its server
+    /// variables as they are — the client's address, the server's name and
+    /// port, the protocol — except those the environ must not take from
+    /// outside (`wsgi.*`, `SERVER_SOFTWARE`, and the Content-Type/Length
+    /// the headers already set); `wsgi.url_scheme` from `HTTPS` (or
+    /// `REQUEST_SCHEME`); and `SCRIPT_NAME`/`PATH_INFO` as the front end
+    /// split them ([`split_script_path`]).
+    fn set_gateway_vars(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        head: &RequestHead,
+    ) -> PyResult<()> {
+        let k = &self.keys;
+        let mut scheme_https = None;
+        for (name, value) in head.vars() {
+            match name {
+                b"SERVER_SOFTWARE" | b"SCRIPT_NAME" | b"PATH_INFO" => continue,
+                b"HTTPS" => {
+                    let on = [&b"on"[..], b"1", b"yes", b"true"]
+                        .iter()
+                        .any(|v| value.eq_ignore_ascii_case(v));
+                    scheme_https = Some(on);
+                }
+                b"REQUEST_SCHEME"
+                    if scheme_https.is_none() && value.eq_ignore_ascii_case(b"https") =>
+                {
+                    scheme_https = Some(true);
+                }
+                _ => {}
+            }
+            if name.starts_with(b"wsgi.") || name.contains(&b'.') {
+                continue;
+            }
+            env.set_item(latin1_str(py, name)?, latin1_str(py, value)?)?;
+        }
+        if head.var(b"REMOTE_HOST").is_none() {
+            if let Some(addr) = head.var(b"REMOTE_ADDR") {
+                env.set_item(&k.remote_host, latin1_str(py, addr)?)?;
+            }
+        }
+        if scheme_https == Some(true) {
+            env.set_item("wsgi.url_scheme", "https")?;
+        }
+        let (script, path) = split_script_path(head);
+        env.set_item("SCRIPT_NAME", latin1_str(py, &script)?)?;
+        env.set_item(&k.path_info, latin1_str(py, &path)?)?;
+        Ok(())
+    }
+}
+
+/// `SCRIPT_NAME` and `PATH_INFO` (decoded) of a gateway request:
+///
+/// - the front end sent `PATH_INFO` (nginx's `uwsgi_params`, Apache): both
+///   as sent, except that when `SCRIPT_NAME` + `PATH_INFO` is, byte for
+///   byte, the path of `REQUEST_URI` and holds a `%`, the front end passed
+///   the path undecoded, and both are decoded here;
+/// - it did not (nginx's `fastcgi_params` and `scgi_params`, which send
+///   `SCRIPT_NAME` = the whole path): the path is `REQUEST_URI`'s, decoded;
+///   a `SCRIPT_NAME` that is a proper prefix of it on a segment boundary
+///   stays the script name and the rest is `PATH_INFO`; one that is the
+///   whole path (or no prefix) is dropped, so that the application sees
+///   the whole path in `PATH_INFO`, as behind an HTTP proxy. Mounting an
+///   application under a prefix is then `--root-path` or `ferrowsgi.Mount`.
+fn split_script_path(head: &RequestHead) -> (Vec<u8>, Vec<u8>) {
+    let script = head.var(b"SCRIPT_NAME").unwrap_or(b"");
+    let raw_path = head.path();
+    if let Some(info) = head.var(b"PATH_INFO") {
+        let joined_is_raw = raw_path.len() == script.len() + info.len()
+            && raw_path.starts_with(script)
+            && raw_path.ends_with(info);
+        if joined_is_raw && raw_path.contains(&b'%') {
+            return (
+                percent_decode(script).into_owned(),
+                percent_decode(info).into_owned(),
+            );
+        }
+        return (script.to_vec(), info.to_vec());
+    }
+    let path = if raw_path == b"*" {
+        Vec::new()
+    } else {
+        percent_decode(raw_path).into_owned()
+    };
+    let script = script.strip_suffix(b"/").unwrap_or(script);
+    if !script.is_empty()
+        && script.len() < path.len()
+        && path.starts_with(script)
+        && path.get(script.len()) == Some(&b'/')
+    {
+        return (script.to_vec(), path[script.len()..].to_vec());
+    }
+    (Vec::new(), path)
 }
 
 /// Splits "host:port" / "[v6]:port" / "host".

@@ -12,8 +12,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrowsgi_proto::{parse_head_into, BodyDecoder, BodyKind, HeadStorage, Parsed, Version};
+use ferrowsgi_proto::{BodyKind, HeadStorage, Version};
 
+use crate::codec::{BodyReader, Codec};
 use crate::config::Config;
 use crate::hold::Held;
 use crate::listen::Stream;
@@ -91,7 +92,9 @@ pub struct Conn {
     /// A request whose body is still being buffered.
     pub pending: Option<Pending>,
     /// The unread rest of the previous request's body, being discarded.
-    pub drain: Option<BodyDecoder>,
+    pub drain: Option<BodyReader>,
+    /// The protocol the connection speaks.
+    pub codec: Codec,
     /// The client shut down its sending side.
     pub peer_eof: bool,
     /// The last read stopped because the buffer was full, not at EAGAIN.
@@ -190,6 +193,7 @@ impl Conn {
             state: ConnState::Open,
             pending: None,
             drain: None,
+            codec: Codec::Http1,
             peer_eof: false,
             maybe_more: false,
             read_filled: false,
@@ -341,6 +345,9 @@ impl Conn {
     /// the buffer instead.
     fn splice_body(&mut self) -> Option<io::Result<ReadOutcome>> {
         let p = self.pending.as_mut()?;
+        if !p.decoder.is_plain() {
+            return None;
+        }
         let spool = p.spool.as_mut()?;
         if !spool.splice || spool.failed.is_some() {
             return None;
@@ -504,8 +511,7 @@ impl Conn {
         if let Some(m) = crate::metrics::current() {
             m.on_rejected(status);
         }
-        let resp = ferrowsgi_proto::simple_error_response(status, reason, why);
-        self.wbuf.extend_from_slice(&resp);
+        self.codec.write_error(&mut self.wbuf, status, reason, why);
         self.state = ConnState::CloseAfterFlush;
         self.must_linger = true;
         self.pending = None;
@@ -533,6 +539,22 @@ impl Conn {
             String::from_utf8_lossy(p.head.method()),
             String::from_utf8_lossy(p.head.target()),
         ));
+    }
+
+    /// Queues and starts writing what a gateway protocol needs sent before
+    /// more of `p`'s body can come (AJP13 asks for each body packet).
+    fn ask_for_body(&mut self, p: &mut Pending) {
+        if p.decoder.is_plain() {
+            return;
+        }
+        let before = self.wbuf.len();
+        p.decoder.take_output(&mut self.wbuf);
+        if self.wbuf.len() > before {
+            // What the socket does not take now, the event loop writes.
+            if let Err(e) = self.flush() {
+                log::debug(&format!("cannot ask for more of a request body: {e}"));
+            }
+        }
     }
 
     /// Finds the next request ready for the application among the buffered
@@ -577,8 +599,11 @@ impl Conn {
                 };
             }
             let input = &self.rbuf[self.rpos..];
-            match parse_head_into(input, &cfg.limits, &mut self.spare_head) {
-                Ok(Parsed::Partial) => {
+            let decoded =
+                self.codec
+                    .decode_head(input, &cfg.limits, &mut self.spare_head, &mut self.wbuf);
+            match decoded {
+                Ok(None) => {
                     if self.peer_eof {
                         // A half-sent head is not answered: the client is gone.
                         return Next::Close;
@@ -592,7 +617,7 @@ impl Conn {
                     self.reject(e.status(), e.reason(), &e.to_string());
                     return Next::Close;
                 }
-                Ok(Parsed::Complete { head, consumed }) => {
+                Ok(Some((head, consumed))) => {
                     self.consume(consumed);
                     self.head_since = None;
                     let kind = head.body();
@@ -602,10 +627,11 @@ impl Conn {
                             return Next::Close;
                         }
                     }
-                    let continue_pending = head.version() == Version::Http11
+                    let continue_pending = self.codec.is_http1()
+                        && head.version() == Version::Http11
                         && head.expects_continue()
                         && kind != BodyKind::Empty;
-                    let decoder = BodyDecoder::new(kind, &cfg.limits);
+                    let decoder = self.codec.body_reader(&head, &cfg.limits);
                     let pending = Pending {
                         head,
                         decoder,
@@ -649,7 +675,7 @@ impl Conn {
                 }
                 return Next::Ready(p);
             }
-            if let Some(remaining) = p.decoder.remaining_hint() {
+            if let Some(remaining) = p.decoder.remaining_hint().filter(|_| p.decoder.is_plain()) {
                 // A Content-Length body: one that cannot stay in memory goes
                 // to its file as soon as its size is known, and the buffered
                 // part is written from the connection's buffer directly (the
@@ -679,6 +705,7 @@ impl Conn {
                         self.body_cut_short(&p);
                         return Next::Close;
                     }
+                    self.ask_for_body(&mut p);
                     self.pending = Some(p);
                     return Next::Wait;
                 }
@@ -718,6 +745,7 @@ impl Conn {
                             self.body_cut_short(&p);
                             return Next::Close;
                         }
+                        self.ask_for_body(&mut p);
                         self.pending = Some(p);
                         return Next::Wait;
                     }

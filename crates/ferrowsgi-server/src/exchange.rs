@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
+use crate::codec::Codec;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, BODY_BUFFER, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK};
 use crate::deadline::{self, Claim, Watch};
@@ -21,116 +22,7 @@ use crate::sys::{self, Want};
 use crate::wait::Waiter;
 use crate::{log, metrics};
 
-/// Room for the header lines of a typical response, reserved when a head is
-/// made.
-const HEAD_CAPACITY: usize = 128;
-
-/// A header field's name and value, as bytes.
-pub type Field<'a> = (&'a [u8], &'a [u8]);
-
-/// The status line and header fields of a response, kept serialised as they
-/// go on the wire (`Name: value\r\n` each), with what the server needs to
-/// know about them noted on the way in.
-#[derive(Debug, Clone, Default)]
-pub struct ResponseHead {
-    /// Status code.
-    pub status: u16,
-    /// The status line and the header lines, serialised as they go on the
-    /// wire: `HTTP/1.1 200 OK\r\nName: value\r\n…` (one allocation per
-    /// response rather than one for each part). Empty in a default head.
-    block: Vec<u8>,
-    /// The application's Content-Length, if it gave a valid one.
-    content_length: Option<u64>,
-    /// A Date header is among the fields.
-    has_date: bool,
-    /// A Server header is among the fields.
-    has_server: bool,
-    /// The application asked for `Connection: close`.
-    close: bool,
-}
-
-impl ResponseHead {
-    /// A head with `status` ("200 OK" as `status_line`) and no fields.
-    pub fn new(status: u16, status_line: &[u8]) -> ResponseHead {
-        let mut head = ResponseHead::default();
-        head.restart(status, status_line);
-        head
-    }
-
-    /// Makes this a new head with `status` and no fields, as
-    /// [`ResponseHead::new`] does, in the buffer it already has (a head
-    /// object kept from one response to the next allocates once).
-    pub fn restart(&mut self, status: u16, status_line: &[u8]) {
-        self.clear();
-        self.status = status;
-        if self.block.capacity() < HEAD_CAPACITY {
-            self.block.reserve(HEAD_CAPACITY + status_line.len());
-        }
-        self.block.extend_from_slice(b"HTTP/1.1 ");
-        self.block.extend_from_slice(status_line);
-        self.block.extend_from_slice(b"\r\n");
-    }
-
-    /// Empties the head (as a default one), keeping its buffer.
-    pub fn clear(&mut self) {
-        let mut block = std::mem::take(&mut self.block);
-        block.clear();
-        *self = ResponseHead {
-            block,
-            ..ResponseHead::default()
-        };
-    }
-
-    /// Adds a field. The caller has validated the name (a token) and the
-    /// value (no CR, LF or NUL). `Connection` is not written: the server
-    /// writes its own, and only `close` is taken from the application.
-    pub fn push_header(&mut self, name: &[u8], value: &[u8]) {
-        match name.len() {
-            14 if eq_lowercase(name, b"content-length") => {
-                self.content_length = parse_decimal(value);
-            }
-            4 if eq_lowercase(name, b"date") => self.has_date = true,
-            6 if eq_lowercase(name, b"server") => self.has_server = true,
-            10 if eq_lowercase(name, b"connection") => {
-                self.close |= value.eq_ignore_ascii_case(b"close");
-                return;
-            }
-            _ => {}
-        }
-        self.block.reserve(name.len() + value.len() + 4);
-        self.block.extend_from_slice(name);
-        self.block.extend_from_slice(b": ");
-        self.block.extend_from_slice(value);
-        self.block.extend_from_slice(b"\r\n");
-    }
-
-    /// The application's Content-Length, if any.
-    pub fn content_length(&self) -> Option<u64> {
-        self.content_length
-    }
-
-    /// The status line after the version (`200 OK`) and the fields as
-    /// `(name, value)` pairs, as pushed: for server hooks that look at the
-    /// response, never on the request path otherwise.
-    pub fn parts(&self) -> (&[u8], Vec<Field<'_>>) {
-        let mut lines = self
-            .block
-            .split(|&b| b == b'\n')
-            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-            .filter(|l| !l.is_empty());
-        let status = lines
-            .next()
-            .map(|l| l.strip_prefix(b"HTTP/1.1 ").unwrap_or(l))
-            .unwrap_or(b"");
-        let fields = lines
-            .filter_map(|l| {
-                let i = l.windows(2).position(|w| w == b": ")?;
-                Some((&l[..i], &l[i + 2..]))
-            })
-            .collect();
-        (status, fields)
-    }
-}
+pub use ferrowsgi_proto::{Field, ResponseHead};
 
 /// Chunk data wanted by a read of the body that is worth a `read(2)` of its
 /// own straight into the reader's buffer; less is read into the
@@ -338,7 +230,10 @@ impl<'a> Exchange<'a> {
     /// answers waits in the buffer, or its 504 would overtake them.
     pub(crate) fn arm(&self) {
         if let (Some(w), true) = (self.watch, self.st.due > 0) {
-            let fd = if self.conn.has_output() {
+            // A gateway's 504 must be framed by its codec, which the
+            // watcher thread cannot reach: the exchange writes it when the
+            // application's thread comes back (docs/ARCHITECTURE.md).
+            let fd = if self.conn.has_output() || !self.conn.codec.is_http1() {
                 -1
             } else {
                 self.conn.stream.as_raw_fd()
@@ -370,7 +265,15 @@ impl<'a> Exchange<'a> {
         self.st.status = 504;
         self.st.keep_alive = false;
         self.st.state = RespState::Done;
-        if !answered {
+        if !answered && !self.conn.codec.is_http1() {
+            let message = format!(
+                "the application did not answer within {} s",
+                self.cfg.timeout.as_secs_f64()
+            );
+            let conn = &mut *self.conn;
+            conn.codec
+                .write_error(&mut conn.wbuf, 504, "Gateway Timeout", &message);
+        } else if !answered {
             let date = self.date.get().to_vec();
             let mut extra: Vec<(&[u8], &[u8])> = vec![(b"Date", &date)];
             if self.cfg.server_header {
@@ -561,6 +464,7 @@ impl<'a> Exchange<'a> {
                 if self.conn.peer_eof {
                     return Err(self.cut_short());
                 }
+                self.ask_for_body()?;
                 let ahead = self.st.req.decoder.data_ahead();
                 let want = room.min(usize::try_from(ahead).unwrap_or(usize::MAX));
                 // A Content-Length body is read straight into `out`, and so
@@ -602,6 +506,20 @@ impl<'a> Exchange<'a> {
             self.count_body(n)?;
         }
         Ok(got)
+    }
+
+    /// Sends what a gateway protocol needs sent before more of the body
+    /// can come (AJP13 asks for each body packet); nothing for HTTP/1.x.
+    fn ask_for_body(&mut self) -> io::Result<()> {
+        if self.st.req.decoder.is_plain() {
+            return Ok(());
+        }
+        let before = self.conn.wbuf.len();
+        self.st.req.decoder.take_output(&mut self.conn.wbuf);
+        if self.conn.wbuf.len() > before {
+            self.write_parts(&[])?;
+        }
+        Ok(())
     }
 
     /// The error of a client that closed its side before the end of the body.
@@ -770,6 +688,7 @@ impl<'a> Exchange<'a> {
             if self.conn.peer_eof {
                 return Err(self.cut_short());
             }
+            self.ask_for_body()?;
             match self.conn.read_once_of(BODY_READ_CHUNK) {
                 Ok(0) => self.conn.peer_eof = true,
                 Ok(_) => {}
@@ -858,6 +777,17 @@ impl<'a> Exchange<'a> {
         self.st.body_sent = sent;
         self.st.state = RespState::Done;
         self.check_length(framing, sent, total);
+        if !self.conn.codec.is_http1() {
+            for b in blocks {
+                let b = cut(b);
+                self.gateway_block(b);
+            }
+            self.gateway_end();
+            if self.may_defer() {
+                return Ok(());
+            }
+            return self.conn.flush().map(|_| ());
+        }
         if sent > DIRECT_BODY as u64 {
             // A large body goes straight from the application's buffer, with
             // the head in the same writev; only what the socket does not
@@ -939,6 +869,9 @@ impl<'a> Exchange<'a> {
         };
         if block.is_empty() {
             return Ok(true);
+        }
+        if !self.conn.codec.is_http1() {
+            return self.gateway_send(block, wait);
         }
         match framing {
             Framing::Empty => {
@@ -1072,6 +1005,9 @@ impl<'a> Exchange<'a> {
         let RespState::Streaming(framing) = self.st.state else {
             return Err(io::Error::other("response not started"));
         };
+        if !self.conn.codec.is_http1() {
+            return self.gateway_file(fd, offset, len);
+        }
         // SAFETY: fstat only writes into the zeroed stat buffer we own.
         let size = unsafe {
             let mut st: libc::stat = std::mem::zeroed();
@@ -1147,6 +1083,34 @@ impl<'a> Exchange<'a> {
         Ok((sent, done))
     }
 
+    /// Sends a file in a gateway protocol's response: read in pieces and
+    /// framed like any block (the codec's framing sits between the file's
+    /// bytes, so sendfile(2) cannot carry them). Waits for the socket.
+    fn gateway_file(
+        &mut self,
+        fd: RawFd,
+        offset: u64,
+        len: Option<u64>,
+    ) -> io::Result<(u64, bool)> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off = offset;
+        let mut sent = 0u64;
+        loop {
+            let want = len.map_or(buf.len() as u64, |l| (l - sent).min(buf.len() as u64)) as usize;
+            if want == 0 {
+                break;
+            }
+            let n = sys::pread(fd, &mut buf[..want], off)?;
+            if n == 0 {
+                break;
+            }
+            self.send_block(&buf[..n], true)?;
+            off += n as u64;
+            sent += n as u64;
+        }
+        Ok((sent, true))
+    }
+
     /// Ends a streamed response: the last chunk for chunked framing, or a
     /// check that the application's Content-Length was met (a short body
     /// closes the connection, so the client sees the truncation).
@@ -1172,6 +1136,9 @@ impl<'a> Exchange<'a> {
                         self.st.keep_alive = false;
                     }
                     _ => {}
+                }
+                if !self.conn.codec.is_http1() {
+                    self.gateway_end();
                 }
                 // The response is complete, so like a complete response it
                 // may go out with the other answers of this wake-up (or of
@@ -1240,7 +1207,6 @@ impl<'a> Exchange<'a> {
             return Err(self.deadline_answer(answered));
         }
         self.st.status = head.status;
-        let http10 = self.st.req.head.version() == Version::Http10;
         let is_head = self.is_head();
         let buffered_input = self.conn.input().len() as u64;
         let conn_closing = self.conn.state == ConnState::CloseAfterFlush
@@ -1254,10 +1220,61 @@ impl<'a> Exchange<'a> {
         if head.close {
             self.st.keep_alive = false;
         }
-        let app_len = head.content_length;
+        // An unread body with 100 Continue never sent: the client may or may
+        // not send it, so the connection cannot be reused safely. An unread
+        // body too large to discard afterwards (or of unknown size) means
+        // closing too, and the client is told so now.
+        if self.st.req.continue_pending {
+            self.st.keep_alive = false;
+        } else if !self.st.req.decoder.is_done() {
+            let left = self.st.req.decoder.remaining_hint().unwrap_or(u64::MAX);
+            if left.saturating_sub(buffered_input) > DRAIN_LIMIT {
+                self.st.keep_alive = false;
+            }
+        }
+        if conn_closing {
+            self.st.keep_alive = false;
+        }
+        let head_start = self.conn.wbuf.len();
+        let framing = if self.conn.codec.is_http1() {
+            self.h1_head(head, full_len, is_head)
+        } else {
+            self.gateway_head(head, full_len, is_head)
+        };
+        self.st.head_out = (self.conn.wbuf.len() - head_start) as u64;
+        if let Some(names) = self
+            .cfg
+            .access_log
+            .as_ref()
+            .map(|a| a.response_headers())
+            .filter(|n| !n.is_empty())
+        {
+            self.st.logged_headers = find_fields(&self.conn.wbuf[head_start..], names);
+        }
+        // The first answer on a connection that closes after it, small and
+        // complete, leaves in one write: Nagle's algorithm cannot delay it.
+        let head_len = (self.conn.wbuf.len() - self.conn.wpos) as u64;
+        let one_shot = !self.st.keep_alive
+            && self.conn.served == 0
+            && full_len.is_some_and(|n| n.saturating_add(head_len) <= ONE_SHOT_MAX);
+        if !one_shot {
+            self.conn.set_nodelay();
+        }
+        Ok(framing)
+    }
+
+    /// Writes an HTTP/1.1 response head into the connection's buffer and
+    /// decides the framing: the application's Content-Length, the whole
+    /// body's length when it is known, else chunked (close-delimited for
+    /// HTTP/1.0).
+    fn h1_head(&mut self, head: &ResponseHead, full_len: Option<u64>, is_head: bool) -> Framing {
+        let http10 = self.st.req.head.version() == Version::Http10;
+        let app_len = head.content_length();
         let out = &mut self.conn.wbuf;
-        let head_start = out.len();
-        out.extend_from_slice(&head.block);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(head.status_line());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(head.field_lines());
         if !head.has_date {
             out.extend_from_slice(b"Date: ");
             out.extend_from_slice(self.date.get());
@@ -1299,47 +1316,90 @@ impl<'a> Exchange<'a> {
                 Framing::Chunked
             }
         };
-        // An unread body with 100 Continue never sent: the client may or may
-        // not send it, so the connection cannot be reused safely. An unread
-        // body too large to discard afterwards (or of unknown size) means
-        // closing too, and the client is told so now.
-        if self.st.req.continue_pending {
-            self.st.keep_alive = false;
-        } else if !self.st.req.decoder.is_done() {
-            let left = self.st.req.decoder.remaining_hint().unwrap_or(u64::MAX);
-            if left.saturating_sub(buffered_input) > DRAIN_LIMIT {
-                self.st.keep_alive = false;
-            }
-        }
-        if conn_closing {
-            self.st.keep_alive = false;
-        }
         if !self.st.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         } else if http10 {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        self.st.head_out = (self.conn.wbuf.len() - head_start) as u64;
-        if let Some(names) = self
-            .cfg
-            .access_log
-            .as_ref()
-            .map(|a| a.response_headers())
-            .filter(|n| !n.is_empty())
-        {
-            self.st.logged_headers = find_fields(&self.conn.wbuf[head_start..], names);
+        framing
+    }
+
+    /// Writes a gateway protocol's response head through its codec and
+    /// decides how much body goes out: the application's Content-Length,
+    /// the whole body's length when known (announced to the front end),
+    /// else as much as the application sends (the codec frames each block
+    /// and marks the end, [`Framing::Close`] here meaning "no count").
+    /// Date and Server are the front end's to add.
+    fn gateway_head(
+        &mut self,
+        head: &ResponseHead,
+        full_len: Option<u64>,
+        is_head: bool,
+    ) -> Framing {
+        let app_len = head.content_length();
+        let announce = if app_len.is_some() { None } else { full_len };
+        let conn = &mut *self.conn;
+        if let Codec::Gateway(g) = &mut conn.codec {
+            g.write_head(&mut conn.wbuf, head, announce);
         }
-        // The first answer on a connection that closes after it, small and
-        // complete, leaves in one write: Nagle's algorithm cannot delay it.
-        let head_len = (self.conn.wbuf.len() - self.conn.wpos) as u64;
-        let one_shot = !self.st.keep_alive
-            && self.conn.served == 0
-            && full_len.is_some_and(|n| n.saturating_add(head_len) <= ONE_SHOT_MAX);
-        if !one_shot {
-            self.conn.set_nodelay();
+        match app_len.or(full_len) {
+            _ if !has_body(head.status) || is_head => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::Close,
         }
-        Ok(framing)
+    }
+
+    /// Frames `data` as a block of a gateway protocol's response body in
+    /// the connection's buffer.
+    fn gateway_block(&mut self, data: &[u8]) {
+        let conn = &mut *self.conn;
+        if let Codec::Gateway(g) = &mut conn.codec {
+            if !data.is_empty() {
+                g.write_block(&mut conn.wbuf, data);
+            }
+        }
+    }
+
+    /// Ends a gateway protocol's response in the connection's buffer.
+    fn gateway_end(&mut self) {
+        let keep_alive = self.st.keep_alive;
+        let conn = &mut *self.conn;
+        if let Codec::Gateway(g) = &mut conn.codec {
+            g.write_end(&mut conn.wbuf, keep_alive);
+        }
+    }
+
+    /// Sends one block of a gateway protocol's streamed response (see
+    /// [`Exchange::send_block`]): counted against the framing, framed by
+    /// the codec, written now (waiting for the socket with `wait`).
+    fn gateway_send(&mut self, block: &[u8], wait: bool) -> io::Result<bool> {
+        let RespState::Streaming(framing) = self.st.state else {
+            return Err(io::Error::other("response not started"));
+        };
+        let take = match framing {
+            Framing::Empty => {
+                self.st.body_sent += block.len() as u64;
+                return Ok(true);
+            }
+            Framing::Length(left) => {
+                let take = (block.len() as u64).min(left) as usize;
+                if take < block.len() {
+                    log::warning(&format!(
+                        "{} {}: application sent more than its Content-Length; cut",
+                        String::from_utf8_lossy(self.st.req.head.method()),
+                        String::from_utf8_lossy(self.st.req.head.target())
+                    ));
+                    self.st.keep_alive = false;
+                }
+                self.st.state = RespState::Streaming(Framing::Length(left - take as u64));
+                take
+            }
+            Framing::Close | Framing::Chunked => block.len(),
+        };
+        self.st.body_sent += take as u64;
+        self.gateway_block(&block[..take]);
+        self.write_out(&[], wait)
     }
 
     /// This request reaches `--keep-alive-requests`, so its answer closes
@@ -1566,72 +1626,7 @@ fn copy_into(dst: &mut [MaybeUninit<u8>], src: &[u8]) {
     }
 }
 
-fn parse_decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |acc, &d| {
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
 /// Appends a chunk-size line (`1a\r\n`) for a chunk of `n` bytes.
 fn write_chunk_size(out: &mut Vec<u8>, n: usize) {
     let _ = write!(out, "{n:x}\r\n");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A "200 OK" head with `fields` pushed in order.
-    fn head_with(fields: &[(&[u8], &[u8])]) -> ResponseHead {
-        let mut head = ResponseHead::new(200, b"200 OK");
-        for (name, value) in fields {
-            head.push_header(name, value);
-        }
-        head
-    }
-
-    #[test]
-    fn a_restarted_head_keeps_nothing_of_the_one_before() {
-        let mut head = head_with(&[
-            (b"Content-Length", b"13"),
-            (b"Date", b"Tue, 01 Dec 2026 00:00:00 GMT"),
-            (b"Server", b"app"),
-            (b"Connection", b"close"),
-            (b"X-A", b"1"),
-        ]);
-        assert_eq!(head.content_length(), Some(13));
-        assert!(head.has_date && head.has_server && head.close);
-        let capacity = head.block.capacity();
-
-        head.restart(404, b"404 Not Found");
-        assert_eq!(head.status, 404);
-        assert_eq!(head.block, b"HTTP/1.1 404 Not Found\r\n");
-        assert_eq!(head.content_length(), None);
-        assert!(!head.has_date && !head.has_server && !head.close);
-        assert_eq!(head.block.capacity(), capacity, "the buffer is reused");
-
-        head.clear();
-        assert!(head.block.is_empty());
-        assert_eq!(head.status, 0);
-        assert_eq!(head.block.capacity(), capacity);
-    }
-
-    #[test]
-    fn header_names_are_recognised_in_any_case() {
-        let head = head_with(&[
-            (b"CONTENT-LENGTH", b"7"),
-            (b"dAtE", b"x"),
-            (b"connection", b"Close"),
-        ]);
-        assert_eq!(head.content_length(), Some(7));
-        assert!(head.has_date && head.close);
-        // Connection is the server's to write; the others go out as given.
-        assert_eq!(
-            head.block,
-            b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 7\r\ndAtE: x\r\n".to_vec()
-        );
-    }
 }

@@ -235,6 +235,12 @@ impl Listener {
         }
     }
 
+    /// The codec of a connection accepted here: the protocol this
+    /// listener speaks (HTTP/1.x unless its bind address named another).
+    pub fn codec(&self) -> crate::codec::Codec {
+        crate::codec::Codec::Http1
+    }
+
     /// Accepts one connection and returns it with its peer and local
     /// addresses. TCP_NODELAY is left to [`Stream::set_nodelay`]: a
     /// connection answered in one write and closed never needs it.

@@ -24,6 +24,7 @@ use ferrowsgi_proto::DateCache;
 use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::codec::Codec;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Next, BODY_READ_CHUNK, READ_CHUNK};
 use crate::deadline::{Deadlines, Watch};
@@ -624,7 +625,8 @@ impl<H: Handler> EventLoop<H> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_shared += usize::from(self.server.shared);
-                    let key = self.admit(stream, peer);
+                    let codec = listener.codec();
+                    let key = self.admit(stream, peer, codec);
                     // TCP_DEFER_ACCEPT: the request is usually there already,
                     // and a connection answered and closed right now is
                     // never registered with the poller.
@@ -761,7 +763,8 @@ impl<H: Handler> EventLoop<H> {
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         left -= 1;
-                        taken.push(self.admit(stream, peer));
+                        let codec = listener.codec();
+                        taken.push(self.admit(stream, peer, codec));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // Empty (WouldBlock), or an error (out of descriptors):
@@ -777,11 +780,13 @@ impl<H: Handler> EventLoop<H> {
         }
     }
 
-    /// Adds an accepted connection to the loop; returns its key.
-    fn admit(&mut self, stream: Stream, peer: PeerInfo) -> usize {
+    /// Adds an accepted connection, speaking `codec`'s protocol, to the
+    /// loop; returns its key.
+    fn admit(&mut self, stream: Stream, peer: PeerInfo, codec: Codec) -> usize {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = Box::new(Conn::new(stream, peer));
+        conn.codec = codec;
         conn.defer_output = self.pool.is_none();
         conn.server_stop = Some(Arc::clone(&self.server.stop));
         entry.insert(Slot::Here(conn));

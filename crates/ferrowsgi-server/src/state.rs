@@ -5,7 +5,9 @@
 use std::any::Any;
 use std::time::{Duration, Instant};
 
-use ferrowsgi_proto::{BodyDecoder, RequestHead};
+use ferrowsgi_proto::RequestHead;
+
+use crate::codec::BodyReader;
 
 use crate::metrics;
 use crate::spool::Spool;
@@ -15,8 +17,8 @@ use crate::spool::Spool;
 pub struct Pending {
     /// The parsed head.
     pub head: RequestHead,
-    /// The body decoder, positioned after the buffered part.
-    pub decoder: BodyDecoder,
+    /// The body's reader, positioned after the buffered part.
+    pub decoder: BodyReader,
     /// Decoded body bytes already read.
     pub body: Vec<u8>,
     /// Whether `100 Continue` is owed before the body is read.

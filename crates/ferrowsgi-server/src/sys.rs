@@ -291,3 +291,21 @@ impl SplicePipe {
         Spliced::Moved(got)
     }
 }
+
+/// Reads up to `buf.len()` bytes of the file `fd` at `offset` (pread(2)),
+/// retrying on EINTR; `Ok(0)` at the end of the file.
+pub fn pread(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let off = libc::off_t::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
+    loop {
+        // SAFETY: pread(2) writes at most `buf.len()` bytes into `buf`, a
+        // live, writable slice; `fd` is only read from.
+        let rc = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off) };
+        if rc >= 0 {
+            return Ok(rc as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
