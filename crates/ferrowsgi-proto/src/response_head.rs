@@ -1,14 +1,22 @@
-//! The status and header fields of a response, in no protocol's wire form.
+//! The status and header fields of a response, in no protocol's framing.
 //!
 //! What a WSGI application passes to `start_response` is the same whatever
 //! carries the answer: HTTP/1.1 writes a status line before the fields,
 //! SCGI and FastCGI a `Status:` field (CGI, RFC 3875 §6.3.3), AJP13 a binary
-//! packet. A [`ResponseHead`] keeps the status line's text (`200 OK`) and the
-//! fields as field lines (`Name: value\r\n` each, RFC 9112 §5), the form
-//! four of those five protocols send as they are, so that HTTP/1.1 — the
-//! hot path — copies them in one piece; AJP13 reads them back with
-//! [`ResponseHead::fields`]. Each protocol's codec adds what its framing
-//! needs (version, `Status:`, Content-Length, chunking, Connection).
+//! packet. A [`ResponseHead`] offers the status line's text (`200 OK`,
+//! [`ResponseHead::status_line`]) and the fields, as field lines
+//! (`Name: value\r\n` each, RFC 9112 §5, [`ResponseHead::field_lines`]) or
+//! as pairs ([`ResponseHead::fields`]); each protocol's codec adds what its
+//! framing needs (`Status:`, Content-Length, chunking, Connection).
+//!
+//! Stored, the parts sit in one buffer laid out as HTTP/1.1 sends them —
+//! `HTTP/1.1 200 OK\r\n` and the field lines — so that the HTTP/1.1 hot
+//! path copies the head in one piece ([`ResponseHead::http1_lines`]): three
+//! copies instead of one cost about 70 instructions per response, 1% of a
+//! hello request's user-space total.
+
+/// The version an HTTP/1.1 status line starts with.
+const HTTP11: &[u8] = b"HTTP/1.1 ";
 
 /// Room for the fields of a typical response, reserved when a head is made.
 const HEAD_CAPACITY: usize = 128;
@@ -22,8 +30,9 @@ pub type Field<'a> = (&'a [u8], &'a [u8]);
 pub struct ResponseHead {
     /// Status code.
     pub status: u16,
-    /// The status line's text (`200 OK`) followed by the field lines; one
-    /// allocation per response rather than one for each part.
+    /// `HTTP/1.1 `, the status line's text, CRLF, then the field lines: one
+    /// allocation per response rather than one for each part. Empty in a
+    /// default head.
     block: Vec<u8>,
     /// Where the field lines start in `block`.
     fields_at: usize,
@@ -54,7 +63,9 @@ impl ResponseHead {
         if self.block.capacity() < HEAD_CAPACITY {
             self.block.reserve(HEAD_CAPACITY + status_line.len());
         }
+        self.block.extend_from_slice(HTTP11);
         self.block.extend_from_slice(status_line);
+        self.block.extend_from_slice(b"\r\n");
         self.fields_at = self.block.len();
     }
 
@@ -99,7 +110,15 @@ impl ResponseHead {
 
     /// The status line's text after the version, e.g. `200 OK`.
     pub fn status_line(&self) -> &[u8] {
-        self.block.get(..self.fields_at).unwrap_or(&[])
+        self.block
+            .get(HTTP11.len()..self.fields_at.saturating_sub(2))
+            .unwrap_or(&[])
+    }
+
+    /// The head as HTTP/1.1 starts it: `HTTP/1.1 200 OK\r\n` and the field
+    /// lines (the server adds its own fields and the empty line).
+    pub fn http1_lines(&self) -> &[u8] {
+        &self.block
     }
 
     /// The fields as field lines, `Name: value\r\n` each, in the order
@@ -198,5 +217,10 @@ mod tests {
             vec![(&b"CONTENT-LENGTH"[..], &b"7"[..]), (b"dAtE", b"x")]
         );
         assert_eq!(head.parts().0, b"200 OK");
+        assert_eq!(
+            head.http1_lines(),
+            b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 7\r\ndAtE: x\r\n"
+        );
+        assert_eq!(ResponseHead::default().status_line(), b"");
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrowsgi_proto::{BodyKind, HeadStorage, Version};
+use ferrowsgi_proto::{parse_head_into, BodyKind, HeadStorage, Parsed, Version};
 
 use crate::codec::{BodyReader, Codec};
 use crate::config::Config;
@@ -599,9 +599,17 @@ impl Conn {
                 };
             }
             let input = &self.rbuf[self.rpos..];
-            let decoded =
-                self.codec
-                    .decode_head(input, &cfg.limits, &mut self.spare_head, &mut self.wbuf);
+            // HTTP/1.x is parsed here rather than through `Codec::decode_head`:
+            // the call and the moves of the head through its result cost
+            // some 60 instructions per request.
+            let decoded = match &mut self.codec {
+                Codec::Http1 => match parse_head_into(input, &cfg.limits, &mut self.spare_head) {
+                    Ok(Parsed::Complete { head, consumed }) => Ok(Some((head, consumed))),
+                    Ok(Parsed::Partial) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Codec::Gateway(g) => g.decode_head(input, &cfg.limits, &mut self.wbuf),
+            };
             match decoded {
                 Ok(None) => {
                     if self.peer_eof {

@@ -1271,10 +1271,7 @@ impl<'a> Exchange<'a> {
         let http10 = self.st.req.head.version() == Version::Http10;
         let app_len = head.content_length();
         let out = &mut self.conn.wbuf;
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(head.status_line());
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(head.field_lines());
+        out.extend_from_slice(head.http1_lines());
         if !head.has_date {
             out.extend_from_slice(b"Date: ");
             out.extend_from_slice(self.date.get());
