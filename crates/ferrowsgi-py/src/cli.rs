@@ -335,6 +335,14 @@ impl Binding for PyBinding {
 /// Runs the command line `argv` (program name first) and returns the exit
 /// status.
 fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
+    if let Some(rest) = cgi_arguments(&argv) {
+        // `ferrowsgi cgi APP`: one request from a CGI environment, served
+        // in Python (ferrowsgi/_cgi.py); no server settings apply.
+        return py
+            .import("ferrowsgi._cgi")?
+            .call_method1("main", (rest,))?
+            .extract();
+    }
     let loaded = match load(py, &argv) {
         Ok(loaded) => loaded,
         Err((text, 0)) => {
@@ -397,6 +405,24 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
     // destinations: the interpreter is about to end.
     crate::pylog::uninstall();
     result
+}
+
+/// The arguments after `cgi` when `argv` runs the `cgi` subcommand. A
+/// script whose first line is `#!/path/to/ferrowsgi cgi APP` gets `cgi APP`
+/// as one argument (the kernel passes the rest of that line whole), then
+/// the script's path and, for a query without `=`, the query's words (RFC
+/// 3875's indexed queries): that argument is split on whitespace and what
+/// follows it is left out.
+fn cgi_arguments(argv: &[String]) -> Option<Vec<String>> {
+    let first = argv.get(1)?;
+    if first == "cgi" {
+        return Some(argv[2..].to_vec());
+    }
+    let rest = first.strip_prefix("cgi")?;
+    if !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 /// Binds, then runs the master (or, in a worker, returns its status).

@@ -49,6 +49,7 @@ fn _ferrowsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.py().get_type::<input::RequestBodyTooLarge>(),
     )?;
     m.add_function(wrap_pyfunction!(cli::main, m)?)?;
+    m.add_function(wrap_pyfunction!(start_response::check_response_head, m)?)?;
     m.add_function(wrap_pyfunction!(pylog::reopen_logs, m)?)?;
     m.add(
         "RequestTimeout",

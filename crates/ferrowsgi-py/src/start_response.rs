@@ -132,6 +132,18 @@ fn validate(
     })
 }
 
+/// `check_response_head(status, headers)`: the checks of `start_response`,
+/// for a gateway that writes the response itself (`ferrowsgi cgi`). Raises
+/// the error `start_response` would raise, so both apply the same rules
+/// with the same messages.
+#[pyfunction]
+pub(crate) fn check_response_head(
+    status: &Bound<'_, PyAny>,
+    headers: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    validate(status, headers, ResponseHead::default()).map(|_| ())
+}
+
 /// The `start_response` callable of one request.
 #[pyclass(module = "ferrowsgi._ferrowsgi", frozen)]
 #[derive(Debug)]
