@@ -230,7 +230,7 @@ def cgi_environ(stdin_fd: int = 0) -> dict[str, Any]:
 
 
 def _request_tag(env: dict[str, Any]) -> str:
-    """"METHOD target" of the request, for log lines."""
+    """The "METHOD target" of the request, for log lines."""
     target = env.get("REQUEST_URI")
     if not target:
         target = env.get("SCRIPT_NAME", "") + env.get("PATH_INFO", "")
@@ -604,7 +604,9 @@ def main(argv: list[str]) -> int:
         try:
             os.chdir(chdir)
         except OSError as e:
-            return _refuse(f"cannot change to directory {chdir}: {e}", out_fd, "500 Internal Server Error", 1)
+            return _refuse(
+                f"cannot change to directory {chdir}: {e}", out_fd, "500 Internal Server Error", 1
+            )
     # The application is imported from the current directory (a CGI
     # script's own, as web servers start it there), as the server does.
     sys.path[:0] = [*reversed(paths), os.getcwd()]

@@ -9,9 +9,11 @@ app = Flask(__name__)
 @app.get("/links/<name>")
 def links(name):
     return jsonify(
-        self=url_for("links", name=name),
-        external=url_for("links", name=name, _external=True),
-        script_root=request.script_root,
-        path=request.path,
-        args=request.args.to_dict(),
+        {
+            "self": url_for("links", name=name),
+            "external": url_for("links", name=name, _external=True),
+            "script_root": request.script_root,
+            "path": request.path,
+            "args": request.args.to_dict(),
+        }
     )
