@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator, Sequence
 
 from ferrowsgi._ferrowsgi import (
     FileWrapper,
@@ -26,6 +25,12 @@ from ferrowsgi._ferrowsgi import (
 )
 from ferrowsgi._loader import freeze_heap
 from ferrowsgi._runner import run_until_signal
+
+# Typing names only annotate, and importing typing costs a few ms of every
+# process start (ferrowsgi cgi starts one per request).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterator, Sequence
 
 __all__ = [
     "FileWrapper",

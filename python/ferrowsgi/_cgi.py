@@ -20,11 +20,13 @@ from __future__ import annotations
 import os
 import stat
 import sys
-import traceback
-from typing import Any, Callable, Iterable
 
 from ferrowsgi._ferrowsgi import FileWrapper, check_response_head
 from ferrowsgi._loader import AppLoadError, load_app
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs every request a few ms of start-up
+    from typing import Any, Callable, Iterable
 
 __all__ = ["main"]
 
@@ -518,6 +520,8 @@ def _has_one_item(result: object) -> bool:
 
 
 def _traceback(error: BaseException) -> str:
+    import traceback  # only after an error: the import costs every request's start-up
+
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 

@@ -11,12 +11,13 @@ collected once and kept out of later collections.
 
 from __future__ import annotations
 
-import ast
 import gc
 import importlib
-import traceback
-from typing import Any, Callable
+import keyword
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing costs every process start a few ms
+    from typing import Any, Callable
 __all__ = ["AppLoadError", "freeze_heap", "load_app"]
 
 
@@ -25,6 +26,13 @@ class AppLoadError(Exception):
 
 
 def _parse_target(spec: str, target: str) -> tuple[str, tuple[Any, ...], dict[str, Any], bool]:
+    name = target.strip()
+    if name.isascii() and name.isidentifier() and not keyword.iskeyword(name):
+        # A plain name, the common case, needs no parser: importing ast costs
+        # several ms of start-up, paid per request by ferrowsgi cgi.
+        return name, (), {}, False
+    import ast
+
     try:
         node = ast.parse(target.strip(), mode="eval").body
     except SyntaxError:
@@ -63,6 +71,8 @@ def load_app(spec: str) -> Callable[..., Any]:
             f"error while importing {module_name!r}: {type(e).__name__}: {e}"
         ) from None
     except Exception as e:
+        import traceback  # only for this error: it costs start-up a few ms otherwise
+
         where = traceback.extract_tb(e.__traceback__)[-1]
         raise AppLoadError(
             f"error while importing {module_name!r}: {type(e).__name__}: {e} "
