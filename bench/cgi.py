@@ -7,7 +7,9 @@ round runs both programs once, in alternating order, with the same CGI environme
 /hello) and checks that each answered 200 with the hello body; the rounds are interleaved so
 that a change in the machine's load falls on both alike. Prints, per program, the median and
 mean wall-clock time and the mean CPU time (user + system of the child) per request, and one
-JSON line with the same numbers.
+JSON line with the same numbers. With ``--instructions``, each program also runs once under
+valgrind's callgrind, whose count of user-space instructions does not depend on the
+machine's load (the VM has no hardware counters for ``perf stat``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,9 +67,23 @@ def run_once(argv: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def instructions(argv: list[str]) -> int:
+    """User-space instructions of one request, counted by callgrind."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
+        subprocess.run(cmd, cwd=BENCH, env=ENV, capture_output=True, check=True)
+        with open(out) as f:
+            for line in f:
+                if line.startswith("summary:"):
+                    return int(line.split()[1])
+    raise SystemExit("callgrind wrote no summary")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--instructions", action="store_true", help="count with callgrind")
     args = parser.parse_args()
     names = list(PROGRAMS)
     for name in names:  # warm the page cache and the bytecode caches
@@ -86,10 +103,13 @@ def main() -> None:
             "wall_mean_ms": round(statistics.mean(walls[name]) * 1000, 2),
             "cpu_mean_ms": round(statistics.mean(cpus[name]) * 1000, 2),
         }
+        if args.instructions:
+            result[name]["instructions_m"] = round(instructions(PROGRAMS[name]) / 1e6, 1)
         r = result[name]
         print(
             f"{name:20} median {r['wall_median_ms']:7.2f} ms  mean {r['wall_mean_ms']:7.2f} ms"
             f"  cpu {r['cpu_mean_ms']:7.2f} ms  ({args.runs} runs)"
+            + (f"  {r['instructions_m']} M instructions" if args.instructions else "")
         )
     print(json.dumps(result))
 
