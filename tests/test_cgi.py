@@ -487,20 +487,38 @@ LogLevel warn
 Listen 127.0.0.1:{port}
 ServerName 127.0.0.1
 {user}
-LoadModule mpm_prefork_module {modules}/mod_mpm_prefork.so
 LoadModule authz_core_module {modules}/mod_authz_core.so
 LoadModule alias_module {modules}/mod_alias.so
+{mpm}
+ScriptAlias /app "{dir}/cgi-bin/app.cgi"
+ScriptAlias /flask "{dir}/cgi-bin/flask.cgi"
+<Directory "{dir}/cgi-bin">
+    Require all granted
+    CGIPassAuth On
+</Directory>
+"""
+
+# The two ways Debian's apache2 runs CGI programs: mod_cgi forks them from a prefork child;
+# under a threaded MPM, mod_cgid's daemon (which listens on ScriptSock) forks them.
+MPMS = {
+    "prefork+cgi": """\
+LoadModule mpm_prefork_module {modules}/mod_mpm_prefork.so
 LoadModule cgi_module {modules}/mod_cgi.so
 StartServers 1
 MinSpareServers 1
 MaxSpareServers 2
 MaxRequestWorkers 4
-ScriptAlias /app "{dir}/cgi-bin/app.cgi"
-ScriptAlias /flask "{dir}/cgi-bin/flask.cgi"
-<Directory "{dir}/cgi-bin">
-    Require all granted
-</Directory>
-"""
+""",
+    "event+cgid": """\
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule cgid_module {modules}/mod_cgid.so
+ScriptSock "{dir}/cgid.sock"
+StartServers 1
+ServerLimit 1
+ThreadsPerChild 8
+MaxRequestWorkers 8
+""",
+}
 
 CGI_SCRIPT = """\
 #!/bin/sh
@@ -556,7 +574,7 @@ class Reply:
 class Apache:
     """Debian's apache2 in the foreground, with mod_cgi and two CGI scripts."""
 
-    def __init__(self) -> None:
+    def __init__(self, mpm: str) -> None:
         assert APACHE is not None
         self.dir = Path(short_tmp_dir())
         # The scripts run as the web server's user, which must reach them.
@@ -586,7 +604,10 @@ class Apache:
             )
             script.chmod(0o755)
         self.port = free_port()
-        conf = APACHE_CONF.format(dir=self.dir, port=self.port, user=user_conf, modules=MODULES)
+        mpm_conf = MPMS[mpm].format(dir=self.dir, modules=MODULES)
+        conf = APACHE_CONF.format(
+            dir=self.dir, port=self.port, user=user_conf, modules=MODULES, mpm=mpm_conf
+        )
         (self.dir / "apache2.conf").write_text(conf)
         self.stderr = open(self.dir / "stderr.txt", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -659,11 +680,11 @@ def _user_exists(name: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def apache():
+@pytest.fixture(scope="module", params=list(MPMS))
+def apache(request):
     if APACHE is None:
         pytest.skip("apache2 is not installed (scripts/setup.sh)")
-    server = Apache()
+    server = Apache(request.param)
     yield server
     server.stop()
 
@@ -729,6 +750,11 @@ def test_apache_head_and_errors(apache):
     assert wait_until(lambda: "RuntimeError: boom-before-head" in apache.log())
     r = apache.request("GET", "/app/excinfo")
     assert (r.status, r.headers["Retry-After"], r.body) == (503, "5", b"sorry")
+
+
+def test_apache_passes_authorization_with_cgipassauth(apache):
+    info = apache.request("GET", "/app/env", headers={"Authorization": "Bearer abc"}).json()
+    assert info["HTTP_AUTHORIZATION"] == "Bearer abc"
 
 
 def test_apache_flask_url_for_sees_the_script_name(apache):
