@@ -201,7 +201,9 @@ impl Config {
     version,
     about = "Serve a Python WSGI application with a Rust engine.",
     after_help = "APP is MODULE:NAME, MODULE (which must define `application` or `app`), \
-                  or a factory call MODULE:NAME(ARGS) with literal arguments."
+                  or a factory call MODULE:NAME(ARGS) with literal arguments.\n\n\
+                  `ferrowsgi cgi APP` serves one request from a CGI environment instead \
+                  (see `ferrowsgi cgi --help`)."
 )]
 pub struct Cli {
     /// The application: `pkg.mod:name`, `pkg.mod`, or `pkg.mod:create_app(...)`.
