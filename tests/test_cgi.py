@@ -319,6 +319,39 @@ def test_close_is_always_called(mode, tmp_path):
         assert r.returncode == 1
 
 
+def test_web_server_gone_stops_the_response_and_close_is_called(tmp_path):
+    mark, go = tmp_path / "closed", tmp_path / "go"
+    proc = subprocess.Popen(
+        [FERROWSGI, "cgi", APP],
+        cwd=TESTS_DIR,
+        env=cgi_env("/close", query=f"mark={mark}&mode=wait&go={go}"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        got = b""
+        while not got.endswith(b"first;"):
+            chunk = proc.stdout.read1(65536)
+            assert chunk, got
+            got += chunk
+        # The reader goes away; the next block then has nowhere to go.
+        proc.stdout.close()
+        go.touch()
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=CGI_TIMEOUT) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert mark.read_text() == "closed"
+    assert "GET /cgi-bin/app.cgi/close" in stderr
+    assert "client went away during the response" in stderr
+    assert "Traceback" not in stderr
+
+
 def test_error_before_the_head_is_a_500_with_the_traceback_on_stderr():
     r = run_cgi(cgi_env("/boom"))
     assert r.stdout == (

@@ -57,8 +57,9 @@ _LINE_BLOCK = 8192
 _INTERNAL_ERROR = b"Internal Server Error\n"
 
 
-class _ClientGone(Exception):
-    """The web server stopped reading the response (its client went away)."""
+class _ClientGone(OSError):
+    """The web server stopped reading the response (its client went away). An
+    ``OSError``, as the server's ``write()`` raises when its client is gone."""
 
 
 class _BadRequest(Exception):
@@ -265,7 +266,7 @@ class _Output:
                 n = os.write(self.fd, view)
                 view = view[n:]
         except (BrokenPipeError, ConnectionResetError):
-            raise _ClientGone() from None
+            raise _ClientGone("the web server stopped reading the response") from None
 
 
 def _response_bytes(status: str, fields: list[tuple[str, str]], body: bytes) -> bytes:
@@ -288,6 +289,8 @@ class _Request:
         self.environ = environ
         self.out = out
         self.tag = _request_tag(environ)
+        # Read now: the application may change its environ.
+        self.is_head = environ.get("REQUEST_METHOD") == "HEAD"
         self.status: str | None = None
         self.headers: list[tuple[str, str]] = []
         self.head_sent = False
@@ -331,9 +334,8 @@ class _Request:
         if self.status is None:
             raise _not_started()
         code = int(self.status[:3])
-        self.no_body = (
-            code < 200 or code in (204, 304) or self.environ.get("REQUEST_METHOD") == "HEAD"
-        )
+        bodiless_status = code < 200 or code in (204, 304)
+        self.no_body = bodiless_status or self.is_head
         fields = []
         for name, value in self.headers:
             lower = name.lower()
@@ -346,7 +348,6 @@ class _Request:
             if lower == "content-length" and self.length is None:
                 self.length = int(value)
             fields.append((name, value))
-        bodiless_status = code < 200 or code in (204, 304)
         if body_length is not None and self.length is None and not bodiless_status:
             # The whole body is known (a list, or an iterable that ended
             # before its first block): its length is given, as by the server.
@@ -452,7 +453,7 @@ class _Request:
             try:
                 n = os.sendfile(self.out.fd, fd, offset, count)
             except (BrokenPipeError, ConnectionResetError):
-                raise _ClientGone() from None
+                raise _ClientGone("the web server stopped reading the response") from None
             except OSError:
                 # An output sendfile(2) cannot write to: read and write.
                 n = len(data := os.pread(fd, min(count, _READ_BLOCK), offset))

@@ -10,8 +10,8 @@
 * ``/excinfo``: start_response, an error, start_response again with exc_info (a 503 replaces
   the 200). ``/excinfo-late``: the same after a block was sent: the re-raised error is caught
   and named in the body.
-* ``/close?mark=PATH&mode=ok|raise``: an iterable whose close() creates PATH; ``raise``
-  raises after its first block.
+* ``/close?mark=PATH&mode=ok|raise|wait``: an iterable whose close() creates PATH; ``raise``
+  raises after its first block, ``wait`` waits after it until the file ``go`` names exists.
 * ``/boom``: raises before start_response. ``/badheader``: a value with CR LF.
 * ``/cl-short``, ``/cl-long``: a Content-Length of 10 with 3 and 6 bytes of body.
 * ``/print``: prints to stdout, then answers.
@@ -60,14 +60,19 @@ def _env(environ, start_response):
 
 
 class _Closing:
-    def __init__(self, mark, mode):
+    def __init__(self, mark, mode, go=None):
         self.mark = mark
         self.mode = mode
+        self.go = go
 
     def __iter__(self):
         yield b"first;"
         if self.mode == "raise":
             raise RuntimeError("boom-in-iteration")
+        if self.mode == "wait":
+            deadline = time.monotonic() + 20
+            while not os.path.exists(self.go) and time.monotonic() < deadline:
+                time.sleep(0.01)
         yield b"second;"
 
     def close(self):
@@ -131,7 +136,7 @@ def app(environ, start_response):
         return [b"not-reraised"]
     if path == "/close":
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return _Closing(qs["mark"], qs.get("mode", "ok"))
+        return _Closing(qs["mark"], qs.get("mode", "ok"), qs.get("go"))
     if path == "/boom":
         raise RuntimeError("boom-before-head")
     if path == "/badheader":
