@@ -69,7 +69,7 @@ def profile(
 ) -> None:
     port = free_port()
     # One file per process (%p): under a master, the worker is the process
-    # that serves, and its file is the one with the most instructions.
+    # that serves, the one forked last (the highest pid).
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", str(VENV_PY)]
     if server == "ferrowsgi":
         argv += ["-m", "ferrowsgi", app, "--bind", f"127.0.0.1:{port}", *(options or [])]
@@ -160,7 +160,8 @@ def main() -> None:
             out = Path(d) / f"callgrind.{n}.out"
             profile(args.server, args.app, n, out, args.expect.encode(), args.option)
             files = sorted(Path(d).glob(f"callgrind.{n}.out.*"))
-            results.append(max((costs(f) for f in files), key=lambda c: c[0]))
+            worker = max(files, key=lambda f: int(f.suffix.lstrip(".")))
+            results.append(costs(worker))
     (t1, o1, f1), (t2, o2, f2) = results
     per = args.high - args.low
     each = (t2 - t1) / per

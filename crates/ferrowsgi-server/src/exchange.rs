@@ -315,7 +315,7 @@ impl<'a> Exchange<'a> {
         let Some(app) = self.paused else {
             return self.complete();
         };
-        self.conn.parked = Some(Parked { st: self.st, app });
+        self.conn.parked = Some(Box::new(Parked { st: self.st, app }));
     }
 
     /// The parsed request head.

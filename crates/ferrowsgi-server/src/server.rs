@@ -56,6 +56,9 @@ const BATCH_OUTPUT: usize = 64 * 1024;
 const DEFER_MAX_CONNS: usize = 32;
 /// An answer waits at most about this long for the end of a wake-up.
 const DEFER_MAX_WAIT: Duration = Duration::from_micros(1000);
+/// Buffers freed by idle connections in one sweep worth giving the memory
+/// back to the system for (malloc_trim).
+const RELEASED_TRIM: usize = 4 * 1024 * 1024;
 /// A burst of at least this many connections is worth giving memory back
 /// after.
 const TRIM_AFTER_PEAK: usize = 64;
@@ -135,6 +138,8 @@ impl Slot {
 
 /// Work for an application thread.
 #[derive(Debug)]
+// A request is queued by value: boxing it would allocate once per request.
+#[allow(clippy::large_enum_variant)]
 enum Job {
     /// Serve a ready request (and whatever is pipelined behind it).
     Serve {
@@ -148,7 +153,7 @@ enum Job {
     Resume { key: usize, conn: Box<Conn> },
     /// End a paused response whose connection is gone: the handler's state
     /// is dropped where the handler's context is held.
-    Discard(Parked),
+    Discard(Box<Parked>),
 }
 
 /// State shared between the loop and the application threads.
@@ -1137,7 +1142,8 @@ impl<H: Handler> EventLoop<H> {
         let cfg = Arc::clone(&self.server.cfg);
         let now = Instant::now();
         let mut expired: Vec<(usize, Expiry)> = Vec::new();
-        for (key, slot) in self.conns.iter() {
+        let mut released = 0;
+        for (key, slot) in self.conns.iter_mut() {
             match slot {
                 Slot::Here(c) => {
                     let waited = now.duration_since(c.since);
@@ -1151,6 +1157,8 @@ impl<H: Handler> EventLoop<H> {
                                 || waited >= REPLACED_IDLE);
                         if waited > cfg.keep_alive || stopping {
                             expired.push((key, Expiry::Quiet));
+                        } else if waited >= SWEEP_EVERY {
+                            released += c.release_buffers();
                         }
                     } else if waited > cfg.read_timeout
                         || c.head_since
@@ -1200,7 +1208,10 @@ impl<H: Handler> EventLoop<H> {
         // After a burst (slow readers hold their responses' buffers) most
         // of the memory is free again but still mapped: give it back once
         // the connections are down to a quarter of the peak.
-        if self.peak_conns >= TRIM_AFTER_PEAK && self.conns.len() * 4 <= self.peak_conns {
+        // The same once idle connections have let go of enough buffers.
+        if (self.peak_conns >= TRIM_AFTER_PEAK && self.conns.len() * 4 <= self.peak_conns)
+            || released >= RELEASED_TRIM
+        {
             sys::release_free_memory();
             self.peak_conns = self.conns.len();
         }
@@ -1305,7 +1316,7 @@ fn resume<H: Handler>(
     let Some(parked) = conn.parked.take() else {
         return;
     };
-    let (ex, state) = Exchange::resumed(conn, parked, cfg, handler, date, watch);
+    let (ex, state) = Exchange::resumed(conn, *parked, cfg, handler, date, watch);
     run_handler(handler, ex, move |h, ex| h.resume(ex, state));
 }
 

@@ -347,6 +347,11 @@ pub struct HeadStorage {
 }
 
 impl HeadStorage {
+    /// Bytes the buffers hold room for (what giving them up frees).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity() + self.headers.capacity() * std::mem::size_of::<(Span, Span)>()
+    }
+
     /// Head bytes kept at most (a larger head's buffer is freed).
     const KEEP_BYTES: usize = 4096;
     /// Header fields kept at most.
