@@ -9,6 +9,11 @@ Or run one in the background, for tests::
 
     with ferrowsgi.background(app) as url:
         urllib.request.urlopen(url + "/")
+
+Mount several applications under URL prefixes (a WSGI application of its
+own, usable under any server)::
+
+    application = ferrowsgi.Mount({"/api": api, "": site})
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ from ferrowsgi._ferrowsgi import (
     __version__,
 )
 from ferrowsgi._loader import freeze_heap
+from ferrowsgi._mount import Mount
 from ferrowsgi._runner import run_until_signal
 
 # Typing names only annotate, and importing typing costs a few ms of every
 # process start (ferrowsgi cgi starts one per request).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterator, Sequence
+    from typing import Any, Callable, Iterator, Mapping, Sequence
 
 __all__ = [
     "FileWrapper",
+    "Mount",
     "RequestBodyTooLarge",
     "RequestTimeout",
     "Server",
@@ -51,14 +58,33 @@ def _binds(host: str, port: int, bind: Sequence[str] | None) -> list[str]:
     return [f"{host}:{int(port)}"]
 
 
+def _mounted(
+    app: Callable[..., Any] | None,
+    mount: Mapping[str, Callable[..., Any]] | None,
+    root_path: str,
+) -> Callable[..., Any]:
+    """``app`` with the applications of ``mount`` beside it and under
+    ``root_path``, as the command line's ``--mount`` and ``--root-path``."""
+    if not mount and not root_path:
+        if app is None:
+            raise TypeError("no application: pass one, or mount some with mount={...}")
+        return app
+    pairs = list((mount or {}).items())
+    if app is not None:
+        pairs.insert(0, ("", app))
+    return Mount(pairs, root_path=root_path)
+
+
 def serve(
-    app: Callable[..., Any],
+    app: Callable[..., Any] | None,
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
     threads: int = 1,
     bind: Sequence[str] | None = None,
     gc_freeze: bool = True,
+    mount: Mapping[str, Callable[..., Any]] | None = None,
+    root_path: str = "",
     **options: Any,
 ) -> None:
     """Serve ``app`` until Ctrl-C or SIGTERM, then return.
@@ -73,7 +99,14 @@ def serve(
     ``loopback_congestion``, ``stream_bodies``, ``timeout`` (seconds a
     request may run: then a 504 and :class:`RequestTimeout` in its thread;
     0 for none) and ``timeout_grace``.
+
+    ``mount`` (``{"/api": api, ...}``) serves more applications under URL
+    prefixes beside ``app`` (which may then be ``None``: no root
+    application), and ``root_path`` serves everything under a prefix that
+    a proxy publishes it at, as ``--mount`` and ``--root-path`` do (see
+    :class:`Mount`).
     """
+    app = _mounted(app, mount, root_path)
     server = Server(app, _binds(host, port, bind), threads=threads, **options)
     if gc_freeze:
         freeze_heap()
@@ -82,12 +115,14 @@ def serve(
 
 @contextlib.contextmanager
 def background(
-    app: Callable[..., Any],
+    app: Callable[..., Any] | None,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
     threads: int = 1,
     bind: Sequence[str] | None = None,
+    mount: Mapping[str, Callable[..., Any]] | None = None,
+    root_path: str = "",
     **options: Any,
 ) -> Iterator[str]:
     """Run ``app`` on a background thread; yield its URL; stop it on exit.
@@ -97,7 +132,10 @@ def background(
 
         with ferrowsgi.background(app) as url:
             body = urllib.request.urlopen(url + "/").read()
+
+    ``mount`` and ``root_path`` are those of :func:`serve`.
     """
+    app = _mounted(app, mount, root_path)
     server = Server(app, _binds(host, port, bind), threads=threads, **options)
     failure: list[BaseException] = []
 
