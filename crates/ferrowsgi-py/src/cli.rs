@@ -12,7 +12,7 @@ use ferrowsgi_server::metrics_export::MetricsExporter;
 use ferrowsgi_server::process::sd_notify::Notifier;
 use ferrowsgi_server::process::{system, Binding, Master, Outcome, Settings, WorkerCtx};
 use ferrowsgi_server::settings::{self, Origin};
-use ferrowsgi_server::{log, reload, Config, Listener};
+use ferrowsgi_server::{log, reload, Cli, Config, Listener};
 use pyo3::prelude::*;
 
 use crate::app::PyHandler;
@@ -94,12 +94,19 @@ fn listeners(
     Ok(out)
 }
 
-/// Imports the application named `spec`; the inner error is the one-line
-/// message of an application that cannot be loaded. Other Python errors
-/// propagate.
-fn load_app(py: Python<'_>, spec: &str) -> PyResult<Result<Py<PyAny>, String>> {
+/// Imports the application that `cli` names: APP, joined in one
+/// `ferrowsgi.Mount` with those of `--mount` and with `--root-path` when
+/// either is given (`ferrowsgi._loader.load_mounted`). The inner error is
+/// the one-line message of an application that cannot be loaded (naming
+/// its prefix for a mounted one). Other Python errors propagate.
+fn load_app(py: Python<'_>, cli: &Cli) -> PyResult<Result<Py<PyAny>, String>> {
+    let mounts = match cli.mounts() {
+        Ok(m) => m,
+        Err(msg) => return Ok(Err(msg)),
+    };
+    let root_path = cli.root_path.as_deref().unwrap_or("");
     let loader = py.import("ferrowsgi._loader")?;
-    match loader.call_method1("load_app", (spec,)) {
+    match loader.call_method1("load_mounted", (cli.app.as_str(), mounts, root_path)) {
         Ok(app) if app.is_callable() => Ok(Ok(app.unbind())),
         Ok(_) => Ok(Err("the application must be callable".to_string())),
         Err(e) if e.is_instance(py, &loader.getattr("AppLoadError")?) => {
@@ -179,7 +186,7 @@ impl PyBinding {
         let app = match &self.app {
             Some(app) => app.clone_ref(py),
             None => {
-                let app = load_app(py, &self.loaded.cli.app)
+                let app = load_app(py, &self.loaded.cli)
                     .map_err(|e| format!("error while loading the application: {e}"))??;
                 watch_app_files(py, None);
                 if self.cfg.log_to_python {
@@ -362,12 +369,15 @@ fn run(py: Python<'_>, argv: Vec<String>) -> PyResult<i32> {
         return Ok(0);
     }
     let cli = &loaded.cli;
-    if cli.app.is_empty() {
+    if cli.app.is_empty() && cli.mount.is_empty() {
         return Ok(fail(
             "no application: name it as APP, or as app (gunicorn's wsgi_app) in the \
-             configuration (see --help)",
+             configuration, or mount one with --mount (see --help)",
             2,
         ));
+    }
+    if let Err(msg) = cli.mounts() {
+        return Ok(fail(&msg, 2));
     }
     let (cfg, settings) = match configure(&loaded) {
         Ok(c) => c,
@@ -466,11 +476,11 @@ fn serve(
     }
     let server_obj = hooks::make_hook_objects(py, &loaded)?;
     if cli.check_config {
-        return match load_app(py, &cli.app)? {
+        return match load_app(py, cli)? {
             Ok(_) => {
                 log::info(&format!(
                     "Configuration and application {} are valid",
-                    cli.app
+                    served(cli)
                 ));
                 Ok(0)
             }
@@ -527,7 +537,7 @@ fn serve(
         }
     }
     let app = if cli.preload {
-        match load_app(py, &cli.app)? {
+        match load_app(py, cli)? {
             Ok(app) => {
                 if !cli.no_gc_freeze {
                     freeze_heap(py)?;
@@ -544,7 +554,7 @@ fn serve(
     for l in &listeners {
         log::info(&format!("Listening at: {}", l.url()));
     }
-    log::info(&format!("Application: {}", cli.app));
+    log::info(&format!("Application: {}", served(cli)));
     log::info(&format!("Using {} thread(s)", cfg.threads));
     log::info(&format!("Using {} worker(s)", settings.workers));
     master.add_listeners(listeners);
@@ -570,6 +580,21 @@ fn serve(
     match outcome {
         Outcome::Master(code) | Outcome::Worker(code) => Ok(code),
     }
+}
+
+/// The application as the start-up log names it: APP, then each mounted
+/// one as `PREFIX=APP`, then the root path.
+fn served(cli: &Cli) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !cli.app.is_empty() {
+        parts.push(cli.app.clone());
+    }
+    parts.extend(cli.mount.iter().cloned());
+    let mut text = parts.join(", ");
+    if let Some(root) = cli.root_path.as_deref().filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" (under root path {root})"));
+    }
+    text
 }
 
 /// Sets the kernel's name of the process (`comm`: what ps and top show),

@@ -218,6 +218,22 @@ pub struct Cli {
     )]
     pub app: String,
 
+    /// Serve another application under a URL prefix: `PREFIX=APP`, such as
+    /// `/api=api.wsgi:application`. Repeat for several. A request goes to
+    /// the longest prefix that its path starts with on a segment boundary
+    /// (`/api` takes `/api` and `/api/x`, not `/apix`), with the prefix
+    /// moved to SCRIPT_NAME; APP, which may then be left out, gets the
+    /// rest (without it, a 404).
+    #[arg(long = "mount", value_name = "PREFIX=APP", action = ArgAction::Append,
+          value_parser = parse_mount)]
+    pub mount: Vec<String>,
+
+    /// The URL prefix a proxy publishes the whole server at: SCRIPT_NAME
+    /// starts with it, and it is taken off the front of PATH_INFO where the
+    /// proxy passed it on (where the proxy stripped it, the path is kept).
+    #[arg(long, value_name = "PREFIX", value_parser = parse_root_path)]
+    pub root_path: Option<String>,
+
     /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
     /// unix:PATH. Repeat to listen on several.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,
@@ -511,6 +527,62 @@ pub fn parse_health_path(s: &str) -> Result<String, String> {
     }
 }
 
+/// Checks a URL prefix of `--mount` or `--root-path` (`what` names it in
+/// the error): a decoded path that starts with `/` and does not end with
+/// one, without empty, `.` or `..` segments, `?`, `#`, `%`, whitespace or
+/// control characters. `ferrowsgi.Mount` applies the same rules. The error
+/// is one line.
+pub fn check_prefix(prefix: &str, what: &str) -> Result<(), String> {
+    if prefix == "/" {
+        return Err(format!("{what} '/' is the root: leave it out"));
+    }
+    if !prefix.starts_with('/') {
+        return Err(format!("{what} {prefix:?} must start with '/'"));
+    }
+    if prefix.ends_with('/') {
+        return Err(format!("{what} {prefix:?} must not end with '/'"));
+    }
+    if let Some(c) = prefix
+        .chars()
+        .find(|c| matches!(c, '?' | '#' | '%') || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!("{what} {prefix:?} must not contain {c:?}"));
+    }
+    if prefix[1..].split('/').any(|s| matches!(s, "" | "." | "..")) {
+        return Err(format!(
+            "{what} {prefix:?} has an empty, '.' or '..' segment"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a `--mount` value: `PREFIX=APP`, split at the first `=`, with a
+/// prefix that [`check_prefix`] accepts (or empty, for the root
+/// application) and a non-empty APP. The error is one line.
+pub fn parse_mount(s: &str) -> Result<String, String> {
+    let Some((prefix, app)) = s.split_once('=') else {
+        return Err(format!(
+            "{s:?} is not PREFIX=APP (such as /api=api.wsgi:application)"
+        ));
+    };
+    if app.trim().is_empty() {
+        return Err(format!("{s:?} names no application after '='"));
+    }
+    if !prefix.is_empty() {
+        check_prefix(prefix, "mount prefix")?;
+    }
+    Ok(s.to_string())
+}
+
+/// Checks a `--root-path`: a prefix that [`check_prefix`] accepts; empty
+/// means none.
+pub fn parse_root_path(s: &str) -> Result<String, String> {
+    if !s.is_empty() {
+        check_prefix(s, "root path")?;
+    }
+    Ok(s.to_string())
+}
+
 /// Checks an `--env` pair: `KEY=VALUE` with a non-empty key without `=`.
 pub fn parse_env_pair(s: &str) -> Result<String, String> {
     match s.split_once('=') {
@@ -547,6 +619,32 @@ pub fn parse_congestion(s: &str) -> Result<String, String> {
 }
 
 impl Cli {
+    /// The applications of `--mount` as `(prefix, app)` pairs, in the order
+    /// given. The error (one line) names a prefix mounted twice, counting
+    /// APP as the root (`''`) when it is given.
+    pub fn mounts(&self) -> Result<Vec<(String, String)>, String> {
+        let mut out: Vec<(String, String)> = Vec::with_capacity(self.mount.len());
+        for m in &self.mount {
+            let (prefix, app) = parse_mount(m)?
+                .split_once('=')
+                .map(|(p, a)| (p.to_string(), a.trim().to_string()))
+                .ok_or_else(|| format!("{m:?} is not PREFIX=APP"))?;
+            if prefix.is_empty() && !self.app.is_empty() {
+                return Err(format!(
+                    "--mount {m:?} mounts a root application, and APP ({}) is one already",
+                    self.app
+                ));
+            }
+            if let Some((_, first)) = out.iter().find(|(p, _)| *p == prefix) {
+                return Err(format!(
+                    "mount prefix {prefix:?} is given twice ({first} and {app})"
+                ));
+            }
+            out.push((prefix, app));
+        }
+        Ok(out)
+    }
+
     /// Turns the parsed command line into a [`Config`], checking the bind
     /// addresses. The error is one line naming the problem.
     pub fn to_config(&self) -> Result<Config, String> {
@@ -647,6 +745,55 @@ mod tests {
         assert_eq!(cfg.max_pipelined, DEFAULT_MAX_PIPELINED as usize);
         assert_eq!(cfg.loopback_congestion.as_deref(), Some("reno"));
         assert_eq!(cfg.stream_bodies, StreamBodies::Local);
+    }
+
+    #[test]
+    fn mount_values_are_checked() {
+        assert_eq!(
+            parse_mount("/api=m:app(x=1)").unwrap(),
+            "/api=m:app(x=1)",
+            "split at the first '='"
+        );
+        assert!(parse_mount("=m:app").is_ok(), "the root application");
+        for bad in [
+            "/api",
+            "/api=",
+            "api=m:a",
+            "/=m:a",
+            "/a/=m:a",
+            "/a//b=m:a",
+            "/a/../b=m:a",
+            "/a?b=m:a",
+            "/a%2Fb=m:a",
+            "/a b=m:a",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+        assert!(parse_root_path("").is_ok());
+        assert!(parse_root_path("/x/y").is_ok());
+        assert!(parse_root_path("x").is_err());
+        assert!(parse_root_path("/x/").is_err());
+    }
+
+    #[test]
+    fn mounts_refuse_a_prefix_given_twice() {
+        let mounts = |list: &[&str]| {
+            let mut argv = vec!["ferrowsgi"];
+            argv.extend_from_slice(list);
+            parse_args(&args(&argv)).unwrap().mounts()
+        };
+        assert_eq!(
+            mounts(&["--mount", "/a=m:a", "--mount", "/a/b=m:b", "m:root"]).unwrap(),
+            vec![
+                ("/a".to_string(), "m:a".to_string()),
+                ("/a/b".to_string(), "m:b".to_string())
+            ]
+        );
+        let twice = mounts(&["--mount", "/a=m:a", "--mount", "/a=m:b"]).unwrap_err();
+        assert!(twice.contains("given twice"), "{twice}");
+        let root = mounts(&["--mount", "=m:a", "m:root"]).unwrap_err();
+        assert!(root.contains("root application"), "{root}");
+        assert!(mounts(&["--mount", "=m:a"]).is_ok());
     }
 
     #[test]
