@@ -41,9 +41,7 @@ inner_root = _named("inner_root")
 #: ``/nest`` is itself a Mount: ``/nest/in`` reaches ``inner``, the rest of ``/nest`` its root.
 nested = Mount({"/in": inner, "": inner_root})
 
-app = validator(
-    Mount({"/api": api, "/api/v2": api_v2, "/admin": admin, "/nest": nested, "": site})
-)
+app = validator(Mount({"/api": api, "/api/v2": api_v2, "/admin": admin, "/nest": nested, "": site}))
 
 #: The same without a root application: unmatched paths are a 404.
 rootless = validator(Mount({"/api": api, "/admin": admin}))
