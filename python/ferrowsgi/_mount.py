@@ -123,7 +123,7 @@ class Mount:
     environ is changed in place, as PEP 3333 middleware may.
     """
 
-    __slots__ = ("_root", "_root_path", "_root_path_slash", "_routes")
+    __slots__ = ("_heads", "_prefixes", "_root", "_root_path", "_root_path_slash")
 
     def __init__(self, apps: Apps, *, root_path: str = "") -> None:
         pairs = _pairs(apps)
@@ -132,25 +132,35 @@ class Mount:
         self._root_path = check_prefix(root_path, "root path")
         self._root_path_slash = self._root_path + "/"
         self._root: WSGIApp | None = None
-        routes: list[tuple[str, str, int, WSGIApp]] = []
+        # The prefixes grouped by their first segment ("/api" for "/api" and
+        # "/api/v2"): a request looks up its own first segment once, then
+        # compares only with the prefixes of that group, so the cost does not
+        # grow with the number of mounts. In a group, the prefixes longer
+        # than the first segment are tried longest first; the one equal to
+        # it (if mounted) needs no comparison, since the lookup matched it on
+        # a segment boundary already.
+        longer: dict[str, list[tuple[str, str, int, WSGIApp]]] = {}
+        at_head: dict[str, tuple[str, int, WSGIApp]] = {}
         for prefix, app in pairs:
             if prefix == "":
                 self._root = app
+                continue
+            cut = prefix.find("/", 1)
+            if cut < 0:
+                at_head[prefix] = (prefix, len(prefix), app)
             else:
-                routes.append((prefix, prefix + "/", len(prefix), app))
-        # Longest first, so the first match is the longest; prefixes are
-        # distinct, so no two of the same length both match one path.
-        routes.sort(key=lambda r: r[2], reverse=True)
-        self._routes = tuple(routes)
+                longer.setdefault(prefix[:cut], []).append((prefix, prefix + "/", len(prefix), app))
+        self._heads: dict[str, tuple[tuple[tuple[str, str, int, WSGIApp], ...], Any]] = {}
+        for head in set(longer) | set(at_head):
+            routes = sorted(longer.get(head, ()), key=lambda r: r[2], reverse=True)
+            self._heads[head] = (tuple(routes), at_head.get(head))
+        self._prefixes = sorted((p for p, _ in pairs if p), key=len, reverse=True)
 
     @property
     def prefixes(self) -> list[str]:
         """The mounted prefixes (as ``PATH_INFO`` carries them), longest first,
         ``''`` last when there is a root application."""
-        out = [r[0] for r in self._routes]
-        if self._root is not None:
-            out.append("")
-        return out
+        return self._prefixes + ([""] if self._root is not None else [])
 
     def __repr__(self) -> str:
         root = f", root_path={self._root_path!r}" if self._root_path else ""
@@ -160,18 +170,25 @@ class Mount:
         path = environ.get("PATH_INFO", "")
         root_path = self._root_path
         if root_path:
-            script = environ.get("SCRIPT_NAME", "") + root_path
             if path == root_path:
                 path = ""
             elif path.startswith(self._root_path_slash):
                 path = path[len(root_path) :]
-            environ["SCRIPT_NAME"] = script
+            environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + root_path
             environ["PATH_INFO"] = path
-        # A handful of string comparisons per request: equal to the prefix,
-        # or starting with the prefix and a slash. Nothing is compiled or
-        # allocated until a route matches.
-        for prefix, prefix_slash, n, app in self._routes:
-            if path == prefix or path.startswith(prefix_slash):
+        # The first segment, up to the second '/' (the whole path if there
+        # is none): one dict look-up finds the only prefixes that can match.
+        cut = path.find("/", 1)
+        group = self._heads.get(path if cut < 0 else path[:cut])
+        if group is not None:
+            longer, at_head = group
+            for prefix, prefix_slash, n, app in longer:
+                if path == prefix or path.startswith(prefix_slash):
+                    environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
+                    environ["PATH_INFO"] = path[n:]
+                    return app(environ, start_response)
+            if at_head is not None:
+                prefix, n, app = at_head
                 environ["SCRIPT_NAME"] = environ.get("SCRIPT_NAME", "") + prefix
                 environ["PATH_INFO"] = path[n:]
                 return app(environ, start_response)
