@@ -67,7 +67,12 @@ def call(app: Any, path: str, script_name: str = "") -> tuple[str, dict[str, Any
     return got[0], environ, body
 
 
-API_SITE = {"/api": named("api"), "/api/v2": named("v2"), "/admin": named("admin")}
+API_SITE = {
+    "/api": named("api"),
+    "/api/v2/beta": named("beta"),
+    "/api/v2": named("v2"),
+    "/admin": named("admin"),
+}
 
 
 @pytest.mark.parametrize(
@@ -81,6 +86,8 @@ API_SITE = {"/api": named("api"), "/api/v2": named("v2"), "/admin": named("admin
         ("/api/v2/", b"v2", "/api/v2", "/"),
         ("/api/v2x", b"api", "/api", "/v2x"),
         ("/api/v2/users", b"v2", "/api/v2", "/users"),
+        ("/api/v2/beta/x", b"beta", "/api/v2/beta", "/x"),
+        ("/api/v2/betax", b"v2", "/api/v2", "/betax"),
         ("/admin/", b"admin", "/admin", "/"),
         ("/", b"site", "", "/"),
         ("", b"site", "", ""),
@@ -207,6 +214,7 @@ def test_other_construction_errors() -> None:
     with pytest.raises(TypeError, match="must be a string"):
         Mount({1: named("a")})  # type: ignore[dict-item]
     assert Mount({"/a": named("a"), "": named("s")}).prefixes == ["/a", ""]
+    assert Mount(API_SITE).prefixes == ["/api/v2/beta", "/api/v2", "/admin", "/api"]
 
 
 def test_mount_under_wsgiref_server() -> None:
