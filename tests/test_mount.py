@@ -403,6 +403,14 @@ def test_import_error_names_the_mount() -> None:
     assert "mounted at /api" in line and "missing" in line, line
 
 
+def test_check_config_imports_the_mounted_applications() -> None:
+    result = run_cli("--check-config", "--mount", "/api=apps.mounts:api")
+    assert result.returncode == 0, result.stderr
+    assert "/api=apps.mounts:api are valid" in result.stderr
+    line = one_error_line(run_cli("--check-config", "--mount", "/api=apps.mounts:nothing"), 1)
+    assert "mounted at /api" in line, line
+
+
 def test_mounts_from_the_environment_and_print_config() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "ferrowsgi", "--print-config"],
