@@ -259,6 +259,43 @@ def test_print_config_of_a_gunicorn_conf(project: Path) -> None:
     assert s["env"][0] == '["GREETING=from-gunicorn-conf"]'
 
 
+def test_gunicorn_conf_named_as_a_module_on_the_import_path(project: Path) -> None:
+    """gunicorn's ``-c python:pkg.module``: the module is found on the import path (the
+    current directory first), read like a file, and its lines are named in --print-config."""
+    pkg = project / "deploy"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "gunicorn_conf.py").write_text(GUNICORN_CONF)
+    result = run_cli(
+        project, "-c", "python:deploy.gunicorn_conf", "--print-config", env=clean_env(HOOK_LOG="x")
+    )
+    assert result.returncode == 0, result.stderr
+    s = settings_of(result.stdout)
+    lines = GUNICORN_CONF.splitlines()
+    assert s["threads"] == ("2", f"python:deploy.gunicorn_conf:{lines.index('threads = 2') + 1}")
+    assert s["config"][0] == '"python:deploy.gunicorn_conf"'
+    # And it serves with it, hooks included.
+    log = project / "hooks.log"
+    srv = Server(
+        "python:deploy.gunicorn_conf",
+        binds=[],
+        cwd=project,
+        env=clean_env(HOOK_LOG=str(log)),
+        command=[sys.executable, "-m", "ferrowsgi", "-c"],
+    )
+    srv.start(wait=False)
+    try:
+        srv.wait_listening(1)
+        assert srv.request("GET", "/").body == b"greeting=from-gunicorn-conf"
+        assert "when_ready" in read_hook_log(log)
+    finally:
+        assert srv.stop(signal.SIGTERM) == 0
+    # Mistakes are one line naming the module.
+    one_error(run_cli(project, "-c", "python:deploy.missing", "hello:app"), "deploy.missing")
+    one_error(run_cli(project, "-c", "python:nopkg.conf", "hello:app"), "nopkg.conf")
+    one_error(run_cli(project, "-c", "python:not a name", "hello:app"), "not a name")
+
+
 def test_process_name(project: Path) -> None:
     with Server("hello:app", "--name", "myservice-api", cwd=project, env=clean_env()) as srv:
         comm = Path(f"/proc/{srv.pid}/comm").read_text().strip()
@@ -349,12 +386,14 @@ def test_command_line_mistakes(project: Path) -> None:
 
 def test_ignored_settings_are_warned_about(project: Path) -> None:
     (project / "conf.py").write_text(
-        "forwarded_allow_ips = '*'\nsendfile = False\n\ndef pre_fork(server, worker):\n    pass\n"
+        "forwarded_allow_ips = '*'\nsendfile = False\n\ndef pre_exec(server):\n    pass\n"
     )
     result = run_cli(project, "-c", "conf.py", "--print-config", "hello:app")
     assert result.returncode == 0, result.stderr
     assert "conf.py:1: setting 'forwarded_allow_ips' is ignored" in result.stderr
-    assert "conf.py:4: server hook pre_fork is never called" in result.stderr
+    assert "conf.py:4: server hook pre_exec is never called: ferrowsgi never re-exec" in (
+        result.stderr
+    )
     # A setting whose value turns it off changes nothing: no warning.
     assert "sendfile" not in result.stderr
 

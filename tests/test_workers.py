@@ -440,6 +440,108 @@ def test_master_hooks_for_workers_coming_and_going(start_server, tmp_path: Path)
     assert {int(e[0]) for e in entries("worker_int")} == workers
 
 
+# The hooks gunicorn calls around forks and aborts, as a gunicorn.conf.py defines them. Each
+# appends ``name pid ...`` to the file in HOOKS_LOG; child_exit also raises, which the master
+# must log and survive.
+FORK_HOOKS_CONF = """
+import os
+
+_LOG = os.environ["HOOKS_LOG"]
+
+
+def _record(*words):
+    with open(_LOG, "a") as f:
+        f.write(" ".join(str(w) for w in words) + "\\n")
+
+
+def pre_fork(server, worker):
+    worker.tag = f"set-before-fork-{worker.age}"
+    _record("pre_fork", os.getpid(), worker.age, worker.pid)
+
+
+def post_fork(server, worker):
+    _record("post_fork", os.getpid(), worker.age, getattr(worker, "tag", "-"))
+
+
+def worker_abort(worker):
+    _record("worker_abort", os.getpid(), worker.pid, worker.alive)
+
+
+def child_exit(server, worker):
+    _record("child_exit", os.getpid(), worker.pid)
+    raise RuntimeError("child_exit failed on purpose")
+"""
+
+
+def hook_entries(log: Path, name: str) -> list[list[str]]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [ln.split()[1:] for ln in lines if ln.split()[0] == name]
+
+
+def test_pre_fork_runs_in_the_master_and_a_raising_hook_is_survived(
+    start_server, tmp_path: Path
+) -> None:
+    log = tmp_path / "hooks"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(FORK_HOOKS_CONF)
+    server = start_server("apps.procs:app", "-w", "2", "-c", str(conf), env={"HOOKS_LOG": str(log)})
+    master = str(server.pid)
+    assert wait_until(lambda: len(hook_entries(log, "post_fork")) == 2)
+    # pre_fork: in the master, before the fork (the worker has no pid yet), once per worker.
+    assert sorted(hook_entries(log, "pre_fork")) == [[master, "1", "None"], [master, "2", "None"]]
+    # What pre_fork set on the worker object is there in the forked worker's post_fork.
+    workers = set(wait_workers(server, 2))
+    post = hook_entries(log, "post_fork")
+    assert {int(e[0]) for e in post} == workers
+    assert sorted(e[1:] for e in post) == [["1", "set-before-fork-1"], ["2", "set-before-fork-2"]]
+    # A worker dies: child_exit runs in the master and raises; the master logs it (one record,
+    # with the traceback) and goes on: it forks the replacement (pre_fork again).
+    victim = sorted(workers)[0]
+    os.kill(victim, signal.SIGKILL)
+    assert wait_until(lambda: [master, str(victim)] in hook_entries(log, "child_exit"))
+    assert server.wait_stderr(r"Error in the child_exit hook\nTraceback"), server.stderr_text()
+    assert "RuntimeError: child_exit failed on purpose" in server.stderr_text()
+    assert wait_until(lambda: [master, "3", "None"] in hook_entries(log, "pre_fork"))
+    assert len(wait_workers(server, 2)) == 2
+    assert server.proc is not None and server.proc.poll() is None
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_worker_abort_runs_in_a_worker_retired_for_a_lost_thread(
+    start_server, tmp_path: Path, threads: str
+) -> None:
+    """gunicorn calls worker_abort in a worker its arbiter aborts past --timeout; here a
+    worker is retired (not killed) when a request thread is still gone --timeout-grace after
+    its deadline, and worker_abort runs in it then, before it leaves."""
+    log = tmp_path / "hooks"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(FORK_HOOKS_CONF)
+    server = start_server(
+        "apps.deadlines:app",
+        "-c",
+        str(conf),
+        "--threads",
+        threads,
+        "--timeout",
+        "1",
+        "--timeout-grace",
+        "1",
+        env={"HOOKS_LOG": str(log)},
+    )
+    old = server.worker_pid
+    with RawConn(server.addr, timeout=30) as c:
+        c.send(build_request("GET", "/csleep?s=60"))
+        assert c.read_response().status == 504
+    assert server.wait_stderr(rf"Worker {old} \(replaced: Unhealthy\) exited with status 70", 20)
+    # In the retired worker, marked as no longer alive, and before the master saw it leave.
+    assert hook_entries(log, "worker_abort") == [[str(old), str(old), "False"]]
+    names = [ln.split()[0] for ln in log.read_text().splitlines()]
+    assert names.index("worker_abort") < names.index("child_exit")
+    assert wait_until(lambda: server.worker_pids() not in ([], [old]), 15)
+
+
 class WakeThief:
     """An exclusive waiter on a listening socket that takes the kernel's wake-ups and
     never accepts: what a worker killed (-9) between its wake-up and its accept leaves

@@ -11,7 +11,7 @@ Which globals count:
 * names starting with ``_`` and names in capitals (``BASE_DIR``) are the
   module's own, as are modules and classes;
 * a function named after one of gunicorn's server hooks is that hook (one
-  that ferrowsgi does not call, such as ``pre_fork``, is a warning); any other
+  that ferrowsgi does not call, such as ``pre_exec``, is a warning); any other
   function is a helper, unless its name is one letter or two away from a
   hook's, which is an error (a misspelt hook would never run);
 * every other global is a setting, and a name that is no setting is an error.
@@ -50,7 +50,18 @@ HOOK_ARITY = {
     "child_exit": 2,
     "worker_int": 1,
     "nworkers_changed": 3,
+    "pre_fork": 2,
+    "worker_abort": 1,
 }
+
+#: Why each hook of :data:`UNSUPPORTED_HOOKS` is never called.
+_WHY_UNSUPPORTED = {
+    "pre_exec": "ferrowsgi never re-executes itself (USR2 is no binary upgrade)",
+    "ssl_context": "ferrowsgi serves plain HTTP; TLS ends at a proxy in front of it",
+}
+
+#: How gunicorn names a configuration module on the import path.
+_MODULE_PREFIX = "python:"
 
 
 class ConfigError(Exception):
@@ -103,15 +114,47 @@ def _check_arity(path: str, line: int | None, name: str, fn: Callable[..., Any])
         pass  # no signature to check (a builtin): called as it is
 
 
+def _module_file(name: str) -> str:
+    """The source file of the module ``name`` on the import path (as
+    gunicorn's ``-c python:pkg.module`` names it). The current directory
+    is searched first, as for the application."""
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise ConfigError(f"configuration module {name!r} is not a dotted module name")
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception as e:  # a parent package that fails to import
+        raise ConfigError(
+            f"cannot find configuration module {name}: {type(e).__name__}: {e}"
+        ) from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if spec is None:
+        raise ConfigError(f"cannot find configuration module {name} on the import path")
+    origin = spec.origin
+    if not origin or not origin.endswith(".py"):
+        raise ConfigError(f"configuration module {name} has no Python source file ({origin})")
+    return origin
+
+
 def read_module(
     path: str,
 ) -> tuple[list[tuple[str, Any, int | None]], dict[str, Callable[..., Any]], list[str]]:
-    """Execute the configuration module at ``path``.
+    """Execute the configuration module at ``path``, or the module named
+    after ``python:`` (``python:pkg.gunicorn_conf``, found on the import
+    path but executed afresh from its file, like a path, so that a reload
+    reads it again).
 
     Returns its settings as ``(name, value, line)``, its hooks by name, and
     warnings (one line each). Raises :class:`ConfigError` with one line for a
     file that cannot be read or run, or a misspelt hook.
     """
+    if path.startswith(_MODULE_PREFIX):
+        path = _module_file(path[len(_MODULE_PREFIX) :])
     try:
         with open(path, encoding="utf-8") as f:
             source = f.read()
@@ -153,7 +196,8 @@ def read_module(
             hooks[name] = value
             continue
         if name in UNSUPPORTED_HOOKS:
-            warnings.append(f"{at}: server hook {name} is never called by ferrowsgi")
+            why = _WHY_UNSUPPORTED.get(name, "it has no call site here")
+            warnings.append(f"{at}: server hook {name} is never called: {why}")
             continue
         if callable(value):
             near = difflib.get_close_matches(name, HOOK_NAMES + UNSUPPORTED_HOOKS, 1, 0.85)

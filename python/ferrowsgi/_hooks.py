@@ -22,6 +22,8 @@ hook                   called in                   arguments
 ``child_exit``         the master, a worker left   ``(server, worker)``
 ``worker_int``         a worker, on SIGINT/QUIT    ``(worker)``
 ``nworkers_changed``   the master, TTIN/TTOU       ``(server, new_value, old_value)``
+``pre_fork``           the master, before a fork   ``(server, worker)``
+``worker_abort``       a worker retired as lost    ``(worker)``
 =====================  ==========================  =============================
 """
 

@@ -686,7 +686,8 @@ pub(crate) fn report(py: Python<'_>, tag: &str, err: &PyErr) {
     ));
 }
 
-fn traceback_text(py: Python<'_>, err: &PyErr) -> String {
+/// The formatted traceback of `err` (its message if it cannot be formatted).
+pub(crate) fn traceback_text(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
         let tb = py.import(intern!(py, "traceback"))?;
         let lines = tb.call_method1(

@@ -173,6 +173,9 @@ struct PyBinding {
     app: Option<Py<PyAny>>,
     /// The `server` argument of hooks.
     server_obj: Py<PyAny>,
+    /// The `worker` object made for `pre_fork`, which the forked worker
+    /// goes on with (so what the hook set on it is there in `post_fork`).
+    next_worker: Option<Py<PyAny>>,
 }
 
 impl PyBinding {
@@ -242,8 +245,19 @@ impl Binding for PyBinding {
         let age = ctx.age;
         let booted = Python::attach(|py| -> PyResult<(Result<PyHandler, String>, Py<PyAny>)> {
             let objs = py.import("ferrowsgi._hookobjs")?;
-            let cfg = self.server_obj.bind(py).getattr("cfg")?;
-            let worker_obj = objs.getattr("Worker")?.call1((cfg, age))?;
+            let worker_obj = match self.next_worker.take() {
+                Some(w) => {
+                    let w = w.into_bound(py);
+                    let os = py.import("os")?;
+                    w.setattr("pid", os.call_method0("getpid")?)?;
+                    w.setattr("ppid", os.call_method0("getppid")?)?;
+                    w
+                }
+                None => {
+                    let cfg = self.server_obj.bind(py).getattr("cfg")?;
+                    objs.getattr("Worker")?.call1((cfg, age))?
+                }
+            };
             objs.call_method1("set_worker", (&worker_obj,))?;
             Ok((self.boot(py, &worker_obj), worker_obj.unbind()))
         });
@@ -257,6 +271,18 @@ impl Binding for PyBinding {
         ferrowsgi_server::process::on_interrupt(Box::new(move || {
             Python::attach(|py| {
                 let _ = hooks::call(py, "worker_int", (int_worker.bind(py),));
+            });
+        }));
+        // gunicorn runs worker_abort in a worker its arbiter aborts past
+        // --timeout; here the worker is never killed for a slow request,
+        // and the matching moment is its retirement as unhealthy (a
+        // request thread lost past --timeout-grace), before it leaves.
+        let abort_worker = Python::attach(|py| worker_obj.clone_ref(py));
+        ferrowsgi_server::health::on_abort(Box::new(move || {
+            Python::attach(|py| {
+                let worker = abort_worker.bind(py);
+                let _ = worker.setattr("alive", false);
+                let _ = hooks::call(py, "worker_abort", (worker,));
             });
         }));
         let result = Python::attach(|py| py.detach(|| ctx.serve(cfg, handler)));
@@ -305,6 +331,31 @@ impl Binding for PyBinding {
     fn hook(&mut self, name: &str) {
         Python::attach(|py| {
             let _ = hooks::call(py, name, (self.server_obj.bind(py),));
+        });
+    }
+
+    fn pre_fork(&mut self, age: u64) {
+        Python::attach(|py| {
+            let server = self.server_obj.bind(py);
+            let made = py.import("ferrowsgi._hookobjs").and_then(|objs| {
+                let w = objs
+                    .getattr("Worker")?
+                    .call1((server.getattr("cfg")?, age))?;
+                // Not forked yet: no pid of its own (gunicorn's is unset too).
+                w.setattr("pid", py.None())?;
+                w.setattr("ppid", std::process::id())?;
+                Ok(w)
+            });
+            match made {
+                Ok(worker) => {
+                    let _ = hooks::call(py, "pre_fork", (server, &worker));
+                    self.next_worker = Some(worker.unbind());
+                }
+                Err(e) => {
+                    log::warning(&format!("cannot make the worker object of hooks: {e}"));
+                    self.next_worker = None;
+                }
+            }
         });
     }
 
@@ -575,6 +626,7 @@ fn serve(
         cfg,
         app,
         server_obj: server_obj.unbind(),
+        next_worker: None,
     };
     let outcome = py.detach(|| master.run(&mut binding));
     match outcome {

@@ -144,7 +144,8 @@ pub(crate) fn make_hook_objects<'py>(
 }
 
 /// Runs the hook `name` with `args` if one is installed. A hook that
-/// raises is logged with its traceback and returns the error.
+/// raises (even with `SystemExit`) is logged with its traceback and
+/// returns the error; it never unwinds into the master's loop.
 pub(crate) fn call<'py>(
     py: Python<'py>,
     name: &str,
@@ -156,7 +157,12 @@ pub(crate) fn call<'py>(
         return Ok(());
     }
     hook.call1(args).map(drop).inspect_err(|e| {
-        crate::app::report(py, &format!("in the {name} hook"), e);
+        // One log record with the traceback; the caller goes on (or, for
+        // a hook that must succeed, says so in a line of its own).
+        ferrowsgi_server::log::error(&format!(
+            "Error in the {name} hook\n{}",
+            crate::app::traceback_text(py, e).trim_end()
+        ));
     })
 }
 

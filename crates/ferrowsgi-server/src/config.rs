@@ -378,8 +378,9 @@ pub struct Cli {
     pub no_gc_freeze: bool,
 
     /// Configuration file: a `.toml` file (settings as top-level keys, or
-    /// `[tool.ferrowsgi]` in a pyproject.toml), or a gunicorn-style `.py`
-    /// module. Without it, ./ferrowsgi.toml, else ./pyproject.toml's
+    /// `[tool.ferrowsgi]` in a pyproject.toml), a gunicorn-style `.py`
+    /// module, or `python:pkg.module` (such a module found on the import
+    /// path, as gunicorn names it). Without it, ./ferrowsgi.toml, else ./pyproject.toml's
     /// `[tool.ferrowsgi]`, is read if there.
     #[arg(short = 'c', long, value_name = "FILE")]
     pub config: Option<PathBuf>,

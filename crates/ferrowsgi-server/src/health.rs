@@ -11,7 +11,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::log;
@@ -24,6 +24,54 @@ use crate::sync::lock;
 pub const EXIT_UNHEALTHY: i32 = 70;
 
 static UNHEALTHY: AtomicBool = AtomicBool::new(false);
+
+/// Called when the worker is retired as unhealthy (gunicorn's
+/// `worker_abort` hook, which gunicorn runs on the `SIGABRT` its arbiter
+/// sends a worker past `--timeout`).
+type AbortHook = Box<dyn Fn() + Send + Sync>;
+static ON_ABORT: OnceLock<AbortHook> = OnceLock::new();
+/// Signalled once the abort hook has returned.
+static ABORT_DONE: Mutex<Option<mpsc::Receiver<()>>> = Mutex::new(None);
+/// How long the process waits for the abort hook before it exits anyway:
+/// the hook may need the GIL, which the lost thread may hold for good.
+const ABORT_HOOK_WAIT: Duration = Duration::from_secs(5);
+
+/// Runs `f` when this process is retired as unhealthy, on a thread of its
+/// own, before the process exits (which waits up to 5 s for it). Set once.
+pub fn on_abort(f: Box<dyn Fn() + Send + Sync>) {
+    let _ = ON_ABORT.set(f);
+}
+
+/// Starts the abort hook, if one is set, on a thread of its own: the
+/// caller is the deadline watcher, which must never wait for Python.
+fn start_abort_hook() {
+    let Some(hook) = ON_ABORT.get() else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("ferrowsgi-abort".into())
+        .spawn(move || {
+            hook();
+            let _ = tx.send(());
+        });
+    if spawned.is_ok() {
+        *lock(&ABORT_DONE) = Some(rx);
+    }
+}
+
+/// Waits (a bounded time) for the abort hook started by [`mark_unhealthy`].
+fn wait_abort_hook() {
+    let Some(done) = lock(&ABORT_DONE).take() else {
+        return;
+    };
+    if done.recv_timeout(ABORT_HOOK_WAIT).is_err() {
+        raw_stderr(&format!(
+            "the worker_abort hook did not return within {} s; exiting without it",
+            ABORT_HOOK_WAIT.as_secs()
+        ));
+    }
+}
 
 /// The running server, as [`mark_unhealthy`] needs it.
 #[derive(Debug)]
@@ -65,6 +113,7 @@ pub fn mark_unhealthy(reason: &str) {
     // Under a master: it forks the replacement now, while this worker
     // finishes (or, inline, exits).
     crate::process::worker::tell_master(crate::process::RetireReason::Unhealthy);
+    start_abort_hook();
     let running = lock(&RUNNING);
     let Some(r) = running.as_ref() else {
         critical(format!("Worker unhealthy: {reason}"));
@@ -131,6 +180,7 @@ fn raw_stderr(line: &str) {
 /// could wait for the lost thread (interpreter finalisation needs the GIL,
 /// which that thread may hold for good).
 pub(crate) fn exit_now() -> ! {
+    wait_abort_hook();
     written_or_raw(critical(format!(
         "Worker exiting (status {EXIT_UNHEALTHY}): retired as unhealthy"
     )));

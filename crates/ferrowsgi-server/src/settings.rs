@@ -361,11 +361,19 @@ pub const HOOKS: &[&str] = &[
     "child_exit",
     "worker_int",
     "nworkers_changed",
+    "pre_fork",
+    "worker_abort",
 ];
 
 /// gunicorn's other hooks, which have no call site here: defining one is
-/// a warning.
-pub const UNSUPPORTED_HOOKS: &[&str] = &["pre_fork", "pre_exec", "worker_abort", "ssl_context"];
+/// a warning. `pre_exec` runs before gunicorn re-executes its binary on
+/// `USR2`, and ferrowsgi never re-executes itself; `ssl_context` builds a
+/// TLS context, and ferrowsgi serves plain HTTP.
+pub const UNSUPPORTED_HOOKS: &[&str] = &["pre_exec", "ssl_context"];
+
+/// How a configuration names a Python module on the import path rather
+/// than a file (gunicorn's `-c python:pkg.module`).
+pub const PY_MODULE_PREFIX: &str = "python:";
 
 /// Arguments that only the command line gives: the file's own name and
 /// one-shot actions.
@@ -863,6 +871,14 @@ fn read_text(path: &Path) -> Result<String, String> {
 
 /// Reads a named configuration file by its extension.
 fn read_file(path: &Path, read_py: PyReader<'_>) -> Result<Vec<Entry>, String> {
+    // gunicorn's `-c python:pkg.module`: a module on the import path,
+    // which the Python side finds and runs like a `.py` file.
+    if path
+        .to_str()
+        .is_some_and(|p| p.starts_with(PY_MODULE_PREFIX))
+    {
+        return read_py(path);
+    }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         // The reader reports a missing or unreadable file itself.

@@ -43,6 +43,13 @@ pub trait Binding {
         let _ = name;
     }
 
+    /// Runs just before the master forks the worker numbered `age`
+    /// (gunicorn's `pre_fork` hook), with the master's signals still
+    /// unblocked and no other thread running.
+    fn pre_fork(&mut self, age: u64) {
+        let _ = age;
+    }
+
     /// Told about every worker that left (its pid and age), and why.
     fn worker_exited(&mut self, pid: libc::pid_t, age: u64, cause: ExitCause) {
         let _ = (pid, age, cause);
@@ -466,6 +473,7 @@ impl Run<'_> {
             }
         };
         self.age += 1;
+        self.binding.pre_fork(self.age);
         // Signals stay blocked across the fork: a signal for the new worker
         // waits until its own handlers are in place, instead of running the
         // master's (which would write to the master's pipe).
