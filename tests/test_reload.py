@@ -78,6 +78,30 @@ def test_an_edited_module_is_picked_up(tmp_path: Path, workers: str) -> None:
         wait_body(server, b"three -")
 
 
+LAZY_APP = """\
+def app(environ, start_response):
+    import lazymod  # first imported while serving a request, not at start-up
+
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [lazymod.VALUE.encode()]
+"""
+
+
+def test_a_module_imported_while_serving_is_watched_too(tmp_path: Path) -> None:
+    (tmp_path / "reloadme.py").write_text(LAZY_APP)
+    lazy = tmp_path / "lazymod.py"
+    lazy.write_text('VALUE = "first"\n')
+    with start(tmp_path, "--log-level", "debug") as server:
+        assert body(server) == b"first"
+        # The worker finds the new module among those imported since it started.
+        assert server.wait_stderr(
+            r"--reload watches \d+ more files \(modules imported while serving\)", 15
+        ), server.stderr_text()[-3000:]
+        lazy.write_text('VALUE = "second"\n')
+        wait_body(server, b"second")
+        assert server.wait_stderr("Reloading: a watched file changed")
+
+
 def test_a_syntax_error_keeps_the_old_code_serving(tmp_path: Path) -> None:
     module = tmp_path / "reloadme.py"
     write_app(module, "good")

@@ -139,6 +139,65 @@ fn watch_app_files(py: Python<'_>, error: Option<&PyErr>) {
     }
 }
 
+/// How often a worker under `--reload` looks for modules imported since
+/// it started (one `len(sys.modules)` under the GIL when there are none).
+const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Under `--reload`, a worker's thread that watches the files of modules
+/// first imported while serving (an import inside a view, say), which the
+/// list made at start-up does not have.
+struct ModuleScanner {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ModuleScanner {
+    /// Starts the thread, in a worker (never in the master, which forks
+    /// without threads); `None` without `--reload`.
+    fn start() -> Option<ModuleScanner> {
+        if !reload::is_on() {
+            return None;
+        }
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ferrowsgi-reload".into())
+            .spawn(move || {
+                use std::sync::mpsc::RecvTimeoutError;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(RESCAN_EVERY) {
+                    let files = Python::attach(|py| {
+                        py.import("ferrowsgi._reload")
+                            .and_then(|m| m.call_method0("new_files"))
+                            .and_then(|f| f.extract::<Vec<String>>())
+                    });
+                    match files {
+                        Ok(files) if !files.is_empty() => {
+                            let n = reload::watch_files(&files);
+                            log::debug(&format!(
+                                "--reload watches {n} more files (modules imported while serving)"
+                            ));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            log::warning(&format!(
+                                "--reload cannot list the modules imported while serving: {e}"
+                            ));
+                            return;
+                        }
+                    }
+                }
+            })
+            .ok()?;
+        Some(ModuleScanner { stop, thread })
+    }
+
+    /// Stops the thread (at once: it waits on the channel) and joins it,
+    /// before the interpreter can be finalized under it.
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+}
+
 /// Turns metrics on (the shared region, made before any fork) and binds
 /// the endpoint that the master serves. The error is one line.
 fn start_metrics(addr: std::net::SocketAddr) -> Result<MetricsExporter, String> {
@@ -285,7 +344,11 @@ impl Binding for PyBinding {
                 let _ = hooks::call(py, "worker_abort", (worker,));
             });
         }));
+        let scanner = ModuleScanner::start();
         let result = Python::attach(|py| py.detach(|| ctx.serve(cfg, handler)));
+        if let Some(scanner) = scanner {
+            scanner.stop();
+        }
         Python::attach(|py| {
             let worker = worker_obj.bind(py);
             let _ = worker.setattr("alive", false);
