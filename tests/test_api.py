@@ -271,3 +271,104 @@ def test_serve_freezes_the_heap_unless_told_not_to(mode: str) -> None:
         assert state["frozen"] > 1000, state
     else:
         assert state["frozen"] == 0, state
+
+
+# --- settings through the command line's table ------------------------------------------------
+
+
+def test_background_takes_a_config_file_under_its_keyword_arguments(tmp_path) -> None:
+    import ferrowsgi
+
+    conf = tmp_path / "ferrowsgi.toml"
+    conf.write_text("threads = 2\nno_server_header = true\n")
+    with ferrowsgi.background(hello, config=conf) as url:
+        _, headers, body = get(url, "/")
+        # The file's threads: more than one application thread.
+        assert json.loads(body)["multithread"] is True, body
+        assert "Server" not in headers, headers
+    # A keyword argument wins over the file.
+    with ferrowsgi.background(hello, config=str(conf), threads=1, server_header=True) as url:
+        _, headers, body = get(url, "/")
+        assert json.loads(body)["multithread"] is False, body
+        assert headers.get("Server", "").startswith("ferrowsgi"), headers
+
+
+@pytest.mark.parametrize(
+    ("options", "needles"),
+    [
+        ({"acces_logfile": "x.log"}, ["keyword argument acces_logfile", "access_logfile"]),
+        ({"log_level": "loud"}, ["keyword argument log_level", "loud"]),
+        ({"access_log": True, "access_logformat": "%(h)s %(nope)s"}, ["nope"]),
+        ({"keep_alive": -1}, ["keep_alive", "non-negative"]),
+        ({"config": "missing.toml"}, ["missing.toml"]),
+        ({"config": "settings.ini"}, ["settings.ini", ".toml or a .py"]),
+    ],
+)
+def test_wrong_settings_are_one_line_value_errors(options: dict, needles: list[str]) -> None:
+    import ferrowsgi
+
+    with pytest.raises(ValueError) as info:
+        ferrowsgi.Server(_hello, ["127.0.0.1:0"], **options)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+LOGS_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import ferrowsgi
+    from apps.echo import app
+
+    ferrowsgi.serve(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        config=sys.argv[2],
+        access_logfile=sys.argv[3],
+        access_logformat="json",
+    )
+    print("serve-returned", flush=True)
+    """
+)
+
+
+def test_serve_takes_the_log_settings_and_a_gunicorn_conf(tmp_path) -> None:
+    access = tmp_path / "access.log"
+    error = tmp_path / "error.log"
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            threads = 3
+            loglevel = "debug"
+            errorlog = {str(error)!r}
+            log_format = "json"
+            workers = 4
+
+            def pre_request(worker, req):
+                worker.log.warning("pre_request saw %s", req.path)
+            """
+        )
+    )
+    state, rc, out, err = run_serve_script(
+        LOGS_SCRIPT, str(conf), str(access), target="/logged?q=1"
+    )
+    assert rc == 0, err.decode()
+    assert state["environ"]["PATH_INFO"] == "/logged"
+    assert b"serve-returned" in out
+    # The access log: JSON lines in the file given as a keyword argument.
+    records = [json.loads(line) for line in access.read_text().splitlines()]
+    assert [r["uri"] for r in records] == ["/logged?q=1", "/again"]
+    assert all(r["status"] == 200 for r in records), records
+    # The error log: in the file the configuration names, as JSON lines.
+    text = error.read_text()
+    messages = [json.loads(line)["message"] for line in text.splitlines()]
+    assert "Using 3 thread(s)" in messages, messages
+    # workers (a setting of the command line's processes) is ignored, with a warning.
+    assert any("setting 'workers' is for the command line's processes" in m for m in messages)
+    # The configuration's pre_request hook ran (its logger has no handler: Python's last
+    # resort writes the warning to stderr).
+    assert "pre_request saw /logged" in err.decode(), err.decode()
+    assert b"Traceback" not in err, err.decode()

@@ -19,6 +19,7 @@ own, usable under any server)::
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 from ferrowsgi._ferrowsgi import (
@@ -75,30 +76,73 @@ def _mounted(
     return Mount(pairs, root_path=root_path)
 
 
+def _server(
+    app: Callable[..., Any],
+    host: str | None,
+    port: int | None,
+    default_port: int,
+    threads: int | None,
+    bind: Sequence[str] | None,
+    config: str | os.PathLike[str] | None,
+    options: dict[str, Any],
+) -> Server:
+    """A bound :class:`Server`: addresses and threads given here win over the configuration
+    file's, which win over the defaults (``127.0.0.1`` and ``default_port``, one thread)."""
+    binds = _binds(
+        "127.0.0.1" if host is None else host, default_port if port is None else port, bind
+    )
+    given = bool(bind) or host is not None or port is not None
+    if threads is not None:
+        options["threads"] = threads
+    return Server(
+        app,
+        binds if given else None,
+        config=None if config is None else os.fspath(config),
+        default_bind=None if given else binds,
+        **options,
+    )
+
+
 def serve(
     app: Callable[..., Any] | None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str | None = None,
+    port: int | None = None,
     *,
-    threads: int = 1,
+    threads: int | None = None,
     bind: Sequence[str] | None = None,
     gc_freeze: bool = True,
     mount: Mapping[str, Callable[..., Any]] | None = None,
     root_path: str = "",
+    config: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> None:
     """Serve ``app`` until Ctrl-C or SIGTERM, then return.
 
-    ``bind`` (a list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``)
-    replaces ``host`` and ``port``. Before the first request, the objects
-    that exist then are collected once and frozen (``gc.freeze()``), as the
-    command line does unless given ``--no-gc-freeze``; ``gc_freeze=False``
-    leaves them to the garbage collector. Other options: ``access_log``,
-    ``debug``, ``server_header``, ``log_level``, ``keep_alive``,
-    ``read_timeout``, ``write_timeout``, ``limit_request_body``,
-    ``loopback_congestion``, ``stream_bodies``, ``timeout`` (seconds a
-    request may run: then a 504 and :class:`RequestTimeout` in its thread;
-    0 for none) and ``timeout_grace``.
+    ``host`` and ``port`` default to ``127.0.0.1`` and 8000; ``bind`` (a
+    list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``) replaces them.
+    Before the first request, the objects that exist then are collected once
+    and frozen (``gc.freeze()``), as the command line does unless given
+    ``--no-gc-freeze``; ``gc_freeze=False`` leaves them to the garbage
+    collector.
+
+    Other options are the command line's settings, by the same names (as in
+    ``ferrowsgi.toml``, or gunicorn's), checked by the same table: for the
+    logs ``access_log`` (bool), ``access_logfile`` (a path, or ``"-"`` for
+    stdout), ``access_logformat`` (``"combined"``, ``"json"`` or gunicorn's
+    ``%(h)s ...`` atoms), ``error_logfile``, ``log_level``, ``log_format``
+    (``"text"`` or ``"json"``) and ``log_to_python``; also ``debug``,
+    ``server_header``, ``keep_alive``, ``read_timeout``, ``write_timeout``
+    and ``timeout`` (seconds a request may run: then a 504 and
+    :class:`RequestTimeout` in its thread; 0 for none), ``timeout_grace``
+    (these five take fractions of a second too), ``limit_request_body``,
+    ``loopback_congestion``, ``stream_bodies``, ``health_path``, the other
+    limits. A wrong name or value raises ValueError naming it.
+
+    ``config`` names a configuration file as ``-c`` does: a ``.toml`` file,
+    a gunicorn-style ``.py`` module (its ``pre_request`` and
+    ``post_request`` hooks apply) or ``python:pkg.module``. Keyword
+    arguments win over it; its settings that concern the command line's
+    processes (``workers``, ``preload``, ...) are ignored with a warning.
 
     ``mount`` (``{"/api": api, ...}``) serves more applications under URL
     prefixes beside ``app`` (which may then be ``None``: no root
@@ -107,7 +151,7 @@ def serve(
     :class:`Mount`).
     """
     app = _mounted(app, mount, root_path)
-    server = Server(app, _binds(host, port, bind), threads=threads, **options)
+    server = _server(app, host, port, 8000, threads, bind, config, options)
     if gc_freeze:
         freeze_heap()
     run_until_signal(server)
@@ -116,13 +160,14 @@ def serve(
 @contextlib.contextmanager
 def background(
     app: Callable[..., Any] | None,
-    host: str = "127.0.0.1",
-    port: int = 0,
+    host: str | None = None,
+    port: int | None = None,
     *,
-    threads: int = 1,
+    threads: int | None = None,
     bind: Sequence[str] | None = None,
     mount: Mapping[str, Callable[..., Any]] | None = None,
     root_path: str = "",
+    config: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Iterator[str]:
     """Run ``app`` on a background thread; yield its URL; stop it on exit.
@@ -133,10 +178,11 @@ def background(
         with ferrowsgi.background(app) as url:
             body = urllib.request.urlopen(url + "/").read()
 
-    ``mount`` and ``root_path`` are those of :func:`serve`.
+    ``mount``, ``root_path``, ``config`` and the other options are those of
+    :func:`serve`.
     """
     app = _mounted(app, mount, root_path)
-    server = Server(app, _binds(host, port, bind), threads=threads, **options)
+    server = _server(app, host, port, 0, threads, bind, config, options)
     failure: list[BaseException] = []
 
     def run() -> None:

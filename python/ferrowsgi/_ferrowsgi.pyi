@@ -8,22 +8,16 @@ class Server:
     def __init__(
         self,
         app: Callable[..., Any],
-        bind: Sequence[str],
+        bind: Sequence[str] | None = None,
         *,
-        threads: int = 1,
-        access_log: bool = False,
-        debug: bool = False,
-        server_header: bool = True,
-        log_level: str = "info",
-        keep_alive: float = 5.0,
-        read_timeout: float = 30.0,
-        write_timeout: float = 30.0,
-        limit_request_body: int | None = None,
-        loopback_congestion: str = "reno",
-        stream_bodies: str = "local",
-        timeout: float = 30.0,
-        timeout_grace: float = 10.0,
-    ) -> None: ...
+        config: str | None = None,
+        default_bind: Sequence[str] | None = None,
+        **options: Any,
+    ) -> None:
+        """Bind ``app``'s server. ``options`` are settings by the names of the settings
+        table (``threads``, ``access_logfile``, ``log_level``, ...; ``server_header`` too),
+        over the configuration file ``config``; ``default_bind`` is used when neither
+        sets ``bind``."""
     @property
     def urls(self) -> list[str]: ...
     def serve(self, *, banner: bool = True) -> None: ...

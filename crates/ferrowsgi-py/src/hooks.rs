@@ -22,7 +22,7 @@ fn latin1(bytes: &[u8]) -> String {
 }
 
 /// A Python value from a `.py` configuration as a settings [`Value`].
-fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+pub(crate) fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::None);
     }

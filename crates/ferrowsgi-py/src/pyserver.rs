@@ -1,15 +1,18 @@
 //! The `Server` class behind `ferrowsgi.serve()` and `ferrowsgi.background()`.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferrowsgi_server::config::StreamBodies;
 use ferrowsgi_server::listen::BindAddr;
+use ferrowsgi_server::settings::{self, Entry, Origin, Value};
 use ferrowsgi_server::{log, Config, StopHandle};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use crate::app::PyHandler;
+use crate::hooks;
 
 type RustServer = ferrowsgi_server::Server<PyHandler>;
 
@@ -27,66 +30,146 @@ pub struct Server {
     threads: usize,
 }
 
-/// Builds the server's [`Config`] from keyword options.
-#[allow(clippy::too_many_arguments)]
+/// The settings an embedded server applies; any other one set (in the
+/// configuration file, say) concerns the command line's processes and is
+/// ignored with a warning.
+const EMBEDDED: &[&str] = &[
+    "config",
+    "bind",
+    "threads",
+    "log_level",
+    "access_log",
+    "access_logfile",
+    "access_logformat",
+    "error_logfile",
+    "log_format",
+    "log_to_python",
+    "no_server_header",
+    "debug",
+    "keep_alive",
+    "read_timeout",
+    "write_timeout",
+    "backlog",
+    "keep_alive_requests",
+    "max_pipelined",
+    "worker_connections",
+    "limit_request_line",
+    "limit_request_fields",
+    "limit_request_field_size",
+    "limit_request_body",
+    "loopback_congestion",
+    "stream_bodies",
+    "timeout",
+    "timeout_grace",
+    "health_path",
+    "worker_class",
+];
+
+/// Durations the API takes in (fractional) seconds, where the command
+/// line takes whole ones.
+const SECONDS: &[&str] = &[
+    "keep_alive",
+    "read_timeout",
+    "write_timeout",
+    "timeout",
+    "timeout_grace",
+];
+
+/// Builds the server's [`Config`] from the keyword arguments `options`
+/// (settings by their names in the settings table, ferrowsgi's or
+/// gunicorn's, plus `server_header`) over the configuration file `config`,
+/// through the table the command line uses. `default_bind` is used when
+/// neither sets `bind`. Warnings are logged.
 pub(crate) fn make_config(
-    bind: Vec<String>,
-    threads: usize,
-    access_log: bool,
-    debug: bool,
-    server_header: bool,
-    log_level: &str,
-    keep_alive: f64,
-    read_timeout: f64,
-    write_timeout: f64,
-    limit_request_body: Option<u64>,
-    loopback_congestion: &str,
-    stream_bodies: &str,
-    timeout: f64,
-    timeout_grace: f64,
+    py: Python<'_>,
+    bind: Option<Vec<String>>,
+    default_bind: Option<Vec<String>>,
+    config: Option<PathBuf>,
+    options: Option<&Bound<'_, PyDict>>,
 ) -> PyResult<Config> {
-    let mut cfg = Config::default();
-    if bind.is_empty() {
-        return Err(PyValueError::new_err("no address to bind"));
-    }
-    for b in &bind {
-        cfg.binds
-            .push(BindAddr::parse(b).map_err(PyValueError::new_err)?);
-    }
-    if !(1..=1024).contains(&threads) {
-        return Err(PyValueError::new_err("threads must be between 1 and 1024"));
-    }
-    cfg.threads = threads;
-    if access_log {
-        cfg.access_log = Some(
-            log::AccessLog::new(log::Target::Stdout, "combined", false)
-                .map_err(PyValueError::new_err)?,
-        );
-    }
-    cfg.debug = debug;
-    cfg.server_header = server_header;
-    cfg.log_level = log::Level::parse(log_level)
-        .ok_or_else(|| PyValueError::new_err(format!("invalid log level {log_level:?}")))?;
-    let secs = |v: f64, what: &str| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(Duration::from_secs_f64(v))
-        } else {
-            Err(PyValueError::new_err(format!(
-                "{what} must be a non-negative number"
-            )))
-        }
+    let arg = |name: &str, value: Value| Entry {
+        name: name.to_string(),
+        value,
+        origin: Origin::Argument,
     };
-    cfg.keep_alive = secs(keep_alive, "keep_alive")?;
-    cfg.read_timeout = secs(read_timeout, "read_timeout")?;
-    cfg.write_timeout = secs(write_timeout, "write_timeout")?;
-    cfg.timeout = secs(timeout, "timeout")?;
-    cfg.timeout_grace = secs(timeout_grace, "timeout_grace")?;
-    if let Some(n) = limit_request_body {
-        cfg.max_body = n;
+    let mut entries = Vec::new();
+    if let Some(bind) = bind {
+        if bind.is_empty() {
+            return Err(PyValueError::new_err("no address to bind"));
+        }
+        entries.push(arg(
+            "bind",
+            Value::List(bind.into_iter().map(Value::Str).collect()),
+        ));
     }
-    cfg.set_loopback_congestion(loopback_congestion)
+    // Exact durations, applied over what the table parsed (whole seconds).
+    let mut exact: Vec<(String, Duration)> = Vec::new();
+    for (key, value) in options.into_iter().flatten() {
+        let name: String = key.extract()?;
+        if name == "server_header" {
+            let on: bool = value.extract()?;
+            entries.push(arg("no_server_header", Value::Bool(!on)));
+            continue;
+        }
+        if SECONDS.contains(&name.as_str()) && !value.is_none() {
+            if let Ok(secs) = value.extract::<f64>() {
+                if !(secs.is_finite() && secs >= 0.0) {
+                    return Err(PyValueError::new_err(format!(
+                        "keyword argument {name}: expected a non-negative number of seconds, got {secs}"
+                    )));
+                }
+                entries.push(arg(&name, Value::Int(secs.ceil() as i64)));
+                exact.push((name, Duration::from_secs_f64(secs)));
+                continue;
+            }
+        }
+        entries.push(arg(&name, hooks::to_value(&value)?));
+    }
+    let mut py_warnings = Vec::new();
+    let mut read_py = |path: &Path| hooks::read_py_config(py, path, &mut py_warnings);
+    let loaded = settings::load_api(&entries, config.as_deref(), &mut read_py)
         .map_err(PyValueError::new_err)?;
-    cfg.stream_bodies = StreamBodies::parse(stream_bodies).map_err(PyValueError::new_err)?;
+    let mut cfg = loaded.cli.to_config().map_err(PyValueError::new_err)?;
+    if let Some(binds) = default_bind {
+        let bind_given = loaded
+            .rows
+            .iter()
+            .any(|r| r.name == "bind" && r.origin != Origin::Default);
+        if !bind_given {
+            cfg.binds = binds
+                .iter()
+                .map(|b| BindAddr::parse(b))
+                .collect::<Result<_, _>>()
+                .map_err(PyValueError::new_err)?;
+        }
+    }
+    for (name, d) in exact {
+        match name.as_str() {
+            "keep_alive" => cfg.keep_alive = d,
+            "read_timeout" => cfg.read_timeout = d,
+            "write_timeout" => cfg.write_timeout = d,
+            "timeout" => cfg.timeout = d,
+            _ => cfg.timeout_grace = d,
+        }
+    }
+    // Embedded: a lost thread stops this server, never the caller's process.
+    cfg.exit_when_unhealthy = false;
+    log::set_level(cfg.log_level);
+    log::set_error_log(&cfg.error_log, cfg.log_format).map_err(PyOSError::new_err)?;
+    if cfg.log_to_python {
+        crate::pylog::install(py)?;
+    }
+    for w in py_warnings.iter().chain(&loaded.warnings) {
+        log::warning(w);
+    }
+    for row in &loaded.rows {
+        if row.origin != Origin::Default && !EMBEDDED.contains(&row.name.as_str()) {
+            log::warning(&format!(
+                "{}: setting '{}' is for the command line's processes; an embedded server ignores it",
+                row.origin, row.name
+            ));
+        }
+    }
     Ok(cfg)
 }
 
@@ -141,47 +224,16 @@ impl Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (
-        app, bind, *, threads = 1, access_log = false, debug = false, server_header = true,
-        log_level = "info", keep_alive = 5.0, read_timeout = 30.0, write_timeout = 30.0,
-        limit_request_body = None, loopback_congestion = "reno", stream_bodies = "local",
-        timeout = 30.0, timeout_grace = 10.0
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (app, bind = None, *, config = None, default_bind = None, **options))]
     fn new(
         py: Python<'_>,
         app: Py<PyAny>,
-        bind: Vec<String>,
-        threads: usize,
-        access_log: bool,
-        debug: bool,
-        server_header: bool,
-        log_level: &str,
-        keep_alive: f64,
-        read_timeout: f64,
-        write_timeout: f64,
-        limit_request_body: Option<u64>,
-        loopback_congestion: &str,
-        stream_bodies: &str,
-        timeout: f64,
-        timeout_grace: f64,
+        bind: Option<Vec<String>>,
+        config: Option<PathBuf>,
+        default_bind: Option<Vec<String>>,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Self> {
-        let cfg = make_config(
-            bind,
-            threads,
-            access_log,
-            debug,
-            server_header,
-            log_level,
-            keep_alive,
-            read_timeout,
-            write_timeout,
-            limit_request_body,
-            loopback_congestion,
-            stream_bodies,
-            timeout,
-            timeout_grace,
-        )?;
+        let cfg = make_config(py, bind, default_bind, config, options)?;
         Server::create(py, app, cfg)
     }
 

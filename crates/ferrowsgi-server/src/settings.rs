@@ -89,6 +89,8 @@ pub enum Origin {
     Env(String),
     /// The command line.
     CommandLine,
+    /// A keyword argument of the Python API (`ferrowsgi.serve()`).
+    Argument,
 }
 
 impl fmt::Display for Origin {
@@ -102,6 +104,7 @@ impl fmt::Display for Origin {
             Origin::File { path, line: None } => write!(f, "{}", path.display()),
             Origin::Env(var) => write!(f, "environment variable {var}"),
             Origin::CommandLine => f.write_str("command line"),
+            Origin::Argument => f.write_str("keyword argument"),
         }
     }
 }
@@ -583,7 +586,6 @@ pub fn load(
     read_py: PyReader<'_>,
 ) -> Result<Loaded, (String, i32)> {
     let matches = parse_command_line(argv)?;
-    let specs = specs();
     let mut warnings = Vec::new();
     if env.iter().any(|(k, _)| k == "GUNICORN_CMD_ARGS") {
         warnings.push(
@@ -606,10 +608,68 @@ pub fn load(
         None => discover(&mut warnings).map_err(err2)?,
     };
     let env_entries = env_entries(env);
+    merge(
+        argv,
+        &matches,
+        &[],
+        &env_entries,
+        &file_entries,
+        config_file,
+        warnings,
+    )
+}
 
+/// Loads the settings of a server embedded with the Python API: the
+/// keyword arguments `options` (each with [`Origin::Argument`]) over the
+/// configuration file `config` (read as `-c` reads it; no other file is
+/// looked for, and the environment is not read) over the defaults. The
+/// same table checks every value, so a keyword argument takes exactly
+/// what the command line's option takes; a mistake is one line naming it.
+pub fn load_api(
+    options: &[Entry],
+    config: Option<&Path>,
+    read_py: PyReader<'_>,
+) -> Result<Loaded, String> {
+    let strip = |(text, _): (String, i32)| {
+        text.trim_end()
+            .trim_start_matches("ferrowsgi: error: ")
+            .to_string()
+    };
+    let argv = ["ferrowsgi".to_string()];
+    let matches = parse_command_line(&argv).map_err(strip)?;
+    let file_entries = match config {
+        Some(path) => read_file(path, read_py)?,
+        None => Vec::new(),
+    };
+    merge(
+        &argv,
+        &matches,
+        options,
+        &[],
+        &file_entries,
+        config.map(Path::to_path_buf),
+        Vec::new(),
+    )
+    .map_err(strip)
+}
+
+/// Merges the sources, highest first: the command line (`matches` of
+/// `argv`), the API's keyword arguments `api` (never both), the
+/// environment's entries, the file's, the defaults.
+fn merge(
+    argv: &[String],
+    matches: &clap::ArgMatches,
+    api: &[Entry],
+    env_entries: &[Entry],
+    file_entries: &[Entry],
+    config_file: Option<PathBuf>,
+    mut warnings: Vec<String>,
+) -> Result<Loaded, (String, i32)> {
+    let specs = specs();
     // Each source's values, by argument id.
-    let file_layer = layer(&specs, &file_entries, &mut warnings).map_err(err2)?;
-    let env_layer = layer(&specs, &env_entries, &mut warnings).map_err(err2)?;
+    let file_layer = layer(&specs, file_entries, &mut warnings).map_err(err2)?;
+    let env_layer = layer(&specs, env_entries, &mut warnings).map_err(err2)?;
+    let api_layer = layer(&specs, api, &mut warnings).map_err(err2)?;
 
     let mut final_argv: Vec<OsString> = vec![argv
         .first()
@@ -629,7 +689,9 @@ pub fn load(
             continue;
         }
         let (values, origin) = if matches.value_source(&spec.id) == Some(ValueSource::CommandLine) {
-            (command_line_values(&matches, spec), Origin::CommandLine)
+            (command_line_values(matches, spec), Origin::CommandLine)
+        } else if let Some((v, o)) = api_layer.get(&spec.id) {
+            (v.clone(), o.clone())
         } else if let Some((v, o)) = env_layer.get(&spec.id) {
             (v.clone(), o.clone())
         } else if let Some((v, o)) = file_layer.get(&spec.id) {
@@ -1013,6 +1075,7 @@ fn env_entries(env: &[(String, String)]) -> Vec<Entry> {
 fn naming(name: &str, origin: &Origin) -> String {
     match origin {
         Origin::Env(var) => var.clone(),
+        Origin::Argument => format!("keyword argument {name}"),
         _ => format!("{origin}: setting '{name}'"),
     }
 }
