@@ -3,11 +3,12 @@ while a request is in progress.
 
 README promises that either signal stops the server gracefully: it stops accepting, finishes
 the requests in progress, and exits 0. Each test holds a request inside the application (it
-waits for a file the test creates), signals the process, proves that a new connection is
-not served (refused at once with a thread pool; with one thread, whose event loop is inside
-the application, left in the backlog and reset when the listener closes), then lets the
-request finish and checks that its whole answer arrives, that the idle keep-alive
-connection is closed and that the process exits with status 0.
+waits for a file the test creates), signals the process, proves that a connection made once
+the master has taken the signal is not served (refused at once with a thread pool; with one
+thread, whose event loop is inside the application, left in the backlog and reset when the
+listener closes), then lets the request finish and checks that its whole answer arrives,
+that the idle keep-alive connection is closed and that the process exits with status 0.
+Connections already queued when the signal came are answered.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def test_signal_finishes_the_request_in_progress(sig: int, threads: int) -> None
 
         assert server.proc is not None
         server.proc.send_signal(sig)
+        # "After the signal" is after the server has taken it: what was queued before is owed
+        # an answer (test_connections_queued_before_term_are_answered).
+        assert server.wait_stderr(r"Handling SIG\w+", timeout=10), server.stderr_text()
         if threads > 1:
             # The event loop is free: the listener closes while the held request is still
             # inside the application, and a connection attempted then is refused.
@@ -100,3 +104,59 @@ def test_signal_finishes_the_request_in_progress(sig: int, threads: int) -> None
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert f"/hold?dir={flags}&tag={tag}" in server.stdout_text()
     assert "late=1" not in server.stdout_text()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_connections_queued_before_term_are_answered(workers: str) -> None:
+    """Connections the kernel accepted before SIGTERM, still in the listen backlog because
+    every worker is busy in a request (one thread each), are answered (with
+    ``Connection: close``) once a worker is free, within --graceful-timeout, instead of
+    being reset when the listener closes; a connection made after the master took the signal
+    is not served."""
+    flags = short_tmp_dir()
+    server = Server("apps.hold:app", "-w", workers, "--access-log").start()
+    try:
+        addr = server.addr
+        assert isinstance(addr, tuple)
+        held = []
+        for _ in range(int(workers)):
+            tag = new_tag()
+            conn = RawConn(addr, timeout=30)
+            conn.send(build_request("GET", f"/hold?dir={flags}&tag={tag}"))
+            assert server.wait_stderr(f"holding {tag}", timeout=10), server.stderr_text()
+            held.append((tag, conn))
+        # Every worker is inside the application: these wait in the accept queue.
+        queued = []
+        for i in range(3):
+            c = RawConn(addr, timeout=30)
+            c.send(build_request("GET", f"/seq?queued={i}"))
+            queued.append(c)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait_stderr("Handling SIGTERM", timeout=10), server.stderr_text()
+        late = late_client(addr)
+        for tag, _ in held:
+            open(f"{flags}/{tag}", "w").close()
+        for tag, conn in held:
+            resp = conn.read_response()
+            assert resp.status == 200 and resp.body.startswith(f"released {tag}".encode())
+            conn.close()
+        for c in queued:
+            resp = c.read_response()
+            assert resp.status == 200, resp.status
+            assert resp.closes, resp.headers
+            c.close()
+        if late is not None:
+            try:
+                data = late.read_to_eof()
+            except ConnectionResetError:
+                data = b""
+            assert data == b"", "a connection made after the signal was served"
+            late.close()
+        assert server.proc.wait(20) == 0, server.stderr_text()[-3000:]
+    finally:
+        server.stop()
+        shutil.rmtree(flags, ignore_errors=True)
+    out = server.stdout_text()
+    assert all(f"queued={i}" in out for i in range(3)), out
+    assert "late=1" not in out

@@ -530,10 +530,11 @@ impl<H: Handler> EventLoop<H> {
                     if self.accepting {
                         // Replaced (HUP, TTOU, recycling: `SIGUSR2`), the
                         // worker leaves the listener to workers that stay,
-                        // and takes what may be owed to it. Any other stop
-                        // takes nothing more: the whole server is stopping
-                        // (what is queued is reset with the listener), or
-                        // the other workers' sweep finds it.
+                        // and takes what may be owed to it. At a stop of
+                        // the whole server it takes the connections the
+                        // master counted as queued before the stop
+                        // (process::drain); any other stop takes nothing
+                        // more (the other workers' sweep finds it).
                         let take = self.server.replaced.load(Ordering::SeqCst)
                             && self.server.grace_ms.load(Ordering::SeqCst) > 0;
                         self.leave_listeners(take);
@@ -748,7 +749,10 @@ impl<H: Handler> EventLoop<H> {
             deregister_fd(&self.server.poll, l.raw_fd());
         }
         self.listeners_unwatched = true;
-        if !take_queued || !self.server.shared {
+        // Connections counted by the master at a whole-server stop, taken
+        // one by one off the count that every worker shares.
+        let owed = !take_queued && crate::process::drain::any_owed();
+        if !(take_queued || owed) || !self.server.shared {
             return;
         }
         // The accept queue is first in, first out, and holds at most the
@@ -762,6 +766,9 @@ impl<H: Handler> EventLoop<H> {
         for i in 0..self.server.listeners.len() {
             let mut left = cap;
             while left > 0 && self.conns.len() < self.server.cfg.max_connections {
+                if owed && !crate::process::drain::take(i) {
+                    break;
+                }
                 let Some(listener) = self.server.listeners.get(i) else {
                     break;
                 };

@@ -256,6 +256,12 @@ impl Master {
             // SAFETY: getpid has no preconditions.
             master_pid: unsafe { libc::getpid() },
         };
+        if let Err(e) = super::drain::setup() {
+            // Only the connections queued at a stop depend on it.
+            log::warning(&format!(
+                "cannot map the region for draining at stop ({e}): connections queued then are reset"
+            ));
+        }
         // gunicorn's moment for it: the master is set up, the workers
         // are about to be forked.
         run.binding.hook("when_ready");
@@ -607,6 +613,16 @@ impl Run<'_> {
             Some((true, _)) if !graceful => {}
             Some(_) => return,
             None => {
+                if graceful {
+                    // Counted before anything else (the log line included):
+                    // what is queued now came before the stop and is owed
+                    // an answer; what comes later is not (super::drain).
+                    for (i, l) in self.listeners.iter().enumerate() {
+                        if let Some(n) = super::drain::count_queued(l.raw_fd()) {
+                            super::drain::set_owed(i, n);
+                        }
+                    }
+                }
                 log::info(&format!(
                     "Handling {}: {} shutdown",
                     signals::name(sig),
@@ -619,8 +635,9 @@ impl Run<'_> {
         self.stopping = Some((graceful, deadline));
         // The master's copies of the listening sockets close now and each
         // worker closes its own as it stops, so that new connections are
-        // refused once the last one is closed (as in gunicorn, a
-        // connection still waiting in the backlog then is reset).
+        // refused once the last one is closed. At a graceful stop the
+        // workers first take the connections counted above; a connection
+        // queued after the count is reset with the last copy.
         self.listeners.clear();
         for i in 0..self.workers.len() {
             self.stop_worker(i, sig);
