@@ -119,7 +119,8 @@ def test_connections_queued_before_term_are_answered(workers: str) -> None:
         addr = server.addr
         assert isinstance(addr, tuple)
         held = []
-        for _ in range(int(workers)):
+        n = int(workers)
+        for _ in range(n):
             tag = new_tag()
             conn = RawConn(addr, timeout=30)
             conn.send(build_request("GET", f"/hold?dir={flags}&tag={tag}"))
@@ -134,6 +135,12 @@ def test_connections_queued_before_term_are_answered(workers: str) -> None:
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait_stderr("Handling SIGTERM", timeout=10), server.stderr_text()
+        # Each worker has taken the signal too (the line comes once it has): the late
+        # connection cannot be taken as an ordinary one when a worker becomes free.
+        assert wait_until(
+            lambda: server.stderr_text().count("Worker stopping gracefully (SIGTERM)") == n,
+            timeout=10,
+        ), server.stderr_text()
         late = late_client(addr)
         for tag, _ in held:
             open(f"{flags}/{tag}", "w").close()
@@ -144,14 +151,14 @@ def test_connections_queued_before_term_are_answered(workers: str) -> None:
         for c in queued:
             resp = c.read_response()
             assert resp.status == 200, resp.status
-            assert resp.closes, resp.headers
+            assert resp.closes, (resp.headers, server.stderr_text()[-3000:])
             c.close()
         if late is not None:
             try:
                 data = late.read_to_eof()
             except ConnectionResetError:
                 data = b""
-            assert data == b"", "a connection made after the signal was served"
+            assert data == b"", server.stderr_text()[-3000:]
             late.close()
         assert server.proc.wait(20) == 0, server.stderr_text()[-3000:]
     finally:

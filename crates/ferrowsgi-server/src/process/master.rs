@@ -620,6 +620,12 @@ impl Run<'_> {
                     for (i, l) in self.listeners.iter().enumerate() {
                         if let Some(n) = super::drain::count_queued(l.raw_fd()) {
                             super::drain::set_owed(i, n);
+                            if n > 0 {
+                                log::info(&format!(
+                                    "{n} connection(s) queued on {} before the stop will be answered",
+                                    l.url()
+                                ));
+                            }
                         }
                     }
                 }

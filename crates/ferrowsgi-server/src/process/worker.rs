@@ -318,8 +318,10 @@ fn act(sig: libc::c_int) {
     match sig {
         libc::SIGTERM => match STOP.get() {
             Some(stop) => {
-                log::info("Worker stopping gracefully (SIGTERM)");
+                // Stopped first, then said: once the line is out, the
+                // event loop takes no connection as an ordinary one.
                 stop.stop();
+                log::info("Worker stopping gracefully (SIGTERM)");
             }
             None => exit_now(),
         },
