@@ -107,19 +107,25 @@ pub(crate) fn make_config(
     for (key, value) in options.into_iter().flatten() {
         let name: String = key.extract()?;
         if name == "server_header" {
-            let on: bool = value.extract()?;
+            let on: bool = value.extract().map_err(|_| {
+                PyValueError::new_err("keyword argument server_header: expected True or False")
+            })?;
             entries.push(arg("no_server_header", Value::Bool(!on)));
             continue;
         }
         if SECONDS.contains(&name.as_str()) && !value.is_none() {
             if let Ok(secs) = value.extract::<f64>() {
-                if !(secs.is_finite() && secs >= 0.0) {
+                let d = Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| d.as_secs() <= i64::MAX as u64 / 2);
+                let Some(d) = d else {
                     return Err(PyValueError::new_err(format!(
                         "keyword argument {name}: expected a non-negative number of seconds, got {secs}"
                     )));
-                }
-                entries.push(arg(&name, Value::Int(secs.ceil() as i64)));
-                exact.push((name, Duration::from_secs_f64(secs)));
+                };
+                let whole = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                entries.push(arg(&name, Value::Int(whole as i64)));
+                exact.push((name, d));
                 continue;
             }
         }
