@@ -468,7 +468,7 @@ def worker_abort(worker):
 
 
 def child_exit(server, worker):
-    _record("child_exit", os.getpid(), worker.pid)
+    _record("child_exit", os.getpid(), worker.pid, getattr(worker, "tag", "-"))
     raise RuntimeError("child_exit failed on purpose")
 """
 
@@ -497,8 +497,13 @@ def test_pre_fork_runs_in_the_master_and_a_raising_hook_is_survived(
     # A worker dies: child_exit runs in the master and raises; the master logs it (one record,
     # with the traceback) and goes on: it forks the replacement (pre_fork again).
     victim = sorted(workers)[0]
+    victim_age = next(e[1] for e in post if e[0] == str(victim))
     os.kill(victim, signal.SIGKILL)
-    assert wait_until(lambda: [master, str(victim)] in hook_entries(log, "child_exit"))
+    # The master's own object for that worker: what pre_fork set on it is there too.
+    gone = [master, str(victim), f"set-before-fork-{victim_age}"]
+    assert wait_until(lambda: gone in hook_entries(log, "child_exit")), hook_entries(
+        log, "child_exit"
+    )
     assert server.wait_stderr(r"Error in the child_exit hook\nTraceback"), server.stderr_text()
     assert "RuntimeError: child_exit failed on purpose" in server.stderr_text()
     assert wait_until(lambda: [master, "3", "None"] in hook_entries(log, "pre_fork"))

@@ -232,9 +232,11 @@ struct PyBinding {
     app: Option<Py<PyAny>>,
     /// The `server` argument of hooks.
     server_obj: Py<PyAny>,
-    /// The `worker` object made for `pre_fork`, which the forked worker
-    /// goes on with (so what the hook set on it is there in `post_fork`).
-    next_worker: Option<Py<PyAny>>,
+    /// The `worker` objects made for `pre_fork`, by age: the forked worker
+    /// goes on with its own (so what the hook set on it is there in
+    /// `post_fork`), and the master hands it to `child_exit`, as gunicorn's
+    /// arbiter keeps one object per worker.
+    workers: std::collections::HashMap<u64, Py<PyAny>>,
 }
 
 impl PyBinding {
@@ -304,7 +306,10 @@ impl Binding for PyBinding {
         let age = ctx.age;
         let booted = Python::attach(|py| -> PyResult<(Result<PyHandler, String>, Py<PyAny>)> {
             let objs = py.import("ferrowsgi._hookobjs")?;
-            let worker_obj = match self.next_worker.take() {
+            // The other workers' objects are the master's business.
+            let own = self.workers.remove(&age);
+            self.workers.clear();
+            let worker_obj = match own {
                 Some(w) => {
                     let w = w.into_bound(py);
                     let os = py.import("os")?;
@@ -412,14 +417,21 @@ impl Binding for PyBinding {
             match made {
                 Ok(worker) => {
                     let _ = hooks::call(py, "pre_fork", (server, &worker));
-                    self.next_worker = Some(worker.unbind());
+                    self.workers.insert(age, worker.unbind());
                 }
                 Err(e) => {
                     log::warning(&format!("cannot make the worker object of hooks: {e}"));
-                    self.next_worker = None;
                 }
             }
         });
+    }
+
+    fn spawned(&mut self, pid: libc::pid_t, age: u64) {
+        if let Some(worker) = self.workers.get(&age) {
+            Python::attach(|py| {
+                let _ = worker.bind(py).setattr("pid", pid);
+            });
+        }
     }
 
     fn worker_exited(
@@ -429,12 +441,16 @@ impl Binding for PyBinding {
         cause: ferrowsgi_server::process::ExitCause,
     ) {
         metrics::worker_exited(pid as u32, RestartCause::of_exit(cause));
+        let known = self.workers.remove(&age);
         Python::attach(|py| {
             let server = self.server_obj.bind(py);
-            let worker = py.import("ferrowsgi._hookobjs").and_then(|objs| {
-                let w = objs
-                    .getattr("Worker")?
-                    .call1((server.getattr("cfg")?, age))?;
+            let worker = match known {
+                Some(w) => Ok(w.into_bound(py)),
+                None => py
+                    .import("ferrowsgi._hookobjs")
+                    .and_then(|objs| objs.getattr("Worker")?.call1((server.getattr("cfg")?, age))),
+            }
+            .and_then(|w| {
                 w.setattr("pid", pid)?;
                 w.setattr("ppid", std::process::id())?;
                 w.setattr("alive", false)?;
@@ -689,7 +705,7 @@ fn serve(
         cfg,
         app,
         server_obj: server_obj.unbind(),
-        next_worker: None,
+        workers: std::collections::HashMap::new(),
     };
     let outcome = py.detach(|| master.run(&mut binding));
     match outcome {

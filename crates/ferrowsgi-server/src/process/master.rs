@@ -50,6 +50,12 @@ pub trait Binding {
         let _ = age;
     }
 
+    /// Told, in the master, that the worker numbered `age` was forked as
+    /// `pid`.
+    fn spawned(&mut self, pid: libc::pid_t, age: u64) {
+        let _ = (pid, age);
+    }
+
     /// Told about every worker that left (its pid and age), and why.
     fn worker_exited(&mut self, pid: libc::pid_t, age: u64, cause: ExitCause) {
         let _ = (pid, age, cause);
@@ -507,6 +513,7 @@ impl Run<'_> {
             Ok(pid) => {
                 signals::restore_mask(&old);
                 drop(write);
+                self.binding.spawned(pid, self.age);
                 log::info(&format!("Booting worker with pid: {pid}"));
                 self.workers.push(Worker {
                     pid,
