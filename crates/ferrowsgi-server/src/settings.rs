@@ -1521,4 +1521,49 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn keyword_arguments_over_the_file_over_the_defaults() {
+        let kw = |name: &str, value: Value| Entry {
+            name: name.into(),
+            value,
+            origin: Origin::Argument,
+        };
+        let py = vec![
+            file("threads", Value::Int(4), 1),
+            file("accesslog", Value::Str("-".into()), 2),
+            file("workers", Value::Int(3), 3),
+        ];
+        let mut reader = move |_: &Path| Ok(py.clone());
+        let loaded = load_api(
+            &[
+                kw("threads", Value::Int(2)),
+                kw("log_format", Value::Str("json".into())),
+            ],
+            Some(Path::new("python:deploy.conf")),
+            &mut reader,
+        )
+        .unwrap();
+        assert_eq!(loaded.cli.threads, 2);
+        assert_eq!(loaded.cli.access_logfile.as_deref(), Some("-"));
+        assert_eq!(loaded.cli.log_format, crate::log::Format::Json);
+        let origin = |name: &str| {
+            loaded
+                .rows
+                .iter()
+                .find(|r| r.name == name)
+                .map(|r| r.origin.clone())
+                .unwrap()
+        };
+        assert_eq!(origin("threads"), Origin::Argument);
+        assert!(matches!(origin("workers"), Origin::File { .. }));
+        assert_eq!(origin("keep_alive"), Origin::Default);
+
+        // A mistake is one line naming the keyword, without the command's prefix.
+        let err = load_api(&[kw("thraeds", Value::Int(2))], None, &mut no_py).unwrap_err();
+        assert!(err.starts_with("keyword argument thraeds"), "{err}");
+        assert!(err.contains("threads") && !err.contains('\n'), "{err}");
+        let err = load_api(&[kw("threads", Value::Int(0))], None, &mut no_py).unwrap_err();
+        assert!(err.contains("keyword argument threads"), "{err}");
+    }
 }
