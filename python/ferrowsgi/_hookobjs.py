@@ -6,13 +6,17 @@ classes provide those attributes (and no more: a hook that reaches into
 gunicorn's internals, such as ``worker.wsgi`` or ``server.WORKERS``, fails
 with an AttributeError that names the attribute).
 
-``server`` (``on_starting``, ``when_ready``, ``post_fork``, ``worker_exit``,
+``server`` (``on_starting``, ``when_ready``, ``pre_fork``, ``post_fork``,
+``worker_exit``, ``child_exit``, ``nworkers_changed``, ``on_reload``,
 ``on_exit``): ``.pid``, ``.cfg``, ``.log``, ``.proc_name``.
 
-``worker`` (``post_fork``, ``post_worker_init``, ``worker_exit``,
-``pre_request``, ``post_request``): ``.pid``, ``.ppid``, ``.age`` (the
-worker's number, from 1), ``.nr`` (requests started), ``.booted``,
-``.alive``, ``.cfg``, ``.log``.
+``worker`` (``pre_fork``, ``post_fork``, ``post_worker_init``,
+``worker_int``, ``worker_abort``, ``worker_exit``, ``child_exit``,
+``pre_request``, ``post_request``): ``.pid`` (``None`` in ``pre_fork``,
+before the fork), ``.ppid``, ``.age`` (the worker's number, from 1),
+``.nr`` (requests started), ``.booted``, ``.alive``, ``.cfg``, ``.log``.
+The object ``pre_fork`` receives is the one the forked worker goes on with,
+and the one the master passes to ``child_exit``.
 
 ``req`` (``pre_request``, ``post_request``): ``.method``, ``.uri`` (the
 request target), ``.path``, ``.query``, ``.version`` (``(1, 1)``),
