@@ -157,6 +157,12 @@ pub enum BodyError {
     InvalidTrailer,
     /// A trailer section larger than `Limits::max_trailer_size`.
     TrailerTooLarge,
+    /// A gateway front end gave the request up while its body was read
+    /// (FastCGI's `FCGI_ABORT_REQUEST`): no answer is expected.
+    Aborted,
+    /// A gateway protocol's body framing is broken (the message says how,
+    /// e.g. FastCGI's `FCGI_STDIN` longer than `CONTENT_LENGTH`).
+    Gateway(&'static str),
 }
 
 impl BodyError {
@@ -180,6 +186,8 @@ impl BodyError {
             BodyError::MissingChunkCrlf => "missing CRLF in chunked body",
             BodyError::InvalidTrailer => "invalid trailer field",
             BodyError::TrailerTooLarge => "trailer section too large",
+            BodyError::Aborted => "the front end aborted the request",
+            BodyError::Gateway(m) => m,
         }
     }
 }

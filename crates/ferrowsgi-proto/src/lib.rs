@@ -34,6 +34,7 @@
 #![cfg_attr(test, deny(unsafe_code))]
 
 pub mod error;
+pub mod fastcgi;
 pub mod gateway;
 pub mod h1;
 pub mod limits;
