@@ -162,6 +162,80 @@ def main():
     write(
         "body", "length-huge", body_cfg(False, huge=True, pieces=(3, 255, 1, 1)) + b"endless body"
     )
+    write_fastcgi()
+
+
+# FastCGI (target "fastcgi"): config bytes (limits, max_out, cut point), then records.
+
+
+def fcgi_rec(kind, rid, content=b"", pad=0):
+    return struct.pack(">BBHHBB", 1, kind, rid, len(content), pad, 0) + content + b"\0" * pad
+
+
+def fcgi_pairs(pairs):
+    out = b""
+    for name, value in pairs:
+        for n in (len(name), len(value)):
+            out += bytes([n]) if n < 128 else struct.pack(">I", n | 0x80000000)
+        out += name + value
+    return out
+
+
+def fcgi_request(rid, pairs, body=None, keep=True, role=1, per=1000):
+    wire = fcgi_rec(1, rid, struct.pack(">HB5x", role, 1 if keep else 0))
+    p = fcgi_pairs(pairs)
+    for i in range(0, len(p), per):
+        wire += fcgi_rec(4, rid, p[i : i + per], pad=i % 7)
+    wire += fcgi_rec(4, rid)
+    for chunk in body or []:
+        wire += fcgi_rec(5, rid, chunk, pad=len(chunk) % 3)
+    return wire + fcgi_rec(5, rid)
+
+
+FCGI_GET = [
+    (b"REQUEST_METHOD", b"GET"),
+    (b"REQUEST_URI", b"/a%20b?x=1"),
+    (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+    (b"CONTENT_LENGTH", b""),
+    (b"HTTP_HOST", b"example.com"),
+    (b"REMOTE_ADDR", b"192.0.2.1"),
+]
+FCGI_POST = [
+    (b"REQUEST_METHOD", b"POST"),
+    (b"REQUEST_URI", b"/up"),
+    (b"CONTENT_LENGTH", b"11"),
+    (b"HTTP_X_LONG", b"v" * 200),
+]
+
+FCGI = {
+    "get": fcgi_request(1, FCGI_GET),
+    "get-get-close": fcgi_request(1, FCGI_GET) + fcgi_request(1, FCGI_GET, keep=False),
+    "post-length": fcgi_request(3, FCGI_POST, [b"hello", b" world"], per=9),
+    "post-unknown-length": fcgi_request(1, FCGI_POST[:2], [b"abc", b"def"]),
+    "management": fcgi_rec(9, 0, fcgi_pairs([(b"FCGI_MAX_CONNS", b""), (b"FCGI_MPXS_CONNS", b"")]))
+    + fcgi_rec(77, 0, b"x")
+    + fcgi_request(1, FCGI_GET),
+    "unknown-role": fcgi_request(2, FCGI_GET, role=2) + fcgi_request(1, FCGI_GET),
+    "multiplexed": fcgi_request(1, FCGI_POST, [b"hello"])[:-8]
+    + fcgi_request(2, FCGI_GET)
+    + fcgi_rec(5, 1, b" world")
+    + fcgi_rec(5, 1),
+    "abort": fcgi_request(1, FCGI_POST, [b"hel"])[:-8] + fcgi_rec(2, 1),
+    "abort-params": fcgi_rec(1, 1, struct.pack(">HB5x", 1, 1))
+    + fcgi_rec(4, 1, fcgi_pairs(FCGI_GET[:2]))
+    + fcgi_rec(2, 1)
+    + fcgi_request(1, FCGI_GET),
+}
+
+
+def fcgi_cfg(tiny=False, max_out=255, cut=0x8000):
+    return bytes([0 if tiny else 1, max_out]) + struct.pack(">H", cut)
+
+
+def write_fastcgi():
+    for name, wire in FCGI.items():
+        write("fastcgi", name, fcgi_cfg() + wire)
+        write("fastcgi", f"{name}-tiny", fcgi_cfg(tiny=True, max_out=2, cut=0x1234) + wire)
 
 
 if __name__ == "__main__":

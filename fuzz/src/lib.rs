@@ -1,7 +1,8 @@
 //! The checks behind the cargo-fuzz targets of `ferrowsgi-proto`.
 //!
 //! Each `fuzz_targets/<name>.rs` is a one-line wrapper around
-//! [`check_head`], [`check_head_split`] or [`check_body`]. Keeping the
+//! [`check_head`], [`check_head_split`], [`check_body`] or
+//! [`check_fastcgi`]. Keeping the
 //! invariants in this library means the seed corpus and the minimised crash
 //! reproducers can be replayed on the stable toolchain with plain
 //! `cargo test` (see the tests at the bottom), without libFuzzer or nightly
@@ -9,6 +10,9 @@
 //!
 //! Every check panics (which libFuzzer reports as a crash) when an invariant
 //! breaks; a panic inside `ferrowsgi-proto` itself is of course a crash too.
+
+pub mod fastcgi;
+pub use fastcgi::check_fastcgi;
 
 use ferrowsgi_proto::{
     parse_head, write_chunk, BodyDecoder, BodyError, BodyKind, Limits, ParseError, Parsed,
@@ -744,6 +748,7 @@ mod tests {
             "head" => super::check_head(data),
             "head_split" => super::check_head_split(data),
             "body" => super::check_body(data),
+            "fastcgi" => super::check_fastcgi(data),
             other => panic!("unknown target {other}"),
         }
     }
@@ -752,7 +757,7 @@ mod tests {
     fn seed_corpus_passes() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut n = 0;
-        for target in ["head", "head_split", "body"] {
+        for target in ["head", "head_split", "body", "fastcgi"] {
             for f in files(&root.join(target)) {
                 let data = std::fs::read(&f).unwrap();
                 run(target, &data);
@@ -778,6 +783,8 @@ mod tests {
                 "head_split"
             } else if name.starts_with("head-") {
                 "head"
+            } else if name.starts_with("fastcgi-") {
+                "fastcgi"
             } else {
                 "body"
             };
