@@ -139,9 +139,16 @@ impl CgiVars {
                 .find(|(n, _)| n.get(bytes) == name)
                 .map(|&(_, v)| v)
         };
-        // Each name once (byte-identical repeats are one value).
+        // Each name once (byte-identical repeats are one value). A header
+        // the client sent twice is the exception: nginx before 1.23 passes
+        // each line as its own `HTTP_*` variable, and the environ joins
+        // repeated headers as it does for HTTP/1. Host stays single, as
+        // RFC 9112 §3.2 wants it.
         for (i, (n, v)) in self.vars.iter().enumerate() {
             let name = n.get(&bytes);
+            if name.starts_with(b"HTTP_") && name != b"HTTP_HOST" {
+                continue;
+            }
             if let Some((_, first)) = self.vars[..i].iter().find(|(m, _)| m.get(&bytes) == name) {
                 if first.get(&bytes) != v.get(&bytes) {
                     return Err(ParseError::BadRequest("a server variable repeated"));
@@ -209,6 +216,14 @@ impl CgiVars {
             if let Some(h) = name.strip_prefix(b"HTTP_") {
                 if h.is_empty() {
                     return Err(ParseError::InvalidHeaderName);
+                }
+                // nginx passes every request header, Content-Type and
+                // Content-Length included; the body's framing and type are
+                // the front end's CONTENT_TYPE and CONTENT_LENGTH (which
+                // differ when it de-chunked the body), and the environ must
+                // not hold them twice.
+                if h == b"CONTENT_TYPE" || h == b"CONTENT_LENGTH" {
+                    continue;
                 }
                 // The header's name is the variable's after `HTTP_`, with
                 // '_' made '-' below (HTTP_X_REQUEST_ID → X-REQUEST-ID; case
@@ -447,6 +462,41 @@ mod tests {
             v.push(format!("V{i}").as_bytes(), b"", &limits).unwrap();
         }
         assert_eq!(v.push(b"V", b"", &limits), Err(ParseError::TooManyHeaders));
+    }
+
+    #[test]
+    fn repeated_headers_pass_and_the_body_framing_is_the_front_ends() {
+        let h = request(&[
+            ("REQUEST_METHOD", "POST"),
+            ("REQUEST_URI", "/"),
+            ("HTTP_ACCEPT", "a"),
+            ("HTTP_ACCEPT", "b"),
+            ("HTTP_CONTENT_LENGTH", "999"),
+            ("HTTP_CONTENT_TYPE", "text/html"),
+            ("CONTENT_LENGTH", "3"),
+            ("CONTENT_TYPE", "text/plain"),
+        ])
+        .unwrap();
+        let headers: Vec<_> = h.headers().collect();
+        assert_eq!(
+            headers,
+            vec![
+                (&b"ACCEPT"[..], &b"a"[..]),
+                (b"ACCEPT", b"b"),
+                (b"CONTENT-LENGTH", b"3"),
+                (b"CONTENT-TYPE", b"text/plain"),
+            ]
+        );
+        assert_eq!(h.body(), BodyKind::Length(3));
+        assert!(matches!(
+            request(&[
+                ("REQUEST_METHOD", "GET"),
+                ("REQUEST_URI", "/"),
+                ("HTTP_HOST", "a"),
+                ("HTTP_HOST", "b"),
+            ]),
+            Err(ParseError::BadRequest(_))
+        ));
     }
 
     #[test]
