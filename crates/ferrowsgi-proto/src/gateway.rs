@@ -180,11 +180,14 @@ impl CgiVars {
                     return Err(ParseError::InvalidTarget);
                 }
                 let start = bytes.len();
+                // An origin-form target starts with '/', whatever the front
+                // end put first.
+                let first = script.iter().chain(info.iter()).flatten().next();
+                if first != Some(&b'/') {
+                    bytes.push(b'/');
+                }
                 for part in [script, info].into_iter().flatten() {
                     push_encoded(&mut bytes, &part);
-                }
-                if bytes.len() == start {
-                    bytes.push(b'/');
                 }
                 if let Some(q) = query.filter(|q| !q.is_empty()) {
                     bytes.push(b'?');
@@ -390,6 +393,11 @@ mod tests {
         assert_eq!(h.target(), b"/app/a%20b/%C3%BC?q=1");
         assert_eq!(h.path(), b"/app/a%20b/%C3%BC");
         assert_eq!(h.query(), b"q=1");
+        // Whatever the parts hold, the target is origin-form.
+        let h = request(&[("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "x.example")]).unwrap();
+        assert_eq!(h.target(), b"/x.example");
+        let h = request(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "")]).unwrap();
+        assert_eq!(h.target(), b"/");
     }
 
     #[test]
