@@ -83,7 +83,7 @@ impl FcgiConn {
     fn goal_reached(&self, goal: &Goal<'_>) -> bool {
         match goal {
             Goal::Head { head, .. } => head.is_some(),
-            Goal::Body { .. } => self.phase != Phase::Stdin,
+            Goal::Body { .. } => !matches!(self.phase, Phase::Stdin | Phase::Draining),
         }
     }
 
@@ -159,7 +159,7 @@ impl FcgiConn {
                     Phase::Params => {
                         return Err(Fault::Protocol("fastcgi: FCGI_STDIN before the params"))
                     }
-                    Phase::Stdin => Sink::Stdin,
+                    Phase::Stdin | Phase::Draining => Sink::Stdin,
                     _ => return Err(Fault::Protocol("fastcgi: FCGI_STDIN after its end")),
                 },
                 ABORT_REQUEST | DATA => Sink::Skip,
@@ -263,6 +263,10 @@ impl FcgiConn {
         match hdr.kind {
             BEGIN_REQUEST => self.on_begin(hdr.id),
             PARAMS if active && hdr.len == 0 => self.on_params_end(goal),
+            STDIN if active && hdr.len == 0 && self.phase == Phase::Draining => {
+                self.reset_request();
+                Ok(())
+            }
             STDIN if active && hdr.len == 0 => {
                 if self.length_left.is_some_and(|l| l > 0) {
                     return Err(Fault::Protocol(
@@ -283,6 +287,11 @@ impl FcgiConn {
                     self.owe(|out| encode::end_request(out, id, REQUEST_COMPLETE))
                 }
                 Phase::Stdin => Err(Fault::Aborted),
+                // Answered already: nothing more is owed.
+                Phase::Draining => {
+                    self.reset_request();
+                    Ok(())
+                }
                 // The body was read; the response goes on and the front
                 // end ignores it.
                 _ => Ok(()),

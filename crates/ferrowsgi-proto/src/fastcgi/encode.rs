@@ -107,13 +107,19 @@ impl FcgiConn {
     /// (the request had `FCGI_KEEP_CONN`); nothing is written without a
     /// request.
     pub fn write_end(&mut self, out: &mut Vec<u8>) -> bool {
-        if self.phase == Phase::Idle {
+        if matches!(self.phase, Phase::Idle | Phase::Draining) {
             return false;
         }
         out.extend_from_slice(&header(STDOUT, self.id, 0));
         end_request(out, self.id, REQUEST_COMPLETE);
         let keep = self.keep_conn && self.failed.is_none() && !self.close;
-        self.reset_request();
+        if self.phase == Phase::Stdin {
+            // The rest of the body is still to come and is read before the
+            // next request ([`FcgiConn::decode_with`]).
+            self.phase = Phase::Draining;
+        } else {
+            self.reset_request();
+        }
         keep
     }
 
@@ -127,7 +133,7 @@ impl FcgiConn {
     /// should close afterwards.
     pub fn write_error(&mut self, out: &mut Vec<u8>, status: u16, reason: &str, message: &str) {
         match self.phase {
-            Phase::Idle => return,
+            Phase::Idle | Phase::Draining => return,
             Phase::Aborted => {
                 end_request(out, self.id, REQUEST_COMPLETE);
                 self.reset_request();

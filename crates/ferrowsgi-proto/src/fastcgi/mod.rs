@@ -229,6 +229,10 @@ enum Phase {
     /// The front end sent `FCGI_ABORT_REQUEST` after the head was handed
     /// out.
     Aborted,
+    /// The response was ended before the whole body came: the rest of the
+    /// body is read (and dropped) before the next request, since front
+    /// ends send all of it and reuse a connection only after that.
+    Draining,
 }
 
 /// Why decoding stopped for good.
@@ -358,7 +362,8 @@ impl FcgiConn {
     /// answers for [`FcgiConn::take_output`]; after a refusal without
     /// `FCGI_KEEP_CONN`, [`FcgiConn::wants_close`] is set and nothing more
     /// is consumed. Call this again only once the previous request was
-    /// ended ([`FcgiConn::write_end`]).
+    /// ended ([`FcgiConn::write_end`]) and, when it ended before its body
+    /// did, the rest of its body was read ([`FcgiConn::is_done`]).
     ///
     /// Errors: the [`CgiVars`] errors for the variables (400/431), and
     /// [`ParseError::BadRequest`] for a record stream that breaks the
@@ -414,9 +419,9 @@ impl FcgiConn {
             return Err(f.into_body());
         }
         match self.phase {
-            Phase::Stdin => {}
+            Phase::Stdin | Phase::Draining => {}
             // The padding of the body's last record is still the body's.
-            Phase::StdinDone if self.rec != (Rec::Header { have: 0 }) => {}
+            Phase::StdinDone | Phase::Idle if self.rec != (Rec::Header { have: 0 }) => {}
             Phase::Aborted => return Err(BodyError::Aborted),
             // Done, or no body to read: nothing is consumed.
             Phase::StdinDone | Phase::Idle | Phase::Params => return Ok((0, 0)),
@@ -459,7 +464,7 @@ impl FcgiConn {
     /// [`FcgiConn::consume_data`].
     pub fn data_ahead(&self) -> u64 {
         match (self.phase, self.rec, self.sink, self.failed) {
-            (Phase::Stdin, Rec::Content { left }, Sink::Stdin, None) => {
+            (Phase::Stdin | Phase::Draining, Rec::Content { left }, Sink::Stdin, None) => {
                 let left = u64::from(left);
                 self.length_left.map_or(left, |l| l.min(left))
             }
@@ -494,16 +499,17 @@ impl FcgiConn {
     }
 
     /// Whether the whole body was read: its empty `FCGI_STDIN` (and that
-    /// record's padding) came.
+    /// record's padding) came. Also true once a request's rest was drained
+    /// after its response ended.
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::StdinDone && self.rec == Rec::Header { have: 0 }
+        matches!(self.phase, Phase::StdinDone | Phase::Idle) && self.rec == Rec::Header { have: 0 }
     }
 
     /// Body bytes still to come, when known: `Some(n)` while a
     /// `CONTENT_LENGTH` body is read, `Some(0)` once any body is done,
     /// `None` for a body of unknown length.
     pub fn remaining_hint(&self) -> Option<u64> {
-        if self.phase == Phase::StdinDone {
+        if matches!(self.phase, Phase::StdinDone | Phase::Idle) {
             return Some(0);
         }
         self.length_left
@@ -533,7 +539,7 @@ impl FcgiConn {
 
     /// The active request's id; 0 when there is none.
     pub fn request_id(&self) -> u16 {
-        if self.phase == Phase::Idle {
+        if matches!(self.phase, Phase::Idle | Phase::Draining) {
             0
         } else {
             self.id

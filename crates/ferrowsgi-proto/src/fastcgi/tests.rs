@@ -750,7 +750,7 @@ fn error_answers() {
 }
 
 #[test]
-fn an_unread_body_is_skipped_after_the_request_ends() {
+fn an_unread_body_is_drained_after_the_request_ends() {
     let list: &[(&[u8], &[u8])] = &[
         (b"REQUEST_METHOD", b"POST"),
         (b"REQUEST_URI", b"/"),
@@ -772,9 +772,24 @@ fn an_unread_body_is_skipped_after_the_request_ends() {
     let mut out = Vec::new();
     c.write_head(&mut out, b"200 OK", []);
     assert!(c.write_end(&mut out));
-    let (k, h) = c.decode_head(&wire[n + m..], &Limits::default()).unwrap();
+    assert_eq!(c.request_id(), 0);
+    // The rest of the body is read before the next request.
+    assert!(!c.is_done());
+    assert_eq!(c.remaining_hint(), Some(3));
+    let mut c2 = FcgiConn::new(Settings::default());
+    c2.decode_head(&wire, &Limits::default()).unwrap();
+    c2.decode(&wire[n..n + 11], &mut Vec::new(), 3).unwrap();
+    c2.write_end(&mut Vec::new());
+    assert!(c2.decode_head(&wire[n + m..], &Limits::default()).is_err());
+    let mut rest = Vec::new();
+    let d = c.decode(&wire[n + m..], &mut rest, usize::MAX).unwrap();
+    assert!(c.is_done());
+    assert_eq!(rest, b"def");
+    let (k, h) = c
+        .decode_head(&wire[n + m + d..], &Limits::default())
+        .unwrap();
     assert!(h.is_some());
-    assert_eq!(n + m + k, wire.len());
+    assert_eq!(n + m + d + k, wire.len());
 }
 
 #[test]
