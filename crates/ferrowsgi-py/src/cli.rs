@@ -79,17 +79,18 @@ fn listeners(
         out.push(Listener::from_fd(fd)?);
     }
     let owner = settings.identity.as_ref().map(|id| id.owner());
-    for addr in &cfg.binds {
+    for bind in &cfg.binds {
+        let addr = &bind.addr;
         let l = Listener::bind_with(
             addr,
             cfg.backlog,
             cfg.loopback_congestion.as_deref(),
             cli.reuse_port,
         )
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
         l.set_unix_mode(cli.unix_socket_mode, owner)
             .map_err(|e| format!("cannot set the mode of {addr}: {e}"))?;
-        out.push(l);
+        out.push(l.with_scheme(bind.scheme));
     }
     Ok(out)
 }

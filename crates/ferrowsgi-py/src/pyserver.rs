@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ferrowsgi_server::listen::BindAddr;
+use ferrowsgi_server::listen::Bind;
 use ferrowsgi_server::settings::{self, Entry, Origin, Value};
 use ferrowsgi_server::{log, Config, StopHandle};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -144,7 +144,7 @@ pub(crate) fn make_config(
         if !bind_given {
             cfg.binds = binds
                 .iter()
-                .map(|b| BindAddr::parse(b))
+                .map(|b| Bind::parse(b))
                 .collect::<Result<_, _>>()
                 .map_err(PyValueError::new_err)?;
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 use ferrowsgi_proto::Limits;
 
-use crate::listen::BindAddr;
+use crate::listen::Bind;
 
 /// Default address when no `--bind` is given (gunicorn's).
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
@@ -93,7 +93,7 @@ impl StreamBodies {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Addresses to listen on.
-    pub binds: Vec<BindAddr>,
+    pub binds: Vec<Bind>,
     /// Number of threads that run the application; 1 runs it on the I/O
     /// thread itself.
     pub threads: usize,
@@ -235,7 +235,9 @@ pub struct Cli {
     pub root_path: Option<String>,
 
     /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
-    /// unix:PATH. Repeat to listen on several.
+    /// unix:PATH, optionally after a protocol scheme: http:// (the default)
+    /// or fastcgi:// (e.g. fastcgi://127.0.0.1:9000,
+    /// fastcgi://unix:/run/app.sock). Repeat to listen on several.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,
           default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
@@ -656,7 +658,7 @@ impl Cli {
             self.bind.iter().map(String::as_str).collect()
         };
         for b in binds {
-            cfg.binds.push(BindAddr::parse(b)?);
+            cfg.binds.push(Bind::parse(b)?);
         }
         cfg.threads = usize::from(self.threads);
         cfg.log_level = crate::log::Level::parse(&self.log_level)

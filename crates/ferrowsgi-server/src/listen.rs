@@ -15,6 +15,81 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Port used when a bind address names only a host.
 pub const DEFAULT_PORT: u16 = 8000;
 
+/// The protocol a listener speaks, from its bind address's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheme {
+    /// HTTP/1.x, the default (`http://` or no scheme).
+    #[default]
+    Http,
+    /// FastCGI responder (`fastcgi://`), for a front end such as nginx's
+    /// `fastcgi_pass` or Apache's mod_proxy_fcgi.
+    FastCgi,
+}
+
+impl Scheme {
+    /// The scheme's name in a bind address.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::FastCgi => "fastcgi",
+        }
+    }
+}
+
+/// A bind address with the protocol to speak there:
+/// `[SCHEME://]ADDRESS`, e.g. `fastcgi://127.0.0.1:9000` or
+/// `fastcgi://unix:/run/app.sock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The protocol.
+    pub scheme: Scheme,
+    /// Where.
+    pub addr: BindAddr,
+}
+
+impl Bind {
+    /// Parses `[SCHEME://]ADDRESS` (see [`BindAddr::parse`] for the
+    /// address). The error is one line naming the address.
+    pub fn parse(s: &str) -> Result<Bind, String> {
+        let Some((name, rest)) = s.split_once("://") else {
+            return BindAddr::parse(s).map(Bind::from);
+        };
+        let scheme = match name {
+            "http" => Scheme::Http,
+            "fastcgi" => Scheme::FastCgi,
+            _ => {
+                return Err(format!(
+                    "invalid bind address {s:?}: unknown scheme {name:?} (known: http, fastcgi)"
+                ))
+            }
+        };
+        Ok(Bind {
+            scheme,
+            addr: BindAddr::parse(rest)?,
+        })
+    }
+}
+
+impl From<BindAddr> for Bind {
+    /// An HTTP address.
+    fn from(addr: BindAddr) -> Bind {
+        Bind {
+            scheme: Scheme::Http,
+            addr,
+        }
+    }
+}
+
+impl fmt::Display for Bind {
+    /// As given: the address alone for HTTP, `scheme://address` otherwise.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scheme {
+            Scheme::Http => write!(f, "{}", self.addr),
+            s => write!(f, "{}://{}", s.name(), self.addr),
+        }
+    }
+}
+
 /// Where to listen, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindAddr {
@@ -106,10 +181,13 @@ pub enum Listener {
         /// when the listener could not do it for all of them (any bind
         /// address but a loopback one; see [`Listener::bind`]).
         loopback_congestion: Option<Box<str>>,
+        /// The protocol spoken.
+        scheme: Scheme,
     },
-    /// Unix-domain, with its path, and whether the file is removed when
-    /// the listener goes away (not in a worker, nor for an inherited one).
-    Unix(UnixListener, PathBuf, bool),
+    /// Unix-domain, with its path, whether the file is removed when the
+    /// listener goes away (not in a worker, nor for an inherited one), and
+    /// the protocol spoken.
+    Unix(UnixListener, PathBuf, bool, Scheme),
 }
 
 impl Listener {
@@ -186,6 +264,7 @@ impl Listener {
                     listener,
                     fixed,
                     loopback_congestion: per_conn,
+                    scheme: Scheme::Http,
                 })
             }
             BindAddr::Unix(path) => {
@@ -211,6 +290,7 @@ impl Listener {
                     UnixListener::from_std(std_listener),
                     path.clone(),
                     true,
+                    Scheme::Http,
                 ))
             }
         }
@@ -223,22 +303,45 @@ impl Listener {
                 Ok(a) => BindAddr::Tcp(a),
                 Err(_) => BindAddr::Unix(PathBuf::new()),
             },
-            Listener::Unix(_, p, _) => BindAddr::Unix(p.clone()),
+            Listener::Unix(_, p, ..) => BindAddr::Unix(p.clone()),
         }
     }
 
-    /// A URL-ish name for logs: `http://127.0.0.1:8000` or `unix:/path`.
+    /// The protocol this listener speaks.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Listener::Tcp { scheme, .. } | Listener::Unix(.., scheme) => *scheme,
+        }
+    }
+
+    /// This listener, speaking `scheme`.
+    pub fn with_scheme(mut self, to: Scheme) -> Listener {
+        match &mut self {
+            Listener::Tcp { scheme, .. } | Listener::Unix(.., scheme) => *scheme = to,
+        }
+        self
+    }
+
+    /// A URL-ish name for logs: `http://127.0.0.1:8000` or `unix:/path`;
+    /// `fastcgi://127.0.0.1:9000` or `fastcgi://unix:/path` for another
+    /// protocol.
     pub fn url(&self) -> String {
-        match self.local_addr() {
-            BindAddr::Tcp(a) => format!("http://{a}"),
-            u => u.to_string(),
+        match (self.scheme(), self.local_addr()) {
+            (s, BindAddr::Tcp(a)) => format!("{}://{a}", s.name()),
+            (Scheme::Http, u) => u.to_string(),
+            (s, u) => format!("{}://{u}", s.name()),
         }
     }
 
     /// The codec of a connection accepted here: the protocol this
     /// listener speaks (HTTP/1.x unless its bind address named another).
-    pub fn codec(&self) -> crate::codec::Codec {
-        crate::codec::Codec::Http1
+    pub fn codec(&self, max_connections: usize) -> crate::codec::Codec {
+        match self.scheme() {
+            Scheme::Http => crate::codec::Codec::Http1,
+            Scheme::FastCgi => crate::codec::Codec::Gateway(Box::new(
+                crate::fastcgi::FastCgi::new(max_connections),
+            )),
+        }
     }
 
     /// Accepts one connection and returns it with its peer and local
@@ -250,6 +353,7 @@ impl Listener {
                 listener,
                 fixed,
                 loopback_congestion,
+                ..
             } => {
                 let (s, peer) = listener.accept()?;
                 let local = match fixed {
@@ -264,7 +368,7 @@ impl Listener {
                 }
                 Ok((Stream::Tcp(s), crate::peer::PeerInfo::tcp(peer, local)))
             }
-            Listener::Unix(l, path, _) => {
+            Listener::Unix(l, path, ..) => {
                 let (s, _) = l.accept()?;
                 Ok((Stream::Unix(s), crate::peer::PeerInfo::unix(path)))
             }
@@ -292,7 +396,7 @@ impl Listener {
     /// Leaves the unix socket's file in place when this listener goes away
     /// (a worker's copy: the file belongs to the master).
     pub fn disown(&mut self) {
-        if let Listener::Unix(_, _, owned) = self {
+        if let Listener::Unix(_, _, owned, _) = self {
             *owned = false;
         }
     }
@@ -305,7 +409,7 @@ impl Listener {
         owner: Option<(libc::uid_t, libc::gid_t)>,
     ) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        if let Listener::Unix(_, path, _) = self {
+        if let Listener::Unix(_, path, ..) = self {
             if let Some((uid, gid)) = owner {
                 std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
             }
@@ -367,6 +471,7 @@ impl Listener {
                 listener,
                 fixed,
                 loopback_congestion: None,
+                scheme: Scheme::Http,
             });
         }
         if local.is_unix() {
@@ -376,6 +481,7 @@ impl Listener {
                 UnixListener::from_std(std_listener),
                 path,
                 false,
+                Scheme::Http,
             ));
         }
         fail(sock, "neither a TCP nor a unix socket".into())
@@ -384,7 +490,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path, true) = self {
+        if let Listener::Unix(_, path, true, _) = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -563,6 +669,39 @@ fn defer_accept(sock: &Socket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_schemes_name_the_protocol() {
+        let b = Bind::parse("fastcgi://127.0.0.1:9000").unwrap();
+        assert_eq!(b.scheme, Scheme::FastCgi);
+        assert_eq!(b.addr, BindAddr::Tcp("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(b.to_string(), "fastcgi://127.0.0.1:9000");
+        let b = Bind::parse("fastcgi://unix:/run/app.sock").unwrap();
+        assert_eq!(b.addr, BindAddr::Unix("/run/app.sock".into()));
+        assert_eq!(b.to_string(), "fastcgi://unix:/run/app.sock");
+        let b = Bind::parse("http://[::1]:80").unwrap();
+        assert_eq!((b.scheme, b.to_string()), (Scheme::Http, "[::1]:80".into()));
+        assert_eq!(Bind::parse("unix:/a").unwrap().scheme, Scheme::Http);
+        let e = Bind::parse("gopher://127.0.0.1:70").unwrap_err();
+        assert!(e.contains("unknown scheme \"gopher\""), "{e}");
+        assert!(Bind::parse("fastcgi://").is_err());
+
+        let dir = std::env::temp_dir().join(format!("fw-scheme-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s.sock");
+        let l = Listener::bind(&BindAddr::Unix(path.clone()), 4, None)
+            .unwrap()
+            .with_scheme(Scheme::FastCgi);
+        assert_eq!(l.url(), format!("fastcgi://unix:{}", path.display()));
+        assert!(!l.codec(8).is_http1());
+        let t = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 4, None).unwrap();
+        assert!(t.url().starts_with("http://127.0.0.1:"));
+        assert!(t.codec(8).is_http1());
+        let t = t.with_scheme(Scheme::FastCgi);
+        assert!(t.url().starts_with("fastcgi://127.0.0.1:"));
+        drop(l);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn parses_bind_forms() {

@@ -198,10 +198,10 @@ impl<H: Handler> Server<H> {
     /// failed.
     pub fn bind(cfg: Config, handler: H) -> Result<Server<H>, (String, io::Error)> {
         let mut listeners = Vec::new();
-        for addr in &cfg.binds {
-            let l = Listener::bind(addr, cfg.backlog, cfg.loopback_congestion.as_deref())
-                .map_err(|e| (addr.to_string(), e))?;
-            listeners.push(l);
+        for bind in &cfg.binds {
+            let l = Listener::bind(&bind.addr, cfg.backlog, cfg.loopback_congestion.as_deref())
+                .map_err(|e| (bind.to_string(), e))?;
+            listeners.push(l.with_scheme(bind.scheme));
         }
         Server::from_listeners(cfg, handler, listeners, false)
     }
@@ -631,7 +631,7 @@ impl<H: Handler> EventLoop<H> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_shared += usize::from(self.server.shared);
-                    let codec = listener.codec();
+                    let codec = listener.codec(self.server.cfg.max_connections);
                     let key = self.admit(stream, peer, codec);
                     // TCP_DEFER_ACCEPT: the request is usually there already,
                     // and a connection answered and closed right now is
@@ -775,7 +775,7 @@ impl<H: Handler> EventLoop<H> {
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         left -= 1;
-                        let codec = listener.codec();
+                        let codec = listener.codec(self.server.cfg.max_connections);
                         taken.push(self.admit(stream, peer, codec));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

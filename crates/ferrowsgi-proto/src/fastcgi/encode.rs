@@ -80,6 +80,35 @@ impl FcgiConn {
         });
     }
 
+    /// [`FcgiConn::write_head`] for fields already written as field lines
+    /// (`Name: value\r\n` each, as [`crate::ResponseHead::field_lines`]
+    /// keeps them), copied in one piece; `content_length` adds a
+    /// `Content-Length` field (the whole body's length when the server knows
+    /// it and the application gave none), so the front end need not frame
+    /// the body to its client.
+    pub fn write_head_lines(
+        &mut self,
+        out: &mut Vec<u8>,
+        status_line: &[u8],
+        field_lines: &[u8],
+        content_length: Option<u64>,
+    ) {
+        self.head_written = true;
+        self.stdout_with(out, |out| {
+            out.reserve(status_line.len() + field_lines.len() + 48);
+            out.extend_from_slice(b"Status: ");
+            out.extend_from_slice(status_line);
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(field_lines);
+            if let Some(n) = content_length {
+                out.extend_from_slice(b"Content-Length: ");
+                push_decimal(out, n);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+        });
+    }
+
     /// Appends `data` as `FCGI_STDOUT` records of at most [`MAX_CONTENT`]
     /// bytes each; nothing for empty data (an empty `FCGI_STDOUT` would end
     /// the stream).

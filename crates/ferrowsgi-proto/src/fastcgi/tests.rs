@@ -832,3 +832,17 @@ fn arbitrary_bytes_never_panic() {
         assert_eq!(a, b, "{wire:?}");
     }
 }
+
+#[test]
+fn a_head_from_field_lines() {
+    let mut c = FcgiConn::new(Settings::default());
+    c.decode_head(&get_request(2, true), &Limits::default())
+        .unwrap();
+    let mut out = Vec::new();
+    c.write_head_lines(&mut out, b"201 Created", b"X-A: 1\r\nX-B: 2\r\n", Some(12));
+    let text = b"Status: 201 Created\r\nX-A: 1\r\nX-B: 2\r\nContent-Length: 12\r\n\r\n";
+    assert_eq!(out, rec(STDOUT, 2, text, 0));
+    let mut out = Vec::new();
+    c.write_head_lines(&mut out, b"200 OK", b"", None);
+    assert_eq!(out, rec(STDOUT, 2, b"Status: 200 OK\r\n\r\n", 0));
+}

@@ -390,7 +390,7 @@ impl TestServer {
     pub fn tcp_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut cfg = test_config();
         adjust(&mut cfg);
-        cfg.binds = vec![BindAddr::Tcp("127.0.0.1:0".parse().unwrap())];
+        cfg.binds = vec![BindAddr::Tcp("127.0.0.1:0".parse().unwrap()).into()];
         TestServer::start(cfg)
     }
 
@@ -399,7 +399,7 @@ impl TestServer {
     pub fn unix_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut cfg = test_config();
         adjust(&mut cfg);
-        cfg.binds = vec![BindAddr::Unix(unique_path("sock"))];
+        cfg.binds = vec![BindAddr::Unix(unique_path("sock")).into()];
         TestServer::start(cfg)
     }
 
