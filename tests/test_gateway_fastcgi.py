@@ -18,6 +18,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,6 +270,45 @@ def test_large_responses_are_split_into_records_and_streamed(fcgi) -> None:
             assert (seen + ans.stdout).endswith(b"slow0;slow1;")
     finally:
         shutil.rmtree(os.path.dirname(gate), ignore_errors=True)
+
+
+def test_management_records_without_a_request_are_bounded(fcgi) -> None:
+    _, addr, _, _ = fcgi
+    # 400 KiB of management records and no request: the server answers as it reads,
+    # and gives up once it has read far more than any head may take.
+    flood = fw.record(200, 0) * (400 * 1024 // 8)
+    with connect(addr) as s:
+        r = fw.Reader(s)
+        sender = threading.Thread(target=lambda: _send_quietly(s, flood))
+        sender.start()
+        answers = 0
+        while (rec := r.record()) is not None:
+            assert rec == (fw.UNKNOWN_TYPE, 0, bytes([200]) + b"\0" * 7)
+            answers += 1
+        sender.join()
+    assert 0 < answers < len(flood) // 8
+
+
+def _send_quietly(s: socket.socket, data: bytes) -> None:
+    try:
+        s.sendall(data)
+    except OSError:
+        pass  # the server closed the connection first
+
+
+def test_head_and_bodiless_statuses(fcgi) -> None:
+    _, addr, _, _ = fcgi
+    with connect(addr) as s:
+        r = fw.Reader(s)
+        s.sendall(fw.request(1, fw.cgi_params("HEAD", "/stream/head_cl")))
+        ans = r.answer(1)
+        assert ans.status == 200
+        assert ans.body == b""
+        assert ans.header("Content-Length") == "50"
+        s.sendall(fw.request(1, fw.cgi_params("GET", "/stream/status?code=204")))
+        ans = r.answer(1)
+        assert ans.status == 204
+        assert ans.body == b""
 
 
 @pytest.mark.parametrize(
