@@ -732,6 +732,10 @@ impl Conn {
                         return self.spool_failed(&e);
                     }
                 }
+                // What a gateway's reader owes the front end (FastCGI's
+                // refusal of a request id that came during the body) goes
+                // out before the response, not after it.
+                p.decoder.take_output(&mut self.wbuf);
                 return Next::Ready(*p);
             }
             if let Some(remaining) = p.decoder.remaining_hint().filter(|_| p.decoder.is_plain()) {
