@@ -725,3 +725,25 @@ def test_keep_alive_through_the_front_end(fcgi, fronts, front, prefix) -> None:
         # Kept open by the front end for the next request.
         assert backend_connections(addr[1]) >= 1
     assert fe.errors() == []
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "unknown-length"])
+def test_the_body_limit_holds_for_fastcgi_bodies(with_length: bool) -> None:
+    body = b"x" * 5000
+    with Server(
+        "apps.proxied:app", "--limit-request-body", "1000", binds=["fastcgi://127.0.0.1:0"]
+    ) as server:
+        addr = fcgi_addr(server.urls[0])
+        items = fw.cgi_params("POST", "/echo/limit", body, content_length=with_length)
+        with connect(addr) as s:
+            r = fw.Reader(s)
+            s.sendall(fw.request(1, items, body, stdin_per=700))
+            ans = r.answer(1)
+            assert ans.status == 413, ans
+            assert r.at_eof()
+        # Within the limit, the same request is served.
+        small = body[:900]
+        items = fw.cgi_params("POST", "/echo/limit", small, content_length=with_length)
+        with connect(addr) as s:
+            s.sendall(fw.request(1, items, small, stdin_per=700))
+            assert environ_of(fw.Reader(s).answer(1))["body"] == small.decode()
