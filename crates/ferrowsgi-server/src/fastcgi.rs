@@ -62,7 +62,13 @@ impl Gateway for FastCgi {
         out: &mut Vec<u8>,
     ) -> Result<Option<(RequestHead, usize)>, ParseError> {
         let mut c = lock(&self.conn);
-        let fresh = input.get(self.seen..).unwrap_or(&[]);
+        let Some(fresh) = input.get(self.seen..) else {
+            // The connection consumed input the decoder had not handed
+            // back: the two no longer agree on where the stream stands.
+            return Err(ParseError::BadRequest(
+                "fastcgi: the record stream lost its place",
+            ));
+        };
         let decoded = c.decode_head(fresh, limits);
         c.take_output(out);
         match decoded {
@@ -156,5 +162,100 @@ impl GatewayBody for FastCgiBody {
         Box::new(FastCgiBody {
             conn: Arc::clone(&self.conn),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
+        let mut v = vec![
+            1,
+            kind,
+            (id >> 8) as u8,
+            id as u8,
+            0,
+            content.len() as u8,
+            0,
+            0,
+        ];
+        v.extend_from_slice(content);
+        v
+    }
+
+    fn request(body: &[u8]) -> Vec<u8> {
+        let mut w = record(1, 1, &[0, 1, 1, 0, 0, 0, 0, 0]);
+        let params = b"\x0e\x04REQUEST_METHODPOST\x0b\x01REQUEST_URI/\x0e\x01CONTENT_LENGTH3";
+        w.extend(record(4, 1, params));
+        w.extend(record(4, 1, b""));
+        w.extend(record(5, 1, body));
+        w.extend(record(5, 1, b""));
+        w
+    }
+
+    /// The connection offers its unconsumed input again, with more, until a
+    /// head is complete; the adapter reads each byte once.
+    #[test]
+    fn input_offered_again_is_read_once() {
+        let limits = Limits::default();
+        let mut wire = record(9, 0, b"\x0f\x00FCGI_MPXS_CONNS");
+        wire.extend(request(b"abc"));
+        let mut g = FastCgi::new(5);
+        let mut out = Vec::new();
+        let mut got = None;
+        for end in 1..=wire.len() {
+            match g.decode_head(&wire[..end], &limits, &mut out).unwrap() {
+                Some((head, consumed)) => {
+                    got = Some((head, consumed));
+                    break;
+                }
+                None => continue,
+            }
+        }
+        let (head, consumed) = got.unwrap();
+        assert_eq!(head.method(), b"POST");
+        // One answer to the one management record.
+        assert_eq!(out.iter().filter(|&&b| b == 10).count(), 1, "{out:?}");
+        let mut body = g.body_reader(&head, &limits);
+        let mut data = Vec::new();
+        let n = body.decode(&wire[consumed..], &mut data, 1 << 20).unwrap();
+        assert_eq!(data, b"abc");
+        assert!(body.is_done());
+        assert_eq!(consumed + n, wire.len());
+        let mut resp = Vec::new();
+        let mut h = ResponseHead::new(200, b"200 OK");
+        h.push_header(b"X-A", b"1");
+        g.write_head(&mut resp, &h, Some(2));
+        g.write_block(&mut resp, b"ok");
+        g.write_end(&mut resp, true);
+        assert!(resp.starts_with(b"\x01\x06\x00\x01"));
+        assert!(resp.windows(7).any(|w| w == b"X-A: 1\r"));
+        assert!(resp.ends_with(&[1, 3, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+    }
+
+    /// Input that never completes a head is not held without end.
+    #[test]
+    fn records_without_a_head_are_bounded() {
+        let limits = Limits {
+            max_head_size: 1024,
+            ..Limits::default()
+        };
+        let wire = record(77, 0, b"").repeat(20_000);
+        let mut g = FastCgi::new(5);
+        let mut out = Vec::new();
+        // Offered as a connection reads it, 4 KiB more at a time.
+        let mut end = 0;
+        let err = loop {
+            end = (end + 4096).min(wire.len());
+            match g.decode_head(&wire[..end], &limits, &mut out) {
+                Ok(None) => assert!(end < wire.len()),
+                Ok(Some(_)) => panic!("a head from management records"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, ParseError::HeadTooLarge);
+        assert!(end <= 4 * 1024 + SLACK + 4096, "{end}");
+        assert_eq!(out.len(), 2 * end, "each record answered once");
     }
 }

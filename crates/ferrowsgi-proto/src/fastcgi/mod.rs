@@ -157,11 +157,12 @@ pub struct Settings {
 }
 
 impl Default for Settings {
-    /// 1024 connections and requests, the server's default connection limit.
+    /// 10,000 connections and requests, the server's default connection
+    /// limit (the server passes its own).
     fn default() -> Self {
         Settings {
-            max_conns: 1024,
-            max_reqs: 1024,
+            max_conns: 10_000,
+            max_reqs: 10_000,
         }
     }
 }
