@@ -37,6 +37,13 @@ pub struct FastCgi {
     /// decoder has read already (the input is offered again, with more,
     /// until a head is complete).
     seen: usize,
+    /// Body bytes still due by the response's Content-Length: the end of
+    /// the response goes out right behind the block that completes it, in
+    /// the same write, rather than in a write of its own once the
+    /// application's iterable is exhausted (a front end that has passed the
+    /// whole body on may otherwise see its client leave first, and drop
+    /// the connection with the request unfinished).
+    left: Option<u64>,
 }
 
 impl FastCgi {
@@ -50,6 +57,7 @@ impl FastCgi {
                 max_reqs: n,
             }))),
             seen: 0,
+            left: None,
         }
     }
 }
@@ -102,17 +110,28 @@ impl Gateway for FastCgi {
     }
 
     fn write_head(&mut self, out: &mut Vec<u8>, head: &ResponseHead, body_len: Option<u64>) {
+        self.left = head.content_length().or(body_len).filter(|&n| n > 0);
         lock(&self.conn).write_head_lines(out, head.status_line(), head.field_lines(), body_len);
     }
 
     fn write_block(&mut self, out: &mut Vec<u8>, data: &[u8]) {
-        lock(&self.conn).write_block(out, data);
+        let mut c = lock(&self.conn);
+        c.write_block(out, data);
+        if let Some(left) = self.left {
+            let left = left.saturating_sub(data.len() as u64);
+            self.left = (left > 0).then_some(left);
+            if left == 0 {
+                c.write_end(out);
+            }
+        }
     }
 
     fn write_end(&mut self, out: &mut Vec<u8>, _keep_alive: bool) {
         // Whether the connection stays is the connection's decision (from
         // the request's FCGI_KEEP_CONN and the response); the records are
-        // the same either way.
+        // the same either way. After the block that completed the body
+        // this writes nothing: the request has ended already.
+        self.left = None;
         lock(&self.conn).write_end(out);
     }
 
@@ -228,10 +247,27 @@ mod tests {
         h.push_header(b"X-A", b"1");
         g.write_head(&mut resp, &h, Some(2));
         g.write_block(&mut resp, b"ok");
-        g.write_end(&mut resp, true);
         assert!(resp.starts_with(b"\x01\x06\x00\x01"));
         assert!(resp.windows(7).any(|w| w == b"X-A: 1\r"));
-        assert!(resp.ends_with(&[1, 3, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+        // The block that completes the body carries the end with it.
+        let end = [1, 3, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        assert!(resp.ends_with(&end));
+        let n = resp.len();
+        g.write_end(&mut resp, true);
+        assert_eq!(resp.len(), n, "the end is not written twice");
+
+        // Without a length, the end comes with write_end.
+        let mut g = FastCgi::new(5);
+        let (head, consumed) = g.decode_head(&wire, &limits, &mut out).unwrap().unwrap();
+        let mut body = g.body_reader(&head, &limits);
+        body.decode(&wire[consumed..], &mut Vec::new(), 1 << 20)
+            .unwrap();
+        let mut resp = Vec::new();
+        g.write_head(&mut resp, &ResponseHead::new(200, b"200 OK"), None);
+        g.write_block(&mut resp, b"ok");
+        assert!(!resp.ends_with(&end));
+        g.write_end(&mut resp, true);
+        assert!(resp.ends_with(&end));
     }
 
     /// Input that never completes a head is not held without end.
