@@ -113,7 +113,9 @@ def wait_answering(port: int, timeout: float = 20.0) -> bool:
     return False
 
 
-def one_run(name: str, argv: list[str], duration: int, conns: int, logs: Path) -> dict:
+def one_run(
+    name: str, argv: list[str], duration: int, conns: int, logs: Path, conf: str = NGINX_CONF
+) -> dict:
     port = free_port()
     addr = f"{HOST}:{port}"
     argv = [
@@ -124,7 +126,7 @@ def one_run(name: str, argv: list[str], duration: int, conns: int, logs: Path) -
     ngx_dir = Path(tempfile.mkdtemp(prefix="fwngx", dir="/tmp"))
     nginx_port = free_port()
     (ngx_dir / "nginx.conf").write_text(
-        NGINX_CONF.format(dir=ngx_dir, host=HOST, port=port, nginx_port=nginx_port)
+        conf.format(dir=ngx_dir, host=HOST, port=port, nginx_port=nginx_port)
     )
     nginx = spawn(
         [
