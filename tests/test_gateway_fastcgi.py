@@ -760,3 +760,36 @@ def test_the_body_limit_holds_for_fastcgi_bodies(with_length: bool) -> None:
         with connect(addr) as s:
             s.sendall(fw.request(1, items, small, stdin_per=700))
             assert environ_of(fw.Reader(s).answer(1))["body"] == small.decode()
+
+
+# --------------------------------------------------------------------------------------
+# The request deadline
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_deadline_is_answered_504_at_once_while_the_thread_is_in_c_code(
+    tmp_path: Path, threads: str
+) -> None:
+    """The watcher sends the codec's own 504 records at the deadline, whatever the request's
+    thread is doing (here: libc sleep(3) holding the GIL)."""
+    server = Server(
+        "apps.deadlines:app",
+        *("--threads", threads, "--timeout", "1", "--timeout-grace", "30"),
+        binds=["fastcgi://127.0.0.1:0"],
+    ).start()
+    addr = fcgi_addr(server.urls[0])
+    mark = tmp_path / "mark"
+    try:
+        with connect(addr) as s:
+            started = time.monotonic()
+            s.sendall(fw.request(9, fw.cgi_params("GET", f"/cgil?s=6&mark={mark}")))
+            ans = fw.Reader(s).answer(9)
+            took = time.monotonic() - started
+        assert ans.status == 504, ans
+        assert b"did not answer within 1 s" in ans.body
+        assert ans.end == (0, 0)
+        # At the deadline, not when the thread came back from its 6 s in C code.
+        assert took < 4.5, took
+        assert wait_until(lambda: mark.exists(), timeout=10)
+    finally:
+        server.stop()

@@ -63,6 +63,17 @@ pub trait Gateway: Send + fmt::Debug {
     /// Appends a complete error answer for a request the application never
     /// saw (or no request at all); the connection closes after it.
     fn write_error(&mut self, out: &mut Vec<u8>, status: u16, reason: &str, message: &str);
+
+    /// The complete `504 Gateway Timeout` answer (with `message` as its
+    /// text) to the current request, for the deadline watcher to send on
+    /// its own while the request's thread still runs (`--timeout`). It
+    /// must leave the codec as it was: the request may well finish in
+    /// time and answer normally. `None` (the default) leaves the 504 to
+    /// the exchange, when the application's thread comes back.
+    fn timeout_answer(&mut self, message: &str) -> Option<&[u8]> {
+        let _ = message;
+        None
+    }
 }
 
 /// The codec of one connection.

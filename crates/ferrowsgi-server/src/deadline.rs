@@ -98,6 +98,11 @@ struct Tag {
     method_len: usize,
     target: *const u8,
     target_len: usize,
+    /// The protocol's own 504 for a request that did not come over
+    /// HTTP/1.x (see [`crate::codec::Gateway::timeout_answer`]), borrowed
+    /// from the connection's codec while the slot is armed; null for HTTP/1.x.
+    answer: *const u8,
+    answer_len: usize,
 }
 
 /// The deadline slot of one application thread.
@@ -209,6 +214,8 @@ impl Watch {
                 method_len: 0,
                 target: std::ptr::null(),
                 target_len: 0,
+                answer: std::ptr::null(),
+                answer_len: 0,
             }),
         }
     }
@@ -217,7 +224,15 @@ impl Watch {
     /// the watcher may not write), whose head is already out when
     /// `committed`. `method` and `target` must stay alive and unchanged
     /// until [`Watch::disarm`]. Called by the slot's own thread only.
-    pub(crate) fn arm(&self, due: u64, fd: RawFd, committed: bool, method: &[u8], target: &[u8]) {
+    pub(crate) fn arm(
+        &self,
+        due: u64,
+        fd: RawFd,
+        committed: bool,
+        method: &[u8],
+        target: &[u8],
+        answer: Option<&[u8]>,
+    ) {
         debug_assert_eq!(self.state.load(Ordering::Relaxed), IDLE);
         // SAFETY: the slot is IDLE, so the watcher does not read the tag
         // (it reads it only while FIRING), and only this thread writes it.
@@ -227,6 +242,8 @@ impl Watch {
                 method_len: method.len(),
                 target: target.as_ptr(),
                 target_len: target.len(),
+                answer: answer.map_or(std::ptr::null(), <[u8]>::as_ptr),
+                answer_len: answer.map_or(0, <[u8]>::len),
             };
         }
         self.fd.store(fd, Ordering::Relaxed);
@@ -656,8 +673,10 @@ fn fire(s: &Shared, w: &Arc<Watch>, before_head: bool, date: &mut DateCache, now
     // SAFETY: the slot is FIRING, claimed by this thread: its owner cannot
     // disarm, so the head the tag points into is alive and unchanged (see
     // `Watch::arm`).
+    let t = unsafe { *w.tag.get() };
+    // SAFETY: as for `t`: what the tag points into stays alive and
+    // unchanged while the slot is FIRING.
     let tag = unsafe {
-        let t = *w.tag.get();
         let part = |p: *const u8, n: usize| {
             if p.is_null() {
                 String::new()
@@ -675,8 +694,15 @@ fn fire(s: &Shared, w: &Arc<Watch>, before_head: bool, date: &mut DateCache, now
     let fd = w.fd.load(Ordering::Relaxed);
     let mut answered = false;
     if before_head && fd >= 0 {
-        let resp = gateway_timeout(date, s.timeout, s.server_header);
-        answered = send_all_now(fd, &resp);
+        answered = if t.answer.is_null() {
+            let resp = gateway_timeout(date, s.timeout, s.server_header);
+            send_all_now(fd, &resp)
+        } else {
+            // SAFETY: see `t` above; the answer lives in the connection's
+            // codec, which the request's thread cannot drop or change while
+            // it runs the request.
+            send_all_now(fd, unsafe { std::slice::from_raw_parts(t.answer, t.answer_len) })
+        };
         // The FIN follows the answer at once. The descriptor stays open
         // (its owner closes it), so nothing can reuse it meanwhile; any
         // later write of the request's thread fails with EPIPE.
@@ -787,6 +813,7 @@ mod tests {
             false,
             &head[..3],
             &head[4..9],
+            None,
         );
         // The watcher writes the answer and the FIN while this thread "runs".
         let mut got = Vec::new();
@@ -825,6 +852,7 @@ mod tests {
                 false,
                 b"GET",
                 b"/",
+                None,
             );
             assert_eq!(w.claim_head(), Claim::Ours);
             assert!(!w.disarm());
@@ -848,6 +876,7 @@ mod tests {
             false,
             b"GET",
             b"/stream",
+            None,
         );
         assert_eq!(w.claim_head(), Claim::Ours);
         let (tag, answered) = reports.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -874,6 +903,7 @@ mod tests {
             true,
             b"GET",
             b"/resumed",
+            None,
         );
         let (tag, _) = reports.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(tag, "GET /resumed");

@@ -228,23 +228,36 @@ impl<'a> Exchange<'a> {
     /// deadline itself was set when the request was handed over). The
     /// watcher may answer for the request only when nothing of earlier
     /// answers waits in the buffer, or its 504 would overtake them.
-    pub(crate) fn arm(&self) {
+    pub(crate) fn arm(&mut self) {
         if let (Some(w), true) = (self.watch, self.st.due > 0) {
-            // A gateway's 504 must be framed by its codec, which the
-            // watcher thread cannot reach: the exchange writes it when the
-            // application's thread comes back (docs/ARCHITECTURE.md).
-            let fd = if self.conn.has_output() || !self.conn.codec.is_http1() {
-                -1
-            } else {
-                self.conn.stream.as_raw_fd()
-            };
+            let pending_output = self.conn.has_output();
+            let conn = &mut *self.conn;
+            let fd = conn.stream.as_raw_fd();
             let head = &self.st.req.head;
+            let (fd, answer) = match &mut conn.codec {
+                _ if pending_output => (-1, None),
+                Codec::Http1 => (fd, None),
+                // A gateway's 504 is framed by its codec; one that cannot
+                // give it in advance leaves it to the exchange, when the
+                // application's thread comes back (docs/ARCHITECTURE.md).
+                Codec::Gateway(g) => {
+                    let message = format!(
+                        "the application did not answer within {} s",
+                        self.cfg.timeout.as_secs_f64()
+                    );
+                    match g.timeout_answer(&message) {
+                        Some(a) => (fd, Some(a)),
+                        None => (-1, None),
+                    }
+                }
+            };
             w.arm(
                 self.st.due,
                 fd,
-                self.is_committed(),
+                self.st.state != RespState::Idle,
                 head.method(),
                 head.target(),
+                answer,
             );
         }
     }

@@ -44,6 +44,10 @@ pub struct FastCgi {
     /// whole body on may otherwise see its client leave first, and drop
     /// the connection with the request unfinished).
     left: Option<u64>,
+    /// The deadline's 504 for the request id it was made for (see
+    /// [`Gateway::timeout_answer`]); front ends reuse one id, so it is
+    /// made once per connection.
+    timeout: Option<(u16, Vec<u8>)>,
 }
 
 impl FastCgi {
@@ -58,6 +62,7 @@ impl FastCgi {
             }))),
             seen: 0,
             left: None,
+            timeout: None,
         }
     }
 }
@@ -137,6 +142,37 @@ impl Gateway for FastCgi {
 
     fn write_error(&mut self, out: &mut Vec<u8>, status: u16, reason: &str, message: &str) {
         lock(&self.conn).write_error(out, status, reason, message);
+    }
+
+    fn timeout_answer(&mut self, message: &str) -> Option<&[u8]> {
+        let c = lock(&self.conn);
+        let id = c.request_id();
+        if !matches!(&self.timeout, Some((made_for, _)) if *made_for == id) {
+            // The CGI head and text in one FCGI_STDOUT record, the empty
+            // FCGI_STDOUT, then FCGI_END_REQUEST (application status 0,
+            // FCGI_REQUEST_COMPLETE): what `write_error` writes, made
+            // without ending the request in the codec.
+            let text = format!("{message}\n");
+            let payload = format!(
+                "Status: 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            let mut out = Vec::with_capacity(payload.len() + 32);
+            let (header, n) = c.stdout_header(payload.len());
+            if n < payload.len() {
+                return None;
+            }
+            out.extend_from_slice(&header);
+            out.extend_from_slice(payload.as_bytes());
+            out.extend_from_slice(&c.stdout_header(0).0);
+            let [hi, lo] = id.to_be_bytes();
+            // version 1, FCGI_END_REQUEST (3), the id, 8 bytes of content.
+            out.extend_from_slice(&[1, 3, hi, lo, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            self.timeout = Some((id, out));
+        }
+        drop(c);
+        self.timeout.as_ref().map(|(_, a)| a.as_slice())
     }
 }
 
