@@ -483,8 +483,11 @@ impl PeerStrings {
         PeerStrings {
             remote_addr: PyString::new(py, &peer.remote_addr).unbind(),
             remote_port: PyString::new(py, &peer.remote_port).unbind(),
-            server_name: PyString::new(py, &peer.server_name).unbind(),
-            server_port: PyString::new(py, &peer.server_port).unbind(),
+            // The server's side is one of a few addresses and ports (those of
+            // the listeners): interned, every connection shares one str
+            // instead of holding two of its own.
+            server_name: PyString::intern(py, &peer.server_name).unbind(),
+            server_port: PyString::intern(py, &peer.server_port).unbind(),
             requests: AtomicU32::new(0),
             base: OnceLock::new(),
         }

@@ -701,7 +701,9 @@ fn fire(s: &Shared, w: &Arc<Watch>, before_head: bool, date: &mut DateCache, now
             // SAFETY: see `t` above; the answer lives in the connection's
             // codec, which the request's thread cannot drop or change while
             // it runs the request.
-            send_all_now(fd, unsafe { std::slice::from_raw_parts(t.answer, t.answer_len) })
+            send_all_now(fd, unsafe {
+                std::slice::from_raw_parts(t.answer, t.answer_len)
+            })
         };
         // The FIN follows the answer at once. The descriptor stays open
         // (its owner closes it), so nothing can reuse it meanwhile; any
