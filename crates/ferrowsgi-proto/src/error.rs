@@ -74,6 +74,9 @@ pub enum ParseError {
     UnsupportedTransferCoding,
     /// An Expect value other than `100-continue` (RFC 9110 §10.1.1) (417).
     ExpectationFailed,
+    /// A front end that did not prove it may send requests: an AJP13
+    /// request without the configured secret, or with another (403).
+    Forbidden(&'static str),
 }
 
 impl ParseError {
@@ -87,6 +90,7 @@ impl ParseError {
             ParseError::VersionNotSupported => 505,
             ParseError::MethodNotImplemented | ParseError::UnsupportedTransferCoding => 501,
             ParseError::ExpectationFailed => 417,
+            ParseError::Forbidden(_) => 403,
             _ => 400,
         }
     }
@@ -127,6 +131,7 @@ impl ParseError {
             ParseError::MethodNotImplemented => "method not implemented",
             ParseError::UnsupportedTransferCoding => "unsupported transfer coding",
             ParseError::ExpectationFailed => "unsupported Expect value",
+            ParseError::Forbidden(m) => m,
         }
     }
 }
@@ -237,6 +242,7 @@ mod tests {
                 "Not Implemented",
             ),
             (ParseError::ExpectationFailed, 417, "Expectation Failed"),
+            (ParseError::Forbidden("x"), 403, "Forbidden"),
         ];
         for (e, status, reason) in cases {
             assert_eq!(e.status(), *status, "{e:?}");

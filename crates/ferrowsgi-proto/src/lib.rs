@@ -33,6 +33,7 @@
 #![cfg_attr(not(test), forbid(unsafe_code))]
 #![cfg_attr(test, deny(unsafe_code))]
 
+pub mod ajp;
 pub mod error;
 pub mod fastcgi;
 pub mod gateway;
