@@ -137,7 +137,87 @@ def write(target, name, data):
     (d / f"seed-{name}.bin").write_bytes(data)
 
 
+def ajp_string(s):
+    if s is None:
+        return b"\xff\xff"
+    return struct.pack(">H", len(s)) + s + b"\x00"
+
+
+def ajp_packet(payload):
+    return b"\x12\x34" + struct.pack(">H", len(payload)) + payload
+
+
+def ajp_request(method, uri, headers=(), attrs=b"", ssl=False):
+    """A FORWARD_REQUEST packet; header names are bytes or a 0xA0xx code."""
+    p = bytes([2, method]) + ajp_string(b"HTTP/1.1") + ajp_string(uri)
+    p += ajp_string(b"127.0.0.1") + ajp_string(None) + ajp_string(b"localhost")
+    p += struct.pack(">HBH", 8080, 1 if ssl else 0, len(headers))
+    for name, value in headers:
+        p += struct.pack(">H", name) if isinstance(name, int) else ajp_string(name)
+        p += ajp_string(value)
+    return ajp_packet(p + attrs + b"\xff")
+
+
+def ajp_body(data):
+    return ajp_packet(struct.pack(">H", len(data)) + data)
+
+
+def ajp_attr(code, value):
+    return bytes([code]) + ajp_string(value)
+
+
+AJP_ATTRS = (
+    ajp_attr(5, b"a=1&b=%20")
+    + b"\x0a"
+    + ajp_string(b"AJP_REMOTE_PORT")
+    + ajp_string(b"54321")
+    + ajp_attr(3, b"alice")
+)
+
+AJP = {
+    # config byte (packet size, secret, tiny limits), piece size, wire
+    "get": (0, 255, ajp_request(2, b"/", [(0xA00B, b"localhost")])),
+    "get-attrs": (0, 3, ajp_request(2, b"/a%20b", [(0xA00B, b"h"), (b"X-Id", b"1")], AJP_ATTRS)),
+    "cping-get-get": (
+        0,
+        1,
+        ajp_packet(b"\x0a") + ajp_request(2, b"/1") + ajp_request(3, b"/2", [(0xA00E, b"ua")]),
+    ),
+    "post-length": (
+        0,
+        7,
+        ajp_request(4, b"/p", [(0xA008, b"11"), (0xA007, b"text/plain")])
+        + ajp_body(b"hello")
+        + ajp_body(b" world")
+        + ajp_request(2, b"/next"),
+    ),
+    "post-chunked": (
+        1,
+        2,
+        ajp_request(4, b"/c", [(b"Transfer-Encoding", b"chunked")])
+        + ajp_body(b"abc")
+        + ajp_body(b"")
+        + ajp_packet(b""),
+    ),
+    "stored-method-secret": (
+        2,
+        255,
+        ajp_request(0xFF, b"/s", [], ajp_attr(13, b"PATCH") + ajp_attr(12, b"k")),
+    ),
+    "ssl-tiny": (
+        4,
+        5,
+        ajp_request(
+            2, b"/t", [(0xA001, b"*/*"), (0xA009, b"a=b")], ajp_attr(8, b"AES") + b"\x0b\x01\x00", True
+        ),
+    ),
+    "shutdown": (0, 255, ajp_packet(b"\x07")),
+}
+
+
 def main():
+    for name, (cfg, piece, wire) in AJP.items():
+        write("ajp", name, bytes([cfg, piece]) + wire)
     for name, raw in HEADS.items():
         write("head", name, raw)
         write("head_split", name, raw)

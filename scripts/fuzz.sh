@@ -6,7 +6,7 @@
 #   scripts/fuzz.sh run TARGET SECS  # one target
 #   scripts/fuzz.sh replay           # replay seeds + reproducers on stable (cargo test)
 #
-# Targets: head, head_split, body, fastcgi (fuzz/fuzz_targets/, checks in fuzz/src/).
+# Targets: head, head_split, body, fastcgi, ajp (fuzz/fuzz_targets/, checks in fuzz/src/).
 # Builds are optimised with debug assertions and overflow checks on (-O -a).
 # Only stable Rust is assumed: cargo-fuzz's nightly flags (-Zsanitizer, …) are
 # unlocked with RUSTC_BOOTSTRAP=1, for the fuzz crate's build only.
@@ -18,14 +18,14 @@
 # counts wall time, so the pause is reported as a timeout.
 #
 # Environment: FUZZ_SANITIZER (default "address"; "none" is faster),
-# FUZZ_MAX_LEN (default 4096), FUZZ_TARGETS (default "head head_split body fastcgi").
+# FUZZ_MAX_LEN (default 4096), FUZZ_TARGETS (default "head head_split body fastcgi ajp").
 #
 # Prints one summary line per target:
 #   fuzz-summary target=head seconds=20 execs=123456 result=ok
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=${FUZZ_TARGETS:-"head head_split body fastcgi"}
+TARGETS=${FUZZ_TARGETS:-"head head_split body fastcgi ajp"}
 SANITIZER=${FUZZ_SANITIZER:-address}
 MAX_LEN=${FUZZ_MAX_LEN:-4096}
 export RUSTC_BOOTSTRAP=1

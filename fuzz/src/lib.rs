@@ -13,6 +13,8 @@
 
 pub mod fastcgi;
 pub use fastcgi::check_fastcgi;
+pub mod ajp;
+pub use ajp::check_ajp;
 
 use ferrowsgi_proto::{
     parse_head, write_chunk, BodyDecoder, BodyError, BodyKind, Limits, ParseError, Parsed,
@@ -749,6 +751,7 @@ mod tests {
             "head_split" => super::check_head_split(data),
             "body" => super::check_body(data),
             "fastcgi" => super::check_fastcgi(data),
+            "ajp" => super::check_ajp(data),
             other => panic!("unknown target {other}"),
         }
     }
@@ -757,7 +760,7 @@ mod tests {
     fn seed_corpus_passes() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut n = 0;
-        for target in ["head", "head_split", "body", "fastcgi"] {
+        for target in ["head", "head_split", "body", "fastcgi", "ajp"] {
             for f in files(&root.join(target)) {
                 let data = std::fs::read(&f).unwrap();
                 run(target, &data);
@@ -781,6 +784,8 @@ mod tests {
                 .any(|l| l.contains(&name) && l.to_ascii_lowercase().contains("fixed"));
             let target = if name.starts_with("head_split-") {
                 "head_split"
+            } else if name.starts_with("ajp-") {
+                "ajp"
             } else if name.starts_with("head-") {
                 "head"
             } else if name.starts_with("fastcgi-") {

@@ -916,7 +916,7 @@ enum State {
 /// ends after that many bytes; a body of unknown length (a client's chunked
 /// body) ends with an empty body packet. The web server sends the first
 /// packet of a Content-Length body on its own and every later one only when
-/// asked with GET_BODY_CHUNK, so a packet arriving unasked is an error.
+/// asked with GET_BODY_CHUNK.
 #[derive(Clone, Debug)]
 pub struct AjpBodyDecoder {
     /// Body bytes still to come for a Content-Length body; `None` when the
@@ -1008,9 +1008,11 @@ impl AjpBodyDecoder {
     /// Decodes as much of `input` as possible, handing each run of body
     /// bytes (at most `max_out` in all) to `put`; returns `(input bytes
     /// consumed, body bytes put)`. Packet framing is consumed even when
-    /// `max_out` is 0. Stops at the end of the body and wherever the web
-    /// server must be asked for more first; input past that point while a
-    /// packet is neither owed nor the body over is a framing error.
+    /// `max_out` is 0. Stops at the end of the body, and where the web
+    /// server must be asked for more first ([`AjpBodyDecoder::wants_output`]):
+    /// the bytes after that point are the answer to the GET_BODY_CHUNK that
+    /// [`AjpBodyDecoder::take_output`] makes, so the caller sends it and
+    /// calls again with them.
     ///
     /// After an error the decoder stays failed and returns the same error.
     pub fn decode_with(
@@ -1033,6 +1035,11 @@ impl AjpBodyDecoder {
                         break;
                     }
                     if !self.owed {
+                        if self.want {
+                            // The next packet comes once GET_BODY_CHUNK has
+                            // gone out (take_output); these bytes are it.
+                            break;
+                        }
                         return Err(self.fail(UNASKED));
                     }
                     // 4 bytes of packet header, then 2 of chunk length
@@ -1944,14 +1951,15 @@ mod tests {
         check(BodyKind::Length(2), &body_packet(b"abc"), OVERRUN);
         check(BodyKind::Length(2), &body_packet(b""), SHORT);
         check(BodyKind::Length(2), &packet(&[]), SHORT);
-        // A second packet nobody asked for.
+        // Decoding stops where the next packet must be asked for.
         let mut d = ajp.body_decoder(BodyKind::Length(6));
         let mut wire = body_packet(b"abc");
         wire.extend_from_slice(&body_packet(b"def"));
-        assert_eq!(d.decode(&wire, &mut out), Err(UNASKED));
-        // Unknown length: nothing comes before it is asked for.
+        assert_eq!(d.decode(&wire, &mut out), Ok(9));
+        assert!(d.wants_output());
         let mut d = ajp.body_decoder(BodyKind::Chunked);
-        assert_eq!(d.decode(&body_packet(b"x"), &mut out), Err(UNASKED));
+        assert_eq!(d.decode(&body_packet(b"x"), &mut out), Ok(0));
+        assert!(d.wants_output());
         // An empty body has no packets.
         let mut d = ajp.body_decoder(BodyKind::Empty);
         assert!(d.is_done());
