@@ -1,0 +1,688 @@
+"""ferrowsgi speaking AJP13 (``--bind ajp://…``): behind Debian's apache2 with
+mod_proxy_ajp (started by these tests on loopback, skipped when apache2 is missing), and
+by hand over raw sockets (bad input, limits, body packets asked for with GET_BODY_CHUNK,
+CPing/CPong, connection reuse, the shared secret).
+
+Apache sends the backend URL's path percent-encoded (re-encoded by default, as the client
+sent it with ``nocanon``) and the query apart; the server decodes the path once into
+PATH_INFO, like an HTTP request's. ``ProxyPass /app/ ajp://…/`` sends the path without
+``/app``: AJP has no SCRIPT_NAME, so SCRIPT_NAME is empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import Server, free_port, short_tmp_dir, wait_until
+
+APACHE = shutil.which("apache2") or (
+    "/usr/sbin/apache2" if os.path.exists("/usr/sbin/apache2") else None
+)
+MODULES = Path("/usr/lib/apache2/modules")
+SECRET = "s3cret-ajp"
+
+# --------------------------------------------------------------------------------------------
+# AJP13 by hand
+
+CODED_REQUEST = {
+    "accept": 0xA001,
+    "accept-charset": 0xA002,
+    "accept-encoding": 0xA003,
+    "accept-language": 0xA004,
+    "authorization": 0xA005,
+    "connection": 0xA006,
+    "content-type": 0xA007,
+    "content-length": 0xA008,
+    "cookie": 0xA009,
+    "cookie2": 0xA00A,
+    "host": 0xA00B,
+    "pragma": 0xA00C,
+    "referer": 0xA00D,
+    "user-agent": 0xA00E,
+}
+CODED_RESPONSE = [
+    "Content-Type",
+    "Content-Language",
+    "Content-Length",
+    "Date",
+    "Last-Modified",
+    "Location",
+    "Set-Cookie",
+    "Set-Cookie2",
+    "Servlet-Engine",
+    "Status",
+    "WWW-Authenticate",
+]
+METHODS = {"OPTIONS": 1, "GET": 2, "HEAD": 3, "POST": 4, "PUT": 5, "DELETE": 6}
+
+
+def ajp_string(s: bytes | str | None) -> bytes:
+    if s is None:
+        return b"\xff\xff"
+    b = s.encode("latin-1") if isinstance(s, str) else s
+    return struct.pack(">H", len(b)) + b + b"\0"
+
+
+def packet(payload: bytes) -> bytes:
+    return b"\x12\x34" + struct.pack(">H", len(payload)) + payload
+
+
+def body_packet(data: bytes) -> bytes:
+    return packet(struct.pack(">H", len(data)) + data)
+
+
+def forward_request(
+    method: str = "GET",
+    uri: str = "/",
+    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    query: str | None = None,
+    secret: str | None = None,
+    remote_addr: str = "192.0.2.7",
+    remote_port: int | None = 40123,
+    ssl: bool = False,
+    raw_attrs: bytes = b"",
+) -> bytes:
+    code = METHODS.get(method, 0xFF)
+    p = bytes([2, code]) + ajp_string("HTTP/1.1") + ajp_string(uri)
+    p += ajp_string(remote_addr) + ajp_string(None) + ajp_string("example.com")
+    p += struct.pack(">HBH", 8080, 1 if ssl else 0, len(headers))
+    for name, value in headers:
+        coded = CODED_REQUEST.get(name.lower())
+        p += struct.pack(">H", coded) if coded else ajp_string(name)
+        p += ajp_string(value)
+    if query is not None:
+        p += b"\x05" + ajp_string(query)
+    if remote_port is not None:
+        p += b"\x0a" + ajp_string("AJP_REMOTE_PORT") + ajp_string(str(remote_port))
+    if secret is not None:
+        p += b"\x0c" + ajp_string(secret)
+    if code == 0xFF:
+        p += b"\x0d" + ajp_string(method)
+    return packet(p + raw_attrs + b"\xff")
+
+
+class Reply:
+    """What the server sent for one request."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.asked: list[int] = []
+        self.reuse: bool | None = None
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def header(self, name: str) -> str | None:
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+class AjpConn:
+    """One connection to the server, as a web server would use it."""
+
+    def __init__(self, addr: tuple[str, int], timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection(addr, timeout=timeout)
+        self.buf = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> AjpConn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self, n: int) -> bool:
+        while len(self.buf) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                return False
+            self.buf += data
+        return True
+
+    def read_packet(self) -> bytes | None:
+        """The next packet's payload; None when the server closed the connection."""
+        if not self._fill(4):
+            assert self.buf == b"", f"connection closed inside a packet header: {self.buf!r}"
+            return None
+        assert self.buf[:2] == b"AB", f"bad magic from the server: {self.buf[:16]!r}"
+        (n,) = struct.unpack(">H", self.buf[2:4])
+        assert n <= 8192 - 4, n
+        assert self._fill(4 + n), "connection closed inside a packet"
+        payload, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+        return payload
+
+    def is_closed(self) -> bool:
+        """Whether the server closed the connection (nothing more comes)."""
+        try:
+            return self.read_packet() is None
+        except ConnectionResetError:
+            return True
+
+    def reply(self, body: list[bytes] | None = None) -> Reply:
+        """Reads one response, answering GET_BODY_CHUNK from ``body`` (then with empty
+        packets)."""
+        r = Reply()
+        pending = list(body or [])
+        while True:
+            p = self.read_packet()
+            assert p is not None, "connection closed before END_RESPONSE"
+            kind = p[0]
+            if kind == 4:
+                r.status, p = struct.unpack(">H", p[1:3])[0], p[3:]
+                reason, p = _take_string(p)
+                r.reason = reason.decode("latin-1")
+                (count,), p = struct.unpack(">H", p[:2]), p[2:]
+                for _ in range(count):
+                    if p[0] == 0xA0:
+                        name, p = CODED_RESPONSE[p[1] - 1], p[2:]
+                    else:
+                        raw, p = _take_string(p)
+                        name = raw.decode("latin-1")
+                    value, p = _take_string(p)
+                    r.headers.append((name, value.decode("latin-1")))
+                assert p == b"", p
+            elif kind == 3:
+                (n,) = struct.unpack(">H", p[1:3])
+                assert len(p) == 3 + n + 1 and p[-1] == 0, "bad SEND_BODY_CHUNK"
+                assert n <= 8184
+                r.chunks.append(p[3 : 3 + n])
+            elif kind == 6:
+                (n,) = struct.unpack(">H", p[1:3])
+                assert 0 < n <= 8186
+                r.asked.append(n)
+                self.send(body_packet(pending.pop(0) if pending else b""))
+            elif kind == 5:
+                assert len(p) == 2
+                r.reuse = bool(p[1])
+                return r
+            else:
+                raise AssertionError(f"unexpected packet type {kind}")
+
+
+def _take_string(p: bytes) -> tuple[bytes, bytes]:
+    (n,) = struct.unpack(">H", p[:2])
+    assert p[2 + n] == 0
+    return p[2 : 2 + n], p[3 + n :]
+
+
+def listen_addr(server: Server, index: int = 0) -> tuple[str, int]:
+    m = re.fullmatch(r"ajp://([\d.]+):(\d+)/?", server.urls[index])
+    assert m, server.urls
+    return m.group(1), int(m.group(2))
+
+
+# --------------------------------------------------------------------------------------------
+# Raw-socket tests
+
+
+@pytest.fixture(scope="module")
+def ajp_server() -> Iterator[Server]:
+    server = Server("apps.proxied:app", "--threads", "2", binds=["ajp://127.0.0.1:0"]).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_request_environ_and_reuse(ajp_server: Server) -> None:
+    addr = listen_addr(ajp_server)
+    with AjpConn(addr) as c:
+        for i in range(3):
+            c.send(
+                forward_request(
+                    "GET",
+                    "/a%20b/%C3%A9",
+                    [("Host", "example.com"), ("X-Trace", f"t{i}"), ("X_Trace", "spoof")],
+                    query=f"q={i}&x=%20",
+                )
+            )
+            r = c.reply()
+            assert r.status == 200, r.body[:500]
+            assert r.reuse is True
+            env = r.json()["environ"]
+            assert env["REQUEST_METHOD"] == "GET"
+            assert env["PATH_INFO"] == "/a b/\u00c3\u00a9"
+            assert env["QUERY_STRING"] == f"q={i}&x=%20"
+            assert env["REQUEST_URI"] == f"/a%20b/%C3%A9?q={i}&x=%20"
+            assert env["SCRIPT_NAME"] == ""
+            assert env["REMOTE_ADDR"] == "192.0.2.7"
+            assert env["REMOTE_PORT"] == "40123"
+            assert env["SERVER_NAME"] == "example.com"
+            assert env["SERVER_PORT"] == "8080"
+            assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+            assert env["HTTP_HOST"] == "example.com"
+            assert env["HTTP_X_TRACE"] == f"t{i}"
+            assert env["wsgi.url_scheme"] == "http"
+            assert "HTTPS" not in env
+
+
+def test_https_and_stored_method(ajp_server: Server) -> None:
+    with AjpConn(listen_addr(ajp_server)) as c:
+        c.send(forward_request("PATCH", "/p", [("Host", "h")], ssl=True))
+        r = c.reply()
+        env = r.json()["environ"]
+        assert env["REQUEST_METHOD"] == "PATCH"
+        assert env["wsgi.url_scheme"] == "https"
+        assert env["HTTPS"] == "on"
+
+
+def test_cping_between_requests(ajp_server: Server) -> None:
+    with AjpConn(listen_addr(ajp_server)) as c:
+        c.send(packet(b"\x0a"))
+        assert c.read_packet() == b"\x09"
+        c.send(forward_request("GET", "/x"))
+        assert c.reply().status == 200
+        c.send(packet(b"\x0a") + packet(b"\x0a"))
+        assert c.read_packet() == b"\x09"
+        assert c.read_packet() == b"\x09"
+        c.send(forward_request("GET", "/y"))
+        assert c.reply().json()["environ"]["PATH_INFO"] == "/y"
+
+
+def test_body_asked_for_with_get_body_chunk(ajp_server: Server) -> None:
+    data = os.urandom(50_000)
+    pieces = [data[i : i + 8186] for i in range(0, len(data), 8186)]
+    with AjpConn(listen_addr(ajp_server)) as c:
+        c.send(
+            forward_request("POST", "/upload", [("Content-Length", str(len(data)))])
+            + body_packet(pieces[0])
+        )
+        r = c.reply(pieces[1:])
+        assert r.status == 200
+        assert len(r.asked) == len(pieces) - 1
+        got = r.json()["body"].encode("latin-1")
+        assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+        assert r.reuse is True
+        c.send(forward_request("GET", "/after"))
+        assert c.reply().json()["environ"]["PATH_INFO"] == "/after"
+
+
+def test_body_of_unknown_length(ajp_server: Server) -> None:
+    with AjpConn(listen_addr(ajp_server)) as c:
+        c.send(forward_request("POST", "/up", [("Transfer-Encoding", "chunked")]))
+        r = c.reply([b"hello ", b"chunked ", b"world"])
+        assert r.status == 200
+        assert r.json()["body"] == "hello chunked world"
+        env = r.json()["environ"]
+        assert "CONTENT_LENGTH" not in env or env["CONTENT_LENGTH"] == ""
+        assert r.reuse is True
+        c.send(forward_request("GET", "/after"))
+        assert c.reply().status == 200
+
+
+def test_unread_body_leaves_the_connection_usable(ajp_server: Server) -> None:
+    with AjpConn(listen_addr(ajp_server)) as c:
+        c.send(
+            forward_request("POST", "/x?read=none", [("Content-Length", "100000")])
+            + body_packet(b"a" * 8186)
+        )
+        r = c.reply([b"b" * 8186] * 20)
+        assert r.status == 200
+        assert r.json()["body"] == ""
+        if r.reuse:
+            c.send(forward_request("GET", "/next"))
+            assert c.reply().json()["environ"]["PATH_INFO"] == "/next"
+        else:
+            assert c.is_closed()
+
+
+def test_large_response_in_packets(ajp_server: Server) -> None:
+    size = 100_000
+    with AjpConn(listen_addr(ajp_server)) as c:
+        c.send(forward_request("GET", f"/stream/big?size={size}"))
+        r = c.reply()
+        assert r.status == 200
+        assert len(r.body) == size
+        assert all(len(ch) <= 8184 for ch in r.chunks)
+        assert r.body[:256] == bytes(range(256))
+
+
+def test_malformed_packets_are_refused(ajp_server: Server) -> None:
+    addr = listen_addr(ajp_server)
+    bad = [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not AJP
+        b"\x12\x34\x1f\xfd" + b"\0" * 10,  # longer than a packet
+        packet(b"\x02\x63" + ajp_string("HTTP/1.1") + ajp_string("/")),  # method code 99
+        packet(b"\x02\x02" + ajp_string("HTTP/1.1") + ajp_string("/")),  # cut short
+        packet(b"\x03"),  # not a request
+    ]
+    for data in bad:
+        with AjpConn(addr) as c:
+            c.send(data)
+            p = c.read_packet()
+            if p is not None:
+                assert p[0] == 4, p
+                (status,) = struct.unpack(">H", p[1:3])
+                assert 400 <= status < 500, (data, status)
+            assert c.is_closed() or True
+    # Still serving.
+    with AjpConn(addr) as c:
+        c.send(forward_request("GET", "/alive"))
+        assert c.reply().status == 200
+
+
+def test_client_gone_mid_body(ajp_server: Server) -> None:
+    addr = listen_addr(ajp_server)
+    for _ in range(3):
+        c = AjpConn(addr)
+        c.send(
+            forward_request("POST", "/x", [("Content-Length", "30000")]) + body_packet(b"z" * 100)
+        )
+        c.close()
+    with AjpConn(addr) as c:
+        c.send(forward_request("GET", "/alive"))
+        assert c.reply().status == 200
+
+
+def test_shutdown_packet_is_not_obeyed(ajp_server: Server) -> None:
+    addr = listen_addr(ajp_server)
+    with AjpConn(addr) as c:
+        c.send(packet(b"\x07"))
+        assert c.is_closed()
+    with AjpConn(addr) as c:
+        c.send(forward_request("GET", "/alive"))
+        assert c.reply().status == 200
+
+
+@pytest.fixture(scope="module")
+def secret_server() -> Iterator[Server]:
+    server = Server(
+        "apps.proxied:app", "--ajp-secret", SECRET, binds=["ajp://127.0.0.1:0"]
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_secret_required(secret_server: Server) -> None:
+    addr = listen_addr(secret_server)
+    for secret in (None, "wrong", SECRET + "x"):
+        with AjpConn(addr) as c:
+            c.send(forward_request("GET", "/", secret=secret))
+            r = c.reply()
+            assert r.status == 403
+            assert r.reuse is False
+            assert c.is_closed()
+    with AjpConn(addr) as c:
+        c.send(forward_request("GET", "/ok", secret=SECRET))
+        r = c.reply()
+        assert r.status == 200
+        assert r.json()["environ"]["PATH_INFO"] == "/ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Behind apache2 (mod_proxy_ajp)
+
+CONF = """
+ServerRoot "{dir}"
+Listen 127.0.0.1:{port}
+PidFile {dir}/httpd.pid
+ErrorLog {dir}/error.log
+LogLevel warn
+{user}
+LoadModule mpm_event_module {modules}/mod_mpm_event.so
+LoadModule authz_core_module {modules}/mod_authz_core.so
+LoadModule proxy_module {modules}/mod_proxy.so
+LoadModule proxy_ajp_module {modules}/mod_proxy_ajp.so
+ServerName localhost
+KeepAlive On
+MaxKeepAliveRequests 0
+ProxyPass /nc/ ajp://127.0.0.1:{ajp}/nc/ nocanon
+ProxyPass /app/ ajp://127.0.0.1:{ajp}/
+ProxyPass /sec/ ajp://localhost:{secret_port}/sec/ secret={secret}
+ProxyPass / ajp://127.0.0.1:{ajp}/ flushpackets=on
+"""
+
+
+class Apache:
+    def __init__(self, ajp_port: int, secret_port: int) -> None:
+        assert APACHE is not None
+        self.dir = Path(short_tmp_dir())
+        self.port = free_port()
+        user = "User daemon\nGroup daemon" if os.geteuid() == 0 else ""
+        conf = CONF.format(
+            dir=self.dir,
+            port=self.port,
+            ajp=ajp_port,
+            secret_port=secret_port,
+            secret=SECRET,
+            modules=MODULES,
+            user=user,
+        )
+        (self.dir / "httpd.conf").write_text(conf)
+        with open(self.dir / "stderr.txt", "wb") as err:
+            self.proc = subprocess.Popen(
+                [APACHE, "-f", str(self.dir / "httpd.conf"), "-DFOREGROUND"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def wait_listening(self) -> None:
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                err = (self.dir / "stderr.txt").read_text(errors="replace")
+                raise AssertionError(f"apache2 exited with {self.proc.returncode}: {err}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        assert wait_until(up, timeout=10), "apache2 did not start listening"
+
+    def error_log(self) -> str:
+        path = self.dir / "error.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def errors(self) -> list[str]:
+        return [ln for ln in self.error_log().splitlines() if ":error]" in ln]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def apache(ajp_server: Server, secret_server: Server) -> Iterator[Apache]:
+    if APACHE is None or not (MODULES / "mod_proxy_ajp.so").exists():
+        pytest.skip("apache2 with mod_proxy_ajp is not installed (scripts/setup.sh)")
+    a = Apache(listen_addr(ajp_server)[1], listen_addr(secret_server)[1])
+    try:
+        a.wait_listening()
+        yield a
+    finally:
+        a.stop()
+
+
+def fetch(
+    apache: Apache,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, bytes, http.client.HTTPConnection]:
+    c = conn or http.client.HTTPConnection("127.0.0.1", apache.port, timeout=20)
+    c.request(method, path, body=body, headers=headers or {})
+    resp = c.getresponse()
+    return resp.status, resp.read(), c
+
+
+def environ_of(apache: Apache, path: str, **kw) -> dict:
+    status, data, c = fetch(apache, "GET", path, **kw)
+    c.close()
+    assert status == 200, data[:500]
+    return json.loads(data)["environ"]
+
+
+def test_encoded_paths_and_queries_through_apache(apache: Apache) -> None:
+    env = environ_of(apache, "/a%20b/%C3%A9/%7E/%2541?q=a%20b&r=%2F&s=%C3%A9")
+    assert env["PATH_INFO"] == "/a b/\u00c3\u00a9/~/%41"
+    assert env["QUERY_STRING"] == "q=a%20b&r=%2F&s=%C3%A9"
+    assert env["REQUEST_URI"].startswith("/a%20b/%C3%A9/")
+    # nocanon: the client's path exactly as sent.
+    env = environ_of(apache, "/nc/a%20b/%7E/%2541?z=1")
+    assert env["REQUEST_URI"] == "/nc/a%20b/%7E/%2541?z=1"
+    assert env["PATH_INFO"] == "/nc/a b/~/%41"
+    assert env["QUERY_STRING"] == "z=1"
+
+
+def test_script_name_and_path_info_as_apache_splits_them(apache: Apache) -> None:
+    env = environ_of(apache, "/app/x/y?k=v")
+    # mod_proxy_ajp sends the backend path: the /app/ prefix is Apache's alone.
+    assert env["SCRIPT_NAME"] == ""
+    assert env["PATH_INFO"] == "/x/y"
+    assert env["QUERY_STRING"] == "k=v"
+
+
+def test_client_address_and_server_variables_through_apache(apache: Apache) -> None:
+    c = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=20)
+    c.connect()
+    client_port = c.sock.getsockname()[1]
+    status, data, _ = fetch(
+        apache, "GET", "/who", headers={"X-Under": "dash", "X_Under": "underscore"}, conn=c
+    )
+    c.close()
+    assert status == 200
+    env = json.loads(data)["environ"]
+    assert env["REMOTE_ADDR"] == "127.0.0.1"
+    assert env["REMOTE_PORT"] == str(client_port)
+    assert env["SERVER_PORT"] == str(apache.port)
+    assert env["SERVER_NAME"] in ("127.0.0.1", "localhost")
+    assert env["wsgi.url_scheme"] == "http"
+    assert env["HTTP_X_UNDER"] == "dash"
+
+
+def test_methods_through_apache(apache: Apache) -> None:
+    for method in ("PUT", "DELETE", "PATCH", "PROPFIND", "OPTIONS"):
+        status, data, c = fetch(apache, method, "/m")
+        c.close()
+        assert status == 200, (method, data[:300])
+        assert json.loads(data)["environ"]["REQUEST_METHOD"] == method
+
+
+def test_one_mib_body_with_content_length_through_apache(apache: Apache) -> None:
+    body = os.urandom(1024 * 1024)
+    status, data, c = fetch(apache, "POST", "/upload?read=chunks&n=65536", body=body)
+    c.close()
+    assert status == 200, data[:300]
+    got = json.loads(data)["body"].encode("latin-1")
+    assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+
+
+def test_chunked_body_from_the_client_through_apache(apache: Apache) -> None:
+    pieces = [os.urandom(n) for n in (1, 5000, 20000, 3)]
+
+    def gen() -> Iterator[bytes]:
+        yield from pieces
+
+    c = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=20)
+    c.request("POST", "/chunked", body=gen(), encode_chunked=True)
+    resp = c.getresponse()
+    data = resp.read()
+    c.close()
+    assert resp.status == 200, data[:300]
+    doc = json.loads(data)
+    assert doc["body"].encode("latin-1") == b"".join(pieces)
+    assert doc["environ"]["HTTP_TRANSFER_ENCODING"] == "chunked"
+
+
+def test_streamed_response_arrives_before_the_generator_ends(apache: Apache) -> None:
+    gate = Path(short_tmp_dir()) / "gate"
+    try:
+        s = socket.create_connection(("127.0.0.1", apache.port), timeout=20)
+        s.sendall(
+            f"GET /stream/slowgen?n=2&gate={gate} HTTP/1.1\r\nHost: x\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        seen = b""
+        while b"slow0;" not in seen:
+            data = s.recv(65536)
+            assert data, seen
+            seen += data
+        assert b"slow1;" not in seen
+        gate.write_text("open")
+        while data := s.recv(65536):
+            seen += data
+        s.close()
+        assert b"slow1;" in seen
+    finally:
+        shutil.rmtree(gate.parent, ignore_errors=True)
+
+
+def backend_connections(port: int) -> set[int]:
+    """Apache-side ports of every TCP connection (any state) to the backend ``port``."""
+    peers = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, remote = line.split()[1:3]
+            if int(remote.split(":")[1], 16) == port:
+                peers.add(int(local.split(":")[1], 16))
+    return peers
+
+
+def test_keep_alive_to_apache(apache: Apache, ajp_server: Server) -> None:
+    port = listen_addr(ajp_server)[1]
+    before = backend_connections(port)
+    c = http.client.HTTPConnection("127.0.0.1", apache.port, timeout=20)
+    for i in range(60):
+        status, data, _ = fetch(apache, "GET", f"/k/{i}", conn=c)
+        assert status == 200
+        assert json.loads(data)["environ"]["PATH_INFO"] == f"/k/{i}"
+    c.close()
+    new = backend_connections(port) - before
+    # One Apache thread served them all over its pooled connection (a fresh connection per
+    # request would leave 60 behind, TIME_WAIT included).
+    assert len(new) <= 2, new
+    assert apache.errors() == [], apache.error_log()[-2000:]
+
+
+def test_secret_through_apache(apache: Apache) -> None:
+    env = environ_of(apache, "/sec/z")
+    assert env["PATH_INFO"] == "/sec/z"
+
+
+def test_no_errors_in_apache_log(apache: Apache) -> None:
+    for i in range(20):
+        status, _, c = fetch(apache, "POST", f"/e/{i}", body=b"x" * (i * 1000))
+        c.close()
+        assert status == 200
+    time.sleep(0)
+    assert apache.errors() == [], apache.error_log()[-2000:]
