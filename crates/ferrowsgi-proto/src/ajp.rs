@@ -1202,6 +1202,20 @@ impl AjpBodyDecoder {
         self.state == State::Done
     }
 
+    /// At most how many bytes must still be read once the body is
+    /// [abandoned](AjpBodyDecoder::abandon): the rest of the packet being
+    /// read, or a whole packet the web server owes; 0 when done.
+    pub fn discard_hint(&self) -> u64 {
+        match self.state {
+            State::Done | State::Failed(_) => 0,
+            State::Data { left, pad, .. } => (left + pad) as u64,
+            State::Header { have, .. } if self.owed => {
+                (self.packet_size - usize::from(have)) as u64
+            }
+            State::Header { .. } => 0,
+        }
+    }
+
     /// Body bytes still to come, when known: `Some(n)` for a Content-Length
     /// body (and `Some(0)` once any body is done), `None` for a body of
     /// unknown length.

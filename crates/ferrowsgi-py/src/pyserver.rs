@@ -36,6 +36,8 @@ pub struct Server {
 const EMBEDDED: &[&str] = &[
     "config",
     "bind",
+    "ajp_secret",
+    "ajp_packet_size",
     "threads",
     "log_level",
     "access_log",

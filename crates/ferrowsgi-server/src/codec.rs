@@ -147,6 +147,13 @@ pub trait GatewayBody: Send + fmt::Debug {
     fn is_done(&self) -> bool;
     /// Body bytes still to come, when known.
     fn remaining_hint(&self) -> Option<u64>;
+    /// At most how many bytes must still be read to discard the rest of the
+    /// body once the application is done with it (`None`: unknown). All
+    /// that is left unless the protocol can stop the front end sending it
+    /// (AJP13 asks for each packet, so only the one on its way is left).
+    fn discard_hint(&self) -> Option<u64> {
+        self.remaining_hint()
+    }
     /// Appends bytes the front end must be sent before more of the body can
     /// come (AJP13's GET_BODY_CHUNK), if any.
     fn take_output(&mut self, out: &mut Vec<u8>);
@@ -246,6 +253,14 @@ impl BodyReader {
         match self {
             BodyReader::Http1(d) => d.remaining_hint(),
             BodyReader::Gateway(g) => g.remaining_hint(),
+        }
+    }
+
+    /// [`GatewayBody::discard_hint`]: for HTTP/1.x, all that is left.
+    pub fn discard_hint(&self) -> Option<u64> {
+        match self {
+            BodyReader::Http1(d) => d.remaining_hint(),
+            BodyReader::Gateway(g) => g.discard_hint(),
         }
     }
 

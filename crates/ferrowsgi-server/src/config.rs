@@ -126,6 +126,8 @@ pub struct Config {
     pub max_body: u64,
     /// Most connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// The packet size and shared secret of `ajp://` listeners.
+    pub ajp: std::sync::Arc<ferrowsgi_proto::ajp::Ajp>,
     /// Requests served on one connection before it closes (0: no limit);
     /// requests already pipelined behind the last are answered first, up
     /// to `max_pipelined` more.
@@ -172,6 +174,7 @@ impl Default for Config {
             limits: Limits::default(),
             max_body: DEFAULT_MAX_BODY,
             max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+            ajp: std::sync::Arc::default(),
             keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
             max_pipelined: DEFAULT_MAX_PIPELINED as usize,
             loopback_congestion: Some(DEFAULT_LOOPBACK_CONGESTION.to_string()),
@@ -236,8 +239,9 @@ pub struct Cli {
 
     /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
     /// unix:PATH, optionally after a protocol scheme: http:// (the default)
-    /// or fastcgi:// (e.g. fastcgi://127.0.0.1:9000,
-    /// fastcgi://unix:/run/app.sock). Repeat to listen on several.
+    /// fastcgi:// (e.g. fastcgi://127.0.0.1:9000,
+    /// fastcgi://unix:/run/app.sock) or ajp:// (AJP13, for Apache's
+    /// mod_proxy_ajp). Repeat to listen on several.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,
           default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
@@ -340,6 +344,18 @@ pub struct Cli {
         value_name = "BYTES"
     )]
     pub limit_request_field_size: Option<usize>,
+
+    /// The secret every AJP13 request must carry (Apache's `ProxyPass …
+    /// secret=`); a request without it, or with another, gets 403. Only
+    /// for ajp:// listeners; FERROWSGI_AJP_SECRET keeps it off the command
+    /// line.
+    #[arg(long, value_name = "SECRET")]
+    pub ajp_secret: Option<String>,
+
+    /// AJP13 packet size in bytes, the web server's as well (Apache's
+    /// ProxyIOBufferSize): 8192 unless both are raised, up to 65536.
+    #[arg(long, value_name = "BYTES", default_value_t = ferrowsgi_proto::ajp::DEFAULT_PACKET_SIZE)]
+    pub ajp_packet_size: usize,
 
     /// Largest request body in bytes (413 past it); 0 for no cap.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_BODY)]
@@ -684,6 +700,11 @@ impl Cli {
         cfg.write_timeout = Duration::from_secs(self.write_timeout.max(1));
         cfg.backlog = self.backlog;
         cfg.max_connections = self.worker_connections as usize;
+        let ajp = ferrowsgi_proto::ajp::Ajp::new(self.ajp_packet_size)
+            .map_err(|e| format!("--ajp-packet-size: {e}"))?;
+        cfg.ajp = std::sync::Arc::new(
+            ajp.with_secret(self.ajp_secret.as_deref().unwrap_or("").as_bytes()),
+        );
         cfg.keep_alive_requests = self.keep_alive_requests;
         cfg.max_pipelined = self.max_pipelined as usize;
         if let Some(n) = self.limit_request_line {

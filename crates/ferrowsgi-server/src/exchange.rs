@@ -1240,7 +1240,7 @@ impl<'a> Exchange<'a> {
         if self.st.req.continue_pending {
             self.st.keep_alive = false;
         } else if !self.st.req.decoder.is_done() {
-            let left = self.st.req.decoder.remaining_hint().unwrap_or(u64::MAX);
+            let left = self.st.req.decoder.discard_hint().unwrap_or(u64::MAX);
             if left.saturating_sub(buffered_input) > DRAIN_LIMIT {
                 self.st.keep_alive = false;
             }
@@ -1566,7 +1566,7 @@ impl<'a> Exchange<'a> {
             _ => {}
         }
         if self.st.keep_alive && !self.st.req.decoder.is_done() {
-            match self.st.req.decoder.remaining_hint() {
+            match self.st.req.decoder.discard_hint() {
                 Some(n) if n <= DRAIN_LIMIT => self.conn.drain = Some(self.st.req.decoder.clone()),
                 None if self.conn.input().len() as u64 <= DRAIN_LIMIT => {
                     self.conn.drain = Some(self.st.req.decoder.clone())

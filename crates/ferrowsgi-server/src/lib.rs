@@ -10,6 +10,7 @@
 //! writes) → socket.
 #![deny(missing_docs, missing_debug_implementations)]
 
+pub mod ajp;
 pub mod codec;
 pub mod config;
 pub mod conn;

@@ -6,6 +6,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -24,6 +25,8 @@ pub enum Scheme {
     /// FastCGI responder (`fastcgi://`), for a front end such as nginx's
     /// `fastcgi_pass` or Apache's mod_proxy_fcgi.
     FastCgi,
+    /// AJP13 (`ajp://`), for Apache's mod_proxy_ajp.
+    Ajp,
 }
 
 impl Scheme {
@@ -32,6 +35,7 @@ impl Scheme {
         match self {
             Scheme::Http => "http",
             Scheme::FastCgi => "fastcgi",
+            Scheme::Ajp => "ajp",
         }
     }
 }
@@ -57,11 +61,10 @@ impl Bind {
         let scheme = match name {
             "http" => Scheme::Http,
             "fastcgi" => Scheme::FastCgi,
-            _ => {
-                return Err(format!(
-                    "invalid bind address {s:?}: unknown scheme {name:?} (known: http, fastcgi)"
-                ))
-            }
+            "ajp" => Scheme::Ajp,
+            _ => return Err(format!(
+                "invalid bind address {s:?}: unknown scheme {name:?} (known: http, fastcgi, ajp)"
+            )),
         };
         Ok(Bind {
             scheme,
@@ -334,13 +337,22 @@ impl Listener {
     }
 
     /// The codec of a connection accepted here: the protocol this
-    /// listener speaks (HTTP/1.x unless its bind address named another).
-    pub fn codec(&self, max_connections: usize) -> crate::codec::Codec {
+    /// listener speaks (HTTP/1.x unless its bind address named another),
+    /// with the server's connection limit (FastCGI reports it) and AJP13
+    /// settings.
+    pub fn codec(
+        &self,
+        max_connections: usize,
+        ajp: &Arc<ferrowsgi_proto::ajp::Ajp>,
+    ) -> crate::codec::Codec {
         match self.scheme() {
             Scheme::Http => crate::codec::Codec::Http1,
             Scheme::FastCgi => crate::codec::Codec::Gateway(Box::new(
                 crate::fastcgi::FastCgi::new(max_connections),
             )),
+            Scheme::Ajp => {
+                crate::codec::Codec::Gateway(Box::new(crate::ajp::AjpGateway::new(Arc::clone(ajp))))
+            }
         }
     }
 
@@ -693,10 +705,10 @@ mod tests {
             .unwrap()
             .with_scheme(Scheme::FastCgi);
         assert_eq!(l.url(), format!("fastcgi://unix:{}", path.display()));
-        assert!(!l.codec(8).is_http1());
+        assert!(!l.codec(8, &Arc::default()).is_http1());
         let t = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 4, None).unwrap();
         assert!(t.url().starts_with("http://127.0.0.1:"));
-        assert!(t.codec(8).is_http1());
+        assert!(t.codec(8, &Arc::default()).is_http1());
         let t = t.with_scheme(Scheme::FastCgi);
         assert!(t.url().starts_with("fastcgi://127.0.0.1:"));
         drop(l);

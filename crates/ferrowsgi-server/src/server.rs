@@ -631,7 +631,8 @@ impl<H: Handler> EventLoop<H> {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_shared += usize::from(self.server.shared);
-                    let codec = listener.codec(self.server.cfg.max_connections);
+                    let codec =
+                        listener.codec(self.server.cfg.max_connections, &self.server.cfg.ajp);
                     let key = self.admit(stream, peer, codec);
                     // TCP_DEFER_ACCEPT: the request is usually there already,
                     // and a connection answered and closed right now is
@@ -775,7 +776,8 @@ impl<H: Handler> EventLoop<H> {
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         left -= 1;
-                        let codec = listener.codec(self.server.cfg.max_connections);
+                        let codec =
+                            listener.codec(self.server.cfg.max_connections, &self.server.cfg.ajp);
                         taken.push(self.admit(stream, peer, codec));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
