@@ -208,7 +208,11 @@ AJP = {
         4,
         5,
         ajp_request(
-            2, b"/t", [(0xA001, b"*/*"), (0xA009, b"a=b")], ajp_attr(8, b"AES") + b"\x0b\x01\x00", True
+            2,
+            b"/t",
+            [(0xA001, b"*/*"), (0xA009, b"a=b")],
+            ajp_attr(8, b"AES") + b"\x0b\x01\x00",
+            True,
         ),
     ),
     "shutdown": (0, 255, ajp_packet(b"\x07")),
