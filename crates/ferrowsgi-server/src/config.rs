@@ -921,6 +921,42 @@ mod tests {
     }
 
     #[test]
+    fn ajp_binds_take_the_ajp_settings() {
+        let cfg = |list: &[&str]| {
+            let mut argv = vec!["ferrowsgi"];
+            argv.extend_from_slice(list);
+            argv.push("m:app");
+            parse_args(&args(&argv)).unwrap().to_config()
+        };
+        let c = cfg(&[
+            "-b",
+            "ajp://127.0.0.1:8009",
+            "-b",
+            "127.0.0.1:8000",
+            "--ajp-secret",
+            "k",
+            "--ajp-packet-size",
+            "16384",
+        ])
+        .unwrap();
+        let Protocol::Ajp(ajp) = &c.binds[0].protocol else {
+            panic!("not ajp: {:?}", c.binds[0]);
+        };
+        assert_eq!(ajp.packet_size(), 16384);
+        assert_eq!(
+            *ajp.as_ref(),
+            ferrowsgi_proto::ajp::Ajp::new(16384)
+                .unwrap()
+                .with_secret(b"k")
+        );
+        assert_eq!(c.binds[1].protocol, Protocol::Http);
+        let err = cfg(&["-b", "ajp://127.0.0.1:8009", "--ajp-packet-size", "100"]).unwrap_err();
+        assert!(err.contains("--ajp-packet-size"), "{err}");
+        let err = cfg(&["-b", "spdy://127.0.0.1:1"]).unwrap_err();
+        assert!(err.contains("unknown scheme"), "{err}");
+    }
+
+    #[test]
     fn log_options() {
         use crate::log::{Format, Target};
         let cfg = |list: &[&str]| {

@@ -752,6 +752,60 @@ mod tests {
     }
 
     #[test]
+    fn bind_schemes_name_the_protocol() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("127.0.0.1:8000", "http", "127.0.0.1:8000"),
+            ("http://127.0.0.1:8000", "http", "127.0.0.1:8000"),
+            ("HTTP://unix:/tmp/h.sock", "http", "unix:/tmp/h.sock"),
+            ("ajp://127.0.0.1:8009", "ajp", "ajp://127.0.0.1:8009"),
+            ("AJP://[::1]:8009", "ajp", "ajp://[::1]:8009"),
+            (
+                "ajp://unix:/run/app.sock",
+                "ajp",
+                "ajp://unix:/run/app.sock",
+            ),
+        ];
+        for (input, scheme, shown) in cases {
+            let b = Bind::parse(input).unwrap();
+            assert_eq!(b.protocol.scheme(), *scheme, "{input}");
+            assert_eq!(b.to_string(), *shown, "{input}");
+        }
+        for bad in [
+            "fastcgi2://127.0.0.1:9000",
+            "://1.2.3.4:1",
+            "ajp://",
+            "ajp://1.2.3.4:x",
+        ] {
+            let err = Bind::parse(bad).unwrap_err();
+            assert!(err.starts_with("invalid bind address"), "{bad}: {err}");
+        }
+        let err = Bind::parse("gopher://h:70").unwrap_err();
+        assert!(err.contains("unknown scheme \"gopher\""), "{err}");
+    }
+
+    #[test]
+    fn an_ajp_listener_says_so_and_gives_ajp_codecs() {
+        let b = Bind::parse("ajp://127.0.0.1:0").unwrap();
+        let l = Listener::bind(&b.addr, 16, None)
+            .unwrap()
+            .with_protocol(b.protocol);
+        assert!(l.url().starts_with("ajp://127.0.0.1:"), "{}", l.url());
+        assert!(!l.codec().is_http1());
+        let path = std::env::temp_dir().join(format!("fw-ajp-{}.sock", std::process::id()));
+        let u = Listener::bind(&BindAddr::Unix(path.clone()), 16, None)
+            .unwrap()
+            .with_protocol(Protocol::Ajp(Arc::default()));
+        assert_eq!(u.url(), format!("ajp://unix:{}", path.display()));
+        let plain = Listener::bind(&BindAddr::Unix(path.clone()), 16, None);
+        // The first still listens there.
+        assert!(plain.is_err());
+        drop(u);
+        let h = Listener::bind(&BindAddr::Unix(path.clone()), 16, None).unwrap();
+        assert_eq!(h.url(), format!("unix:{}", path.display()));
+        assert!(h.codec().is_http1());
+    }
+
+    #[test]
     fn port_zero_reports_real_port_and_in_use_fails() {
         let l = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 16, None).unwrap();
         let BindAddr::Tcp(a) = l.local_addr() else {
