@@ -50,6 +50,8 @@ StartServers 1
 ServerLimit 1
 ThreadsPerChild 64
 MaxRequestWorkers 64
+MinSpareThreads 16
+MaxSpareThreads 64
 ProxyPass / ajp://{host}:{backend}/
 """
 
@@ -136,6 +138,8 @@ def one_run(name: str, args, logs: Path) -> dict | str:
     finally:
         if apache is not None:
             stop(apache)
+        if (apache_dir / "error.log").exists():
+            shutil.copy(apache_dir / "error.log", logs / f"apache-{name}-error.log")
         stop(proc)
         shutil.rmtree(apache_dir, ignore_errors=True)
 
