@@ -141,8 +141,13 @@ class Reply:
 class AjpConn:
     """One connection to the server, as a web server would use it."""
 
-    def __init__(self, addr: tuple[str, int], timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(addr, timeout=timeout)
+    def __init__(self, addr: tuple[str, int] | str, timeout: float = 10.0) -> None:
+        if isinstance(addr, str):
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(addr)
+        else:
+            self.sock = socket.create_connection(addr, timeout=timeout)
         self.buf = b""
 
     def close(self) -> None:
@@ -241,13 +246,34 @@ def listen_addr(server: Server, index: int = 0) -> tuple[str, int]:
 # Raw-socket tests
 
 
-@pytest.fixture(scope="module")
-def ajp_server() -> Iterator[Server]:
-    server = Server("apps.proxied:app", "--threads", "2", binds=["ajp://127.0.0.1:0"]).start()
+@pytest.fixture(scope="module", params=["1", "4"], ids=["threads1", "threads4"])
+def ajp_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    sock_dir = short_tmp_dir()
+    server = Server(
+        "apps.proxied:app",
+        "--threads",
+        request.param,
+        binds=["ajp://127.0.0.1:0", f"ajp://unix:{sock_dir}/ajp.sock"],
+    ).start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_unix_socket_listener(ajp_server: Server) -> None:
+    assert ajp_server.urls[1].startswith("ajp://unix:/")
+    path = ajp_server.urls[1][len("ajp://unix:") :]
+    with AjpConn(path) as c:
+        for i in range(2):
+            c.send(forward_request("GET", f"/u/{i}", remote_addr="198.51.100.4"))
+            r = c.reply()
+            assert r.status == 200
+            env = r.json()["environ"]
+            assert env["PATH_INFO"] == f"/u/{i}"
+            assert env["REMOTE_ADDR"] == "198.51.100.4"
+            assert r.reuse is True
 
 
 def test_request_environ_and_reuse(ajp_server: Server) -> None:
@@ -303,6 +329,16 @@ def test_cping_between_requests(ajp_server: Server) -> None:
         assert c.read_packet() == b"\x09"
         c.send(forward_request("GET", "/y"))
         assert c.reply().json()["environ"]["PATH_INFO"] == "/y"
+        # A CPing and the first half of a request, then the rest: one CPong, one answer.
+        req = forward_request("GET", "/z")
+        c.send(packet(b"\x0a") + req[:7])
+        assert c.read_packet() == b"\x09"
+        time.sleep(0.05)
+        c.send(req[7:])
+        r = c.reply()
+        assert r.json()["environ"]["PATH_INFO"] == "/z"
+        c.send(forward_request("GET", "/w"))
+        assert c.reply().json()["environ"]["PATH_INFO"] == "/w"
 
 
 def test_body_asked_for_with_get_body_chunk(ajp_server: Server) -> None:
@@ -602,6 +638,10 @@ def test_methods_through_apache(apache: Apache) -> None:
         c.close()
         assert status == 200, (method, data[:300])
         assert json.loads(data)["environ"]["REQUEST_METHOD"] == method
+    status, data, c = fetch(apache, "HEAD", "/m")
+    c.close()
+    assert status == 200
+    assert data == b""
 
 
 def test_one_mib_body_with_content_length_through_apache(apache: Apache) -> None:
@@ -694,5 +734,4 @@ def test_no_errors_in_apache_log(apache: Apache) -> None:
         status, _, c = fetch(apache, "POST", f"/e/{i}", body=b"x" * (i * 1000))
         c.close()
         assert status == 200
-    time.sleep(0)
     assert apache.errors() == [], apache.error_log()[-2000:]
