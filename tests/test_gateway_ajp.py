@@ -500,9 +500,9 @@ MaxKeepAliveRequests 0
 # Workers are shared by URL prefix, and a worker's parameters are the ones of the line
 # that defines it first: flushpackets (each body packet passed on at once, buffering off)
 # goes on the first line naming ajp://127.0.0.1:{ajp}/.
-ProxyPass /app/ ajp://127.0.0.1:{ajp}/ flushpackets=on
+ProxyPass /app/ ajp://127.0.0.1:{ajp}/ flushpackets=on ttl=4
 ProxyPass /nc/ ajp://127.0.0.1:{ajp}/nc/ nocanon
-ProxyPass /sec/ ajp://127.0.0.1:{secret_port}/sec/ secret={secret}
+ProxyPass /sec/ ajp://127.0.0.1:{secret_port}/sec/ secret={secret} ttl=4
 ProxyPass / ajp://127.0.0.1:{ajp}/
 """
 
