@@ -880,6 +880,9 @@ fn typed(spec: &Spec, values: &[String]) -> Value {
     }
 }
 
+/// Settings whose value `--print-config` does not show.
+const SECRETS: &[&str] = &["ajp_secret"];
+
 /// `--print-config`'s text: one `name = value  # origin` line per setting.
 pub fn print_config(loaded: &Loaded) -> String {
     let width = loaded
@@ -890,7 +893,13 @@ pub fn print_config(loaded: &Loaded) -> String {
         .unwrap_or(0);
     let mut out = String::new();
     for r in &loaded.rows {
-        let line = format!("{} = {}", r.name, r.shown);
+        // A secret is shown as set or not, never itself: the output ends up
+        // in terminals, tickets and logs.
+        let line = if SECRETS.contains(&r.name.as_str()) && r.origin != Origin::Default {
+            format!("{} = \"(hidden)\"", r.name)
+        } else {
+            format!("{} = {}", r.name, r.shown)
+        };
         out.push_str(&format!("{line:<width$}  # {}\n", r.origin));
     }
     out
@@ -1489,6 +1498,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(msg.contains("FERROWSGI_DEBUG"), "{msg}");
+    }
+
+    #[test]
+    fn print_config_hides_secrets() {
+        let l = load_with(
+            &["ferrowsgi", "-b", "ajp://127.0.0.1:8009", "m:app"],
+            &[("FERROWSGI_AJP_SECRET", "k3y-value")],
+            vec![],
+        )
+        .unwrap();
+        let text = print_config(&l);
+        assert!(!text.contains("k3y-value"), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ajp_secret = \"(hidden)\" ")
+                    && l.ends_with("# environment variable FERROWSGI_AJP_SECRET")),
+            "{text}"
+        );
+        assert_eq!(
+            l.cli.ajp_secret.as_deref(),
+            Some("k3y-value"),
+            "the secret itself still reaches the configuration"
+        );
     }
 
     #[test]
