@@ -651,10 +651,19 @@ def test_one_mib_body_with_content_length_through_apache(apache: Apache) -> None
     assert status == 200, data[:300]
     got = json.loads(data)["body"].encode("latin-1")
     assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+    size = 5 * 1024 * 1024
+    status, data, c = fetch(apache, "GET", f"/stream/big?size={size}")
+    c.close()
+    assert status == 200
+    assert len(data) == size
+    assert data[:256] == bytes(range(256))
 
 
-def test_chunked_body_from_the_client_through_apache(apache: Apache) -> None:
-    pieces = [os.urandom(n) for n in (1, 5000, 20000, 3)]
+@pytest.mark.parametrize("sizes", [(1, 5000, 20000, 3), (300_000, 1, 400_000)])
+def test_chunked_body_from_the_client_through_apache(apache: Apache, sizes: tuple) -> None:
+    # The second is larger than the server buffers before calling the application: it reads
+    # the body as the packets come, asking for each.
+    pieces = [os.urandom(n) for n in sizes]
 
     def gen() -> Iterator[bytes]:
         yield from pieces
