@@ -405,6 +405,24 @@ def test_large_response_in_packets(ajp_server: Server) -> None:
         assert r.body[:256] == bytes(range(256))
 
 
+def test_streamed_blocks_are_flushed_as_they_come(ajp_server: Server) -> None:
+    gate = Path(short_tmp_dir()) / "gate"
+    try:
+        with AjpConn(listen_addr(ajp_server)) as c:
+            c.send(forward_request("GET", "/stream/slowgen", query=f"n=2&gate={gate}"))
+            assert c.read_packet()[0] == 4  # SEND_HEADERS
+            # The first block, then an empty chunk (Apache's "flush"), before the
+            # generator goes on.
+            assert c.read_packet() == b"\x03\x00\x06slow0;\x00"
+            assert c.read_packet() == b"\x03\x00\x00\x00"
+            gate.write_text("open")
+            r = c.reply()
+            assert r.body == b"slow1;"
+            assert r.reuse is True
+    finally:
+        shutil.rmtree(gate.parent, ignore_errors=True)
+
+
 def test_malformed_packets_are_refused(ajp_server: Server) -> None:
     addr = listen_addr(ajp_server)
     bad = [
@@ -498,9 +516,9 @@ ServerName localhost
 KeepAlive On
 MaxKeepAliveRequests 0
 # Workers are shared by URL prefix, and a worker's parameters are the ones of the line
-# that defines it first: flushpackets (each body packet passed on at once, buffering off)
-# goes on the first line naming ajp://127.0.0.1:{ajp}/.
-ProxyPass /app/ ajp://127.0.0.1:{ajp}/ flushpackets=on ttl=4
+# that defines it first. No flushpackets: the server flushes each block of a streamed
+# response itself.
+ProxyPass /app/ ajp://127.0.0.1:{ajp}/ ttl=4
 ProxyPass /nc/ ajp://127.0.0.1:{ajp}/nc/ nocanon
 ProxyPass /sec/ ajp://127.0.0.1:{secret_port}/sec/ secret={secret} ttl=4
 ProxyPass / ajp://127.0.0.1:{ajp}/

@@ -101,6 +101,10 @@ impl Gateway for AjpGateway {
         self.ajp.write_block(out, data);
     }
 
+    fn write_flush(&mut self, out: &mut Vec<u8>) {
+        self.ajp.write_flush(out);
+    }
+
     fn write_end(&mut self, out: &mut Vec<u8>, keep_alive: bool) {
         self.ajp.write_end(out, keep_alive);
     }

@@ -56,6 +56,12 @@ pub trait Gateway: Send + fmt::Debug {
     /// Appends one block of the response body, framed (non-empty).
     fn write_block(&mut self, out: &mut Vec<u8>, data: &[u8]);
 
+    /// Appends what makes the front end pass on at once what it has of a
+    /// streamed response (AJP13's empty body chunk: Apache buffers body
+    /// packets otherwise); nothing for a protocol whose front end passes
+    /// each block on as it comes.
+    fn write_flush(&mut self, _out: &mut Vec<u8>) {}
+
     /// Appends the end of the response; `keep_alive` says whether the
     /// connection will carry another request.
     fn write_end(&mut self, out: &mut Vec<u8>, keep_alive: bool);

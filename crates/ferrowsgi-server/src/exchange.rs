@@ -1409,6 +1409,14 @@ impl<'a> Exchange<'a> {
         };
         self.st.body_sent += take as u64;
         self.gateway_block(&block[..take]);
+        // Each block of a streamed response is on its way before the next
+        // is asked for (PEP 3333), through the front end too.
+        let conn = &mut *self.conn;
+        if let Codec::Gateway(g) = &mut conn.codec {
+            if take > 0 {
+                g.write_flush(&mut conn.wbuf);
+            }
+        }
         self.write_out(&[], wait)
     }
 
