@@ -475,7 +475,16 @@ def test_shutdown_packet_is_not_obeyed(ajp_server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def secret_server() -> Iterator[Server]:
-    server = Server("apps.proxied:app", "--ajp-secret", SECRET, binds=["ajp://127.0.0.1:0"]).start()
+    # Also mounted under a prefix with --root-path, as an application behind
+    # `ProxyPass /sec/ ajp://…/sec/` would be.
+    server = Server(
+        "apps.proxied:app",
+        "--ajp-secret",
+        SECRET,
+        "--root-path",
+        "/sec",
+        binds=["ajp://127.0.0.1:0"],
+    ).start()
     try:
         yield server
     finally:
@@ -492,10 +501,11 @@ def test_secret_required(secret_server: Server) -> None:
             assert r.reuse is False
             assert c.is_closed()
     with AjpConn(addr) as c:
-        c.send(forward_request("GET", "/ok", secret=SECRET))
+        c.send(forward_request("GET", "/sec/ok", secret=SECRET))
         r = c.reply()
         assert r.status == 200
-        assert r.json()["environ"]["PATH_INFO"] == "/ok"
+        env = r.json()["environ"]
+        assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/sec", "/ok")
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,9 +761,10 @@ def test_keep_alive_to_apache(apache: Apache, ajp_server: Server) -> None:
     assert apache.errors() == [], apache.error_log()[-2000:]
 
 
-def test_secret_through_apache(apache: Apache) -> None:
-    env = environ_of(apache, "/sec/z")
-    assert env["PATH_INFO"] == "/sec/z"
+def test_secret_and_root_path_through_apache(apache: Apache) -> None:
+    env = environ_of(apache, "/sec/z%20y?q=1")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == ("/sec", "/z y")
+    assert env["QUERY_STRING"] == "q=1"
 
 
 def test_no_errors_in_apache_log(apache: Apache) -> None:
