@@ -206,12 +206,7 @@ type Run = (Result<usize, BodyError>, Vec<u8>, bool);
 /// wants more it is asked (its GET_BODY_CHUNK checked) and the bytes after
 /// are taken as the answer. Returns the verdict, the body and whether it
 /// finished, with the input used.
-fn run(
-    ajp: &Ajp,
-    kind: BodyKind,
-    wire: &[u8],
-    piece: usize,
-) -> Run {
+fn run(ajp: &Ajp, kind: BodyKind, wire: &[u8], piece: usize) -> Run {
     let mut d = AjpBodyDecoder::new(kind, ajp);
     let mut body = Vec::new();
     let mut pos = 0;
