@@ -773,3 +773,22 @@ def test_no_errors_in_apache_log(apache: Apache) -> None:
         c.close()
         assert status == 200
     assert apache.errors() == [], apache.error_log()[-2000:]
+
+
+def test_access_log_names_the_client_not_apache() -> None:
+    server = Server(
+        "apps.proxied:app",
+        "--access-logfile",
+        "-",
+        "--access-logformat",
+        "%(h)s %({REMOTE_PORT}e)s %(r)s %(s)s",
+        binds=["ajp://127.0.0.1:0"],
+    ).start()
+    try:
+        with AjpConn(listen_addr(server)) as c:
+            c.send(forward_request("GET", "/logged", query="a=1", remote_addr="203.0.113.9"))
+            assert c.reply().status == 200
+        line = "203.0.113.9 40123 GET /logged?a=1 HTTP/1.1 200"
+        assert server.wait_stdout(re.escape(line)), server.stdout_text()
+    finally:
+        server.stop()

@@ -715,11 +715,17 @@ fn push_or_dash(out: &mut Vec<u8>, v: Option<&[u8]>) {
     }
 }
 
-fn remote(peer: &PeerInfo) -> &str {
-    if peer.is_unix {
-        "unix"
+/// The client's address: what a front end reported for a gateway request
+/// (FastCGI, AJP13, …: the connection's peer is the front end itself),
+/// else the connection's peer.
+fn remote<'a>(rec: &AccessRecord<'a>) -> &'a [u8] {
+    if let Some(addr) = rec.head.var(b"REMOTE_ADDR").filter(|a| !a.is_empty()) {
+        return addr;
+    }
+    if rec.peer.is_unix {
+        b"unix"
     } else {
-        &peer.remote_addr
+        rec.peer.remote_addr.as_bytes()
     }
 }
 
@@ -779,7 +785,7 @@ fn render(parts: &[Part], rec: &AccessRecord<'_>, out: &mut Vec<u8>) {
     for part in parts {
         match part {
             Part::Lit(s) => out.extend_from_slice(s),
-            Part::RemoteAddr => push_escaped(out, remote(rec.peer).as_bytes()),
+            Part::RemoteAddr => push_escaped(out, remote(rec)),
             Part::Dash => out.push(b'-'),
             Part::User => push_or_dash(out, basic_user(head).as_deref()),
             Part::Time => {
@@ -841,10 +847,35 @@ fn push_env(out: &mut Vec<u8>, var: &EnvVar, rec: &AccessRecord<'_>) {
         EnvVar::PathInfo => push_escaped(out, &percent_decode(head.path())),
         EnvVar::Query => push_or_dash(out, Some(head.query())),
         EnvVar::Protocol => out.extend_from_slice(head.version().as_str().as_bytes()),
-        EnvVar::RemoteAddr => push_or_dash(out, Some(peer.remote_addr.as_bytes())),
-        EnvVar::RemotePort => push_or_dash(out, Some(peer.remote_port.as_bytes())),
-        EnvVar::ServerName => push_or_dash(out, Some(peer.server_name.as_bytes())),
-        EnvVar::ServerPort => push_or_dash(out, Some(peer.server_port.as_bytes())),
+        // A gateway request's own values first, as its environ has them.
+        EnvVar::RemoteAddr => push_or_dash(
+            out,
+            Some(
+                head.var(b"REMOTE_ADDR")
+                    .unwrap_or(peer.remote_addr.as_bytes()),
+            ),
+        ),
+        EnvVar::RemotePort => push_or_dash(
+            out,
+            Some(
+                head.var(b"REMOTE_PORT")
+                    .unwrap_or(peer.remote_port.as_bytes()),
+            ),
+        ),
+        EnvVar::ServerName => push_or_dash(
+            out,
+            Some(
+                head.var(b"SERVER_NAME")
+                    .unwrap_or(peer.server_name.as_bytes()),
+            ),
+        ),
+        EnvVar::ServerPort => push_or_dash(
+            out,
+            Some(
+                head.var(b"SERVER_PORT")
+                    .unwrap_or(peer.server_port.as_bytes()),
+            ),
+        ),
         EnvVar::RawUri => push_escaped(out, head.target()),
         EnvVar::Scheme => out.extend_from_slice(b"http"),
         EnvVar::Header(name) => push_or_dash(out, header(head, name)),
@@ -866,7 +897,7 @@ fn record_fields<'a>(rec: &AccessRecord<'a>) -> Vec<(&'static str, Field<'a>)> {
         Cow::Owned(v) => Field::Str(Cow::Owned(String::from_utf8_lossy(&v).into_owned())),
     };
     vec![
-        ("remote_addr", Field::Str(Cow::Borrowed(remote(rec.peer)))),
+        ("remote_addr", text(remote(rec))),
         ("method", text(head.method())),
         ("uri", text(head.target())),
         ("path", path),
