@@ -792,3 +792,23 @@ def test_access_log_names_the_client_not_apache() -> None:
         assert server.wait_stdout(re.escape(line)), server.stdout_text()
     finally:
         server.stop()
+
+
+def test_background_server_speaks_ajp_with_its_secret() -> None:
+    import ferrowsgi
+
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["REMOTE_ADDR"].encode()]
+
+    with ferrowsgi.background(hello, bind=["ajp://127.0.0.1:0"], ajp_secret=SECRET) as url:
+        m = re.fullmatch(r"ajp://([\d.]+):(\d+)/?", url)
+        assert m, url
+        addr = (m.group(1), int(m.group(2)))
+        with AjpConn(addr) as c:
+            c.send(forward_request("GET", "/", secret=SECRET, remote_addr="192.0.2.55"))
+            r = c.reply()
+            assert (r.status, r.body) == (200, b"192.0.2.55")
+        with AjpConn(addr) as c:
+            c.send(forward_request("GET", "/"))
+            assert c.reply().status == 403
