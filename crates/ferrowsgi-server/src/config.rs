@@ -939,17 +939,16 @@ mod tests {
             "16384",
         ])
         .unwrap();
-        let Protocol::Ajp(ajp) = &c.binds[0].protocol else {
-            panic!("not ajp: {:?}", c.binds[0]);
-        };
-        assert_eq!(ajp.packet_size(), 16384);
+        assert_eq!(c.binds[0].scheme, crate::listen::Scheme::Ajp);
+        assert_eq!(c.binds[1].scheme, crate::listen::Scheme::Http);
+        assert_eq!(c.ajp.packet_size(), 16384);
         assert_eq!(
-            *ajp.as_ref(),
+            *c.ajp,
             ferrowsgi_proto::ajp::Ajp::new(16384)
                 .unwrap()
                 .with_secret(b"k")
         );
-        assert_eq!(c.binds[1].protocol, Protocol::Http);
+        assert_eq!(*cfg(&[]).unwrap().ajp, ferrowsgi_proto::ajp::Ajp::default());
         let err = cfg(&["-b", "ajp://127.0.0.1:8009", "--ajp-packet-size", "100"]).unwrap_err();
         assert!(err.contains("--ajp-packet-size"), "{err}");
         let err = cfg(&["-b", "spdy://127.0.0.1:1"]).unwrap_err();
