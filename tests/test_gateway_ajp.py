@@ -812,3 +812,30 @@ def test_background_server_speaks_ajp_with_its_secret() -> None:
         with AjpConn(addr) as c:
             c.send(forward_request("GET", "/"))
             assert c.reply().status == 403
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_a_deadline_is_answered_504_while_the_thread_is_in_c_code(
+    tmp_path: Path, threads: str
+) -> None:
+    """The deadline watcher sends the AJP codec's own 504 while the request's thread is
+    still in C code (libc sleep(3) holding the GIL): the answer is there before the thread
+    comes back and marks it."""
+    server = Server(
+        "apps.deadlines:app",
+        *("--threads", threads, "--timeout", "1", "--timeout-grace", "30"),
+        binds=["ajp://127.0.0.1:0"],
+    ).start()
+    mark = tmp_path / "mark"
+    try:
+        with AjpConn(listen_addr(server), timeout=20) as c:
+            c.send(forward_request("GET", "/cgil", query=f"s=5&mark={mark}"))
+            r = c.reply()
+            assert not mark.exists()
+            assert r.status == 504
+            assert b"did not answer within 1 s" in r.body
+            assert r.reuse is False
+            assert c.is_closed()
+        assert wait_until(lambda: mark.exists(), timeout=15)
+    finally:
+        server.stop()
