@@ -36,9 +36,11 @@
 pub mod ajp;
 pub mod error;
 pub mod fastcgi;
+pub mod forwarded;
 pub mod gateway;
 pub mod h1;
 pub mod limits;
+pub mod proxy;
 pub mod response_head;
 
 pub use error::{BodyError, ParseError};
