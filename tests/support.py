@@ -48,10 +48,15 @@ def short_tmp_dir() -> str:
 
 def parse_url(url: str) -> Address:
     """``http://127.0.0.1:80`` -> ("127.0.0.1", 80); ``http://[::1]:80`` -> ("::1", 80);
-    ``unix:/p`` -> "/p"."""
+    ``unix:/p`` -> "/p"; ``http+proxy://127.0.0.1:80`` -> ("127.0.0.1", 80)."""
+    # A listener whose connections start with a PROXY header logs its
+    # scheme (``http+proxy://``); the address is what a client connects to.
+    url = url.removeprefix("http+proxy://unix:").removeprefix("http+proxy://")
+    if url.startswith("/"):
+        return url
     if url.startswith("unix:"):
         return url[len("unix:") :]
-    m = re.fullmatch(r"http://(\[[^\]]+\]|[^:/]+):(\d+)/?", url)
+    m = re.fullmatch(r"(?:http://)?(\[[^\]]+\]|[^:/]+):(\d+)/?", url)
     if not m:
         raise ValueError(f"unexpected listen URL {url!r}")
     host = m.group(1).strip("[]")

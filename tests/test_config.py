@@ -386,11 +386,11 @@ def test_command_line_mistakes(project: Path) -> None:
 
 def test_ignored_settings_are_warned_about(project: Path) -> None:
     (project / "conf.py").write_text(
-        "forwarded_allow_ips = '*'\nsendfile = False\n\ndef pre_exec(server):\n    pass\n"
+        "worker_tmp_dir = '/dev/shm'\nsendfile = False\n\ndef pre_exec(server):\n    pass\n"
     )
     result = run_cli(project, "-c", "conf.py", "--print-config", "hello:app")
     assert result.returncode == 0, result.stderr
-    assert "conf.py:1: setting 'forwarded_allow_ips' is ignored" in result.stderr
+    assert "conf.py:1: setting 'worker_tmp_dir' is ignored" in result.stderr
     assert "conf.py:4: server hook pre_exec is never called: ferrowsgi never re-exec" in (
         result.stderr
     )

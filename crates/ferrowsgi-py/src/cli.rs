@@ -76,7 +76,9 @@ fn listeners(
         if out.iter().any(|l| l.raw_fd() == fd) {
             continue;
         }
-        out.push(Listener::from_fd(fd)?);
+        let mut l = Listener::from_fd(fd)?;
+        l.set_proxy_protocol(cfg.proxy_protocol);
+        out.push(l);
     }
     let owner = settings.identity.as_ref().map(|id| id.owner());
     for bind in &cfg.binds {
@@ -90,7 +92,9 @@ fn listeners(
         .map_err(|e| format!("cannot listen on {bind}: {e}"))?;
         l.set_unix_mode(cli.unix_socket_mode, owner)
             .map_err(|e| format!("cannot set the mode of {addr}: {e}"))?;
-        out.push(l.with_scheme(bind.scheme));
+        let mut l = l.with_scheme(bind.scheme);
+        l.set_proxy_protocol(bind.proxy || cfg.proxy_protocol);
+        out.push(l);
     }
     Ok(out)
 }

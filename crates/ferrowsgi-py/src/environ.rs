@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use ferrowsgi_proto::forwarded::{header_kind, ForwardedHeaders, Forwarding, TrustedProxies};
 use ferrowsgi_proto::{eq_lowercase, percent_decode, RequestHead, Version};
 use ferrowsgi_server::{Exchange, PeerInfo};
 use pyo3::prelude::*;
@@ -78,6 +79,8 @@ keys! {
     content_type = "CONTENT_TYPE",
     content_length = "CONTENT_LENGTH",
     http_host = "HTTP_HOST",
+    script_name = "SCRIPT_NAME",
+    url_scheme = "wsgi.url_scheme",
     wsgi_input = "wsgi.input",
     wsgi_errors = "wsgi.errors",
 }
@@ -91,6 +94,7 @@ pub(crate) struct EnvTemplate {
     methods: Vec<(&'static [u8], Py<PyString>)>,
     http10: Py<PyString>,
     http11: Py<PyString>,
+    https: Py<PyString>,
 }
 
 /// Makes a str from bytes taken as latin-1 (PEP 3333's "native strings").
@@ -157,6 +161,7 @@ impl EnvTemplate {
                 .collect(),
             http10: PyString::intern(py, "HTTP/1.0").unbind(),
             http11: PyString::intern(py, "HTTP/1.1").unbind(),
+            https: PyString::intern(py, "https").unbind(),
         })
     }
 
@@ -190,10 +195,14 @@ impl EnvTemplate {
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         p: &PeerStrings,
-        is_unix: bool,
+        peer: &PeerInfo,
     ) -> PyResult<()> {
         let k = &self.keys;
-        if !is_unix {
+        if peer.https {
+            // The client reached the front end over TLS (PROXY v2's SSL TLV).
+            env.set_item(&k.url_scheme, self.https.bind(py))?;
+        }
+        if !peer.is_unix {
             env.set_item(&k.server_name, p.server_name.bind(py))?;
             env.set_item(&k.server_port, p.server_port.bind(py))?;
         }
@@ -261,12 +270,12 @@ impl EnvTemplate {
         }
         if let Some(p) = strings {
             if base.is_none() {
-                self.set_peer(py, &env, p, peer.is_unix)?;
+                self.set_peer(py, &env, p, peer)?;
                 if p.requests.fetch_add(1, Ordering::Relaxed) == 1 {
                     // The connection's second request: from the next one
                     // on, copy a dict that has its addresses already.
                     let dict = self.template.bind(py).copy()?;
-                    self.set_peer(py, &dict, p, peer.is_unix)?;
+                    self.set_peer(py, &dict, p, peer)?;
                     dict.set_item(&k.request_method, &method_str)?;
                     dict.set_item(&k.server_protocol, protocol)?;
                     let _ = p.base.set(ConnBase {
@@ -294,9 +303,24 @@ impl EnvTemplate {
         if let Some(cl) = head.content_length_raw() {
             env.set_item(&k.content_length, latin1_str(py, cl)?)?;
         }
+        // Forwarding headers are gathered from a trusted peer and removed
+        // from anyone else's environ (docs/DEPLOY.md, "Trusting proxies");
+        // the trust check runs only for a request that has one.
+        let mut trusted: Option<bool> = None;
+        let mut forwarded: Option<ForwardedHeaders<'_>> = None;
         for (i, (name, value)) in head.headers().enumerate() {
             if eq_lowercase(name, b"content-type") || eq_lowercase(name, b"content-length") {
                 continue;
+            }
+            if let Some(kind) = header_kind(name) {
+                if !*trusted.get_or_insert_with(|| {
+                    forwarding_trusted(peer, head, &ex.config().forwarded_allow)
+                }) {
+                    continue;
+                }
+                forwarded
+                    .get_or_insert_with(Default::default)
+                    .add(kind, value);
             }
             let Some(key) = self.header_key(py, name) else {
                 continue;
@@ -336,6 +360,10 @@ impl EnvTemplate {
         }
         if head.is_gateway() {
             self.set_gateway_vars(py, &env, head)?;
+        }
+        if let Some(f) = forwarded {
+            let found = f.resolve(&ex.config().forwarded_allow, head.host(), peer.https);
+            self.apply_forwarding(py, &env, &found)?;
         }
         env.set_item(&k.wsgi_input, input)?;
         env.set_item(&k.wsgi_errors, errors)?;
@@ -392,6 +420,46 @@ impl EnvTemplate {
         env.set_item(&k.path_info, latin1_str(py, &path)?)?;
         Ok(())
     }
+
+    /// Sets what a trusted peer's forwarding headers changed.
+    fn apply_forwarding(
+        &self,
+        py: Python<'_>,
+        env: &Bound<'_, PyDict>,
+        f: &Forwarding,
+    ) -> PyResult<()> {
+        let k = &self.keys;
+        if let Some(ip) = f.client_addr {
+            let addr = PyString::new(py, &ip.to_string());
+            env.set_item(&k.remote_addr, &addr)?;
+            env.set_item(&k.remote_host, &addr)?;
+            // The proxy's own port says nothing about the client's.
+            let port = f.client_port.map(|p| p.to_string()).unwrap_or_default();
+            env.set_item(&k.remote_port, port)?;
+        }
+        if let Some(scheme) = f.scheme {
+            env.set_item(&k.url_scheme, scheme)?;
+        }
+        if let Some(host) = &f.http_host {
+            env.set_item(&k.http_host, host)?;
+        }
+        if let Some(name) = &f.server_name {
+            env.set_item(&k.server_name, name)?;
+        }
+        if let Some(port) = f.server_port {
+            env.set_item(&k.server_port, port.to_string())?;
+        }
+        if let Some(prefix) = &f.prefix {
+            // The proxy's prefix comes before any the server set itself.
+            let own = env
+                .get_item(&k.script_name)?
+                .map(|v| v.extract::<String>())
+                .transpose()?
+                .unwrap_or_default();
+            env.set_item(&k.script_name, format!("{prefix}{own}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// `SCRIPT_NAME` and `PATH_INFO` (decoded) of a gateway request:
@@ -436,6 +504,23 @@ fn split_script_path(head: &RequestHead) -> (Vec<u8>, Vec<u8>) {
         return (script.to_vec(), path[script.len()..].to_vec());
     }
     (Vec::new(), path)
+}
+
+/// Whether the forwarding headers of `head` are believed. The client of a
+/// gateway request (FastCGI, SCGI, uwsgi, AJP13) is the `REMOTE_ADDR` its
+/// front end reported, not the front end itself: a front end passes the
+/// client's own `X-Forwarded-For` along as `HTTP_X_FORWARDED_FOR`, so it is
+/// believed only when that client is a trusted proxy, as behind PROXY.
+fn forwarding_trusted(peer: &PeerInfo, head: &RequestHead, trusted: &TrustedProxies) -> bool {
+    if head.is_gateway() {
+        if let Some(addr) = head.var(b"REMOTE_ADDR") {
+            return std::str::from_utf8(addr)
+                .ok()
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| trusted.trusts(ip));
+        }
+    }
+    peer.is_trusted(trusted)
 }
 
 /// Splits "host:port" / "[v6]:port" / "host".

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+use ferrowsgi_proto::forwarded::{TrustedProxies, DEFAULT_FORWARDED_ALLOW_IPS};
 use ferrowsgi_proto::Limits;
 
 use crate::listen::Bind;
@@ -92,8 +93,15 @@ impl StreamBodies {
 /// `ferrowsgi.serve()`.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Addresses to listen on.
+    /// Addresses to listen on, with the protocol each listener speaks
+    /// and whether its connections start with a PROXY protocol header.
     pub binds: Vec<Bind>,
+    /// Every listener's connections start with a PROXY protocol header
+    /// (`--proxy-protocol`), besides those bound with `+proxy`.
+    pub proxy_protocol: bool,
+    /// The peers whose forwarding headers (`Forwarded`, `X-Forwarded-*`)
+    /// are believed; everyone else's are removed from the environ.
+    pub forwarded_allow: TrustedProxies,
     /// Number of threads that run the application; 1 runs it on the I/O
     /// thread itself.
     pub threads: usize,
@@ -159,6 +167,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             binds: Vec::new(),
+            proxy_protocol: false,
+            forwarded_allow: TrustedProxies::default(),
             threads: 1,
             log_level: crate::log::Level::Info,
             access_log: None,
@@ -241,10 +251,27 @@ pub struct Cli {
     /// unix:PATH, optionally after a protocol scheme: http:// (the default)
     /// fastcgi:// (e.g. fastcgi://127.0.0.1:9000,
     /// fastcgi://unix:/run/app.sock) or ajp:// (AJP13, for Apache's
-    /// mod_proxy_ajp). Repeat to listen on several.
+    /// mod_proxy_ajp). A scheme ending in +proxy (http+proxy://,
+    /// fastcgi+proxy://, ajp+proxy://) is for connections that start with
+    /// a PROXY protocol header. Repeat to listen on several.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,
           default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
+
+    /// Every listener's connections start with a PROXY protocol header
+    /// (version 1 or 2, as HAProxy's `send-proxy`/`send-proxy-v2` send
+    /// it), which names the client; a connection without a valid one is
+    /// closed. `http+proxy://` in --bind does this for one listener.
+    #[arg(long)]
+    pub proxy_protocol: bool,
+
+    /// Peers whose `Forwarded` and `X-Forwarded-*` headers are believed:
+    /// comma-separated addresses and CIDR ranges, or `*` for all. Peers on
+    /// unix sockets are always trusted. Other peers' forwarding headers
+    /// are removed from the environ.
+    #[arg(long, value_name = "ADDRESSES", default_value = DEFAULT_FORWARDED_ALLOW_IPS,
+          value_parser = parse_forwarded_allow_ips)]
+    pub forwarded_allow_ips: String,
 
     /// Threads that run the application (1 runs it on the I/O thread).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -602,6 +629,12 @@ pub fn parse_root_path(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// Checks a `--forwarded-allow-ips` list (see [`TrustedProxies::parse`]).
+/// The error is one line naming the entry.
+pub fn parse_forwarded_allow_ips(s: &str) -> Result<String, String> {
+    TrustedProxies::parse(s).map(|_| s.to_string())
+}
+
 /// Checks an `--env` pair: `KEY=VALUE` with a non-empty key without `=`.
 pub fn parse_env_pair(s: &str) -> Result<String, String> {
     match s.split_once('=') {
@@ -676,6 +709,8 @@ impl Cli {
         for b in binds {
             cfg.binds.push(Bind::parse(b)?);
         }
+        cfg.proxy_protocol = self.proxy_protocol;
+        cfg.forwarded_allow = TrustedProxies::parse(&self.forwarded_allow_ips)?;
         cfg.threads = usize::from(self.threads);
         cfg.log_level = crate::log::Level::parse(&self.log_level)
             .ok_or_else(|| format!("invalid log level {:?}", self.log_level))?;
@@ -1002,6 +1037,36 @@ mod tests {
         assert_eq!(code, 2);
         assert_eq!(msg.trim_end().lines().count(), 1);
         assert!(msg.starts_with("ferrowsgi: error: "));
+    }
+
+    #[test]
+    fn proxy_options() {
+        let cfg = |list: &[&str]| {
+            let mut argv = vec!["ferrowsgi"];
+            argv.extend_from_slice(list);
+            argv.push("m:app");
+            parse_args(&args(&argv)).map(|cli| cli.to_config())
+        };
+        let plain = cfg(&[]).unwrap().unwrap();
+        assert!(!plain.proxy_protocol);
+        assert_eq!(plain.forwarded_allow, TrustedProxies::default());
+        let set = cfg(&[
+            "--proxy-protocol",
+            "--forwarded-allow-ips",
+            "10.0.0.0/8, ::1",
+            "-b",
+            "http+proxy://127.0.0.1:0",
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(set.proxy_protocol && set.binds[0].proxy);
+        assert!(set.forwarded_allow.trusts("10.1.2.3".parse().unwrap()));
+        assert!(!set.forwarded_allow.trusts("127.0.0.1".parse().unwrap()));
+        let (msg, code) = cfg(&["--forwarded-allow-ips", "10.0.0.0/40"]).unwrap_err();
+        assert_eq!(code, 2);
+        assert!(msg.contains("10.0.0.0/40"), "{msg}");
+        let err = cfg(&["-b", "gopher://127.0.0.1:1"]).unwrap().unwrap_err();
+        assert!(err.contains("gopher"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferrowsgi_proto::proxy::{parse_proxy_header, ProxyParsed, DEFAULT_MAX_V2_LEN};
 use ferrowsgi_proto::{parse_head_into, BodyKind, HeadStorage, Parsed, Version};
 
 use crate::codec::{BodyReader, Codec};
@@ -158,6 +159,9 @@ pub struct Conn {
     /// Set by the event loop when it sees an event for this connection while
     /// an application thread has it (made on the first hand-off).
     pub(crate) away_seen: Option<Arc<AtomicBool>>,
+    /// The connection must start with a PROXY protocol header, not read
+    /// yet (a listener with `+proxy` or `--proxy-protocol`).
+    pub proxy_pending: bool,
 }
 
 impl Drop for Conn {
@@ -217,6 +221,7 @@ impl Conn {
             write_shut: false,
             kept_spool: None,
             away_seen: None,
+            proxy_pending: false,
         }
     }
 
@@ -608,6 +613,62 @@ impl Conn {
         }
     }
 
+    /// Reads the PROXY protocol header that starts the connection and
+    /// takes the client it names as the connection's peer. `None` once it
+    /// is read (the first request may follow in the same buffer); else
+    /// what [`Conn::next_request`] returns. A missing or invalid header
+    /// closes the connection without an answer: the peer is a load
+    /// balancer that does not speak HTTP errors back to anyone, and
+    /// nothing after a bad header can be trusted to be a request. The
+    /// head's timeout covers a header that arrives in part.
+    fn read_proxy_header(&mut self) -> Option<Next> {
+        match parse_proxy_header(self.input(), DEFAULT_MAX_V2_LEN) {
+            Ok(ProxyParsed::Partial) => {
+                if self.peer_eof {
+                    if !self.input().is_empty() {
+                        log::info(&format!(
+                            "{} closed the connection inside its PROXY header",
+                            self.peer.remote_addr
+                        ));
+                    }
+                    return Some(Next::Close);
+                }
+                if !self.input().is_empty() {
+                    self.head_since.get_or_insert_with(Instant::now);
+                }
+                Some(Next::Wait)
+            }
+            Ok(ProxyParsed::Complete { header, consumed }) => {
+                self.consume(consumed);
+                self.proxy_pending = false;
+                self.head_since = None;
+                // No request has seen the peer yet, so nothing else holds it
+                // and it is rewritten in place.
+                match Arc::get_mut(&mut self.peer) {
+                    Some(peer) => peer.set_proxied(header.addresses, header.tls),
+                    None => {
+                        let mut peer = PeerInfo::unix(std::path::Path::new(""));
+                        peer.remote_addr.clone_from(&self.peer.remote_addr);
+                        peer.remote_port.clone_from(&self.peer.remote_port);
+                        peer.server_name.clone_from(&self.peer.server_name);
+                        peer.server_port.clone_from(&self.peer.server_port);
+                        peer.is_unix = self.peer.is_unix;
+                        peer.is_local = self.peer.is_local;
+                        peer.ip = self.peer.ip;
+                        peer.set_proxied(header.addresses, header.tls);
+                        self.peer = Arc::new(peer);
+                    }
+                }
+                None
+            }
+            Err(e) => {
+                log::info(&format!("{} closed: {e}", self.peer.remote_addr));
+                self.state = ConnState::CloseAfterFlush;
+                Some(Next::Close)
+            }
+        }
+    }
+
     /// Finds the next request ready for the application among the buffered
     /// bytes: discards the rest of a previous body, parses a head, applies
     /// the body rules and buffers a small body completely. Rejections queue
@@ -615,6 +676,11 @@ impl Conn {
     pub fn next_request(&mut self, cfg: &Config) -> Next {
         if self.state == ConnState::CloseAfterFlush {
             return Next::Close;
+        }
+        if self.proxy_pending {
+            if let Some(next) = self.read_proxy_header() {
+                return next;
+            }
         }
         if let Some(mut dec) = self.drain.take() {
             let mut sink = Vec::new();

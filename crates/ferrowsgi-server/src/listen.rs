@@ -38,60 +38,91 @@ impl Scheme {
             Scheme::Ajp => "ajp",
         }
     }
+
+    /// The scheme a bind address names (`http`, `fastcgi`, `ajp`), if any.
+    pub fn from_name(name: &str) -> Option<Scheme> {
+        match name {
+            "http" => Some(Scheme::Http),
+            "fastcgi" => Some(Scheme::FastCgi),
+            "ajp" => Some(Scheme::Ajp),
+            _ => None,
+        }
+    }
 }
 
+/// The suffix of a scheme whose connections start with a PROXY protocol
+/// header (`http+proxy://`, `fastcgi+proxy://`).
+const PROXY_SUFFIX: &str = "+proxy";
+
 /// A bind address with the protocol to speak there:
-/// `[SCHEME://]ADDRESS`, e.g. `fastcgi://127.0.0.1:9000` or
-/// `fastcgi://unix:/run/app.sock`.
+/// `[SCHEME[+proxy]://]ADDRESS`, e.g. `fastcgi://127.0.0.1:9000`,
+/// `fastcgi://unix:/run/app.sock` or `http+proxy://127.0.0.1:8000`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     /// The protocol.
     pub scheme: Scheme,
+    /// Each connection starts with a PROXY protocol header (version 1 or
+    /// 2) that names the client, before the protocol's first byte: the
+    /// `+proxy` suffix of the scheme.
+    pub proxy: bool,
     /// Where.
     pub addr: BindAddr,
 }
 
 impl Bind {
-    /// Parses `[SCHEME://]ADDRESS` (see [`BindAddr::parse`] for the
-    /// address). The error is one line naming the address.
+    /// Parses `[SCHEME[+proxy]://]ADDRESS` (see [`BindAddr::parse`] for
+    /// the address); an address without a scheme is HTTP without a PROXY
+    /// header. The error is one line naming the address.
     pub fn parse(s: &str) -> Result<Bind, String> {
         let Some((name, rest)) = s.split_once("://") else {
             return BindAddr::parse(s).map(Bind::from);
         };
-        let scheme = match name {
-            "http" => Scheme::Http,
-            "fastcgi" => Scheme::FastCgi,
-            "ajp" => Scheme::Ajp,
-            _ => {
-                return Err(format!(
-                "invalid bind address {s:?}: unknown scheme {name:?} (known: http, fastcgi, ajp)"
-            ))
-            }
+        let (protocol, proxy) = match name.strip_suffix(PROXY_SUFFIX) {
+            Some(p) => (p, true),
+            None => (name, false),
+        };
+        let Some(scheme) = Scheme::from_name(protocol) else {
+            return Err(format!(
+                "invalid bind address {s:?}: unknown scheme {name:?} \
+                 (known: http, fastcgi, ajp, each optionally followed by +proxy)"
+            ));
         };
         Ok(Bind {
             scheme,
+            proxy,
             addr: BindAddr::parse(rest)?,
         })
     }
 }
 
 impl From<BindAddr> for Bind {
-    /// An HTTP address.
+    /// An HTTP address without a PROXY header.
     fn from(addr: BindAddr) -> Bind {
         Bind {
             scheme: Scheme::Http,
+            proxy: false,
             addr,
         }
     }
 }
 
 impl fmt::Display for Bind {
-    /// As given: the address alone for HTTP, `scheme://address` otherwise.
+    /// As given: the address alone for plain HTTP, `scheme://address`
+    /// otherwise (`http+proxy://address` with a PROXY header).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.scheme {
-            Scheme::Http => write!(f, "{}", self.addr),
-            s => write!(f, "{}://{}", s.name(), self.addr),
+        match (self.scheme, self.proxy) {
+            (Scheme::Http, false) => write!(f, "{}", self.addr),
+            (s, proxy) => write!(f, "{}{}://{}", s.name(), suffix(proxy), self.addr),
         }
+    }
+}
+
+/// The scheme suffix of a listener with or without a PROXY header.
+fn suffix(proxy: bool) -> &'static str {
+    if proxy {
+        PROXY_SUFFIX
+    } else {
+        ""
     }
 }
 
@@ -188,11 +219,14 @@ pub enum Listener {
         loopback_congestion: Option<Box<str>>,
         /// The protocol spoken.
         scheme: Scheme,
+        /// Connections start with a PROXY protocol header.
+        proxy: bool,
     },
     /// Unix-domain, with its path, whether the file is removed when the
-    /// listener goes away (not in a worker, nor for an inherited one), and
-    /// the protocol spoken.
-    Unix(UnixListener, PathBuf, bool, Scheme),
+    /// listener goes away (not in a worker, nor for an inherited one), the
+    /// protocol spoken, and whether connections start with a PROXY
+    /// protocol header.
+    Unix(UnixListener, PathBuf, bool, Scheme, bool),
 }
 
 impl Listener {
@@ -270,6 +304,7 @@ impl Listener {
                     fixed,
                     loopback_congestion: per_conn,
                     scheme: Scheme::Http,
+                    proxy: false,
                 })
             }
             BindAddr::Unix(path) => {
@@ -296,6 +331,7 @@ impl Listener {
                     path.clone(),
                     true,
                     Scheme::Http,
+                    false,
                 ))
             }
         }
@@ -315,26 +351,42 @@ impl Listener {
     /// The protocol this listener speaks.
     pub fn scheme(&self) -> Scheme {
         match self {
-            Listener::Tcp { scheme, .. } | Listener::Unix(.., scheme) => *scheme,
+            Listener::Tcp { scheme, .. } | Listener::Unix(_, _, _, scheme, _) => *scheme,
         }
     }
 
     /// This listener, speaking `scheme`.
     pub fn with_scheme(mut self, to: Scheme) -> Listener {
         match &mut self {
-            Listener::Tcp { scheme, .. } | Listener::Unix(.., scheme) => *scheme = to,
+            Listener::Tcp { scheme, .. } | Listener::Unix(_, _, _, scheme, _) => *scheme = to,
         }
         self
     }
 
+    /// Makes every connection of this listener start with a PROXY
+    /// protocol header (see [`ferrowsgi_proto::proxy`]), before the first
+    /// byte of the protocol it speaks.
+    pub fn set_proxy_protocol(&mut self, on: bool) {
+        match self {
+            Listener::Tcp { proxy, .. } | Listener::Unix(.., proxy) => *proxy = on,
+        }
+    }
+
+    /// Whether connections start with a PROXY protocol header.
+    pub fn proxy_protocol(&self) -> bool {
+        match self {
+            Listener::Tcp { proxy, .. } | Listener::Unix(.., proxy) => *proxy,
+        }
+    }
+
     /// A URL-ish name for logs: `http://127.0.0.1:8000` or `unix:/path`;
     /// `fastcgi://127.0.0.1:9000` or `fastcgi://unix:/path` for another
-    /// protocol.
+    /// protocol; `http+proxy://...` or `fastcgi+proxy://...` when
+    /// connections start with a PROXY header.
     pub fn url(&self) -> String {
-        match (self.scheme(), self.local_addr()) {
-            (s, BindAddr::Tcp(a)) => format!("{}://{a}", s.name()),
-            (Scheme::Http, u) => u.to_string(),
-            (s, u) => format!("{}://{u}", s.name()),
+        match (self.scheme(), self.proxy_protocol(), self.local_addr()) {
+            (Scheme::Http, false, u @ BindAddr::Unix(_)) => u.to_string(),
+            (s, proxy, a) => format!("{}{}://{a}", s.name(), suffix(proxy)),
         }
     }
 
@@ -410,7 +462,7 @@ impl Listener {
     /// Leaves the unix socket's file in place when this listener goes away
     /// (a worker's copy: the file belongs to the master).
     pub fn disown(&mut self) {
-        if let Listener::Unix(_, _, owned, _) = self {
+        if let Listener::Unix(_, _, owned, ..) = self {
             *owned = false;
         }
     }
@@ -486,6 +538,7 @@ impl Listener {
                 fixed,
                 loopback_congestion: None,
                 scheme: Scheme::Http,
+                proxy: false,
             });
         }
         if local.is_unix() {
@@ -496,6 +549,7 @@ impl Listener {
                 path,
                 false,
                 Scheme::Http,
+                false,
             ));
         }
         fail(sock, "neither a TCP nor a unix socket".into())
@@ -504,7 +558,7 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path, true, _) = self {
+        if let Listener::Unix(_, path, true, ..) = self {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -711,8 +765,15 @@ mod tests {
         let t = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 4, None).unwrap();
         assert!(t.url().starts_with("http://127.0.0.1:"));
         assert!(t.codec(8, &Arc::default()).is_http1());
-        let t = t.with_scheme(Scheme::FastCgi);
+        let mut t = t.with_scheme(Scheme::FastCgi);
         assert!(t.url().starts_with("fastcgi://127.0.0.1:"));
+        t.set_proxy_protocol(true);
+        assert!(t.url().starts_with("fastcgi+proxy://127.0.0.1:"));
+        assert!(!t.codec(8, &Arc::default()).is_http1());
+        let mut l = l.with_scheme(Scheme::Http);
+        assert_eq!(l.url(), format!("unix:{}", path.display()));
+        l.set_proxy_protocol(true);
+        assert_eq!(l.url(), format!("http+proxy://unix:{}", path.display()));
         drop(l);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -734,6 +795,43 @@ mod tests {
             } else {
                 assert_eq!(got.to_string(), *want, "{input}");
             }
+        }
+    }
+
+    #[test]
+    fn parses_schemes() {
+        let plain = Bind::parse("127.0.0.1:8000").unwrap();
+        assert_eq!((plain.scheme, plain.proxy), (Scheme::Http, false));
+        assert_eq!(plain.to_string(), "127.0.0.1:8000");
+        let http = Bind::parse("http://127.0.0.1:8000").unwrap();
+        assert_eq!(http, plain);
+        let proxied = Bind::parse("http+proxy://127.0.0.1:8000").unwrap();
+        assert_eq!((proxied.scheme, proxied.proxy), (Scheme::Http, true));
+        assert_eq!(proxied.to_string(), "http+proxy://127.0.0.1:8000");
+        let unix = Bind::parse("http+proxy://unix:/tmp/a.sock").unwrap();
+        assert_eq!(unix.addr, BindAddr::Unix("/tmp/a.sock".into()));
+        assert_eq!(unix.to_string(), "http+proxy://unix:/tmp/a.sock");
+        let fcgi = Bind::parse("fastcgi+proxy://127.0.0.1:9000").unwrap();
+        assert_eq!((fcgi.scheme, fcgi.proxy), (Scheme::FastCgi, true));
+        assert_eq!(fcgi.to_string(), "fastcgi+proxy://127.0.0.1:9000");
+        let fcgi = Bind::parse("fastcgi+proxy://unix:/run/app.sock").unwrap();
+        assert_eq!(fcgi.to_string(), "fastcgi+proxy://unix:/run/app.sock");
+        let ajp = Bind::parse("ajp+proxy://[::1]:8009").unwrap();
+        assert_eq!((ajp.scheme, ajp.proxy), (Scheme::Ajp, true));
+        assert_eq!(ajp.to_string(), "ajp+proxy://[::1]:8009");
+        for bad in [
+            "ftp://127.0.0.1:1",
+            "http+tls://127.0.0.1:1",
+            "proxy://127.0.0.1:1",
+            "+proxy://127.0.0.1:1",
+            "http+proxy+proxy://127.0.0.1:1",
+            "HTTP://127.0.0.1:1",
+            "http+proxy://",
+            "fastcgi+proxy://",
+        ] {
+            let err = Bind::parse(bad).unwrap_err();
+            assert!(err.starts_with("invalid bind address"), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{err}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! Who is on either end of a connection, as strings ready for the environ.
 
 use std::any::Any;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -21,6 +21,12 @@ pub struct PeerInfo {
     /// Whether the client is on this host: a unix socket, a loopback
     /// address, or the address the connection came in on.
     pub is_local: bool,
+    /// The client's address (IPv4-mapped ones as IPv4), for trust
+    /// decisions; `None` for unix sockets.
+    pub ip: Option<IpAddr>,
+    /// The client reached the front end over TLS (a PROXY protocol v2
+    /// header said so): the connection's scheme is `https`.
+    pub https: bool,
     /// Per-connection data of the application side, made on first use and
     /// dropped with the connection (the binding keeps these strings as
     /// Python objects, so keep-alive requests do not rebuild them).
@@ -37,6 +43,8 @@ impl PeerInfo {
             server_name: canonical_ip(local),
             server_port: local.port().to_string(),
             is_unix: false,
+            ip: Some(ferrowsgi_proto::forwarded::canonical(peer.ip())),
+            https: false,
             ext: OnceLock::new(),
         }
     }
@@ -50,7 +58,41 @@ impl PeerInfo {
             server_port: String::new(),
             is_unix: true,
             is_local: true,
+            ip: None,
+            https: false,
             ext: OnceLock::new(),
+        }
+    }
+}
+
+impl PeerInfo {
+    /// Makes this the connection as a PROXY protocol header describes it:
+    /// the client and server addresses it names (`None`: the connection's
+    /// own stand), and whether the client came over TLS. Done before any
+    /// request has seen the peer; the strings are rewritten in the buffers
+    /// they have (a connection's worth of allocations saved).
+    pub fn set_proxied(&mut self, addresses: Option<(SocketAddr, SocketAddr)>, https: bool) {
+        if let Some((client, server)) = addresses {
+            self.is_local = is_same_host(client, server);
+            self.ip = Some(ferrowsgi_proto::forwarded::canonical(client.ip()));
+            write_ip(&mut self.remote_addr, client.ip());
+            write_port(&mut self.remote_port, client.port());
+            write_ip(&mut self.server_name, server.ip());
+            write_port(&mut self.server_port, server.port());
+            self.is_unix = false;
+        }
+        self.https = https;
+        // Nothing has made the application side's strings yet; should
+        // anything have, they describe the old peer.
+        self.ext = OnceLock::new();
+    }
+
+    /// Whether this peer's forwarding headers are believed: a unix-socket
+    /// peer always, a TCP peer when `trusted` names its address.
+    pub fn is_trusted(&self, trusted: &ferrowsgi_proto::forwarded::TrustedProxies) -> bool {
+        match self.ip {
+            Some(ip) => trusted.trusts(ip),
+            None => self.is_unix,
         }
     }
 }
@@ -69,6 +111,39 @@ pub fn is_same_host(peer: SocketAddr, local: SocketAddr) -> bool {
     ip.is_loopback() || ip == unmap(local)
 }
 
+/// Replaces `out` with `ip` as [`canonical_ip`] writes it, IPv4 without
+/// the formatting machinery (a PROXY header rewrites a connection's
+/// addresses, and this is most of what that costs).
+fn write_ip(out: &mut String, ip: IpAddr) {
+    out.clear();
+    match ferrowsgi_proto::forwarded::canonical(ip) {
+        IpAddr::V4(v4) => {
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if o >= 100 {
+                    out.push(char::from(b'0' + o / 100));
+                }
+                if o >= 10 {
+                    out.push(char::from(b'0' + o / 10 % 10));
+                }
+                out.push(char::from(b'0' + o % 10));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Replaces `out` with the decimal `port`.
+fn write_port(out: &mut String, port: u16) {
+    out.clear();
+    out.push_str(itoa::Buffer::new().format(port));
+}
+
 /// An IPv4-mapped IPv6 peer is shown as the IPv4 address it is.
 fn canonical_ip(a: SocketAddr) -> String {
     match a {
@@ -77,5 +152,44 @@ fn canonical_ip(a: SocketAddr) -> String {
             None => v6.ip().to_string(),
         },
         SocketAddr::V4(v4) => v4.ip().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_proxied_peer_is_written_as_canonical_ip_writes_it() {
+        for (client, server) in [
+            ("192.0.2.1:56324", "10.0.0.255:443"),
+            ("0.0.0.0:0", "255.255.255.255:65535"),
+            ("[2001:db8::1]:1", "[::1]:80"),
+            ("[::ffff:198.51.100.7]:9", "[::ffff:127.0.0.1]:8000"),
+        ] {
+            let (c, s): (SocketAddr, SocketAddr) =
+                (client.parse().unwrap(), server.parse().unwrap());
+            let mut peer = PeerInfo::unix(Path::new("/x"));
+            peer.set_proxied(Some((c, s)), true);
+            let fresh = PeerInfo::tcp(c, s);
+            assert_eq!(peer.remote_addr, fresh.remote_addr);
+            assert_eq!(peer.remote_port, fresh.remote_port);
+            assert_eq!(peer.server_name, fresh.server_name);
+            assert_eq!(peer.server_port, fresh.server_port);
+            assert_eq!(
+                (peer.ip, peer.is_local, peer.is_unix),
+                (fresh.ip, fresh.is_local, false)
+            );
+            assert!(peer.https);
+        }
+        let mut peer = PeerInfo::tcp(
+            "127.0.0.1:5".parse().unwrap(),
+            "127.0.0.1:6".parse().unwrap(),
+        );
+        peer.set_proxied(None, false);
+        assert_eq!(
+            (peer.remote_addr.as_str(), peer.remote_port.as_str()),
+            ("127.0.0.1", "5")
+        );
     }
 }

@@ -199,9 +199,11 @@ impl<H: Handler> Server<H> {
     pub fn bind(cfg: Config, handler: H) -> Result<Server<H>, (String, io::Error)> {
         let mut listeners = Vec::new();
         for bind in &cfg.binds {
-            let l = Listener::bind(&bind.addr, cfg.backlog, cfg.loopback_congestion.as_deref())
-                .map_err(|e| (bind.to_string(), e))?;
-            listeners.push(l.with_scheme(bind.scheme));
+            let mut l = Listener::bind(&bind.addr, cfg.backlog, cfg.loopback_congestion.as_deref())
+                .map_err(|e| (bind.to_string(), e))?
+                .with_scheme(bind.scheme);
+            l.set_proxy_protocol(bind.proxy || cfg.proxy_protocol);
+            listeners.push(l);
         }
         Server::from_listeners(cfg, handler, listeners, false)
     }
@@ -628,12 +630,13 @@ impl<H: Handler> EventLoop<H> {
             let Some(listener) = self.server.listeners.get(index) else {
                 return;
             };
+            let proxy = listener.proxy_protocol();
             match listener.accept() {
                 Ok((stream, peer)) => {
                     self.accepted_shared += usize::from(self.server.shared);
                     let codec =
                         listener.codec(self.server.cfg.max_connections, &self.server.cfg.ajp);
-                    let key = self.admit(stream, peer, codec);
+                    let key = self.admit(stream, peer, codec, proxy);
                     // TCP_DEFER_ACCEPT: the request is usually there already,
                     // and a connection answered and closed right now is
                     // never registered with the poller.
@@ -773,12 +776,13 @@ impl<H: Handler> EventLoop<H> {
                 let Some(listener) = self.server.listeners.get(i) else {
                     break;
                 };
+                let proxy = listener.proxy_protocol();
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         left -= 1;
                         let codec =
                             listener.codec(self.server.cfg.max_connections, &self.server.cfg.ajp);
-                        taken.push(self.admit(stream, peer, codec));
+                        taken.push(self.admit(stream, peer, codec, proxy));
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     // Empty (WouldBlock), or an error (out of descriptors):
@@ -795,12 +799,14 @@ impl<H: Handler> EventLoop<H> {
     }
 
     /// Adds an accepted connection, speaking `codec`'s protocol, to the
-    /// loop; returns its key.
-    fn admit(&mut self, stream: Stream, peer: PeerInfo, codec: Codec) -> usize {
+    /// loop; returns its key. `proxy`: it starts with a PROXY protocol
+    /// header.
+    fn admit(&mut self, stream: Stream, peer: PeerInfo, codec: Codec, proxy: bool) -> usize {
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = Box::new(Conn::new(stream, peer));
         conn.codec = codec;
+        conn.proxy_pending = proxy;
         conn.defer_output = self.pool.is_none();
         conn.server_stop = Some(Arc::clone(&self.server.stop));
         entry.insert(Slot::Here(conn));
@@ -1173,7 +1179,14 @@ impl<H: Handler> EventLoop<H> {
                         || c.head_since
                             .is_some_and(|t| now.duration_since(t) > cfg.read_timeout)
                     {
-                        let answer = if c.drain.is_none() {
+                        let answer = if c.proxy_pending {
+                            // A load balancer, not an HTTP client: no 408.
+                            log::info(&format!(
+                                "{} closed: no complete PROXY header in time",
+                                c.peer.remote_addr
+                            ));
+                            Expiry::Quiet
+                        } else if c.drain.is_none() {
                             Expiry::Answer408
                         } else {
                             Expiry::Quiet

@@ -297,18 +297,13 @@ pub const GUNICORN: &[(&str, Gunicorn)] = &[
     (
         "secure_scheme_headers",
         Gunicorn::Ignored(
-            "X-Forwarded-* headers are not read; use a middleware such as werkzeug's ProxyFix",
+            "X-Forwarded-Proto and Forwarded's proto= set the scheme; see --forwarded-allow-ips",
         ),
     ),
-    (
-        "forwarded_allow_ips",
-        Gunicorn::Ignored(
-            "X-Forwarded-* headers are not read; use a middleware such as werkzeug's ProxyFix",
-        ),
-    ),
+    ("forwarded_allow_ips", Gunicorn::To("forwarded_allow_ips")),
     (
         "forwarder_headers",
-        Gunicorn::Ignored("X-Forwarded-* headers are not read"),
+        Gunicorn::Ignored("the forwarding headers read are fixed (docs/DEPLOY.md)"),
     ),
     ("pythonpath", Gunicorn::To("pythonpath")),
     ("paste", Gunicorn::Unsupported("PasteDeploy is not read")),
@@ -316,13 +311,12 @@ pub const GUNICORN: &[(&str, Gunicorn)] = &[
         "raw_paste_global_conf",
         Gunicorn::Unsupported("PasteDeploy is not read"),
     ),
-    (
-        "proxy_protocol",
-        Gunicorn::Unsupported("the PROXY protocol is not read"),
-    ),
+    ("proxy_protocol", Gunicorn::To("proxy_protocol")),
     (
         "proxy_allow_ips",
-        Gunicorn::Ignored("the PROXY protocol is not read"),
+        Gunicorn::Ignored(
+            "a listener with --proxy-protocol requires the PROXY header from every peer",
+        ),
     ),
     (
         "permit_obsolete_folding",

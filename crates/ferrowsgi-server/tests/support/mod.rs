@@ -113,6 +113,14 @@ impl Handler for TestHandler {
         let streamed = query.split('&').any(|q| q == "stream");
         match path.as_str() {
             "/hello" => ok(ex, &[], HELLO),
+            "/peer" => {
+                let p = ex.peer();
+                let text = format!(
+                    "{} {} {} {} {}",
+                    p.remote_addr, p.remote_port, p.server_name, p.server_port, p.https
+                );
+                ok(ex, &[], text.as_bytes());
+            }
             "/echo" => {
                 let mut body = Vec::new();
                 loop {
@@ -423,12 +431,23 @@ impl TestServer {
         let server = Server::bind(cfg, handler).unwrap_or_else(|(a, e)| panic!("bind {a}: {e}"));
         let urls = server.urls();
         let url = urls.first().expect("one bound address");
-        let addr = if let Some(a) = url.strip_prefix("http://") {
-            Addr::Tcp(a.parse().expect("a socket address"))
-        } else if let Some(p) = url.strip_prefix("unix:") {
-            Addr::Unix(PathBuf::from(p))
-        } else {
-            panic!("unexpected url {url}")
+        // A listener whose connections start with a PROXY header names its
+        // scheme (`http+proxy://ADDRESS`); the address is what a client
+        // connects to.
+        let addr = match url.strip_prefix("http+proxy://") {
+            Some(rest) => match rest.strip_prefix("unix:") {
+                Some(p) => Addr::Unix(PathBuf::from(p)),
+                None => Addr::Tcp(rest.parse().expect("a socket address")),
+            },
+            None => {
+                if let Some(a) = url.strip_prefix("http://") {
+                    Addr::Tcp(a.parse().expect("a socket address"))
+                } else if let Some(p) = url.strip_prefix("unix:") {
+                    Addr::Unix(PathBuf::from(p))
+                } else {
+                    panic!("unexpected url {url}")
+                }
+            }
         };
         let stop = server.stop_handle();
         let thread = std::thread::Builder::new()
