@@ -218,10 +218,49 @@ AJP = {
     "shutdown": (0, 255, ajp_packet(b"\x07")),
 }
 
+SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+INET = bytes([192, 0, 2, 1, 198, 51, 100, 2]) + struct.pack("!HH", 56324, 443)
+INET6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack("!HH", 1, 80)
+
+
+def v2(command, family, body):
+    return SIG + bytes([0x20 | command, family]) + struct.pack("!H", len(body)) + body
+
+
+def tlv(kind, value):
+    return bytes([kind]) + struct.pack("!H", len(value)) + value
+
+
+PROXY = {
+    "v1-tcp4": b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n",
+    "v1-tcp6": b"PROXY TCP6 2001:db8::1 ::1 0 65535\r\n",
+    "v1-unknown": b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
+    "v1-bad-port": b"PROXY TCP4 192.0.2.1 198.51.100.2 080 443\r\n",
+    "v1-partial": b"PROXY TCP4 192.0.2.1 19",
+    "v2-inet": v2(1, 0x11, INET),
+    "v2-inet6": v2(1, 0x21, INET6),
+    "v2-local": v2(0, 0x00, b""),
+    "v2-unix": v2(1, 0x31, bytes(216)),
+    "v2-tls-authority": v2(
+        1,
+        0x11,
+        INET
+        + tlv(0x20, b"\x01\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"cn"))
+        + tlv(0x02, b"example.com")
+        + tlv(0x03, b"\x00\x00\x00\x00")
+        + tlv(0x05, b"id-1"),
+    ),
+    "v2-tlv-overrun": v2(1, 0x11, INET + b"\x04\x00\x09ab"),
+    "v2-too-long": SIG + b"\x21\x11\xff\xff",
+    "http": b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+}
+
 
 def main():
     for name, (cfg, piece, wire) in AJP.items():
         write("ajp", name, bytes([cfg, piece]) + wire)
+    for name, raw in PROXY.items():
+        write("proxy", name, raw)
     for name, raw in HEADS.items():
         write("head", name, raw)
         write("head_split", name, raw)

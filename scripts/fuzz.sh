@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Fuzzes ferrowsgi-proto's codecs (HTTP/1.1, FastCGI) with cargo-fuzz (libFuzzer).
+# Fuzzes ferrowsgi-proto's codecs (HTTP/1.1, FastCGI, AJP13) and PROXY header decoder
+# with cargo-fuzz (libFuzzer).
 #
 #   scripts/fuzz.sh smoke            # every target for 20 s (CI); exit 1 on a crash
 #   scripts/fuzz.sh long SECONDS     # every target for SECONDS, one after another
 #   scripts/fuzz.sh run TARGET SECS  # one target
 #   scripts/fuzz.sh replay           # replay seeds + reproducers on stable (cargo test)
 #
-# Targets: head, head_split, body, fastcgi, ajp (fuzz/fuzz_targets/, checks in fuzz/src/).
+# Targets: head, head_split, body, fastcgi, ajp, proxy (fuzz/fuzz_targets/, checks in
+# fuzz/src/).
 # Builds are optimised with debug assertions and overflow checks on (-O -a).
 # Only stable Rust is assumed: cargo-fuzz's nightly flags (-Zsanitizer, …) are
 # unlocked with RUSTC_BOOTSTRAP=1, for the fuzz crate's build only.
@@ -18,14 +20,15 @@
 # counts wall time, so the pause is reported as a timeout.
 #
 # Environment: FUZZ_SANITIZER (default "address"; "none" is faster),
-# FUZZ_MAX_LEN (default 4096), FUZZ_TARGETS (default "head head_split body fastcgi ajp").
+# FUZZ_MAX_LEN (default 4096), FUZZ_TARGETS (default "head head_split body fastcgi ajp
+# proxy").
 #
 # Prints one summary line per target:
 #   fuzz-summary target=head seconds=20 execs=123456 result=ok
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=${FUZZ_TARGETS:-"head head_split body fastcgi ajp"}
+TARGETS=${FUZZ_TARGETS:-"head head_split body fastcgi ajp proxy"}
 SANITIZER=${FUZZ_SANITIZER:-address}
 MAX_LEN=${FUZZ_MAX_LEN:-4096}
 export RUSTC_BOOTSTRAP=1
@@ -122,7 +125,7 @@ case "${1:-}" in
         (cd fuzz && env -u RUSTC_BOOTSTRAP cargo test --lib -q)
         ;;
     *)
-        sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

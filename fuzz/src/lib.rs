@@ -1,8 +1,8 @@
 //! The checks behind the cargo-fuzz targets of `ferrowsgi-proto`.
 //!
 //! Each `fuzz_targets/<name>.rs` is a one-line wrapper around
-//! [`check_head`], [`check_head_split`], [`check_body`] or
-//! [`check_fastcgi`]. Keeping the
+//! [`check_head`], [`check_head_split`], [`check_body`],
+//! [`check_fastcgi`], [`check_ajp`] or [`check_proxy`]. Keeping the
 //! invariants in this library means the seed corpus and the minimised crash
 //! reproducers can be replayed on the stable toolchain with plain
 //! `cargo test` (see the tests at the bottom), without libFuzzer or nightly
@@ -16,6 +16,9 @@ pub use fastcgi::check_fastcgi;
 pub mod ajp;
 pub use ajp::check_ajp;
 
+use ferrowsgi_proto::proxy::{
+    parse_proxy_header, ProxyParsed, DEFAULT_MAX_V2_LEN, V1_MAX_LEN, V2_FIXED_LEN, V2_SIGNATURE,
+};
 use ferrowsgi_proto::{
     parse_head, write_chunk, BodyDecoder, BodyError, BodyKind, Limits, ParseError, Parsed,
     RequestHead, Version, LAST_CHUNK,
@@ -730,6 +733,132 @@ pub fn check_body(data: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// proxy
+// ---------------------------------------------------------------------------
+
+/// A small bound on a version 2 header's length, so that the fuzzer reaches
+/// the "declared length over the limit" check with short inputs.
+const TINY_V2_LEN: usize = 24;
+
+/// Target `proxy`: [`parse_proxy_header`] on arbitrary bytes with the default
+/// and a tiny version 2 bound.
+///
+/// * Deterministic, and a complete header consumes at least one byte, at most
+///   [`V1_MAX_LEN`] (v1) or 16 plus the bound (v2), and parses the same from
+///   its own bytes alone (nothing after it is looked at).
+/// * Resumable: every strict prefix of a complete header is `Partial` (so
+///   bytes arriving one at a time give the same answer), and a partial input
+///   is shorter than the longest header allowed.
+/// * Errors are final: more bytes after a rejected input never make it valid.
+/// * Monotonic in the bound: the tiny bound accepts only what the default one
+///   accepts, identically.
+/// * Addresses round-trip: a complete header's addresses, written again as a
+///   v1 line or a v2 header, parse to the same addresses.
+pub fn check_proxy(data: &[u8]) {
+    let ctx = show(data);
+    for max in [DEFAULT_MAX_V2_LEN, TINY_V2_LEN] {
+        let result = parse_proxy_header(data, max);
+        assert_eq!(
+            parse_proxy_header(data, max),
+            result,
+            "not deterministic: {ctx}"
+        );
+        match &result {
+            Ok(ProxyParsed::Complete { header, consumed }) => {
+                let n = *consumed;
+                assert!(n > 0 && n <= data.len(), "consumed {n}: {ctx}");
+                match header.version {
+                    1 => assert!(n <= V1_MAX_LEN, "v1 of {n} bytes: {ctx}"),
+                    2 => assert!(n <= V2_FIXED_LEN + max, "v2 of {n} bytes: {ctx}"),
+                    v => panic!("version {v}: {ctx}"),
+                }
+                assert_eq!(
+                    parse_proxy_header(&data[..n], max),
+                    result,
+                    "depends on bytes after the header: {ctx}"
+                );
+                // Every strict prefix is Partial (sampled densely at the start,
+                // where the version is decided, and near the end).
+                for i in (0..n).filter(|&i| i < 64 || i + 64 > n || i % 17 == 0) {
+                    assert_eq!(
+                        parse_proxy_header(&data[..i], max),
+                        Ok(ProxyParsed::Partial),
+                        "prefix {i} of a complete header is not partial: {ctx}"
+                    );
+                }
+                if let Some((src, dst)) = header.addresses {
+                    let v1 = format!(
+                        "PROXY {} {} {} {} {}\r\n",
+                        if src.is_ipv4() { "TCP4" } else { "TCP6" },
+                        src.ip(),
+                        dst.ip(),
+                        src.port(),
+                        dst.port()
+                    );
+                    match parse_proxy_header(v1.as_bytes(), max) {
+                        Ok(ProxyParsed::Complete { header: again, .. }) => {
+                            assert_eq!(again.addresses, header.addresses, "v1 round trip: {ctx}")
+                        }
+                        other => panic!("v1 round trip {v1:?}: {other:?}: {ctx}"),
+                    }
+                    let mut v2 = V2_SIGNATURE.to_vec();
+                    let mut block = Vec::new();
+                    match (src.ip(), dst.ip()) {
+                        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(b)) => {
+                            v2.extend_from_slice(&[0x21, 0x11]);
+                            block.extend_from_slice(&a.octets());
+                            block.extend_from_slice(&b.octets());
+                        }
+                        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(b)) => {
+                            v2.extend_from_slice(&[0x21, 0x21]);
+                            block.extend_from_slice(&a.octets());
+                            block.extend_from_slice(&b.octets());
+                        }
+                        _ => panic!("mixed address families: {ctx}"),
+                    }
+                    block.extend_from_slice(&src.port().to_be_bytes());
+                    block.extend_from_slice(&dst.port().to_be_bytes());
+                    v2.extend_from_slice(&(block.len() as u16).to_be_bytes());
+                    v2.extend_from_slice(&block);
+                    if let Ok(ProxyParsed::Complete { header: again, .. }) =
+                        parse_proxy_header(&v2, DEFAULT_MAX_V2_LEN)
+                    {
+                        assert_eq!(again.addresses, header.addresses, "v2 round trip: {ctx}");
+                    } else {
+                        panic!("v2 round trip failed: {ctx}");
+                    }
+                }
+            }
+            Ok(ProxyParsed::Partial) => {
+                assert!(
+                    data.len() < V2_FIXED_LEN + max.max(V1_MAX_LEN),
+                    "partial at {} bytes: {ctx}",
+                    data.len()
+                );
+            }
+            Err(e) => {
+                let mut more = data.to_vec();
+                more.extend_from_slice(b"\r\n\r\n");
+                more.extend_from_slice(&[0u8; 64]);
+                assert!(
+                    parse_proxy_header(&more, max).is_err(),
+                    "rejected ({e}) but valid with more bytes: {ctx}"
+                );
+                assert!(!e.to_string().contains('\n'), "{ctx}");
+            }
+        }
+    }
+    let default = parse_proxy_header(data, DEFAULT_MAX_V2_LEN);
+    if let Ok(ProxyParsed::Complete { .. }) = parse_proxy_header(data, TINY_V2_LEN) {
+        assert_eq!(
+            parse_proxy_header(data, TINY_V2_LEN),
+            default,
+            "tiny bound accepts differently: {ctx}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Replays the seed corpus and the kept crash reproducers through the
@@ -752,6 +881,7 @@ mod tests {
             "body" => super::check_body(data),
             "fastcgi" => super::check_fastcgi(data),
             "ajp" => super::check_ajp(data),
+            "proxy" => super::check_proxy(data),
             other => panic!("unknown target {other}"),
         }
     }
@@ -760,7 +890,7 @@ mod tests {
     fn seed_corpus_passes() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut n = 0;
-        for target in ["head", "head_split", "body", "fastcgi", "ajp"] {
+        for target in ["head", "head_split", "body", "fastcgi", "ajp", "proxy"] {
             for f in files(&root.join(target)) {
                 let data = std::fs::read(&f).unwrap();
                 run(target, &data);
@@ -786,6 +916,8 @@ mod tests {
                 "head_split"
             } else if name.starts_with("ajp-") {
                 "ajp"
+            } else if name.starts_with("proxy-") {
+                "proxy"
             } else if name.starts_with("head-") {
                 "head"
             } else if name.starts_with("fastcgi-") {
