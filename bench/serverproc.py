@@ -39,7 +39,9 @@ class ServerProc:
     def _wait_port(self, who: str) -> int:
         deadline = time.monotonic() + 20
         for _ in range(1000):
-            m = re.search(r"Listening at: http://[\d.]+:(\d+)", self.log_path.read_text())
+            m = re.search(
+                r"Listening at: http(?:\+proxy)?://[\d.]+:(\d+)", self.log_path.read_text()
+            )
             if m:
                 return int(m.group(1))
             if self.proc.poll() is not None or time.monotonic() > deadline:
