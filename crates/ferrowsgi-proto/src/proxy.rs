@@ -185,7 +185,7 @@ pub fn parse_proxy_header(buf: &[u8], max_v2_len: usize) -> Result<ProxyParsed, 
 /// `PROXY SP UNKNOWN [anything] CRLF`.
 fn parse_v1(buf: &[u8]) -> Result<ProxyParsed, ProxyError> {
     let window = &buf[..buf.len().min(V1_MAX_LEN)];
-    let Some(cr) = window.iter().position(|&b| b == b'\r' || b == b'\n') else {
+    let Some(cr) = memchr::memchr2(b'\r', b'\n', window) else {
         return if buf.len() >= V1_MAX_LEN {
             Err(ProxyError::V1TooLong)
         } else {
