@@ -266,3 +266,11 @@ def test_bad_allow_list_is_one_line(value: str) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and value in lines[0], result.stderr
+
+
+def test_forwarded_prefix_comes_before_a_mount_prefix() -> None:
+    # The proxy removed /shop; the server's own mount then takes /api.
+    with Server("apps.echo:app", "--mount", "/api=apps.echo:app") as s:
+        env = environ(s, [("X-Forwarded-Prefix", "/shop")], "/api/cart")
+    assert env["SCRIPT_NAME"] == "/shop/api"
+    assert env["PATH_INFO"] == "/cart"
