@@ -1,12 +1,13 @@
-"""The PROXY protocol (HAProxy's, versions 1 and 2) on a listener (``http+proxy://`` in
---bind, or ``--proxy-protocol`` for every listener): headers written by hand, good and bad,
-over real sockets; then a real haproxy (Debian's package, started here on loopback) with
-``send-proxy`` and ``send-proxy-v2``.
+"""The PROXY protocol (HAProxy's, versions 1 and 2) on a listener (``http+proxy://`` or
+``fastcgi+proxy://`` in --bind, or ``--proxy-protocol`` for every listener): headers written
+by hand, good and bad, over real sockets; then a real haproxy (Debian's package, started here
+on loopback) with ``send-proxy`` and ``send-proxy-v2``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fcgi_wire as fw
 import pytest
 from support import RawConn, Server, build_request, free_port, short_tmp_dir, wait_until
 
@@ -233,6 +235,41 @@ def test_bad_scheme_is_one_line() -> None:
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "http+tls://127.0.0.1:0" in lines[0], result.stderr
+
+
+def test_fastcgi_listener_reads_the_header_before_its_records() -> None:
+    """``fastcgi+proxy://``: the PROXY header comes first, then FastCGI records; the
+    front end's own parameters win over the header's addresses, which fill in the rest."""
+    with Server("apps.echo:app", binds=["fastcgi+proxy://127.0.0.1:0"]) as s:
+        assert s.urls[0].startswith("fastcgi+proxy://127.0.0.1:"), s.urls
+        addr = ("127.0.0.1", int(s.urls[0].rsplit(":", 1)[1]))
+        nginx = fw.cgi_params("GET", "/x")
+        bare = [
+            (n, v)
+            for n, v in nginx
+            if n not in (b"REMOTE_ADDR", b"REMOTE_PORT", b"SERVER_NAME", b"SERVER_PORT")
+        ]
+        bare.append((b"HTTP_X_FORWARDED_FOR", b"203.0.113.50"))
+        body = inet("192.0.2.21", "198.51.100.31", 4000, 9443) + ssl_tlv()
+        with socket.create_connection(addr, timeout=10) as c:
+            reader = fw.Reader(c)
+            c.sendall(v2(1, 0x11, body) + fw.request(1, bare))
+            doc = json.loads(reader.answer(1).body)
+            env = doc["environ"]
+            assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("192.0.2.21", "4000")
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("198.51.100.31", "9443")
+            assert doc["wsgi"]["url_scheme"] == "https"
+            # The client the header names is no trusted proxy.
+            assert "HTTP_X_FORWARDED_FOR" not in env
+            # The next request on the connection has no header of its own.
+            c.sendall(fw.request(2, nginx))
+            env = json.loads(reader.answer(2).body)["environ"]
+            assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("192.0.2.10", "40123")
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("www.example.com", "8443")
+        with socket.create_connection(addr, timeout=10) as c:
+            c.sendall(fw.request(1, nginx))
+            assert fw.Reader(c).at_eof(), "FastCGI without the PROXY header is closed unanswered"
+        assert s.wait_stderr(r"127\.0\.0\.1 closed: .*PROXY")
 
 
 # --------------------------------------------------------------------------------------------
