@@ -1,7 +1,7 @@
-"""The PROXY protocol (HAProxy's, versions 1 and 2) on a listener (``http+proxy://`` or
-``fastcgi+proxy://`` in --bind, or ``--proxy-protocol`` for every listener): headers written
-by hand, good and bad, over real sockets; then a real haproxy (Debian's package, started here
-on loopback) with ``send-proxy`` and ``send-proxy-v2``.
+"""The PROXY protocol (HAProxy's, versions 1 and 2) on a listener (``http+proxy://``,
+``fastcgi+proxy://`` or ``ajp+proxy://`` in --bind, or ``--proxy-protocol`` for every
+listener): headers written by hand, good and bad, over real sockets; then a real haproxy
+(Debian's package, started here on loopback) with ``send-proxy`` and ``send-proxy-v2``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 import fcgi_wire as fw
 import pytest
 from support import RawConn, Server, build_request, free_port, short_tmp_dir, wait_until
+from test_gateway_ajp import AjpConn, forward_request
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -270,6 +271,27 @@ def test_fastcgi_listener_reads_the_header_before_its_records() -> None:
             c.sendall(fw.request(1, nginx))
             assert fw.Reader(c).at_eof(), "FastCGI without the PROXY header is closed unanswered"
         assert s.wait_stderr(r"127\.0\.0\.1 closed: .*PROXY")
+
+
+def test_ajp_listener_reads_the_header_before_its_packets() -> None:
+    """``ajp+proxy://``: the PROXY header comes first, then AJP13 packets; the forward
+    request's own addresses win, the header's port fills in the missing remote port."""
+    with Server("apps.echo:app", binds=["ajp+proxy://127.0.0.1:0"]) as s:
+        assert s.urls[0].startswith("ajp+proxy://127.0.0.1:"), s.urls
+        addr = ("127.0.0.1", int(s.urls[0].rsplit(":", 1)[1]))
+        with AjpConn(addr) as c:
+            c.send(
+                b"PROXY TCP4 192.0.2.22 198.51.100.32 4100 8009\r\n"
+                + forward_request("GET", "/x", [("Host", "h")], remote_port=None)
+            )
+            r = c.reply()
+            assert r.status == 200, r.body[:500]
+            env = r.json()["environ"]
+            assert (env["REMOTE_ADDR"], env["REMOTE_PORT"]) == ("192.0.2.7", "4100")
+            assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("example.com", "8080")
+        with AjpConn(addr) as c:
+            c.send(forward_request("GET", "/x", [("Host", "h")]))
+            assert c.is_closed(), "AJP13 without the PROXY header is closed unanswered"
 
 
 # --------------------------------------------------------------------------------------------
