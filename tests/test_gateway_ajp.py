@@ -836,6 +836,6 @@ def test_a_deadline_is_answered_504_while_the_thread_is_in_c_code(
             assert b"did not answer within 1 s" in r.body
             assert r.reuse is False
             assert c.is_closed()
-        assert wait_until(lambda: mark.exists(), timeout=15)
+        assert wait_until(lambda: mark.exists(), timeout=30)
     finally:
         server.stop()
