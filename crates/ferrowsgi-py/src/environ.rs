@@ -568,9 +568,10 @@ impl PeerStrings {
         PeerStrings {
             remote_addr: PyString::new(py, &peer.remote_addr).unbind(),
             remote_port: PyString::new(py, &peer.remote_port).unbind(),
-            // The server's side is one of a few addresses and ports (those of
-            // the listeners): interned, every connection shares one str
-            // instead of holding two of its own.
+            // The server's side is mostly one of a few addresses and ports
+            // (the listeners', or what PROXY headers name): interned, the
+            // connections share one str instead of holding two each (an
+            // interned str nothing uses any more is freed).
             server_name: PyString::intern(py, &peer.server_name).unbind(),
             server_port: PyString::intern(py, &peer.server_port).unbind(),
             requests: AtomicU32::new(0),
