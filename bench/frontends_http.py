@@ -7,7 +7,7 @@ pinned to CPU 0, and the figure is its CPU per request.
 
 Backends, all serving bench/apps/hello.py:
 * ferrowsgi ``--bind 127.0.0.1:PORT``
-* uWSGI ``--http-socket 127.0.0.1:PORT`` (``--processes 1 --threads 1``)
+* uWSGI ``--http11-socket 127.0.0.1:PORT`` (keep-alive; ``--processes 1 --threads 1``)
 * gunicorn, sync worker, ``-w 1``
 
 uWSGI and gunicorn are taken from the interpreter running this script (``pip install uwsgi
@@ -70,10 +70,10 @@ def backends() -> dict[str, list[str] | None]:
         "uwsgi": (
             [
                 str(uwsgi),
-                *("--http-socket", "{addr}", "--module", "apps.hello:app"),
+                *("--http11-socket", "{addr}", "--module", "apps.hello:app"),
                 *("--home", sys.prefix, "--chdir", str(BENCH_DIR)),
                 *"--processes 1 --threads 1 --single-interpreter --die-on-term".split(),
-                *"--need-app --disable-logging --http-keepalive".split(),
+                *"--need-app --disable-logging".split(),
             ]
             if uwsgi.exists()
             else None
