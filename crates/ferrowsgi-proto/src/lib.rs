@@ -42,6 +42,8 @@ pub mod h1;
 pub mod limits;
 pub mod proxy;
 pub mod response_head;
+pub mod scgi;
+pub mod uwsgi;
 
 pub use error::{BodyError, ParseError};
 pub use h1::body::BodyDecoder;
