@@ -131,6 +131,69 @@ def body_cfg(chunked, tiny=False, huge=False, length=0, max_out=255, pieces=(255
     return bytes([flags]) + struct.pack("<H", length) + bytes([max_out]) + bytes(pieces)
 
 
+def cgi_vars(method="GET", uri="/", extra=()):
+    """CGI variables as nginx's scgi_params and uwsgi_params send them."""
+    return [
+        (b"REQUEST_METHOD", method.encode()),
+        (b"REQUEST_URI", uri.encode()),
+        (b"QUERY_STRING", uri.partition("?")[2].encode()),
+        (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+        (b"REMOTE_ADDR", b"127.0.0.1"),
+        (b"REMOTE_PORT", b"40000"),
+        (b"SERVER_NAME", b"localhost"),
+        (b"SERVER_PORT", b"8080"),
+        (b"HTTP_HOST", b"localhost:8080"),
+        *extra,
+    ]
+
+
+def scgi(vars_, body=b""):
+    s = b"".join(n + b"\0" + v + b"\0" for n, v in vars_)
+    return str(len(s)).encode() + b":" + s + b"," + body
+
+
+def uwsgi(vars_, body=b"", modifier1=0, modifier2=0):
+    block = b"".join(
+        struct.pack("<H", len(n)) + n + struct.pack("<H", len(v)) + v for n, v in vars_
+    )
+    return bytes([modifier1]) + struct.pack("<H", len(block)) + bytes([modifier2]) + block + body
+
+
+def scgi_seeds():
+    post = [(b"CONTENT_LENGTH", b"5"), (b"SCGI", b"1")] + cgi_vars(
+        "POST", "/up?a=%20b", [(b"CONTENT_TYPE", b"text/plain")]
+    )
+    get = [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1")] + cgi_vars("GET", "/a%2Fb/c")
+    return {
+        "post": scgi(post, b"hello"),
+        "get": scgi(get),
+        "spec-example": b"70:CONTENT_LENGTH\x0027\x00SCGI\x001\x00REQUEST_METHOD\x00POST"
+        b"\x00REQUEST_URI\x00/deepthought\x00,What is the answer to life?",
+        "rebuilt-target": scgi(
+            [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET"),
+             (b"SCRIPT_NAME", b"/app"), (b"PATH_INFO", b"/a b"), (b"QUERY_STRING", b"x=1")]
+        ),
+        "scgi-missing": scgi([(b"CONTENT_LENGTH", b"0")] + cgi_vars()),
+        "cl-not-first": scgi([(b"SCGI", b"1"), (b"CONTENT_LENGTH", b"0")] + cgi_vars()),
+        "leading-zero": b"0" + scgi(get),
+        "no-comma": scgi(get)[:-1] + b";",
+        "huge-length": b"99999999999999999999:",
+    }
+
+
+def uwsgi_seeds():
+    nginx = cgi_vars("POST", "/p?q=1", [(b"CONTENT_LENGTH", b"3"), (b"PATH_INFO", b"/p")])
+    return {
+        "post": uwsgi(nginx, b"abc"),
+        "get-empty-length": uwsgi(cgi_vars("GET", "/", [(b"CONTENT_LENGTH", b"")])),
+        "modifier1": uwsgi(cgi_vars(), modifier1=5),
+        "modifier2": uwsgi(cgi_vars(), modifier2=1),
+        "short-datasize": bytes([0, 10, 0, 0]) + uwsgi(cgi_vars())[4:],
+        "scgi-shaped": uwsgi([(b"CONTENT_LENGTH", b"1"), (b"SCGI", b"1")] + cgi_vars(), b"x"),
+        "huge-datasize": bytes([0, 255, 255, 0]),
+    }
+
+
 def write(target, name, data):
     d = ROOT / target
     d.mkdir(parents=True, exist_ok=True)
@@ -286,6 +349,10 @@ def main():
         "body", "length-huge", body_cfg(False, huge=True, pieces=(3, 255, 1, 1)) + b"endless body"
     )
     write_fastcgi()
+    for name, raw in scgi_seeds().items():
+        write("scgi", name, raw)
+    for name, raw in uwsgi_seeds().items():
+        write("uwsgi", name, raw)
 
 
 # FastCGI (target "fastcgi"): config bytes (limits, max_out, cut point), then records.

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Fuzzes ferrowsgi-proto's codecs (HTTP/1.1, FastCGI, AJP13) and PROXY header decoder
-# with cargo-fuzz (libFuzzer).
+# Fuzzes ferrowsgi-proto's codecs (HTTP/1.1, FastCGI, AJP13, SCGI, uwsgi) and PROXY
+# header decoder with cargo-fuzz (libFuzzer).
 #
 #   scripts/fuzz.sh smoke            # every target for 20 s (CI); exit 1 on a crash
 #   scripts/fuzz.sh long SECONDS     # every target for SECONDS, one after another
 #   scripts/fuzz.sh run TARGET SECS  # one target
 #   scripts/fuzz.sh replay           # replay seeds + reproducers on stable (cargo test)
 #
-# Targets: head, head_split, body, fastcgi, ajp, proxy (fuzz/fuzz_targets/, checks in
-# fuzz/src/).
+# Targets: head, head_split, body, fastcgi, ajp, proxy, scgi, uwsgi (fuzz/fuzz_targets/,
+# checks in fuzz/src/). A target uses fuzz/<target>.dict when there is one, else
+# fuzz/http.dict.
 # Builds are optimised with debug assertions and overflow checks on (-O -a).
 # Only stable Rust is assumed: cargo-fuzz's nightly flags (-Zsanitizer, …) are
 # unlocked with RUSTC_BOOTSTRAP=1, for the fuzz crate's build only.
@@ -21,14 +22,14 @@
 #
 # Environment: FUZZ_SANITIZER (default "address"; "none" is faster),
 # FUZZ_MAX_LEN (default 4096), FUZZ_TARGETS (default "head head_split body fastcgi ajp
-# proxy").
+# proxy scgi uwsgi").
 #
 # Prints one summary line per target:
 #   fuzz-summary target=head seconds=20 execs=123456 result=ok
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=${FUZZ_TARGETS:-"head head_split body fastcgi ajp proxy"}
+TARGETS=${FUZZ_TARGETS:-"head head_split body fastcgi ajp proxy scgi uwsgi"}
 SANITIZER=${FUZZ_SANITIZER:-address}
 MAX_LEN=${FUZZ_MAX_LEN:-4096}
 export RUSTC_BOOTSTRAP=1
@@ -50,6 +51,10 @@ build() {
 run_one() {
     local target=$1 secs=$2
     local work="fuzz/work-corpus/$target" log="fuzz/logs/$target.log"
+    local dict=fuzz/http.dict
+    if [ -f "fuzz/$target.dict" ]; then
+        dict="fuzz/$target.dict"
+    fi
     mkdir -p "$work" fuzz/logs "fuzz/artifacts/$target"
     local rc=0
     # The outer timeout only guards against a hung build or libFuzzer itself.
@@ -57,7 +62,7 @@ run_one() {
         cargo fuzz run --fuzz-dir fuzz -O -a -s "$SANITIZER" "$target" \
         "$work" "fuzz/corpus/$target" -- \
         -max_total_time="$secs" -max_len="$MAX_LEN" -timeout=10 -rss_limit_mb=2048 \
-        -dict=fuzz/http.dict -print_final_stats=1 \
+        -dict="$dict" -print_final_stats=1 \
         >"$log" 2>&1 || rc=$?
     # Executions: libFuzzer's final stats, else the last "#N" status line.
     local execs
@@ -125,7 +130,8 @@ case "${1:-}" in
         (cd fuzz && env -u RUSTC_BOOTSTRAP cargo test --lib -q)
         ;;
     *)
-        sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

@@ -16,6 +16,9 @@ pub use fastcgi::check_fastcgi;
 pub mod ajp;
 pub use ajp::check_ajp;
 
+pub mod scgi_uwsgi;
+pub use scgi_uwsgi::{check_scgi, check_uwsgi};
+
 use ferrowsgi_proto::proxy::{
     parse_proxy_header, ProxyParsed, DEFAULT_MAX_V2_LEN, V1_MAX_LEN, V2_FIXED_LEN, V2_SIGNATURE,
 };
@@ -882,6 +885,8 @@ mod tests {
             "fastcgi" => super::check_fastcgi(data),
             "ajp" => super::check_ajp(data),
             "proxy" => super::check_proxy(data),
+            "scgi" => super::check_scgi(data),
+            "uwsgi" => super::check_uwsgi(data),
             other => panic!("unknown target {other}"),
         }
     }
@@ -890,7 +895,16 @@ mod tests {
     fn seed_corpus_passes() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
         let mut n = 0;
-        for target in ["head", "head_split", "body", "fastcgi", "ajp", "proxy"] {
+        for target in [
+            "head",
+            "head_split",
+            "body",
+            "fastcgi",
+            "ajp",
+            "proxy",
+            "scgi",
+            "uwsgi",
+        ] {
             for f in files(&root.join(target)) {
                 let data = std::fs::read(&f).unwrap();
                 run(target, &data);
@@ -922,6 +936,10 @@ mod tests {
                 "head"
             } else if name.starts_with("fastcgi-") {
                 "fastcgi"
+            } else if name.starts_with("scgi-") {
+                "scgi"
+            } else if name.starts_with("uwsgi-") {
+                "uwsgi"
             } else {
                 "body"
             };
