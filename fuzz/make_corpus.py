@@ -170,8 +170,14 @@ def scgi_seeds():
         "spec-example": b"70:CONTENT_LENGTH\x0027\x00SCGI\x001\x00REQUEST_METHOD\x00POST"
         b"\x00REQUEST_URI\x00/deepthought\x00,What is the answer to life?",
         "rebuilt-target": scgi(
-            [(b"CONTENT_LENGTH", b"0"), (b"SCGI", b"1"), (b"REQUEST_METHOD", b"GET"),
-             (b"SCRIPT_NAME", b"/app"), (b"PATH_INFO", b"/a b"), (b"QUERY_STRING", b"x=1")]
+            [
+                (b"CONTENT_LENGTH", b"0"),
+                (b"SCGI", b"1"),
+                (b"REQUEST_METHOD", b"GET"),
+                (b"SCRIPT_NAME", b"/app"),
+                (b"PATH_INFO", b"/a b"),
+                (b"QUERY_STRING", b"x=1"),
+            ]
         ),
         "scgi-missing": scgi([(b"CONTENT_LENGTH", b"0")] + cgi_vars()),
         "cl-not-first": scgi([(b"SCGI", b"1"), (b"CONTENT_LENGTH", b"0")] + cgi_vars()),
