@@ -39,7 +39,7 @@
 
 use crate::gateway::{CgiVars, MAX_SERVER_VARS};
 use crate::h1::syntax::is_field_value_byte;
-use crate::{push_decimal, BodyDecoder, Limits, ParseError, RequestHead};
+use crate::{has_body, push_decimal, BodyDecoder, Limits, ParseError, RequestHead, ResponseHead};
 
 /// Whether an SCGI connection carries more than one request: it does not
 /// (the answer is ended by closing the connection).
@@ -183,6 +183,32 @@ pub fn write_head<'a>(
     out.extend_from_slice(status_line);
     out.extend_from_slice(b"\r\n");
     write_fields(out, fields);
+}
+
+/// Appends the head of `head` CGI-style, as [`write_head`] does, from its
+/// field lines as they are; with `content_length`, the length of a body
+/// known whole, a `Content-Length` field is added (a status that has no
+/// body gets none), so the front end can tell a complete answer from one
+/// cut short.
+pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, content_length: Option<u64>) {
+    out.extend_from_slice(b"Status: ");
+    write_head_rest(out, head, content_length);
+}
+
+/// A response head after its first line's opening (`Status: ` or
+/// `HTTP/1.1 `).
+pub(crate) fn write_head_rest(out: &mut Vec<u8>, head: &ResponseHead, content_length: Option<u64>) {
+    let fields = head.field_lines();
+    out.reserve(head.status_line().len() + fields.len() + 40);
+    out.extend_from_slice(head.status_line());
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(fields);
+    if let Some(n) = content_length.filter(|_| has_body(head.status)) {
+        out.extend_from_slice(b"Content-Length: ");
+        push_decimal(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends `name: value` lines and the empty line that ends a head.
@@ -468,6 +494,26 @@ mod tests {
         let req = enc(&v);
         assert!(req.len() < max);
         assert_eq!(parse_request(&req, &limits), Err(ParseError::HeadTooLarge));
+    }
+
+    #[test]
+    fn a_response_head_is_written_cgi_style() {
+        let mut head = ResponseHead::new(200, b"200 OK");
+        head.push_header(b"Content-Type", b"text/plain");
+        head.push_header(b"Connection", b"close");
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, Some(5));
+        assert_eq!(
+            out,
+            b"Status: 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n"
+        );
+        out.clear();
+        write_response_head(
+            &mut out,
+            &ResponseHead::new(304, b"304 Not Modified"),
+            Some(0),
+        );
+        assert_eq!(out, b"Status: 304 Not Modified\r\n\r\n");
     }
 
     #[test]

@@ -49,8 +49,8 @@
 //! ```
 
 use crate::gateway::{CgiVars, MAX_SERVER_VARS};
-use crate::scgi::{write_error_rest, write_fields};
-use crate::{BodyDecoder, Limits, ParseError, RequestHead};
+use crate::scgi::{write_error_rest, write_fields, write_head_rest};
+use crate::{BodyDecoder, Limits, ParseError, RequestHead, ResponseHead};
 
 /// Whether a uwsgi connection carries more than one request: it does not
 /// (the answer is ended by closing the connection).
@@ -161,6 +161,15 @@ pub fn write_head<'a>(
     out.extend_from_slice(status_line);
     out.extend_from_slice(b"\r\n");
     write_fields(out, fields);
+}
+
+/// Appends the head of `head` with an HTTP/1.1 status line, as
+/// [`write_head`] does, from its field lines as they are; with
+/// `content_length`, the length of a body known whole, a `Content-Length`
+/// field is added (a status that has no body gets none).
+pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, content_length: Option<u64>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    write_head_rest(out, head, content_length);
 }
 
 /// The framing around a body block of `len` bytes: none, the body goes out
@@ -394,6 +403,18 @@ mod tests {
         v.push((b"HTTP_X", &[b'a'; 250][..]));
         let req = packet(0, &vars_block(&v), 0);
         assert_eq!(parse_request(&req, &limits), Err(ParseError::HeadTooLarge));
+    }
+
+    #[test]
+    fn a_response_head_gets_a_status_line() {
+        let mut head = ResponseHead::new(404, b"404 Not Found");
+        head.push_header(b"X-A", b"1");
+        let mut out = Vec::new();
+        write_response_head(&mut out, &head, None);
+        assert_eq!(out, b"HTTP/1.1 404 Not Found\r\nX-A: 1\r\n\r\n");
+        out.clear();
+        write_response_head(&mut out, &ResponseHead::new(200, b"200 OK"), Some(13));
+        assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n");
     }
 
     #[test]

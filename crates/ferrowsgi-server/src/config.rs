@@ -250,8 +250,9 @@ pub struct Cli {
     /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
     /// unix:PATH, optionally after a protocol scheme: http:// (the default)
     /// fastcgi:// (e.g. fastcgi://127.0.0.1:9000,
-    /// fastcgi://unix:/run/app.sock) or ajp:// (AJP13, for Apache's
-    /// mod_proxy_ajp). A scheme ending in +proxy (http+proxy://,
+    /// fastcgi://unix:/run/app.sock), ajp:// (AJP13, for Apache's
+    /// mod_proxy_ajp), scgi:// or uwsgi:// (for scgi_pass / uwsgi_pass,
+    /// mod_proxy_scgi / mod_proxy_uwsgi). A scheme ending in +proxy (http+proxy://,
     /// fastcgi+proxy://, ajp+proxy://) is for connections that start with
     /// a PROXY protocol header. Repeat to listen on several.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,

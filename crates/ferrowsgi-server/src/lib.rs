@@ -29,6 +29,7 @@ pub mod peer;
 mod pool;
 pub mod process;
 pub mod reload;
+pub mod scgi;
 pub mod server;
 pub mod settings;
 mod spool;
@@ -36,6 +37,7 @@ pub mod state;
 pub mod stop;
 mod sync;
 mod sys;
+pub mod uwsgi;
 pub mod wait;
 
 pub use config::{Cli, Config};

@@ -27,6 +27,12 @@ pub enum Scheme {
     FastCgi,
     /// AJP13 (`ajp://`), for Apache's mod_proxy_ajp.
     Ajp,
+    /// SCGI (`scgi://`), for nginx's `scgi_pass` or Apache's
+    /// mod_proxy_scgi.
+    Scgi,
+    /// uWSGI's uwsgi protocol (`uwsgi://`), for nginx's `uwsgi_pass` or
+    /// Apache's mod_proxy_uwsgi.
+    Uwsgi,
 }
 
 impl Scheme {
@@ -36,15 +42,20 @@ impl Scheme {
             Scheme::Http => "http",
             Scheme::FastCgi => "fastcgi",
             Scheme::Ajp => "ajp",
+            Scheme::Scgi => "scgi",
+            Scheme::Uwsgi => "uwsgi",
         }
     }
 
-    /// The scheme a bind address names (`http`, `fastcgi`, `ajp`), if any.
+    /// The scheme a bind address names (`http`, `fastcgi`, `ajp`, `scgi`,
+    /// `uwsgi`), if any.
     pub fn from_name(name: &str) -> Option<Scheme> {
         match name {
             "http" => Some(Scheme::Http),
             "fastcgi" => Some(Scheme::FastCgi),
             "ajp" => Some(Scheme::Ajp),
+            "scgi" => Some(Scheme::Scgi),
+            "uwsgi" => Some(Scheme::Uwsgi),
             _ => None,
         }
     }
@@ -84,7 +95,7 @@ impl Bind {
         let Some(scheme) = Scheme::from_name(protocol) else {
             return Err(format!(
                 "invalid bind address {s:?}: unknown scheme {name:?} \
-                 (known: http, fastcgi, ajp, each optionally followed by +proxy)"
+                 (known: http, fastcgi, ajp, scgi, uwsgi, each optionally followed by +proxy)"
             ));
         };
         Ok(Bind {
@@ -407,6 +418,8 @@ impl Listener {
             Scheme::Ajp => {
                 crate::codec::Codec::Gateway(Box::new(crate::ajp::AjpGateway::new(Arc::clone(ajp))))
             }
+            Scheme::Scgi => crate::codec::Codec::Gateway(Box::new(crate::scgi::Scgi::default())),
+            Scheme::Uwsgi => crate::codec::Codec::Gateway(Box::new(crate::uwsgi::Uwsgi::default())),
         }
     }
 
@@ -737,6 +750,34 @@ fn defer_accept(sock: &Socket) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scgi_and_uwsgi_schemes() {
+        for (input, scheme, shown) in [
+            (
+                "scgi://127.0.0.1:9000",
+                Scheme::Scgi,
+                "scgi://127.0.0.1:9000",
+            ),
+            (
+                "uwsgi://unix:/run/a.sock",
+                Scheme::Uwsgi,
+                "uwsgi://unix:/run/a.sock",
+            ),
+            ("uwsgi://:3031", Scheme::Uwsgi, "uwsgi://0.0.0.0:3031"),
+        ] {
+            let b = Bind::parse(input).unwrap();
+            assert_eq!(b.scheme, scheme, "{input}");
+            assert_eq!(b.to_string(), shown, "{input}");
+        }
+        let t = Listener::bind(&BindAddr::parse("127.0.0.1:0").unwrap(), 4, None).unwrap();
+        let t = t.with_scheme(Scheme::Uwsgi);
+        assert!(t.url().starts_with("uwsgi://127.0.0.1:"), "{}", t.url());
+        assert!(!t.codec(8, &Arc::default()).is_http1());
+        let t = t.with_scheme(Scheme::Scgi);
+        assert!(t.url().starts_with("scgi://127.0.0.1:"), "{}", t.url());
+        assert!(!t.codec(8, &Arc::default()).is_http1());
+    }
 
     #[test]
     fn bind_schemes_name_the_protocol() {
