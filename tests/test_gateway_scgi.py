@@ -8,6 +8,8 @@ import json
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -318,3 +320,46 @@ def test_https_from_the_front_end(fe) -> None:
 
 def test_headers_cannot_pose_as_server_variables(fe) -> None:
     g.check_no_injection(fe)
+
+
+# --------------------------------------------------------------------------------------------
+# The bind scheme and the body limit
+
+
+@pytest.mark.parametrize("bind", ["ftp://127.0.0.1:0", "scgi://", "scgi://127.0.0.1:x"])
+def test_a_bad_scheme_or_address_is_one_line(bind: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ferrowsgi", "apps.echo:app", "--bind", bind],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        cwd=os.path.dirname(__file__),
+    )
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "invalid bind address" in errors[0] and bind in errors[0], errors
+    assert "Traceback" not in result.stderr
+
+
+def test_the_listening_line_names_the_protocol() -> None:
+    port = free_port()
+    server = Server("apps.echo:app", binds=[f"scgi://127.0.0.1:{port}"]).start()
+    try:
+        assert server.urls == [f"scgi://127.0.0.1:{port}"]
+    finally:
+        server.stop()
+
+
+def test_a_body_over_the_limit_is_refused() -> None:
+    port = free_port()
+    server = Server(
+        "apps.proxied:app", "--limit-request-body", "1000", binds=[f"scgi://127.0.0.1:{port}"]
+    ).start()
+    try:
+        req = g.scgi_request(g.base_vars("POST", "/up?read=all", body=b""), b"z" * 5000)
+        status, _, body = g.parse_answer(g.exchange(("127.0.0.1", port), req))
+        assert status == 413, body
+    finally:
+        server.stop()

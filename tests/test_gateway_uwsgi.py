@@ -325,3 +325,29 @@ def test_https_from_the_front_end(fe) -> None:
 
 def test_headers_cannot_pose_as_server_variables(fe) -> None:
     g.check_no_injection(fe)
+
+
+def test_the_listening_line_names_the_protocol() -> None:
+    sock_dir = short_tmp_dir()
+    sock = os.path.join(sock_dir, "u.sock")
+    server = Server("apps.echo:app", binds=[f"uwsgi://unix:{sock}"]).start()
+    try:
+        assert server.urls == [f"uwsgi://unix:{sock}"]
+        status, _, _ = g.parse_answer(g.exchange(sock, g.uwsgi_request(g.base_vars())))
+        assert status == 200
+    finally:
+        server.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def test_a_body_over_the_limit_is_refused() -> None:
+    port = free_port()
+    server = Server(
+        "apps.proxied:app", "--limit-request-body", "1000", binds=[f"uwsgi://127.0.0.1:{port}"]
+    ).start()
+    try:
+        req = g.uwsgi_request(g.base_vars("POST", "/up?read=all", body=b""), b"z" * 5000)
+        raw = g.exchange(("127.0.0.1", port), req)
+        assert raw.startswith(b"HTTP/1.1 413 "), raw[:200]
+    finally:
+        server.stop()
