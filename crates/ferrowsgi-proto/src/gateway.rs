@@ -70,6 +70,17 @@ impl CgiVars {
         CgiVars::default()
     }
 
+    /// An empty set with room for `bytes` bytes of names and values and
+    /// `count` variables, for a codec that knows the size of the block it
+    /// decodes (checked against its limits first): the buffers then never
+    /// grow while the variables are pushed.
+    pub fn with_capacity(bytes: usize, count: usize) -> CgiVars {
+        CgiVars {
+            bytes: Vec::with_capacity(bytes),
+            vars: Vec::with_capacity(count),
+        }
+    }
+
     /// Adds a variable. Fails with 431 once the variables together pass the
     /// head-size limit or their number passes the header count plus
     /// [`MAX_SERVER_VARS`], and with 400 for an empty name or a name or
@@ -82,10 +93,13 @@ impl CgiVars {
         if self.bytes.len() + name.len() + value.len() > limits.max_head_size {
             return Err(ParseError::HeadTooLarge);
         }
-        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        // The name's bytes folded without a branch per byte, the value
+        // searched with memchr: a front end sends a few hundred bytes of
+        // variables with every request.
+        if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
             return Err(ParseError::InvalidHeaderName);
         }
-        if value.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n')) {
+        if memchr::memchr3(0, b'\r', b'\n', value).is_some() {
             return Err(ParseError::InvalidHeaderValue);
         }
         let n = Span::new(self.bytes.len(), self.bytes.len() + name.len());

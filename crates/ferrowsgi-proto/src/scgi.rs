@@ -118,7 +118,9 @@ pub fn parse_request(
 
 /// The netstring's contents: `name NUL value NUL` pairs.
 fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    let mut vars = CgiVars::new();
+    // Sized once from the netstring (bounded by the limits already): two
+    // NULs per variable, and room for about one variable per 16 bytes.
+    let mut vars = CgiVars::with_capacity(s.len(), s.len() / 16 + 4);
     let mut scgi_seen = false;
     while !s.is_empty() {
         let (name, rest) = split_nul(s).ok_or(ParseError::BadRequest(
@@ -162,7 +164,7 @@ fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
 
 /// Splits `s` at its first NUL: the bytes before it and those after it.
 fn split_nul(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = s.iter().position(|&b| b == 0)?;
+    let i = memchr::memchr(0, s)?;
     Some((&s[..i], &s[i + 1..]))
 }
 

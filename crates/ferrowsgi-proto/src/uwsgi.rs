@@ -118,7 +118,9 @@ pub fn parse_request(
 
 /// The variables block: (u16 LE length, key, u16 LE length, value) each.
 fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    let mut vars = CgiVars::new();
+    // Sized once from the datasize (at most 65535 bytes): four length
+    // bytes per variable, and room for about one per 20 bytes.
+    let mut vars = CgiVars::with_capacity(s.len(), s.len() / 20 + 4);
     while !s.is_empty() {
         let (key, rest) = take_string(s).ok_or(ParseError::BadRequest(
             "uwsgi variable key runs past the packet's datasize",
