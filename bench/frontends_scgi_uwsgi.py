@@ -278,19 +278,22 @@ def main() -> None:
     transport = "unix socket" if args.unix else "TCP loopback"
     print(f"\nnginx → backend over {transport}; {args.rounds} rounds × {args.duration} s, ")
     print(f"wrk -c{args.connections}; backend CPU µs per request (median, min–max)\n")
-    print("| protocol | server | CPU µs/req | req/s | errors | ferrowsgi's advantage |")
-    print("|---|---|---|---|---|---|")
+    print("| protocol | server | CPU µs/req | req/s | errors | CPU ratio per round | median |")
+    print("|---|---|---|---|---|---|---|")
     for cell in cells:
         us = [x[0] for x in results[cell]]
         rps = statistics.median(x[1] for x in results[cell])
         errors = sum(x[2] for x in results[cell])
         ours = results.get((cell[0], "ferrowsgi"))
-        ratio = statistics.median(us) / statistics.median(x[0] for x in ours) if ours else 0
+        # The peer's CPU per request over ferrowsgi's in the same round:
+        # above 1, ferrowsgi spends less.
+        ratios = [p[0] / o[0] for p, o in zip(results[cell], ours)] if ours else []
+        per_round = " ".join(f"{r:.2f}" for r in ratios) if cell[1] != "ferrowsgi" else "—"
+        median = f"{statistics.median(ratios):.2f}×" if ratios and cell[1] != "ferrowsgi" else "—"
         print(
             f"| {cell[0]} | {cell[1]} | {statistics.median(us):.1f} ({min(us):.1f}–{max(us):.1f})"
-            f" | {rps:.0f} | {errors} | {ratio:.2f}× |"
+            f" | {rps:.0f} | {errors} | {per_round} | {median} |"
         )
-
 
 if __name__ == "__main__":
     main()
