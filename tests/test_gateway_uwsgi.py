@@ -335,6 +335,17 @@ def test_the_listening_line_names_the_protocol() -> None:
         assert server.urls == [f"uwsgi://unix:{sock}"]
         status, _, _ = g.parse_answer(g.exchange(sock, g.uwsgi_request(g.base_vars())))
         assert status == 200
+        # Over a unix socket the server's name and port the front end did not send come
+        # from the Host, as for HTTP; the client's address is unknown.
+        bare = [
+            (n, v)
+            for n, v in g.base_vars()
+            if n not in (b"REMOTE_ADDR", b"REMOTE_PORT", b"SERVER_NAME", b"SERVER_PORT")
+        ]
+        status, _, data = g.parse_answer(g.exchange(sock, g.uwsgi_request(bare)))
+        env = json.loads(data)["environ"]
+        assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("gateway.example", "8080")
+        assert env["REMOTE_ADDR"] == env["REMOTE_PORT"] == ""
     finally:
         server.stop()
         shutil.rmtree(sock_dir, ignore_errors=True)
@@ -351,3 +362,28 @@ def test_a_body_over_the_limit_is_refused() -> None:
         assert raw.startswith(b"HTTP/1.1 413 "), raw[:200]
     finally:
         server.stop()
+
+
+def test_addresses_the_front_end_did_not_send_are_the_connections(uwsgi) -> None:
+    _, addr = uwsgi
+    variables = [
+        (n, v)
+        for n, v in g.base_vars("GET", "/bare")
+        if n not in (b"REMOTE_ADDR", b"REMOTE_PORT", b"SERVER_NAME", b"SERVER_PORT")
+    ]
+    with socket.create_connection(addr, timeout=10) as s:
+        s.sendall(g.uwsgi_request(variables))
+        local_port = s.getsockname()[1]
+        status, _, data = g.parse_answer(g.read_to_eof(s))
+    assert status == 200
+    env = json.loads(data)["environ"]
+    assert env["REMOTE_ADDR"] == env["REMOTE_HOST"] == "127.0.0.1"
+    assert env["REMOTE_PORT"] == str(local_port)
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("127.0.0.1", str(addr[1]))
+    # The ones it sent are its own, whatever the connection says.
+    variables.append((b"REMOTE_ADDR", b"203.0.113.5"))
+    status, _, data = ask(addr, g.uwsgi_request(variables))
+    env = json.loads(data)["environ"]
+    assert env["REMOTE_ADDR"] == env["REMOTE_HOST"] == "203.0.113.5"
+    assert env["REQUEST_METHOD"] == "GET" and env["REQUEST_URI"] == "/bare"
+    assert env["QUERY_STRING"] == "" and env["PATH_INFO"] == "/bare"

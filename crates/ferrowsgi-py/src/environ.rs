@@ -259,10 +259,19 @@ impl EnvTemplate {
         let k = &self.keys;
         let head = ex.head();
         let peer = ex.peer();
-        let strings = peer
-            .ext
-            .get_or_init(|| Box::new(PeerStrings::new(py, peer)))
-            .downcast_ref::<PeerStrings>();
+        let gateway = head.is_gateway();
+        // A gateway request's addresses are the front end's server
+        // variables; the connection's (the front end's own) are only a
+        // fallback for one it did not send, made then
+        // ([`EnvTemplate::set_gateway_vars`]). Its connection carries one
+        // request, so nothing is kept for later requests either.
+        let strings = if gateway {
+            None
+        } else {
+            peer.ext
+                .get_or_init(|| Box::new(PeerStrings::new(py, peer)))
+                .downcast_ref::<PeerStrings>()
+        };
         let base = strings.and_then(|p| p.base.get());
         let env = match base {
             Some(base) => base.dict.bind(py).copy()?,
@@ -283,18 +292,20 @@ impl EnvTemplate {
         if !base.is_some_and(|b| b.protocol.is(protocol)) {
             env.set_item(&k.server_protocol, protocol)?;
         }
-        let path = head.path();
-        let path_info = if path == b"*" {
-            PyString::new(py, "")
-        } else {
-            latin1_str(py, &percent_decode(path))?
-        };
-        env.set_item(&k.path_info, path_info)?;
+        if !gateway {
+            let path = head.path();
+            let path_info = if path == b"*" {
+                PyString::new(py, "")
+            } else {
+                latin1_str(py, &percent_decode(path))?
+            };
+            env.set_item(&k.path_info, path_info)?;
+        }
         env.set_item(&k.query_string, latin1_str(py, head.query())?)?;
         let raw = latin1_str(py, head.target())?;
         env.set_item(&k.raw_uri, &raw)?;
         env.set_item(&k.request_uri, raw)?;
-        if peer.is_unix {
+        if peer.is_unix && !gateway {
             // No address to report: take the name the client used (an
             // empty Host names nothing, RFC 9112 §3.2).
             let host = head
@@ -322,7 +333,7 @@ impl EnvTemplate {
                     });
                 }
             }
-        } else {
+        } else if !gateway {
             // Never happens (the cache has one type); but no placeholder may
             // reach the application.
             let empty = PyString::new(py, "");
@@ -395,8 +406,8 @@ impl EnvTemplate {
                 env.set_item(&k.http_host, latin1_str(py, host)?)?;
             }
         }
-        if head.is_gateway() {
-            self.set_gateway_vars(py, &env, head)?;
+        if gateway {
+            self.set_gateway_vars(py, &env, head, peer)?;
         }
         if let Some(f) = forwarded {
             let found = f.resolve(&ex.config().forwarded_allow, head.host(), peer.https);
@@ -414,18 +425,39 @@ impl EnvTemplate {
     /// outside (`wsgi.*`, `SERVER_SOFTWARE`, and the Content-Type/Length
     /// the headers already set); `wsgi.url_scheme` from `HTTPS` (or
     /// `REQUEST_SCHEME`); and `SCRIPT_NAME`/`PATH_INFO` as the front end
-    /// split them ([`split_script_path`]).
+    /// split them ([`split_script_path`]). The client's address and port
+    /// and the server's name and port that the front end did not send are
+    /// the connection's (for a unix socket, the Host's name and port).
     fn set_gateway_vars(
         &self,
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         head: &RequestHead,
+        peer: &PeerInfo,
     ) -> PyResult<()> {
         let k = &self.keys;
         let mut scheme_https = None;
+        // Which of the address keys the front end set (REMOTE_ADDR,
+        // REMOTE_PORT, SERVER_NAME, SERVER_PORT, REMOTE_HOST), and the
+        // REMOTE_ADDR it sent.
+        let mut sent = [false; 5];
+        let mut remote_addr = None;
         for (name, value) in head.vars() {
             match name {
                 b"SERVER_SOFTWARE" | b"SCRIPT_NAME" | b"PATH_INFO" => continue,
+                // Set from the same bytes already (the head's method and
+                // target are these variables): no second str for them.
+                b"REQUEST_METHOD" if value == head.method() => continue,
+                b"REQUEST_URI" if value == head.target() => continue,
+                b"QUERY_STRING" if value == head.query() => continue,
+                b"REMOTE_ADDR" => {
+                    sent[0] = true;
+                    remote_addr = Some(value);
+                }
+                b"REMOTE_PORT" => sent[1] = true,
+                b"SERVER_NAME" => sent[2] = true,
+                b"SERVER_PORT" => sent[3] = true,
+                b"REMOTE_HOST" => sent[4] = true,
                 b"HTTPS" => {
                     let on = [&b"on"[..], b"1", b"yes", b"true"]
                         .iter()
@@ -448,16 +480,39 @@ impl EnvTemplate {
             };
             env.set_item(key, latin1_str(py, value)?)?;
         }
-        if head.var(b"REMOTE_HOST").is_none() {
-            if let Some(addr) = head.var(b"REMOTE_ADDR") {
-                env.set_item(&k.remote_host, latin1_str(py, addr)?)?;
+        let remote_addr = remote_addr.unwrap_or(peer.remote_addr.as_bytes());
+        if !sent[0] {
+            env.set_item(&k.remote_addr, latin1_str(py, remote_addr)?)?;
+        }
+        if !sent[1] {
+            env.set_item(&k.remote_port, latin1_str(py, peer.remote_port.as_bytes())?)?;
+        }
+        if !sent[2] || !sent[3] {
+            let (name, port) = if peer.is_unix {
+                let host = head
+                    .host()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or(b"localhost");
+                let (name, port) = split_host_port(host);
+                (name, port.unwrap_or(b"80"))
+            } else {
+                (peer.server_name.as_bytes(), peer.server_port.as_bytes())
+            };
+            if !sent[2] {
+                env.set_item(&k.server_name, latin1_str(py, name)?)?;
+            }
+            if !sent[3] {
+                env.set_item(&k.server_port, latin1_str(py, port)?)?;
             }
         }
+        if !sent[4] {
+            env.set_item(&k.remote_host, latin1_str(py, remote_addr)?)?;
+        }
         if scheme_https == Some(true) {
-            env.set_item("wsgi.url_scheme", "https")?;
+            env.set_item(&k.url_scheme, "https")?;
         }
         let (script, path) = split_script_path(head);
-        env.set_item("SCRIPT_NAME", latin1_str(py, &script)?)?;
+        env.set_item(&k.script_name, latin1_str(py, &script)?)?;
         env.set_item(&k.path_info, latin1_str(py, &path)?)?;
         Ok(())
     }
