@@ -157,13 +157,25 @@ impl CgiVars {
         // the client sent twice is the exception: nginx before 1.23 passes
         // each line as its own `HTTP_*` variable, and the environ joins
         // repeated headers as it does for HTTP/1. Host stays single, as
-        // RFC 9112 §3.2 wants it.
+        // RFC 9112 §3.2 wants it. Names are told apart by their length and
+        // last byte before their bytes are compared: most of a front end's
+        // names share a length with another (REMOTE_ADDR, REMOTE_PORT,
+        // SERVER_NAME, SERVER_PORT, …), and a comparison call for each such
+        // pair was the larger part of this check.
+        let tag = |s: &Span| {
+            let b = s.get(&bytes);
+            (b.len(), b.last().copied())
+        };
         for (i, (n, v)) in self.vars.iter().enumerate() {
             let name = n.get(&bytes);
             if name.starts_with(b"HTTP_") && name != b"HTTP_HOST" {
                 continue;
             }
-            if let Some((_, first)) = self.vars[..i].iter().find(|(m, _)| m.get(&bytes) == name) {
+            let t = tag(n);
+            if let Some((_, first)) = self.vars[..i]
+                .iter()
+                .find(|(m, _)| tag(m) == t && m.get(&bytes) == name)
+            {
                 if first.get(&bytes) != v.get(&bytes) {
                     return Err(ParseError::BadRequest("a server variable repeated"));
                 }

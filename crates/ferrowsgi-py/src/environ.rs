@@ -474,7 +474,12 @@ impl EnvTemplate {
             if name.starts_with(b"wsgi.") || name.contains(&b'.') {
                 continue;
             }
-            let key = match self.vars.iter().find(|(n, _)| *n == name) {
+            // The last byte first: many of these names share a length.
+            let key = match self
+                .vars
+                .iter()
+                .find(|(n, _)| n.last() == name.last() && *n == name)
+            {
                 Some((_, k)) => k.bind(py).clone(),
                 None => latin1_str(py, name)?,
             };
