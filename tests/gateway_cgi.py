@@ -388,6 +388,13 @@ def check_big_body(fe: FrontEnd) -> None:
     assert "HTTP_CONTENT_LENGTH" not in env and "HTTP_CONTENT_TYPE" not in env, sorted(env)
 
 
+def check_big_download(fe: FrontEnd) -> None:
+    size = 5 * 1024 * 1024
+    status, _, data = fetch(fe, "GET", f"/stream/big?size={size}")
+    assert status == 200
+    assert len(data) == size
+
+
 def chunked_upload(fe: FrontEnd, pieces: list[bytes]) -> tuple[int, bytes]:
     c = http.client.HTTPConnection("127.0.0.1", fe.port, timeout=15)
     c.putrequest("POST", "/upload?read=all")

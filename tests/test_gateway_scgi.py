@@ -363,3 +363,38 @@ def test_a_body_over_the_limit_is_refused() -> None:
         assert status == 413, body
     finally:
         server.stop()
+
+
+def test_a_stalled_head_is_answered_408_in_the_protocols_form() -> None:
+    port = free_port()
+    server = Server(
+        "apps.echo:app", "--read-timeout", "1", binds=[f"scgi://127.0.0.1:{port}"]
+    ).start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(g.scgi_request(g.base_vars())[:20])
+            raw = g.read_to_eof(s)
+        assert raw.startswith(b"Status: 408 "), raw[:200]
+    finally:
+        server.stop()
+
+
+def test_a_file_wrapper_response() -> None:
+    port = free_port()
+    fw = Server("apps.filewrapper:app", binds=[f"scgi://127.0.0.1:{port}"]).start()
+    try:
+        from apps.filewrapper import make_data
+
+        for target, want in [("/file", make_data()), ("/file?offset=1000", make_data()[1000:])]:
+            status, _, body = g.parse_answer(
+                g.exchange(("127.0.0.1", port), g.scgi_request(g.base_vars("GET", target)))
+            )
+            assert status == 200
+            assert body == want
+    finally:
+        fw.stop()
+
+
+def test_large_download(fe) -> None:
+    g.check_big_download(fe)
+    no_errors(fe)

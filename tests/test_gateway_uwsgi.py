@@ -387,3 +387,8 @@ def test_addresses_the_front_end_did_not_send_are_the_connections(uwsgi) -> None
     assert env["REMOTE_ADDR"] == env["REMOTE_HOST"] == "203.0.113.5"
     assert env["REQUEST_METHOD"] == "GET" and env["REQUEST_URI"] == "/bare"
     assert env["QUERY_STRING"] == "" and env["PATH_INFO"] == "/bare"
+
+
+def test_large_download(fe) -> None:
+    g.check_big_download(fe)
+    no_errors(fe)
