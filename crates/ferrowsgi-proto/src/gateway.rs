@@ -144,9 +144,20 @@ impl CgiVars {
     /// says otherwise ([`RequestHead::set_body`],
     /// [`RequestHead::set_keep_alive`]).
     pub fn into_request(self, limits: &Limits) -> Result<RequestHead, ParseError> {
-        let mut headers = Vec::new();
-        let mut vars = Vec::new();
         let mut bytes = self.bytes;
+        // Each list made at its final size: the server variables end up in
+        // a boxed slice, which a vector grown by doubling would be copied
+        // into once more.
+        let (mut n_headers, mut n_vars) = (0, 0);
+        for (n, _) in &self.vars {
+            match n.get(&bytes) {
+                name if name.starts_with(b"HTTP_") => n_headers += 1,
+                b"CONTENT_TYPE" | b"CONTENT_LENGTH" => n_headers += 1,
+                _ => n_vars += 1,
+            }
+        }
+        let mut headers = Vec::with_capacity(n_headers);
+        let mut vars = Vec::with_capacity(n_vars);
         let get = |bytes: &[u8], name: &[u8]| {
             self.vars
                 .iter()

@@ -499,6 +499,37 @@ mod tests {
     }
 
     #[test]
+    fn a_head_costs_a_fixed_number_of_allocations() {
+        // What nginx's scgi_params send, with a few headers.
+        let mut v = basic(b"5");
+        for (n, val) in [
+            (&b"QUERY_STRING"[..], &b"q=42"[..]),
+            (b"CONTENT_TYPE", b"text/plain"),
+            (b"DOCUMENT_URI", b"/deepthought"),
+            (b"DOCUMENT_ROOT", b"/usr/share/nginx/html"),
+            (b"SERVER_PROTOCOL", b"HTTP/1.1"),
+            (b"REQUEST_SCHEME", b"http"),
+            (b"REMOTE_PORT", b"40000"),
+            (b"SERVER_PORT", b"80"),
+            (b"SERVER_NAME", b"example.com"),
+            (b"HTTP_USER_AGENT", b"curl/8"),
+            (b"HTTP_ACCEPT", b"*/*"),
+            (b"HTTP_CONTENT_TYPE", b"text/plain"),
+            (b"HTTP_CONTENT_LENGTH", b"5"),
+        ] {
+            v.push((n, val.to_vec()));
+        }
+        let req = enc(&v);
+        let before = crate::alloc_count::allocations();
+        let parsed = parse(&req);
+        let used = crate::alloc_count::allocations() - before;
+        assert!(matches!(parsed, Ok(Some(_))));
+        // The variables' bytes and spans, the header and server-variable
+        // lists: none of them grows while it is filled.
+        assert_eq!(used, 4);
+    }
+
+    #[test]
     fn a_response_head_is_written_cgi_style() {
         let mut head = ResponseHead::new(200, b"200 OK");
         head.push_header(b"Content-Type", b"text/plain");
