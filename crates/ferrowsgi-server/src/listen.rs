@@ -98,10 +98,13 @@ impl Bind {
                  (known: http, fastcgi, ajp, scgi, uwsgi, each optionally followed by +proxy)"
             ));
         };
+        // The address's error names the address; the whole bind is named
+        // too, so that `scgi://` alone is not reported as `""`.
+        let addr = BindAddr::parse(rest).map_err(|e| format!("{e} (in {s:?})"))?;
         Ok(Bind {
             scheme,
             proxy,
-            addr: BindAddr::parse(rest)?,
+            addr,
         })
     }
 }
