@@ -295,5 +295,6 @@ def main() -> None:
             f" | {rps:.0f} | {errors} | {per_round} | {median} |"
         )
 
+
 if __name__ == "__main__":
     main()
