@@ -12,10 +12,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import gateway_cgi as g
 import pytest
-from support import Server, free_port, short_tmp_dir
+from support import Server, free_port, short_tmp_dir, wait_until
 
 # --------------------------------------------------------------------------------------------
 # By hand
@@ -398,3 +399,26 @@ def test_a_file_wrapper_response() -> None:
 def test_large_download(fe) -> None:
     g.check_big_download(fe)
     no_errors(fe)
+
+
+def test_a_deadline_is_answered_504_in_the_protocols_form_while_the_thread_is_busy(
+    tmp_path: Path,
+) -> None:
+    """The watcher sends the codec's 504 at the deadline, while the request's thread is still
+    in C code holding the GIL: the answer is there before the request's code has ended."""
+    port = free_port()
+    server = Server(
+        "apps.deadlines:app",
+        *("--timeout", "1", "--timeout-grace", "30"),
+        binds=[f"scgi://127.0.0.1:{port}"],
+    ).start()
+    mark = tmp_path / "mark"
+    try:
+        req = g.scgi_request(g.base_vars("GET", f"/cgil?s=4&mark={mark}"))
+        raw = g.exchange(("127.0.0.1", port), req)
+        assert not mark.exists(), "answered only after the request's code ended"
+        assert raw.startswith(b"Status: 504 "), raw[:200]
+        assert b"did not answer within 1 s" in raw
+        assert wait_until(mark.exists, timeout=15)
+    finally:
+        server.stop()

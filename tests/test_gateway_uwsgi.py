@@ -11,10 +11,11 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import gateway_cgi as g
 import pytest
-from support import Server, free_port, short_tmp_dir
+from support import Server, free_port, short_tmp_dir, wait_until
 
 # --------------------------------------------------------------------------------------------
 # By hand
@@ -392,3 +393,26 @@ def test_addresses_the_front_end_did_not_send_are_the_connections(uwsgi) -> None
 def test_large_download(fe) -> None:
     g.check_big_download(fe)
     no_errors(fe)
+
+
+def test_a_deadline_is_answered_504_in_the_protocols_form_while_the_thread_is_busy(
+    tmp_path: Path,
+) -> None:
+    """The watcher sends the codec's 504 at the deadline, while the request's thread is still
+    in C code holding the GIL: the answer is there before the request's code has ended."""
+    port = free_port()
+    server = Server(
+        "apps.deadlines:app",
+        *("--timeout", "1", "--timeout-grace", "30"),
+        binds=[f"uwsgi://127.0.0.1:{port}"],
+    ).start()
+    mark = tmp_path / "mark"
+    try:
+        req = g.uwsgi_request(g.base_vars("GET", f"/cgil?s=4&mark={mark}"))
+        raw = g.exchange(("127.0.0.1", port), req)
+        assert not mark.exists(), "answered only after the request's code ended"
+        assert raw.startswith(b"HTTP/1.1 504 "), raw[:200]
+        assert b"did not answer within 1 s" in raw
+        assert wait_until(mark.exists, timeout=15)
+    finally:
+        server.stop()
