@@ -436,6 +436,11 @@ impl EnvTemplate {
         peer: &PeerInfo,
     ) -> PyResult<()> {
         let k = &self.keys;
+        if peer.https {
+            // The client reached the front end over TLS (PROXY v2's SSL
+            // TLV), as for the connection's addresses when not a gateway.
+            env.set_item(&k.url_scheme, self.https.bind(py))?;
+        }
         let mut scheme_https = None;
         // Which of the address keys the front end set (REMOTE_ADDR,
         // REMOTE_PORT, SERVER_NAME, SERVER_PORT, REMOTE_HOST), and the
