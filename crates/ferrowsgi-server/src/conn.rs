@@ -1,12 +1,13 @@
-//! One client connection: its socket, its read and write buffers, and the
-//! rules that turn buffered bytes into the next ready request.
+//! One client connection: its socket I/O ([`SocketIo`]) paired with the
+//! codec of the protocol it speaks ([`Codec`]), and the rules that turn
+//! buffered bytes into the next ready request.
 //!
 //! Both the event loop and the application threads drive a connection
 //! through [`Conn::next_request`], so pipelined requests already in the
 //! buffer are served by whichever thread holds the connection, without a
 //! hand-off.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -18,16 +19,14 @@ use ferrowsgi_proto::{parse_head_into, BodyKind, HeadStorage, Parsed, Version};
 use crate::codec::{BodyReader, Codec};
 use crate::config::Config;
 use crate::hold::Held;
+use crate::io::SocketIo;
+pub use crate::io::{KEEP_BUFFER, READ_CHUNK};
 use crate::listen::Stream;
 use crate::log;
 use crate::peer::PeerInfo;
 use crate::spool::{KeptSpool, Spool};
 use crate::state::{Parked, Pending};
 use crate::sys::Spliced;
-
-/// Bytes asked of the kernel per read(2), and the smallest spare room a read
-/// is attempted with. 16 KiB holds dozens of pipelined requests.
-pub const READ_CHUNK: usize = 16 * 1024;
 
 /// Room asked of the kernel per read(2) while a request body is being
 /// buffered: large bodies arrive in far fewer system calls.
@@ -39,10 +38,6 @@ pub const BODY_READ_CHUNK: usize = 128 * 1024;
 /// uploads). Past this size, a body from a client allowed to stream
 /// (`--stream-bodies`) is read by the application from the socket instead.
 pub const BODY_BUFFER: usize = 256 * 1024;
-
-/// A connection's output buffer larger than this is released once flushed
-/// rather than kept for the next response.
-pub const KEEP_BUFFER: usize = 64 * 1024;
 
 /// After a response, up to this many bytes of a request body the application
 /// did not read are read and discarded to keep the connection; past it the
@@ -74,20 +69,12 @@ pub enum Next {
 /// One client connection.
 #[derive(Debug)]
 pub struct Conn {
-    /// The socket.
-    pub stream: Stream,
+    /// The socket and its buffers.
+    pub io: SocketIo,
     /// Who is on the other end.
     pub peer: Arc<PeerInfo>,
-    /// Bytes read and not yet consumed start at `rpos`.
-    pub rbuf: Vec<u8>,
-    /// Consumed prefix of `rbuf`.
-    pub rpos: usize,
     /// The buffers of the last request's head, for the next one's.
     pub spare_head: HeadStorage,
-    /// Bytes to send; the unsent part starts at `wpos`.
-    pub wbuf: Vec<u8>,
-    /// Sent prefix of `wbuf`.
-    pub wpos: usize,
     /// Keep going or close after the flush.
     pub state: ConnState,
     /// A request whose body is still being buffered.
@@ -96,16 +83,8 @@ pub struct Conn {
     pub drain: Option<BodyReader>,
     /// The protocol the connection speaks.
     pub codec: Codec,
-    /// The client shut down its sending side.
-    pub peer_eof: bool,
     /// The last read stopped because the buffer was full, not at EAGAIN.
     pub maybe_more: bool,
-    /// The last read(2) filled all the room it was given (so the socket may
-    /// hold more).
-    pub read_filled: bool,
-    /// Epoll reported the client's FIN: read until EOF rather than stopping
-    /// at a short read (no further edge will come).
-    pub read_closed: bool,
     /// Requests served on this connection.
     pub served: u64,
     /// The server is stopping: finish the request in progress, then close.
@@ -149,11 +128,6 @@ pub struct Conn {
     /// answered and closed in its first round never is (see
     /// `EventLoop::watch`).
     pub(crate) registered: bool,
-    /// TCP_NODELAY is set (see [`Conn::set_nodelay`]).
-    pub(crate) nodelay: bool,
-    /// The write side is shut down: the FIN has gone (see
-    /// [`Conn::finish_output`]).
-    write_shut: bool,
     /// The spool file of an earlier body, kept for the next large one.
     pub kept_spool: Option<KeptSpool>,
     /// Set by the event loop when it sees an event for this connection while
@@ -187,21 +161,14 @@ impl Conn {
     /// Wraps an accepted stream.
     pub fn new(stream: Stream, peer: PeerInfo) -> Conn {
         Conn {
-            stream,
+            io: SocketIo::new(stream),
             peer: Arc::new(peer),
-            rbuf: Vec::new(),
-            rpos: 0,
             spare_head: HeadStorage::default(),
-            wbuf: Vec::new(),
-            wpos: 0,
             state: ConnState::Open,
             pending: None,
             drain: None,
             codec: Codec::Http1,
-            peer_eof: false,
             maybe_more: false,
-            read_filled: false,
-            read_closed: false,
             served: 0,
             stopping: false,
             server_stop: None,
@@ -217,8 +184,6 @@ impl Conn {
             read_due: false,
             held: None,
             registered: false,
-            nodelay: false,
-            write_shut: false,
             kept_spool: None,
             away_seen: None,
             proxy_pending: false,
@@ -234,36 +199,39 @@ impl Conn {
         }
     }
 
-    /// Sets TCP_NODELAY before a write that may follow an unacknowledged
-    /// one (a second response, a streamed one, `100 Continue`). Only a
-    /// connection whose one small answer leaves in one write and is closed
-    /// goes without: a system call saved per connection without keep-alive.
+    /// Sets TCP_NODELAY (see [`SocketIo::set_nodelay`]).
     pub fn set_nodelay(&mut self) {
-        if !self.nodelay {
-            self.nodelay = true;
-            if let Err(e) = self.stream.set_nodelay() {
-                log::debug(&format!("cannot set TCP_NODELAY: {e}"));
-            }
-        }
+        self.io.set_nodelay();
     }
 
     /// Unconsumed input.
     pub fn input(&self) -> &[u8] {
-        &self.rbuf[self.rpos..]
+        self.io.input()
     }
 
-    /// Marks `n` input bytes consumed, reclaiming the buffer when empty.
+    /// Marks `n` input bytes consumed (see [`SocketIo::consume`]).
     pub fn consume(&mut self, n: usize) {
-        self.rpos += n;
-        if self.rpos >= self.rbuf.len() {
-            if self.rbuf.capacity() > KEEP_BUFFER {
-                // Grown for a body: not kept for the connection's idle life.
-                self.rbuf = Vec::new();
-            } else {
-                self.rbuf.clear();
-            }
-            self.rpos = 0;
-        }
+        self.io.consume(n);
+    }
+
+    /// [`Conn::read_once`] asking for about `chunk` bytes (more room for a
+    /// body than for heads).
+    pub fn read_once_of(&mut self, chunk: usize) -> io::Result<usize> {
+        self.io.read_once_of(chunk)
+    }
+
+    /// Whether output is waiting to be written.
+    pub fn has_output(&self) -> bool {
+        self.io.has_output()
+    }
+
+    /// Shuts the write side down (the FIN), once.
+    pub(crate) fn shut_write(&mut self) {
+        self.io.shut_write();
+    }
+
+    fn flush_with(&mut self, last: bool) -> io::Result<bool> {
+        self.io.flush_with(last, &mut self.since)
     }
 
     /// One read(2) into spare room at the end of `rbuf`. `Ok(0)` is EOF.
@@ -274,69 +242,6 @@ impl Conn {
             READ_CHUNK
         };
         self.read_once_of(chunk)
-    }
-
-    /// [`Conn::read_once`] asking for about `chunk` bytes (more room for a
-    /// body than for heads).
-    pub fn read_once_of(&mut self, chunk: usize) -> io::Result<usize> {
-        if self.rpos > 0 && self.rpos * 2 >= self.rbuf.len() {
-            self.rbuf.drain(..self.rpos);
-            self.rpos = 0;
-        }
-        if self.rbuf.capacity() == 0 && chunk <= READ_CHUNK {
-            return self.read_unbuffered();
-        }
-        if self.rbuf.capacity() - self.rbuf.len() < chunk / 4 {
-            self.rbuf.reserve(chunk);
-        }
-        let len = self.rbuf.len();
-        let spare = self.rbuf.spare_capacity_mut();
-        let fd = self.stream.as_raw_fd();
-        loop {
-            // SAFETY: read(2) writes at most `spare.len()` bytes into the
-            // vector's spare capacity, which is valid for writes; the length
-            // is raised only over the bytes it reports as written.
-            let rc = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
-            if rc >= 0 {
-                let n = rc as usize;
-                self.read_filled = n == spare.len();
-                // SAFETY: the kernel initialised `n <= spare.len()` bytes.
-                unsafe { self.rbuf.set_len(len + n) };
-                return Ok(n);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
-    }
-
-    /// The read of a connection that holds no input buffer (a new one, or
-    /// one whose buffers an idle spell freed): into the stack, keeping only
-    /// what arrived. A connection that sends one request and then waits is
-    /// left with a buffer the size of that request rather than a 16 KiB
-    /// one, and, above all, 10,000 of them leave no 16 KiB holes between
-    /// their small allocations, which the allocator could not give back
-    /// (about 4 KiB of RSS each, bench/idle.py). A connection's second read
-    /// grows the buffer to the usual size.
-    fn read_unbuffered(&mut self) -> io::Result<usize> {
-        let mut stack = [0u8; READ_CHUNK];
-        let fd = self.stream.as_raw_fd();
-        loop {
-            // SAFETY: read(2) writes at most `stack.len()` bytes into the
-            // live, writable array.
-            let rc = unsafe { libc::read(fd, stack.as_mut_ptr().cast(), stack.len()) };
-            if rc >= 0 {
-                let n = rc as usize;
-                self.read_filled = n == stack.len();
-                self.rbuf.extend_from_slice(&stack[..n]);
-                return Ok(n);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
-            }
-        }
     }
 
     /// Reads until EAGAIN, EOF, or `cap` unconsumed bytes are buffered.
@@ -354,14 +259,14 @@ impl Conn {
             }
             match self.read_once() {
                 Ok(0) => {
-                    self.peer_eof = true;
+                    self.io.peer_eof = true;
                     return Ok(ReadOutcome::Eof);
                 }
                 // A read that did not fill the room drained the socket: with
                 // edge-triggered readiness, data arriving later raises a new
                 // edge, so the usual extra read that would only see EAGAIN
                 // is skipped (one syscall less per request).
-                Ok(_) if !self.read_filled && !self.read_closed => {
+                Ok(_) if !self.io.read_filled && !self.io.read_closed => {
                     return Ok(ReadOutcome::Progress)
                 }
                 Ok(_) => continue,
@@ -388,7 +293,7 @@ impl Conn {
         if !spool.splice || spool.failed.is_some() {
             return None;
         }
-        let sock = self.stream.as_raw_fd();
+        let sock = self.io.stream.as_raw_fd();
         loop {
             let remaining = p.decoder.remaining_hint()?;
             if remaining == 0 {
@@ -404,7 +309,7 @@ impl Conn {
                     p.decoder.consume_length(n as u64);
                 }
                 Spliced::Eof => {
-                    self.peer_eof = true;
+                    self.io.peer_eof = true;
                     return Some(Ok(ReadOutcome::Eof));
                 }
                 Spliced::Empty => return Some(Ok(ReadOutcome::Progress)),
@@ -433,18 +338,9 @@ impl Conn {
         if !self.input().is_empty() || self.has_output() || self.pending.is_some() {
             return 0;
         }
-        let held = self.rbuf.capacity() + self.wbuf.capacity() + self.spare_head.capacity();
-        self.rbuf = Vec::new();
-        self.rpos = 0;
-        self.wbuf = Vec::new();
-        self.wpos = 0;
+        let held = self.io.release_buffers() + self.spare_head.capacity();
         self.spare_head = HeadStorage::default();
         held
-    }
-
-    /// Whether output is waiting to be written.
-    pub fn has_output(&self) -> bool {
-        self.wpos < self.wbuf.len()
     }
 
     /// Nothing is to be done for this connection until its client sends
@@ -460,8 +356,8 @@ impl Conn {
             && self.input().is_empty()
             && !self.maybe_more
             && !self.read_due
-            && !self.peer_eof
-            && !self.read_closed
+            && !self.io.peer_eof
+            && !self.io.read_closed
             && !self.stopping
             && !self.must_linger
     }
@@ -489,14 +385,6 @@ impl Conn {
         Ok(true)
     }
 
-    /// Shuts the write side down (the FIN), once.
-    pub(crate) fn shut_write(&mut self) {
-        if !self.write_shut {
-            self.stream.shutdown_write();
-            self.write_shut = true;
-        }
-    }
-
     /// [`Conn::finish_output`] when this output is the connection's last
     /// (it closes after it, and no paused response will add to it),
     /// [`Conn::flush`] otherwise.
@@ -506,38 +394,6 @@ impl Conn {
         } else {
             self.flush()
         }
-    }
-
-    fn flush_with(&mut self, last: bool) -> io::Result<bool> {
-        while self.wpos < self.wbuf.len() {
-            let wrote = if last {
-                self.stream.write_last(&self.wbuf[self.wpos..])
-            } else {
-                self.stream.write(&self.wbuf[self.wpos..])
-            };
-            match wrote {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.wpos += n;
-                    if self.wpos < self.wbuf.len() {
-                        // A partial write: the client is reading, slowly.
-                        self.since = Instant::now();
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // A buffer that grew for one large response is not kept for the
-        // connection's idle life.
-        if self.wbuf.capacity() > KEEP_BUFFER {
-            self.wbuf = Vec::new();
-        } else {
-            self.wbuf.clear();
-        }
-        self.wpos = 0;
-        Ok(true)
     }
 
     /// The client left its response unread for `waited`: logs one line
@@ -551,10 +407,10 @@ impl Conn {
                  ({} response bytes unsent)",
                 self.peer.remote_addr,
                 waited.as_secs(),
-                self.wbuf.len() - self.wpos,
+                self.io.wbuf.len() - self.io.wpos,
             ));
         }
-        self.stream.reset_on_close();
+        self.io.stream.reset_on_close();
     }
 
     /// Queues a complete error response for a request the application never
@@ -567,7 +423,8 @@ impl Conn {
         if let Some(m) = crate::metrics::current() {
             m.on_rejected(status);
         }
-        self.codec.write_error(&mut self.wbuf, status, reason, why);
+        self.codec
+            .write_error(&mut self.io.wbuf, status, reason, why);
         self.state = ConnState::CloseAfterFlush;
         self.must_linger = true;
         self.pending = None;
@@ -603,9 +460,9 @@ impl Conn {
         if p.decoder.is_plain() {
             return;
         }
-        let before = self.wbuf.len();
-        p.decoder.take_output(&mut self.wbuf);
-        if self.wbuf.len() > before {
+        let before = self.io.wbuf.len();
+        p.decoder.take_output(&mut self.io.wbuf);
+        if self.io.wbuf.len() > before {
             // What the socket does not take now, the event loop writes.
             if let Err(e) = self.flush() {
                 log::debug(&format!("cannot ask for more of a request body: {e}"));
@@ -624,7 +481,7 @@ impl Conn {
     fn read_proxy_header(&mut self) -> Option<Next> {
         match parse_proxy_header(self.input(), DEFAULT_MAX_V2_LEN) {
             Ok(ProxyParsed::Partial) => {
-                if self.peer_eof {
+                if self.io.peer_eof {
                     if !self.input().is_empty() {
                         log::info(&format!(
                             "{} closed the connection inside its PROXY header",
@@ -686,14 +543,14 @@ impl Conn {
             let mut sink = Vec::new();
             loop {
                 sink.clear();
-                match dec.decode(&self.rbuf[self.rpos..], &mut sink, READ_CHUNK * 4) {
+                match dec.decode(&self.io.rbuf[self.io.rpos..], &mut sink, READ_CHUNK * 4) {
                     Ok(n) => {
                         self.consume(n);
                         if dec.is_done() {
                             break;
                         }
                         if n == 0 {
-                            if self.peer_eof {
+                            if self.io.peer_eof {
                                 return Next::Close;
                             }
                             self.drain = Some(dec);
@@ -709,13 +566,13 @@ impl Conn {
         }
         if self.pending.is_none() {
             if self.input().is_empty() {
-                return if self.peer_eof {
+                return if self.io.peer_eof {
                     Next::Close
                 } else {
                     Next::Wait
                 };
             }
-            let input = &self.rbuf[self.rpos..];
+            let input = &self.io.rbuf[self.io.rpos..];
             // HTTP/1.x is parsed here rather than through `Codec::decode_head`:
             // the call and the moves of the head through its result cost
             // some 60 instructions per request.
@@ -725,11 +582,11 @@ impl Conn {
                     Ok(Parsed::Partial) => Ok(None),
                     Err(e) => Err(e),
                 },
-                Codec::Gateway(g) => g.decode_head(input, &cfg.limits, &mut self.wbuf),
+                Codec::Gateway(g) => g.decode_head(input, &cfg.limits, &mut self.io.wbuf),
             };
             match decoded {
                 Ok(None) => {
-                    if self.peer_eof {
+                    if self.io.peer_eof {
                         // A half-sent head is not answered: the client is gone.
                         return Next::Close;
                     }
@@ -801,7 +658,7 @@ impl Conn {
                 // What a gateway's reader owes the front end (FastCGI's
                 // refusal of a request id that came during the body) goes
                 // out before the response, not after it.
-                p.decoder.take_output(&mut self.wbuf);
+                p.decoder.take_output(&mut self.io.wbuf);
                 return Next::Ready(*p);
             }
             if let Some(remaining) = p.decoder.remaining_hint().filter(|_| p.decoder.is_plain()) {
@@ -823,14 +680,16 @@ impl Conn {
                         .unwrap_or(usize::MAX)
                         .min(self.input().len());
                     if take > 0 {
-                        if let Err(e) = spool.write(&self.rbuf[self.rpos..self.rpos + take]) {
+                        if let Err(e) =
+                            spool.write(&self.io.rbuf[self.io.rpos..self.io.rpos + take])
+                        {
                             return self.spool_failed(&e);
                         }
                         p.decoder.consume_length(take as u64);
                         self.consume(take);
                         continue;
                     }
-                    if self.peer_eof {
+                    if self.io.peer_eof {
                         self.body_cut_short(&p);
                         return Next::Close;
                     }
@@ -858,7 +717,10 @@ impl Conn {
                 }
             }
             let room = BODY_BUFFER.saturating_sub(p.body.len()).max(1);
-            match p.decoder.decode(&self.rbuf[self.rpos..], &mut p.body, room) {
+            match p
+                .decoder
+                .decode(&self.io.rbuf[self.io.rpos..], &mut p.body, room)
+            {
                 Ok(n) => {
                     self.consume(n);
                     let total = p.body.len() as u64 + p.spool.as_ref().map_or(0, |s| s.len);
@@ -870,7 +732,7 @@ impl Conn {
                         continue;
                     }
                     if n == 0 || self.input().is_empty() {
-                        if self.peer_eof {
+                        if self.io.peer_eof {
                             self.body_cut_short(&p);
                             return Next::Close;
                         }

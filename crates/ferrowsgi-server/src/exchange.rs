@@ -232,7 +232,7 @@ impl<'a> Exchange<'a> {
         if let (Some(w), true) = (self.watch, self.st.due > 0) {
             let pending_output = self.conn.has_output();
             let conn = &mut *self.conn;
-            let fd = conn.stream.as_raw_fd();
+            let fd = conn.io.stream.as_raw_fd();
             let head = &self.st.req.head;
             let (fd, answer) = match &mut conn.codec {
                 _ if pending_output => (-1, None),
@@ -285,7 +285,7 @@ impl<'a> Exchange<'a> {
             );
             let conn = &mut *self.conn;
             conn.codec
-                .write_error(&mut conn.wbuf, 504, "Gateway Timeout", &message);
+                .write_error(&mut conn.io.wbuf, 504, "Gateway Timeout", &message);
         } else if !answered {
             let date = self.date.get().to_vec();
             let mut extra: Vec<(&[u8], &[u8])> = vec![(b"Date", &date)];
@@ -293,7 +293,7 @@ impl<'a> Exchange<'a> {
                 extra.push((b"Server", b"ferrowsgi"));
             }
             ferrowsgi_proto::write_simple_error_response(
-                &mut self.conn.wbuf,
+                &mut self.conn.io.wbuf,
                 504,
                 "Gateway Timeout",
                 &format!(
@@ -463,7 +463,7 @@ impl<'a> Exchange<'a> {
                 let dst = &mut out[got..];
                 let mut at = 0;
                 let decoded = self.st.req.decoder.decode_with(
-                    &self.conn.rbuf[self.conn.rpos..],
+                    &self.conn.io.rbuf[self.conn.io.rpos..],
                     room,
                     |data| {
                         copy_into(&mut dst[at..at + data.len()], data);
@@ -474,7 +474,7 @@ impl<'a> Exchange<'a> {
                 self.conn.consume(used);
                 wrote
             } else {
-                if self.conn.peer_eof {
+                if self.conn.io.peer_eof {
                     return Err(self.cut_short());
                 }
                 self.ask_for_body()?;
@@ -489,14 +489,14 @@ impl<'a> Exchange<'a> {
                 let raw = want > 0
                     && (want >= RAW_READ_MIN || self.st.req.decoder.remaining_hint().is_some());
                 let read = if raw {
-                    let fd = self.conn.stream.as_raw_fd();
+                    let fd = self.conn.io.stream.as_raw_fd();
                     sys::read_into(fd, &mut out[got..got + want])
                 } else {
                     self.conn.read_once_of(BODY_READ_CHUNK)
                 };
                 match read {
                     Ok(0) => {
-                        self.conn.peer_eof = true;
+                        self.conn.io.peer_eof = true;
                         continue;
                     }
                     Ok(n) if raw => {
@@ -527,9 +527,9 @@ impl<'a> Exchange<'a> {
         if self.st.req.decoder.is_plain() {
             return Ok(());
         }
-        let before = self.conn.wbuf.len();
-        self.st.req.decoder.take_output(&mut self.conn.wbuf);
-        if self.conn.wbuf.len() > before {
+        let before = self.conn.io.wbuf.len();
+        self.st.req.decoder.take_output(&mut self.conn.io.wbuf);
+        if self.conn.io.wbuf.len() > before {
             self.write_parts(&[])?;
         }
         Ok(())
@@ -600,7 +600,7 @@ impl<'a> Exchange<'a> {
     /// slow reader is not held for the read or write timeout, which would
     /// count as a lost thread past `--timeout-grace`.
     fn wait_socket(&self, want: Want, timeout: std::time::Duration) -> io::Result<bool> {
-        let fd = self.conn.stream.as_raw_fd();
+        let fd = self.conn.io.stream.as_raw_fd();
         let left = match self.watch {
             Some(_) if self.st.due > 0 => Some(std::time::Duration::from_nanos(
                 self.st.due.saturating_sub(deadline::now_ns()),
@@ -687,7 +687,7 @@ impl<'a> Exchange<'a> {
                 .req
                 .decoder
                 .decode(
-                    &self.conn.rbuf[self.conn.rpos..],
+                    &self.conn.io.rbuf[self.conn.io.rpos..],
                     &mut self.st.req.body,
                     APPEND,
                 )
@@ -698,12 +698,12 @@ impl<'a> Exchange<'a> {
                 self.count_body(got)?;
                 return Ok(got > 0);
             }
-            if self.conn.peer_eof {
+            if self.conn.io.peer_eof {
                 return Err(self.cut_short());
             }
             self.ask_for_body()?;
             match self.conn.read_once_of(BODY_READ_CHUNK) {
-                Ok(0) => self.conn.peer_eof = true,
+                Ok(0) => self.conn.io.peer_eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_body()?,
                 Err(e) => {
@@ -810,7 +810,7 @@ impl<'a> Exchange<'a> {
         }
         for b in blocks {
             let b = cut(b);
-            self.conn.wbuf.extend_from_slice(b);
+            self.conn.io.wbuf.extend_from_slice(b);
         }
         if self.may_defer() {
             // Goes out with the answers to the requests pipelined behind, or
@@ -938,9 +938,9 @@ impl<'a> Exchange<'a> {
             return self.write_out(parts, wait);
         }
         let conn = &mut *self.conn;
-        let fd = conn.stream.as_raw_fd();
+        let fd = conn.io.stream.as_raw_fd();
         let held = conn.held.get_or_insert_with(Default::default);
-        match held.push(fd, &mut conn.wbuf, &mut conn.wpos, parts, slow, now) {
+        match held.push(fd, &mut conn.io.wbuf, &mut conn.io.wpos, parts, slow, now) {
             Ok(Wrote::Done) => Ok(true),
             Ok(Wrote::Blocked) => {
                 conn.write_blocked = true;
@@ -963,7 +963,7 @@ impl<'a> Exchange<'a> {
         if let Err(e) = self.release_held() {
             return Err(self.write_failed(e));
         }
-        self.conn.wbuf.extend_from_slice(block);
+        self.conn.io.wbuf.extend_from_slice(block);
         Ok(true)
     }
 
@@ -982,7 +982,7 @@ impl<'a> Exchange<'a> {
     fn release_held(&mut self) -> io::Result<()> {
         let conn = &mut *self.conn;
         match &conn.held {
-            Some(h) => h.release(&mut conn.wbuf),
+            Some(h) => h.release(&mut conn.io.wbuf),
             None => Ok(()),
         }
     }
@@ -1051,7 +1051,7 @@ impl<'a> Exchange<'a> {
         if !self.write_out(&[], wait)? {
             return Ok((0, want == 0));
         }
-        let sock = self.conn.stream.as_raw_fd();
+        let sock = self.conn.io.stream.as_raw_fd();
         let mut off = i64::try_from(offset).map_err(|_| io::Error::other("offset too large"))?;
         let mut left = want;
         while left > 0 {
@@ -1137,7 +1137,7 @@ impl<'a> Exchange<'a> {
                     return Err(self.write_failed(e));
                 }
                 match framing {
-                    Framing::Chunked => self.conn.wbuf.extend_from_slice(LAST_CHUNK),
+                    Framing::Chunked => self.conn.io.wbuf.extend_from_slice(LAST_CHUNK),
                     Framing::Length(left) if left > 0 => {
                         log::warning(&format!(
                             "{} {}: application sent {} bytes less than its Content-Length; \
@@ -1248,13 +1248,13 @@ impl<'a> Exchange<'a> {
         if conn_closing {
             self.st.keep_alive = false;
         }
-        let head_start = self.conn.wbuf.len();
+        let head_start = self.conn.io.wbuf.len();
         let framing = if self.conn.codec.is_http1() {
             self.h1_head(head, full_len, is_head)
         } else {
             self.gateway_head(head, full_len, is_head)
         };
-        self.st.head_out = (self.conn.wbuf.len() - head_start) as u64;
+        self.st.head_out = (self.conn.io.wbuf.len() - head_start) as u64;
         if let Some(names) = self
             .cfg
             .access_log
@@ -1262,11 +1262,11 @@ impl<'a> Exchange<'a> {
             .map(|a| a.response_headers())
             .filter(|n| !n.is_empty())
         {
-            self.st.logged_headers = find_fields(&self.conn.wbuf[head_start..], names);
+            self.st.logged_headers = find_fields(&self.conn.io.wbuf[head_start..], names);
         }
         // The first answer on a connection that closes after it, small and
         // complete, leaves in one write: Nagle's algorithm cannot delay it.
-        let head_len = (self.conn.wbuf.len() - self.conn.wpos) as u64;
+        let head_len = (self.conn.io.wbuf.len() - self.conn.io.wpos) as u64;
         let one_shot = !self.st.keep_alive
             && self.conn.served == 0
             && full_len.is_some_and(|n| n.saturating_add(head_len) <= ONE_SHOT_MAX);
@@ -1283,7 +1283,7 @@ impl<'a> Exchange<'a> {
     fn h1_head(&mut self, head: &ResponseHead, full_len: Option<u64>, is_head: bool) -> Framing {
         let http10 = self.st.req.head.version() == Version::Http10;
         let app_len = head.content_length();
-        let out = &mut self.conn.wbuf;
+        let out = &mut self.conn.io.wbuf;
         out.extend_from_slice(head.http1_lines());
         if !head.has_date {
             out.extend_from_slice(b"Date: ");
@@ -1351,7 +1351,7 @@ impl<'a> Exchange<'a> {
         let announce = if app_len.is_some() { None } else { full_len };
         let conn = &mut *self.conn;
         if let Codec::Gateway(g) = &mut conn.codec {
-            g.write_head(&mut conn.wbuf, head, announce);
+            g.write_head(&mut conn.io.wbuf, head, announce);
         }
         match app_len.or(full_len) {
             _ if !has_body(head.status) || is_head => Framing::Empty,
@@ -1366,7 +1366,7 @@ impl<'a> Exchange<'a> {
         let conn = &mut *self.conn;
         if let Codec::Gateway(g) = &mut conn.codec {
             if !data.is_empty() {
-                g.write_block(&mut conn.wbuf, data);
+                g.write_block(&mut conn.io.wbuf, data);
             }
         }
     }
@@ -1376,7 +1376,7 @@ impl<'a> Exchange<'a> {
         let keep_alive = self.st.keep_alive;
         let conn = &mut *self.conn;
         if let Codec::Gateway(g) = &mut conn.codec {
-            g.write_end(&mut conn.wbuf, keep_alive);
+            g.write_end(&mut conn.io.wbuf, keep_alive);
         }
     }
 
@@ -1414,7 +1414,7 @@ impl<'a> Exchange<'a> {
         let conn = &mut *self.conn;
         if let Codec::Gateway(g) = &mut conn.codec {
             if take > 0 {
-                g.write_flush(&mut conn.wbuf);
+                g.write_flush(&mut conn.io.wbuf);
             }
         }
         self.write_out(&[], wait)
@@ -1452,7 +1452,7 @@ impl<'a> Exchange<'a> {
         let small: usize = parts.iter().map(|p| p.len()).sum();
         if small <= COPY_LIMIT {
             for p in parts {
-                self.conn.wbuf.extend_from_slice(p);
+                self.conn.io.wbuf.extend_from_slice(p);
             }
             if wait {
                 return self.flush_blocking().map(|_| true);
@@ -1462,7 +1462,7 @@ impl<'a> Exchange<'a> {
         // Large blocks go straight from the application's buffer.
         let mut skip = 0usize; // bytes of the parts already written
         loop {
-            let pending = &self.conn.wbuf[self.conn.wpos..];
+            let pending = &self.conn.io.wbuf[self.conn.io.wpos..];
             let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() + 1);
             if !pending.is_empty() {
                 slices.push(IoSlice::new(pending));
@@ -1477,22 +1477,22 @@ impl<'a> Exchange<'a> {
                 s = 0;
             }
             if slices.is_empty() {
-                self.conn.wbuf.clear();
-                self.conn.wpos = 0;
+                self.conn.io.wbuf.clear();
+                self.conn.io.wpos = 0;
                 return Ok(true);
             }
             let pending_len = pending.len();
-            match self.conn.stream.write_vectored(&slices) {
+            match self.conn.io.stream.write_vectored(&slices) {
                 Ok(0) => return Err(self.write_failed(io::ErrorKind::WriteZero.into())),
                 Ok(mut n) => {
                     self.conn.since = std::time::Instant::now();
                     let from_pending = n.min(pending_len);
-                    self.conn.wpos += from_pending;
+                    self.conn.io.wpos += from_pending;
                     n -= from_pending;
                     skip += n;
-                    if self.conn.wpos >= self.conn.wbuf.len() {
-                        self.conn.wbuf.clear();
-                        self.conn.wpos = 0;
+                    if self.conn.io.wpos >= self.conn.io.wbuf.len() {
+                        self.conn.io.wbuf.clear();
+                        self.conn.io.wpos = 0;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -1508,7 +1508,7 @@ impl<'a> Exchange<'a> {
                             s -= p.len();
                             continue;
                         }
-                        self.conn.wbuf.extend_from_slice(&p[s..]);
+                        self.conn.io.wbuf.extend_from_slice(&p[s..]);
                         s = 0;
                     }
                     return Ok(false);
@@ -1543,7 +1543,7 @@ impl<'a> Exchange<'a> {
                 self.st.state = RespState::Aborted;
                 // As for a timed-out buffered response: drop what the
                 // kernel still holds rather than trickle it out.
-                self.conn.stream.reset_on_close();
+                self.conn.io.stream.reset_on_close();
                 Err(timed_out("writing the response"))
             }
             Err(e) => Err(self.write_failed(e)),

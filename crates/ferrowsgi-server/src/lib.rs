@@ -21,6 +21,7 @@ pub mod handler;
 pub mod health;
 mod health_path;
 mod hold;
+pub mod io;
 pub mod listen;
 pub mod log;
 pub mod metrics;

@@ -492,7 +492,7 @@ impl<H: Handler> EventLoop<H> {
                         Some(Slot::Here(conn)) => {
                             // The client's FIN may come with its last bytes
                             // in one edge: then read on to the EOF.
-                            conn.read_closed |= event.is_read_closed();
+                            conn.io.read_closed |= event.is_read_closed();
                             if event.is_writable() {
                                 conn.write_blocked = false;
                             }
@@ -839,7 +839,7 @@ impl<H: Handler> EventLoop<H> {
             let batching = conn.parked.is_none()
                 && conn.state == ConnState::Open
                 && !conn.input().is_empty()
-                && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
+                && conn.io.wbuf.len() - conn.io.wpos < BATCH_OUTPUT;
             // Inline, complete answers wait for the end of the wake-up (see
             // `defer_flush`).
             // Not past the batch cap, though: a client that pipelines large
@@ -847,7 +847,7 @@ impl<H: Handler> EventLoop<H> {
             let hold = conn.defer_output
                 && conn.state == ConnState::Open
                 && conn.parked.is_none()
-                && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT;
+                && conn.io.wbuf.len() - conn.io.wpos < BATCH_OUTPUT;
             if conn.has_output() && !batching && !hold {
                 // The last output of a closing connection leaves with its FIN.
                 match conn.flush_or_finish() {
@@ -898,7 +898,7 @@ impl<H: Handler> EventLoop<H> {
             if conn.state == ConnState::CloseAfterFlush {
                 return self.start_linger(key);
             }
-            if conn.read_due && !conn.peer_eof {
+            if conn.read_due && !conn.io.peer_eof {
                 conn.read_due = false;
                 let cap = if conn.pending.is_some() {
                     2 * BODY_READ_CHUNK
@@ -1051,7 +1051,7 @@ impl<H: Handler> EventLoop<H> {
             };
             let more = conn.maybe_more;
             let mut conn = conn;
-            conn.read_closed |= read_closed;
+            conn.io.read_closed |= read_closed;
             // An edge seen while away may predate the last EAGAIN; then the
             // resumed response meets a full socket again and waits for the
             // next edge, which that EAGAIN guarantees.
@@ -1071,7 +1071,7 @@ impl<H: Handler> EventLoop<H> {
         let Some(Slot::Here(conn)) = self.conns.get(key) else {
             return;
         };
-        let quiet = conn.peer_eof
+        let quiet = conn.io.peer_eof
             || (!conn.must_linger && conn.input().is_empty() && conn.pending.is_none());
         if quiet {
             self.remove(key);
@@ -1091,8 +1091,8 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         loop {
-            conn.rbuf.clear();
-            conn.rpos = 0;
+            conn.io.rbuf.clear();
+            conn.io.rpos = 0;
             match conn.read_once() {
                 Ok(0) => return self.remove(key),
                 Ok(_) => {}
@@ -1259,7 +1259,7 @@ fn register_once(conn: &mut Conn, poll: &Poll, key: usize) -> bool {
         return true;
     }
     conn.registered = true;
-    match conn.stream.register(poll.registry(), Token(key)) {
+    match conn.io.stream.register(poll.registry(), Token(key)) {
         Ok(()) => true,
         Err(e) => {
             log::warning(&format!("cannot watch a connection: {e}; closing it"));
@@ -1468,7 +1468,7 @@ fn worker<H: Handler>(
                 if turn < cfg.max_pipelined
                     && conn.parked.is_none()
                     && conn.state == ConnState::Open
-                    && conn.wbuf.len() - conn.wpos < BATCH_OUTPUT
+                    && conn.io.wbuf.len() - conn.io.wpos < BATCH_OUTPUT
                 {
                     if let Next::Ready(next) = conn.next_request(&cfg) {
                         req = Some((next, None));
