@@ -86,7 +86,7 @@ def test_many_idle_connections_keep_memory_bounded(start_server) -> None:
             assert b" 200 " in data, data[:100]
         time.sleep(2 * IDLE)
         grown = rss_kib(pid) - before
-        # About 1.3 KiB each (bench/idle.py); 16 KiB input buffers kept would be ~5 KiB.
+        # About 1 KiB each (bench/idle.py); 16 KiB input buffers kept would be ~5 KiB.
         assert grown < 3 * n, json.dumps({"grown_kib": grown, "connections": n})
         # And every one of them still answers.
         for s in socks[:50]:

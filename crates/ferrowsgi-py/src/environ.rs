@@ -265,8 +265,22 @@ impl EnvTemplate {
         // fallback for one it did not send, made then
         // ([`EnvTemplate::set_gateway_vars`]). Its connection carries one
         // request, so nothing is kept for later requests either.
+        // A connection's first request makes its address strings for itself
+        // alone; they are kept for the connection (and, from its second
+        // request, a template with them set) only once it carries a second
+        // one. A connection that serves one request and then waits, or
+        // closes, holds no Python objects of its own and did not pay for
+        // the cache (about 200 bytes of Python memory per idle connection,
+        // which the allocator keeps once touched).
+        let first = if gateway || ex.served_before() > 0 {
+            None
+        } else {
+            Some(PeerStrings::new(py, peer))
+        };
         let strings = if gateway {
             None
+        } else if first.is_some() {
+            first.as_ref()
         } else {
             peer.ext
                 .get_or_init(|| Box::new(PeerStrings::new(py, peer)))
@@ -319,7 +333,7 @@ impl EnvTemplate {
         if let Some(p) = strings {
             if base.is_none() {
                 self.set_peer(py, &env, p, peer)?;
-                if p.requests.fetch_add(1, Ordering::Relaxed) == 1 {
+                if first.is_none() && p.requests.fetch_add(1, Ordering::Relaxed) == 0 {
                     // The connection's second request: from the next one
                     // on, copy a dict that has its addresses already.
                     let dict = self.template.bind(py).copy()?;

@@ -80,7 +80,7 @@ pub struct Conn {
     /// A request whose body is still being buffered.
     pub pending: Option<Box<Pending>>,
     /// The unread rest of the previous request's body, being discarded.
-    pub drain: Option<BodyReader>,
+    pub drain: Option<Box<BodyReader>>,
     /// The protocol the connection speaks.
     pub codec: Codec,
     /// The last read stopped because the buffer was full, not at EAGAIN.
@@ -129,7 +129,7 @@ pub struct Conn {
     /// `EventLoop::watch`).
     pub(crate) registered: bool,
     /// The spool file of an earlier body, kept for the next large one.
-    pub kept_spool: Option<KeptSpool>,
+    pub kept_spool: Option<Box<KeptSpool>>,
     /// Set by the event loop when it sees an event for this connection while
     /// an application thread has it (made on the first hand-off).
     pub(crate) away_seen: Option<Arc<AtomicBool>>,
@@ -193,7 +193,7 @@ impl Conn {
     /// A spool file for a new body: the one kept from an earlier request,
     /// or a new one.
     fn new_spool(&mut self) -> io::Result<Spool> {
-        match self.kept_spool.take().and_then(KeptSpool::reuse) {
+        match self.kept_spool.take().and_then(|k| k.reuse()) {
             Some(spool) => Ok(spool),
             None => Spool::create(),
         }

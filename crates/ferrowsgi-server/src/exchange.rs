@@ -341,6 +341,11 @@ impl<'a> Exchange<'a> {
         &self.conn.peer
     }
 
+    /// Requests this connection served before this one.
+    pub fn served_before(&self) -> u64 {
+        self.conn.served
+    }
+
     /// The server's settings.
     pub fn config(&self) -> &Config {
         self.cfg
@@ -1575,9 +1580,11 @@ impl<'a> Exchange<'a> {
         }
         if self.st.keep_alive && !self.st.req.decoder.is_done() {
             match self.st.req.decoder.discard_hint() {
-                Some(n) if n <= DRAIN_LIMIT => self.conn.drain = Some(self.st.req.decoder.clone()),
+                Some(n) if n <= DRAIN_LIMIT => {
+                    self.conn.drain = Some(Box::new(self.st.req.decoder.clone()))
+                }
                 None if self.conn.input().len() as u64 <= DRAIN_LIMIT => {
-                    self.conn.drain = Some(self.st.req.decoder.clone())
+                    self.conn.drain = Some(Box::new(self.st.req.decoder.clone()))
                 }
                 _ => self.st.keep_alive = false,
             }
@@ -1590,7 +1597,7 @@ impl<'a> Exchange<'a> {
         if self.conn.state == ConnState::Open {
             // The connection goes on: its next large body reuses the file.
             if let Some(spool) = self.st.req.spool.take() {
-                self.conn.kept_spool = KeptSpool::keep(spool);
+                self.conn.kept_spool = KeptSpool::keep(spool).map(Box::new);
             }
         }
         self.conn.served += 1;
