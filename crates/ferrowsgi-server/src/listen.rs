@@ -13,6 +13,8 @@ use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::oneshot::{OneShot, OneShotProtocol};
+
 /// Port used when a bind address names only a host.
 pub const DEFAULT_PORT: u16 = 8000;
 
@@ -421,8 +423,12 @@ impl Listener {
             Scheme::Ajp => {
                 crate::codec::Codec::Gateway(Box::new(crate::ajp::AjpGateway::new(Arc::clone(ajp))))
             }
-            Scheme::Scgi => crate::codec::Codec::Gateway(Box::new(crate::scgi::Scgi::default())),
-            Scheme::Uwsgi => crate::codec::Codec::Gateway(Box::new(crate::uwsgi::Uwsgi::default())),
+            Scheme::Scgi => {
+                crate::codec::Codec::Gateway(Box::new(OneShot::new(OneShotProtocol::Scgi)))
+            }
+            Scheme::Uwsgi => {
+                crate::codec::Codec::Gateway(Box::new(OneShot::new(OneShotProtocol::Uwsgi)))
+            }
         }
     }
 
