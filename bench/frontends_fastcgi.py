@@ -190,15 +190,18 @@ def one_run(
         shutil.rmtree(ngx_dir, ignore_errors=True)
 
 
-def main() -> None:
+def compare(label: str, backends_now: dict[str, list[str] | None], conf: str = NGINX_CONF) -> None:
+    """Runs the backends in rotating rounds behind nginx (``conf``) and prints the table;
+    ``label`` names the protocol in its header. The command line sets rounds, duration and
+    connections."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--connections", type=int, default=16)
     args = ap.parse_args()
     os.chdir(BENCH_DIR)
-    avail = {k: v for k, v in backends().items() if v}
-    for k, v in backends().items():
+    avail = {k: v for k, v in backends_now.items() if v}
+    for k, v in backends_now.items():
         if not v:
             print(f"note: {k} is not installed; skipped", file=sys.stderr)
     logs = Path(tempfile.mkdtemp(prefix="fwbench"))
@@ -207,7 +210,7 @@ def main() -> None:
     for r in range(args.rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            res = one_run(name, avail[name], args.duration, args.connections, logs)
+            res = one_run(name, avail[name], args.duration, args.connections, logs, conf)
             results[name].append(res)
             errors = res.get("errors") or res.get("error")
             print(
@@ -216,7 +219,7 @@ def main() -> None:
                 flush=True,
             )
     print()
-    print("| backend (FastCGI behind nginx) | req/s (median) | backend CPU µs/request (median) |")
+    print(f"| backend ({label} behind nginx) | req/s (median) | backend CPU µs/request (median) |")
     print("|---|---:|---:|")
     cpu = {}
     for name, runs in results.items():
@@ -233,6 +236,10 @@ def main() -> None:
             f"\nbest peer / ferrowsgi CPU per request: {min(peers) / cpu['ferrowsgi']:.2f}x "
             "(target: at least 1.25x)"
         )
+
+
+def main() -> None:
+    compare("FastCGI", backends())
 
 
 if __name__ == "__main__":

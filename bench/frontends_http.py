@@ -16,14 +16,10 @@ gunicorn``); a missing one is skipped with a note.
 
 from __future__ import annotations
 
-import argparse
-import os
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from frontends_fastcgi import one_run
+from frontends_fastcgi import compare
 from run import BENCH_DIR
 
 NGINX_CONF = """
@@ -87,48 +83,7 @@ def backends() -> dict[str, list[str] | None]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=8)
-    ap.add_argument("--connections", type=int, default=16)
-    args = ap.parse_args()
-    os.chdir(BENCH_DIR)
-    avail = {k: v for k, v in backends().items() if v}
-    for k, v in backends().items():
-        if not v:
-            print(f"note: {k} is not installed; skipped", file=sys.stderr)
-    logs = Path(tempfile.mkdtemp(prefix="fwbench"))
-    results: dict[str, list[dict]] = {k: [] for k in avail}
-    names = list(avail)
-    for r in range(args.rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for name in order:
-            res = one_run(name, avail[name], args.duration, args.connections, logs, NGINX_CONF)
-            results[name].append(res)
-            errors = res.get("errors") or res.get("error")
-            print(
-                f"round {r + 1} {name:10s} rps={res.get('rps', 0):9.0f} "
-                f"cpu/req={res.get('cpu_us') or 0:6.1f}us errors={errors}",
-                flush=True,
-            )
-    print()
-    print("| backend (HTTP behind nginx) | req/s (median) | backend CPU µs/request (median) |")
-    print("|---|---:|---:|")
-    cpu = {}
-    for name, runs in results.items():
-        rps = [x["rps"] for x in runs if x.get("rps")]
-        us = [x["cpu_us"] for x in runs if x.get("cpu_us")]
-        cpu[name] = statistics.median(us) if us else None
-        print(
-            f"| {name} | {statistics.median(rps) if rps else 0:.0f} | "
-            f"{cpu[name] if cpu[name] else float('nan'):.1f} |"
-        )
-    peers = [v for k, v in cpu.items() if k != "ferrowsgi" and v]
-    if cpu.get("ferrowsgi") and peers:
-        print(
-            f"\nbest peer / ferrowsgi CPU per request: {min(peers) / cpu['ferrowsgi']:.2f}x "
-            "(target: at least 1.25x)"
-        )
+    compare("HTTP", backends(), NGINX_CONF)
 
 
 if __name__ == "__main__":
