@@ -13,20 +13,12 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import socket
 import struct
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from support import free_port, short_tmp_dir, wait_until
-
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-APACHE = shutil.which("apache2") or (
-    "/usr/sbin/apache2" if os.path.exists("/usr/sbin/apache2") else None
-)
-APACHE_MODULES = Path("/usr/lib/apache2/modules")
+from frontends import APACHE, APACHE_MODULES, FrontEnd
 
 Vars = list[tuple[bytes, bytes]]
 
@@ -128,61 +120,6 @@ def parse_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
 # Front ends
 
 
-class FrontEnd:
-    """A front-end server process with its config and logs in a temporary directory."""
-
-    name = ""
-
-    def __init__(self) -> None:
-        self.dir = Path(short_tmp_dir())
-        os.chmod(self.dir, 0o755)
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _start(self, argv: list[str]) -> None:
-        with open(self.dir / "stderr.txt", "wb") as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-            )
-        self.wait_listening()
-
-    def wait_listening(self) -> None:
-        def up() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                err = (self.dir / "stderr.txt").read_text(errors="replace")
-                raise AssertionError(f"{self.name} exited with {self.proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_until(up, timeout=15), f"{self.name} did not start listening"
-
-    def error_log(self) -> str:
-        path = self.dir / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def errors(self) -> list[str]:
-        """Error lines of the front end's log (a backend that answered badly shows here)."""
-        return [
-            line
-            for line in self.error_log().splitlines()
-            if "[error]" in line or "[crit]" in line or ":error]" in line
-        ]
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 NGINX_CONF = """
 daemon off;
 master_process off;
@@ -269,10 +206,7 @@ class Nginx(FrontEnd):
             backend=backend,
             mount_params=MOUNT_PARAMS[proto],
         )
-        (self.dir / "nginx.conf").write_text(conf)
-        argv = [NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
-        # -e: the error log from the start, not the distribution's /var/log path.
-        self._start([*argv, "-e", str(self.dir / "error.log")])
+        self._start_nginx(conf)
 
 
 APACHE_CONF = """

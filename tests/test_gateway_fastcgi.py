@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -25,13 +24,8 @@ from pathlib import Path
 
 import fcgi_wire as fw
 import pytest
-from support import Server, free_port, short_tmp_dir, wait_until
-
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
-APACHE = shutil.which("apache2") or (
-    "/usr/sbin/apache2" if os.path.exists("/usr/sbin/apache2") else None
-)
-APACHE_MODULES = Path("/usr/lib/apache2/modules")
+from frontends import APACHE, APACHE_MODULES, NGINX, FrontEnd
+from support import Server, short_tmp_dir, wait_until
 
 
 def fcgi_addr(url: str) -> tuple[str, int] | str:
@@ -450,52 +444,23 @@ NGINX_PARAMS = """
 """
 
 
-class Nginx:
+class Nginx(FrontEnd):
+    """nginx with the locations of NGINX_CONF in front of the server's FastCGI listeners."""
+
+    name = "nginx"
+
     def __init__(self, port: int, sock: str, close_port: int) -> None:
-        self.dir = Path(short_tmp_dir())
-        self.port = free_port()
-        conf = NGINX_CONF.format(
-            dir=self.dir,
-            port=port,
-            close_port=close_port,
-            nginx_port=self.port,
-            sock=sock,
-            params=NGINX_PARAMS,
-        )
-        (self.dir / "nginx.conf").write_text(conf)
-        argv = [NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
-        argv += ["-e", str(self.dir / "error.log")]
-        with open(self.dir / "stderr.txt", "wb") as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        super().__init__()
+        self._start_nginx(
+            NGINX_CONF.format(
+                dir=self.dir,
+                port=port,
+                close_port=close_port,
+                nginx_port=self.port,
+                sock=sock,
+                params=NGINX_PARAMS,
             )
-
-    def wait_listening(self) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                err = (self.dir / "stderr.txt").read_text(errors="replace")
-                raise AssertionError(f"nginx exited with {self.proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_until(up, timeout=10), "nginx did not start listening"
-
-    def errors(self) -> list[str]:
-        path = self.dir / "error.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return [line for line in text.splitlines() if "[error]" in line or "[crit]" in line]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -526,51 +491,21 @@ MaxSpareThreads 17
 """
 
 
-class Apache:
+class Apache(FrontEnd):
+    """apache2 with mod_proxy_fcgi in front of the server's FastCGI listener on ``port``."""
+
+    name = "apache2"
+
     def __init__(self, port: int) -> None:
-        self.dir = Path(short_tmp_dir())
-        self.port = free_port()
+        super().__init__()
         conf = APACHE_CONF.format(
             dir=self.dir, port=port, apache_port=self.port, mods=APACHE_MODULES
         )
         (self.dir / "httpd.conf").write_text(conf)
-        argv = [APACHE, "-d", str(self.dir), "-f", str(self.dir / "httpd.conf"), "-DFOREGROUND"]
-        with open(self.dir / "stderr.txt", "wb") as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-            )
-
-    def wait_listening(self) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                err = (self.dir / "stderr.txt").read_text(errors="replace")
-                log = (
-                    (self.dir / "error.log").read_text(errors="replace")
-                    if (self.dir / "error.log").exists()
-                    else ""
-                )
-                raise AssertionError(f"apache2 exited with {self.proc.returncode}: {err}{log}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_until(up, timeout=10), "apache2 did not start listening"
-
-    def errors(self) -> list[str]:
-        path = self.dir / "error.log"
-        text = path.read_text(errors="replace") if path.exists() else ""
-        return [line for line in text.splitlines() if ":error]" in line or ":crit]" in line]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        assert APACHE is not None
+        self._start(
+            [APACHE, "-d", str(self.dir), "-f", str(self.dir / "httpd.conf"), "-DFOREGROUND"]
+        )
 
 
 FRONTS = [

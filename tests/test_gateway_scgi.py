@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gateway_cgi as g
 import pytest
+from frontends import NGINX
 from support import Server, free_port, short_tmp_dir
 
 # --------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ FRONT_ENDS = ["nginx-tcp", "nginx-unix", "apache2"]
 def fe(request: pytest.FixtureRequest, backend) -> Iterator[g.FrontEnd]:
     _, port, sock = backend
     if request.param.startswith("nginx"):
-        if g.NGINX is None:
+        if NGINX is None:
             pytest.skip("nginx is not installed (scripts/setup.sh)")
         target = f"127.0.0.1:{port}" if request.param == "nginx-tcp" else f"unix:{sock}"
         front: g.FrontEnd = g.Nginx("scgi", target)

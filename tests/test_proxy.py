@@ -13,15 +13,12 @@ import http.client
 import json
 import os
 import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from support import Server, free_port, short_tmp_dir, wait_until
+from frontends import NGINX, FrontEnd
+from support import Server, short_tmp_dir
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (scripts/setup.sh)")
 
 CONF = """
@@ -61,45 +58,14 @@ http {{
 """
 
 
-class Nginx:
+class Nginx(FrontEnd):
+    """nginx with the locations of CONF in front of the server on ``port`` and ``sock``."""
+
+    name = "nginx"
+
     def __init__(self, port: int, sock: str) -> None:
-        self.dir = Path(short_tmp_dir())
-        self.port = free_port()
-        conf = CONF.format(dir=self.dir, port=port, nginx_port=self.port, sock=sock)
-        (self.dir / "nginx.conf").write_text(conf)
-        argv = [NGINX, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")]
-        # -e: the error log from the start, not the distribution's /var/log path.
-        argv += ["-e", str(self.dir / "error.log")]
-        with open(self.dir / "stderr.txt", "wb") as err:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
-            )
-
-    def wait_listening(self) -> None:
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                err = (self.dir / "stderr.txt").read_text(errors="replace")
-                raise AssertionError(f"nginx exited with {self.proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_until(up, timeout=10), "nginx did not start listening"
-
-    def error_log(self) -> str:
-        path = self.dir / "error.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().__init__()
+        self._start_nginx(CONF.format(dir=self.dir, port=port, nginx_port=self.port, sock=sock))
 
 
 @pytest.fixture(scope="module", params=["1", "4"], ids=["threads1", "threads4"])

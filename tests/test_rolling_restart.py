@@ -14,18 +14,13 @@ bounded (a fixed number of client threads, stopped once the restarts are done) a
 from __future__ import annotations
 
 import http.client
-import os
-import shutil
 import signal
-import socket
-import subprocess
 import threading
-from pathlib import Path
 
 import pytest
-from support import Server, free_port, short_tmp_dir, wait_until
+from frontends import NGINX, FrontEnd
+from support import Server, free_port, wait_until
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (scripts/setup.sh)")
 
 CONF = """
@@ -62,25 +57,17 @@ http {{
 CLIENTS = 4
 
 
-def start_nginx(ports: list[int]) -> tuple[subprocess.Popen[bytes], Path, int]:
-    d = Path(short_tmp_dir())
-    nginx_port = free_port()
-    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;" for p in ports)
-    (d / "nginx.conf").write_text(CONF.format(dir=d, servers=servers, nginx_port=nginx_port))
-    assert NGINX is not None
-    argv = [NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+class Balancer(FrontEnd):
+    """nginx balancing the instances on ``ports``."""
 
-    def up() -> bool:
-        assert proc.poll() is None, (d / "error.log").read_text(errors="replace")
-        try:
-            socket.create_connection(("127.0.0.1", nginx_port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+    name = "nginx"
 
-    assert wait_until(up, timeout=10), "nginx did not start listening"
-    return proc, d, nginx_port
+    def __init__(self, ports: list[int]) -> None:
+        super().__init__()
+        servers = "\n".join(
+            f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=1s;" for p in ports
+        )
+        self._start_nginx(CONF.format(dir=self.dir, servers=servers, nginx_port=self.port))
 
 
 class Load:
@@ -150,9 +137,9 @@ def test_a_rolling_restart_behind_nginx_fails_no_request(threads: str) -> None:
         ).start()
 
     servers = [instance(p) for p in ports]
-    nginx, d, nginx_port = start_nginx(ports)
+    nginx = Balancer(ports)
     try:
-        with Load(nginx_port) as load:
+        with Load(nginx.port) as load:
             assert wait_until(lambda: load.count() >= 200, timeout=30), load.failures[:5]
             for i, port in enumerate(ports):
                 before = load.count()
@@ -167,18 +154,15 @@ def test_a_rolling_restart_behind_nginx_fails_no_request(threads: str) -> None:
                 assert wait_until(lambda p=pid: load.served_by(p) >= 50, timeout=30)
                 assert load.count() > before
             assert wait_until(lambda: load.count() >= 200, timeout=5)
-        log = (d / "error.log").read_text(errors="replace")
-        assert load.failures == [], (len(load.failures), load.failures[:3], log[-3000:])
+        assert load.failures == [], (
+            len(load.failures),
+            load.failures[:3],
+            nginx.error_log()[-3000:],
+        )
         assert load.ok >= 1000, load.ok
         # Every instance served (the balancing is real), the restarted ones included.
         assert len(load.by_instance) >= 6, load.by_instance
     finally:
-        nginx.terminate()
-        try:
-            nginx.wait(10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
-            nginx.wait()
+        nginx.stop()
         for s in servers:
             s.stop()
-        shutil.rmtree(d, ignore_errors=True)
