@@ -1,0 +1,166 @@
+"""Server memory while large bodies arrive through a gateway protocol: it must not grow with
+the bodies, as for HTTP/1.x (tests/test_body_memory.py, whose application this uses).
+
+Two uploads of 32 MiB at once, through FastCGI (STDIN records, with and without
+CONTENT_LENGTH), SCGI and the uwsgi protocol (plain CONTENT_LENGTH bytes after the
+variables), with ``--threads 1`` and ``--threads 4``, while a sampler reads the server's
+VmRSS. The bound is docs/ROBUSTNESS.md's ("Upload memory"): 1 MiB per upload in progress
+plus 4 MiB for the process. The application reads each body in 64 KiB pieces and answers
+its size and CRC-32, so a lost or reordered piece fails too.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+
+import fcgi_wire as fw
+import gateway_cgi as g
+import pytest
+from support import Server, rss_kib
+
+pytestmark = pytest.mark.timeout(240)
+
+MIB = 1 << 20
+UPLOAD = 32 * MIB
+CONCURRENT = 2
+PIECE = 65535
+PERIOD = bytes(range(251)) * 4177  # not a multiple of the piece size
+PER_UPLOAD_KIB = 1024
+PROCESS_KIB = 4096
+
+
+def body_pieces() -> Iterator[bytes]:
+    sent = 0
+    while sent < UPLOAD:
+        n = min(PIECE, UPLOAD - sent)
+        start = sent % len(PERIOD)
+        piece = (PERIOD[start:] + PERIOD)[:n]
+        sent += n
+        yield piece
+
+
+def expected_crc() -> int:
+    crc = 0
+    for piece in body_pieces():
+        crc = zlib.crc32(piece, crc)
+    return crc
+
+
+def fastcgi_wire(with_length: bool) -> Iterator[bytes]:
+    items = fw.cgi_params("POST", "/read?n=65536", b"x", content_length=False)
+    items = [(n, v) for n, v in items if n != b"CONTENT_LENGTH"]
+    if with_length:
+        items.append((b"CONTENT_LENGTH", str(UPLOAD).encode()))
+    yield fw.begin(1, keep=False) + fw.params_records(1, items)
+    for piece in body_pieces():
+        yield fw.record(fw.STDIN, 1, piece)
+    yield fw.record(fw.STDIN, 1)
+
+
+def scgi_wire() -> Iterator[bytes]:
+    variables = [(b"CONTENT_LENGTH", str(UPLOAD).encode()), (b"SCGI", b"1")]
+    variables += g.base_vars("POST", "/read?n=65536")
+    s = b"".join(n + b"\0" + v + b"\0" for n, v in variables)
+    yield str(len(s)).encode() + b":" + s + b","
+    yield from body_pieces()
+
+
+def uwsgi_wire() -> Iterator[bytes]:
+    variables = [*g.base_vars("POST", "/read?n=65536"), (b"CONTENT_LENGTH", str(UPLOAD).encode())]
+    block = b"".join(
+        struct.pack("<H", len(n)) + n + struct.pack("<H", len(v)) + v for n, v in variables
+    )
+    yield struct.pack("<BHB", 0, len(block), 0) + block
+    yield from body_pieces()
+
+
+def answer_json(scheme: str, data: bytes) -> dict:
+    if scheme == "fastcgi":
+        reader = fw.Reader(_Replay(data))
+        ans = reader.answer(1)
+        assert ans.status == 200, ans
+        return json.loads(ans.body)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0] + b" ", head
+    return json.loads(body)
+
+
+class _Replay:
+    """A socket-like object over bytes already received, for fcgi_wire.Reader."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def recv(self, n: int) -> bytes:
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+
+CASES = [
+    ("fastcgi", lambda: fastcgi_wire(True)),
+    ("fastcgi", lambda: fastcgi_wire(False)),
+    ("scgi", scgi_wire),
+    ("uwsgi", uwsgi_wire),
+]
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+@pytest.mark.parametrize(
+    ("scheme", "wire"), CASES, ids=["fastcgi-length", "fastcgi-stream", "scgi", "uwsgi"]
+)
+def test_gateway_uploads_keep_memory_flat(threads: str, scheme: str, wire) -> None:
+    server = Server(
+        "test_body_memory:app", "--threads", threads, binds=[f"{scheme}://127.0.0.1:0"]
+    ).start()
+    try:
+        host, port = server.urls[0].split("://", 1)[1].rsplit(":", 1)
+        pid = server.worker_pid
+        time.sleep(0.3)
+        idle = rss_kib(pid)
+        peak = [idle]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_kib(pid))
+                time.sleep(0.005)
+
+        answers: list[bytes | BaseException] = [b""] * CONCURRENT
+
+        def one(i: int) -> None:
+            try:
+                with socket.create_connection((host, int(port)), timeout=60) as s:
+                    for part in wire():
+                        s.sendall(part)
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                    answers[i] = data
+            except BaseException as e:  # reported below
+                answers[i] = e
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        clients = [threading.Thread(target=one, args=(i,)) for i in range(CONCURRENT)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(200)
+        done.set()
+        sampler.join()
+        crc = expected_crc()
+        for a in answers:
+            assert isinstance(a, bytes), a
+            doc = answer_json(scheme, a)
+            assert doc == {"size": UPLOAD, "crc": crc}, doc
+        grown = peak[0] - idle
+        bound = CONCURRENT * PER_UPLOAD_KIB + PROCESS_KIB
+        assert grown <= bound, f"RSS grew {grown} KiB (bound {bound} KiB) from {idle} KiB"
+    finally:
+        server.stop()
