@@ -4,7 +4,9 @@ temporary directory).
 
 ``scgi_request``/``uwsgi_request`` build a request from CGI variables; ``exchange`` sends it
 and reads until the server closes (both protocols end an answer by closing);
-``parse_answer`` splits what came back into status, fields and body.
+``parse_answer`` splits what came back into status, fields and body. ``SCGI`` and ``UWSGI``
+state, as data, what differs between the two for the tests both go through
+(tests/test_gateway_scgi_uwsgi.py).
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import json
 import os
 import socket
 import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from frontends import APACHE, APACHE_MODULES, FrontEnd
+from support import Server, free_port
 
 Vars = list[tuple[bytes, bytes]]
 
@@ -68,10 +73,15 @@ def uwsgi_request(
     false), then ``body``."""
     if content_length:
         variables = [*variables, (b"CONTENT_LENGTH", str(len(body)).encode())]
-    block = b"".join(
+    block = uwsgi_vars(variables)
+    return struct.pack("<BHB", modifier1, len(block), modifier2) + block + body
+
+
+def uwsgi_vars(variables: Vars) -> bytes:
+    """The variables of a uwsgi packet, each name and value after its 16-bit length."""
+    return b"".join(
         struct.pack("<H", len(n)) + n + struct.pack("<H", len(v)) + v for n, v in variables
     )
-    return struct.pack("<BHB", modifier1, len(block), modifier2) + block + body
 
 
 def exchange(addr: tuple[str, int] | str, data: bytes, timeout: float = 10.0) -> bytes:
@@ -114,6 +124,100 @@ def parse_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     if not status:
         status = int(fields.pop("status").split()[0])
     return status, fields, body
+
+
+def ask(addr: tuple[str, int] | str, data: bytes) -> tuple[int, dict[str, str], bytes]:
+    """``exchange`` then ``parse_answer``."""
+    return parse_answer(exchange(addr, data))
+
+
+# --------------------------------------------------------------------------------------------
+# The two protocols as data
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """What the tests both protocols go through need to know of one of them."""
+
+    # The bind scheme, and the front ends' name for it: nginx ``{name}_pass`` and
+    # ``{name}_params``, apache2 ``mod_proxy_{name}``.
+    name: str
+    # ``encode(variables, body, content_length=...)``: ``scgi_request`` or ``uwsgi_request``.
+    encode: Callable[..., bytes]
+    # How an answer begins, before its status code.
+    status_prefix: bytes
+    # Variables the protocol itself adds to every request; none may reach the application
+    # as a header.
+    own_vars: tuple[str, ...]
+    # The start of a request that stops before its head is complete.
+    partial_head: bytes
+    # The size of the pieces a request is written in when it arrives in pieces.
+    piece: int
+    # apache2's own answer to a chunked request body, which it refuses over this protocol
+    # before the backend sees it (None: it passes the body on).
+    apache_chunked_status: int | None
+    # (SCRIPT_NAME, PATH_INFO) for ``/mnt/x/y%20z`` behind apache2's ``ProxyPass /mnt/``.
+    apache_mount_split: tuple[str, str]
+
+    def request(self, variables: Vars, body: bytes = b"", content_length: bool = True) -> bytes:
+        return self.encode(variables, body, content_length=content_length)
+
+    def status_line(self, status: int) -> bytes:
+        """How an answer with ``status`` begins."""
+        return self.status_prefix + b"%d " % status
+
+
+SCGI = Protocol(
+    name="scgi",
+    encode=scgi_request,
+    status_prefix=b"Status: ",
+    own_vars=("SCGI",),
+    partial_head=b"100:CONTENT_LENGTH\0",
+    piece=777,
+    apache_chunked_status=411,
+    # mod_proxy_scgi sends the whole decoded path as SCRIPT_NAME and no PATH_INFO (its
+    # documented default): the application sees the whole path.
+    apache_mount_split=("", "/mnt/x/y z"),
+)
+
+UWSGI = Protocol(
+    name="uwsgi",
+    encode=uwsgi_request,
+    status_prefix=b"HTTP/1.1 ",
+    own_vars=(),
+    partial_head=uwsgi_request(base_vars())[:10],
+    piece=333,
+    apache_chunked_status=411,
+    apache_mount_split=("/mnt", "/x/y z"),
+)
+
+PROTOCOLS = {p.name: p for p in (SCGI, UWSGI)}
+
+
+def by_hand_server(proto: Protocol) -> Iterator[tuple[Server, tuple[str, int]]]:
+    """A server with one ``proto`` listener on loopback for requests written by hand, at most
+    20 header fields a request (for the limit checks); stopped when the generator ends."""
+    port = free_port()
+    server = Server(
+        "apps.proxied:app",
+        "--limit-request-fields",
+        "20",
+        binds=[f"{proto.name}://127.0.0.1:{port}"],
+    ).start()
+    try:
+        yield server, ("127.0.0.1", port)
+    finally:
+        server.stop()
+
+
+def check_refused(proto: Protocol, raw: bytes, status: int, words: str) -> None:
+    """``raw`` is the protocol's answer with ``status`` and a plain-text reason naming
+    ``words``."""
+    assert raw.startswith(proto.status_line(status)), raw[:200]
+    got, fields, body = parse_answer(raw)
+    assert got == status
+    assert fields["content-type"].startswith("text/plain")
+    assert words.lower() in body.decode().lower(), body
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,6 +303,7 @@ class Nginx(FrontEnd):
 
     def __init__(self, proto: str, backend: str) -> None:
         super().__init__()
+        self.protocol = PROTOCOLS[proto]
         conf = NGINX_CONF.format(
             dir=self.dir,
             port=self.port,
@@ -243,6 +348,7 @@ class Apache(FrontEnd):
 
     def __init__(self, proto: str, backend_port: int) -> None:
         super().__init__()
+        self.protocol = PROTOCOLS[proto]
         conf = APACHE_CONF.format(
             dir=self.dir,
             port=self.port,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 import threading
 import time
 import zlib
@@ -66,17 +65,13 @@ def fastcgi_wire(with_length: bool) -> Iterator[bytes]:
 def scgi_wire() -> Iterator[bytes]:
     variables = [(b"CONTENT_LENGTH", str(UPLOAD).encode()), (b"SCGI", b"1")]
     variables += g.base_vars("POST", "/read?n=65536")
-    s = b"".join(n + b"\0" + v + b"\0" for n, v in variables)
-    yield str(len(s)).encode() + b":" + s + b","
+    yield g.scgi_request(variables, content_length=False)
     yield from body_pieces()
 
 
 def uwsgi_wire() -> Iterator[bytes]:
     variables = [*g.base_vars("POST", "/read?n=65536"), (b"CONTENT_LENGTH", str(UPLOAD).encode())]
-    block = b"".join(
-        struct.pack("<H", len(n)) + n + struct.pack("<H", len(v)) + v for n, v in variables
-    )
-    yield struct.pack("<BHB", 0, len(block), 0) + block
+    yield g.uwsgi_request(variables, content_length=False)
     yield from body_pieces()
 
 

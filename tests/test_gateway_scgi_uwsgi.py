@@ -1,0 +1,327 @@
+"""What SCGI and uwsgi listeners have in common, checked for each protocol: the protocol
+spoken by hand (good requests, bad ones, limits, aborted ones), then the same WSGI checks
+through nginx (``scgi_pass``/``uwsgi_pass``, TCP and unix socket) and apache2
+(``mod_proxy_scgi``/``mod_proxy_uwsgi``).
+
+Each test runs once per protocol; what differs between them (the request encoder, how an
+answer begins, what apache2 does with a chunked body or a mounted path) is data in
+``gateway_cgi.SCGI`` and ``gateway_cgi.UWSGI``. What only one protocol has is in
+tests/test_gateway_scgi.py and tests/test_gateway_uwsgi.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import gateway_cgi as g
+import pytest
+from frontends import NGINX
+from support import Server, free_port, short_tmp_dir
+
+
+@pytest.fixture(scope="module", params=list(g.PROTOCOLS))
+def proto(request: pytest.FixtureRequest) -> g.Protocol:
+    return g.PROTOCOLS[request.param]
+
+
+# --------------------------------------------------------------------------------------------
+# By hand
+
+
+@pytest.fixture(scope="module")
+def by_hand(proto: g.Protocol) -> Iterator[tuple[Server, tuple[str, int]]]:
+    yield from g.by_hand_server(proto)
+
+
+def test_a_request_is_answered_in_the_protocols_form_and_the_connection_closed(
+    proto: g.Protocol, by_hand
+) -> None:
+    _, addr = by_hand
+    raw = g.exchange(addr, proto.request(g.base_vars("GET", "/p%20q/r?s=1")))
+    assert raw.startswith(proto.status_line(200) + b"OK\r\n"), raw[:200]
+    status, fields, body = g.parse_answer(raw)
+    assert status == 200
+    assert fields["content-type"].startswith("application/json")
+    env = json.loads(body)["environ"]
+    assert env["PATH_INFO"] == "/p q/r"
+    assert env["SCRIPT_NAME"] == ""
+    assert env["QUERY_STRING"] == "s=1"
+    # The front end's view of the request, not the gateway connection's.
+    assert env["REMOTE_ADDR"] == "192.0.2.10"
+    assert env["REMOTE_PORT"] == "40123"
+    assert env["SERVER_NAME"] == "gateway.example"
+    assert env["SERVER_PORT"] == "8080"
+    assert env["HTTP_HOST"] == "gateway.example:8080"
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["wsgi.url_scheme"] == "http"
+    assert "HTTP_CONTENT_LENGTH" not in env
+    for name in proto.own_vars:
+        assert f"HTTP_{name}" not in env
+
+
+def test_the_body_is_content_length_bytes(proto: g.Protocol, by_hand) -> None:
+    _, addr = by_hand
+    body = os.urandom(300_000)
+    status, _, data = g.ask(
+        addr, proto.request(g.base_vars("POST", "/up?read=all", body=b""), body)
+    )
+    assert status == 200
+    out = json.loads(data)
+    assert out["body"].encode("latin-1") == body
+    assert out["environ"]["CONTENT_LENGTH"] == str(len(body))
+
+
+def test_a_request_arriving_in_pieces(proto: g.Protocol, by_hand) -> None:
+    _, addr = by_hand
+    req = proto.request(g.base_vars("POST", "/up?read=all", body=b""), b"x" * 5000)
+    with socket.create_connection(addr, timeout=10) as s:
+        for i in range(0, len(req), proto.piece):
+            s.sendall(req[i : i + proto.piece])
+            time.sleep(0.001)
+        status, _, data = g.parse_answer(g.read_to_eof(s))
+    assert status == 200
+    assert json.loads(data)["body"] == "x" * 5000
+
+
+def test_head_has_no_body(proto: g.Protocol, by_hand) -> None:
+    _, addr = by_hand
+    status, fields, body = g.ask(addr, proto.request(g.base_vars("HEAD", "/h")))
+    assert status == 200 and body == b""
+    assert int(fields["content-length"]) > 0
+
+
+def test_https_and_script_name_from_the_front_end(proto: g.Protocol, by_hand) -> None:
+    _, addr = by_hand
+    extra = [(b"HTTPS", b"on"), (b"SCRIPT_NAME", b"/app"), (b"PATH_INFO", b"/x y")]
+    _, _, data = g.ask(addr, proto.request(g.base_vars("GET", "/app/x%20y", extra)))
+    env = json.loads(data)["environ"]
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["SCRIPT_NAME"] == "/app"
+    assert env["PATH_INFO"] == "/x y"
+
+
+def test_one_request_per_connection(proto: g.Protocol, by_hand) -> None:
+    _, addr = by_hand
+    one = proto.request(g.base_vars("GET", "/first"))
+    two = proto.request(g.base_vars("GET", "/second"))
+    raw = g.exchange(addr, one + two)
+    assert raw.count(proto.status_prefix) == 1
+    assert json.loads(g.parse_answer(raw)[2])["environ"]["PATH_INFO"] == "/first"
+
+
+# Bad variables either protocol can carry; each file adds its own framing errors.
+BAD_VARIABLES = {
+    "no-method": (g.base_vars()[1:], 400, "method"),
+    "repeated-var": ([*g.base_vars(), (b"REMOTE_ADDR", b"10.1.1.1")], 400, "repeated"),
+    "too-many-fields": (
+        [*g.base_vars(), *[(b"HTTP_X_%d" % i, b"v") for i in range(30)]],
+        431,
+        "too many",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_VARIABLES))
+def test_bad_variables_get_a_clear_answer(proto: g.Protocol, by_hand, case: str) -> None:
+    _, addr = by_hand
+    variables, status, words = BAD_VARIABLES[case]
+    g.check_refused(proto, g.exchange(addr, proto.request(variables)), status, words)
+
+
+def test_aborted_requests_leave_the_server_serving(proto: g.Protocol, by_hand) -> None:
+    server, addr = by_hand
+    # Connected and gone; half a head; a head and half its body.
+    socket.create_connection(addr, timeout=10).close()
+    for data in [
+        proto.partial_head,
+        proto.request(g.base_vars("POST", "/up?read=all", body=b""), b"x" * 100)[:-60],
+    ]:
+        with socket.create_connection(addr, timeout=10) as s:
+            s.sendall(data)
+    status, _, data = g.ask(addr, proto.request(g.base_vars("GET", "/after")))
+    assert status == 200
+    assert json.loads(data)["environ"]["PATH_INFO"] == "/after"
+    assert server.proc is not None and server.proc.poll() is None
+
+
+def test_a_streamed_response_arrives_as_it_is_made(proto: g.Protocol, by_hand) -> None:
+    _, addr = by_hand
+    gate_dir = short_tmp_dir()
+    gate = os.path.join(gate_dir, "gate")
+    try:
+        with socket.create_connection(addr, timeout=10) as s:
+            s.sendall(proto.request(g.base_vars("GET", f"/stream/slowgen?n=2&gate={gate}")))
+            got = b""
+            while b"slow0;" not in got:
+                d = s.recv(65536)
+                assert d, got
+                got += d
+            assert b"slow1;" not in got
+            open(gate, "w").close()
+            got += g.read_to_eof(s)
+        # Close-delimited: no chunked framing around the blocks.
+        assert got.endswith(b"\r\n\r\nslow0;slow1;")
+    finally:
+        shutil.rmtree(gate_dir, ignore_errors=True)
+
+
+def test_a_body_over_the_limit_is_refused(proto: g.Protocol) -> None:
+    port = free_port()
+    server = Server(
+        "apps.proxied:app",
+        *("--limit-request-body", "1000"),
+        binds=[f"{proto.name}://127.0.0.1:{port}"],
+    ).start()
+    try:
+        req = proto.request(g.base_vars("POST", "/up?read=all", body=b""), b"z" * 5000)
+        raw = g.exchange(("127.0.0.1", port), req)
+        assert raw.startswith(proto.status_line(413)), raw[:200]
+        status, _, body = g.parse_answer(raw)
+        assert status == 413, body
+    finally:
+        server.stop()
+
+
+def test_a_deadline_is_answered_504_in_the_protocols_form_while_the_thread_is_busy(
+    proto: g.Protocol, tmp_path: Path
+) -> None:
+    """The watcher sends the codec's 504 at the deadline, while the request's thread is still
+    in C code holding the GIL: the answer is there before the request's code has ended."""
+    port = free_port()
+    server = Server(
+        "apps.deadlines:app",
+        *("--timeout", "1", "--timeout-grace", "30"),
+        binds=[f"{proto.name}://127.0.0.1:{port}"],
+    ).start()
+    mark = tmp_path / "mark"
+    try:
+        req = proto.request(g.base_vars("GET", f"/cgil?s=4&mark={mark}"))
+        raw = g.exchange(("127.0.0.1", port), req)
+        assert not mark.exists(), "answered only after the request's code ended"
+        assert raw.startswith(proto.status_line(504)), raw[:200]
+        assert b"did not answer within 1 s" in raw
+        # The thread held the GIL all along: it meets RequestTimeout a switch interval after
+        # its call returns, anywhere, even in its `finally` (tests/test_deadlines.py), so the
+        # mark is not waited for; the server's own account of the thread is.
+        assert server.wait_stderr(
+            r"(Stack of GET /cgil\S* at its deadline|GET /cgil\S*: its thread came back)", 30
+        ), server.stderr_text()
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Through the front ends
+
+
+@pytest.fixture(scope="module")
+def backends() -> Iterator[dict[str, tuple[int, str]]]:
+    """A server for each protocol, with a TCP and a unix listener: ``{name: (port, path)}``."""
+    sock_dir = short_tmp_dir()
+    os.chmod(sock_dir, 0o755)
+    servers, out = [], {}
+    try:
+        for name in g.PROTOCOLS:
+            sock = os.path.join(sock_dir, f"{name}.sock")
+            port = free_port()
+            binds = [f"{name}://127.0.0.1:{port}", f"{name}://unix:{sock}"]
+            servers.append(Server("apps.proxied:app", "--threads", "4", binds=binds).start())
+            out[name] = (port, sock)
+        yield out
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+# Each protocol through nginx over TCP and over a unix socket, and through apache2.
+FRONT_ENDS = [f"{p}-{f}" for p in g.PROTOCOLS for f in ("nginx-tcp", "nginx-unix", "apache2")]
+
+
+@pytest.fixture(scope="module", params=FRONT_ENDS)
+def fe(request: pytest.FixtureRequest, backends) -> Iterator[g.Nginx | g.Apache]:
+    name, _, where = request.param.partition("-")
+    port, sock = backends[name]
+    front: g.Nginx | g.Apache
+    if where.startswith("nginx"):
+        if NGINX is None:
+            pytest.skip("nginx is not installed (scripts/setup.sh)")
+        front = g.Nginx(name, f"127.0.0.1:{port}" if where == "nginx-tcp" else f"unix:{sock}")
+    else:
+        if not g.apache_has(name):
+            pytest.skip(f"apache2 with mod_proxy_{name} is not installed (scripts/setup.sh)")
+        front = g.Apache(name, port)
+    try:
+        yield front
+    finally:
+        front.stop()
+
+
+def no_errors(fe: g.FrontEnd) -> None:
+    assert fe.errors() == [], fe.error_log()[-2000:]
+
+
+def test_encoded_path_and_query(fe) -> None:
+    g.check_encoded_path_and_query(fe)
+    no_errors(fe)
+
+
+def test_one_mib_body_with_content_length(fe) -> None:
+    g.check_big_body(fe)
+    no_errors(fe)
+
+
+def test_chunked_body_from_the_client(fe) -> None:
+    refused = fe.protocol.apache_chunked_status
+    if isinstance(fe, g.Apache) and refused is not None:
+        # apache2 refuses the chunked body itself: it never reaches the backend.
+        status, _ = g.chunked_upload(fe, [b"abc"])
+        assert status == refused
+        return
+    g.check_chunked_body_buffered(fe)
+    no_errors(fe)
+
+
+def test_streamed_response(fe) -> None:
+    gate_dir = short_tmp_dir()
+    try:
+        g.check_streamed_response(fe, gate_dir)
+    finally:
+        shutil.rmtree(gate_dir, ignore_errors=True)
+    no_errors(fe)
+
+
+def test_remote_addr_is_the_client(fe) -> None:
+    g.check_remote_addr(fe)
+
+
+def test_keep_alive_to_the_front_end(fe) -> None:
+    g.check_keep_alive(fe)
+    no_errors(fe)
+
+
+def test_script_name_and_path_info_as_the_front_end_splits_them(fe) -> None:
+    env = g.environ_of(fe, "/mnt/x/y%20z?q=1")
+    # nginx sets both from its location; apache2 as its module for the protocol does.
+    want = fe.protocol.apache_mount_split if isinstance(fe, g.Apache) else ("/mnt", "/x/y z")
+    assert (env["SCRIPT_NAME"], env["PATH_INFO"]) == want
+    assert env["QUERY_STRING"] == "q=1"
+
+
+def test_https_from_the_front_end(fe) -> None:
+    g.check_https_var(fe)
+
+
+def test_headers_cannot_pose_as_server_variables(fe) -> None:
+    g.check_no_injection(fe)
+
+
+def test_large_download(fe) -> None:
+    g.check_big_download(fe)
+    no_errors(fe)
