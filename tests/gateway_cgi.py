@@ -106,6 +106,16 @@ def read_to_eof(s: socket.socket) -> bytes:
         out += d
 
 
+def read_until(s: socket.socket, marker: bytes) -> bytes:
+    """Everything read until ``marker`` has arrived; the server closing before it fails."""
+    got = b""
+    while marker not in got:
+        d = s.recv(65536)
+        assert d, got
+        got += d
+    return got
+
+
 def parse_answer(raw: bytes) -> tuple[int, dict[str, str], bytes]:
     """(status, fields with lower-case names, body) of an SCGI (``Status:``) or uwsgi
     (``HTTP/1.1``) answer."""
@@ -297,7 +307,7 @@ MOUNT_PARAMS = {
 
 class Nginx(FrontEnd):
     """nginx with ``scgi_pass`` or ``uwsgi_pass`` to ``backend`` (``127.0.0.1:PORT`` or
-    ``unix:/path``)."""
+    ``unix:/path``); ``protocol`` is the one it speaks to the backend."""
 
     name = "nginx"
 
@@ -342,7 +352,8 @@ ProxyPass / {proto}://127.0.0.1:{backend_port}/
 
 
 class Apache(FrontEnd):
-    """apache2 with ``mod_proxy_scgi`` or ``mod_proxy_uwsgi`` to 127.0.0.1:``backend_port``."""
+    """apache2 with ``mod_proxy_scgi`` or ``mod_proxy_uwsgi`` to 127.0.0.1:``backend_port``;
+    ``protocol`` is the one it speaks to the backend."""
 
     name = "apache2"
 

@@ -157,11 +157,7 @@ def test_a_streamed_response_arrives_as_it_is_made(proto: g.Protocol, by_hand) -
     try:
         with socket.create_connection(addr, timeout=10) as s:
             s.sendall(proto.request(g.base_vars("GET", f"/stream/slowgen?n=2&gate={gate}")))
-            got = b""
-            while b"slow0;" not in got:
-                d = s.recv(65536)
-                assert d, got
-                got += d
+            got = g.read_until(s, b"slow0;")
             assert b"slow1;" not in got
             open(gate, "w").close()
             got += g.read_to_eof(s)
