@@ -113,7 +113,7 @@ class Front:
     def missing(self) -> list[str]:
         return [str(p) for p in self.needs if not p.exists()]
 
-    def start(self, where: Path, port: int, backend: str, log: Path):
+    def start(self, where: Path, port: int, backend: str, log: Path) -> subprocess.Popen:
         (where / self.conf_file).write_text(
             self.conf.format(dir=where, host=HOST, port=port, backend=backend)
         )
@@ -289,7 +289,9 @@ def one_run(front: Front, name: str, argv: list[str], args, logs: Path) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def compare(doc: str, *cases: Case, rounds: int = 3, duration: int = 8, connections: int = 16):
+def compare(
+    doc: str, *cases: Case, rounds: int = 3, duration: int = 8, connections: int = 16
+) -> None:
     """Runs each case's backends in rotating rounds behind its front end and prints a table
     per case. The command line (described by ``doc``, the calling script's docstring) sets
     the rounds, duration and connections (the defaults are the script's), picks backends
@@ -298,7 +300,7 @@ def compare(doc: str, *cases: Case, rounds: int = 3, duration: int = 8, connecti
     ap.add_argument("--rounds", type=int, default=rounds)
     ap.add_argument("--duration", type=int, default=duration, help="seconds a run")
     ap.add_argument("--connections", type=int, default=connections, help="wrk's")
-    ap.add_argument("--unix", action="store_true", help="the front end reaches it over unix")
+    ap.add_argument("--unix", action="store_true", help="front end to backend over unix")
     ap.add_argument("--only", default="", help="comma-separated backends (NAME or LABEL/NAME)")
     args = ap.parse_args()
     for tool in ("wrk", "taskset"):
@@ -312,14 +314,14 @@ def compare(doc: str, *cases: Case, rounds: int = 3, duration: int = 8, connecti
         if args.unix and not case.front.unix:
             raise SystemExit(f"{case.label}: {case.front.name} is run over TCP only here")
         for name, argv in case.backends.items():
-            if wanted and not wanted & {name, f"{case.label}/{name}".lower()}:
+            if wanted and not wanted & {name.lower(), f"{case.label}/{name}".lower()}:
                 continue
             if argv:
                 case.results[name] = []
             else:
                 print(f"note: {name} ({case.label}) is not installed; skipped", file=sys.stderr)
         names = list(case.results)
-        for r in range(args.rounds):
+        for r in range(args.rounds if names else 0):
             for name in names[r % len(names) :] + names[: r % len(names)]:
                 argv = case.backends[name]
                 assert argv is not None
