@@ -254,17 +254,21 @@ def logged_errors(log: Path, start: int) -> int:
 
 
 def one_run(front: Front, name: str, argv: list[str], args, logs: Path) -> dict:
+    """One measured run of backend ``name`` (``argv``) behind ``front``."""
     work = Path(tempfile.mkdtemp(prefix=f"fw{front.name[:3]}-", dir="/tmp"))
-    if args.unix:
-        addr = str(work / "backend.sock")
-        bind = f"unix:{addr}"
-    else:
-        addr = bind = f"{HOST}:{free_port()}"
-    argv = [a.replace("{addr}", addr).replace("{bind}", bind) for a in argv]
-    backend = spawn(["taskset", "-c", BACKEND_CPU, *argv], logs / f"{name}.log")
-    port = free_port()
-    proc = front.start(work, port, bind, logs / f"{front.name}-{name}.log")
+    started: list[subprocess.Popen] = []
     try:
+        if args.unix:
+            addr = str(work / "backend.sock")
+            bind = f"unix:{addr}"
+        else:
+            addr = bind = f"{HOST}:{free_port()}"
+        argv = [a.replace("{addr}", addr).replace("{bind}", bind) for a in argv]
+        backend = spawn(["taskset", "-c", BACKEND_CPU, *argv], logs / f"{name}.log")
+        started.append(backend)
+        port = free_port()
+        proc = front.start(work, port, bind, logs / f"{front.name}-{name}.log")
+        started.append(proc)
         trouble = wait_answering(port, proc)
         if trouble:
             log = (logs / f"{name}.log").read_text(errors="replace")[-500:]
@@ -274,7 +278,9 @@ def one_run(front: Front, name: str, argv: list[str], args, logs: Path) -> dict:
         start = log.stat().st_size if log.exists() else 0
         wrk(port, 1, args.connections)  # warm-up
         cpu0 = tree_cpu_seconds(backend.pid)
-        res = parse_wrk(wrk(port, args.duration, args.connections))
+        out = wrk(port, args.duration, args.connections)
+        (logs / f"{name}.wrk").write_text(out)
+        res = parse_wrk(out)
         cpu = tree_cpu_seconds(backend.pid) - cpu0
         n = res.get("requests", 0)
         res["cpu_us"] = cpu / n * 1e6 if n else None
@@ -282,8 +288,8 @@ def one_run(front: Front, name: str, argv: list[str], args, logs: Path) -> dict:
         res["logged"] = logged_errors(log, start)
         return res
     finally:
-        stop(proc)
-        stop(backend)
+        for proc in reversed(started):
+            stop(proc)
         if (work / "error.log").exists():
             shutil.copy(work / "error.log", logs / f"{front.name}-{name}-error.log")
         shutil.rmtree(work, ignore_errors=True)
