@@ -147,7 +147,7 @@ def ask(addr: tuple[str, int] | str, data: bytes) -> tuple[int, dict[str, str], 
 
 @dataclass(frozen=True)
 class Protocol:
-    """What the tests both protocols go through need to know of one of them."""
+    """One protocol as the shared SCGI/uwsgi tests see it."""
 
     # The bind scheme, and the front ends' name for it: nginx ``{name}_pass`` and
     # ``{name}_params``, apache2 ``mod_proxy_{name}``.
@@ -170,6 +170,7 @@ class Protocol:
     apache_mount_split: tuple[str, str]
 
     def request(self, variables: Vars, body: bytes = b"", content_length: bool = True) -> bytes:
+        """A request of ``variables`` and ``body`` in this protocol."""
         return self.encode(variables, body, content_length=content_length)
 
     def status_line(self, status: int) -> bytes:
