@@ -60,29 +60,23 @@ fn configure(loaded: &settings::Loaded) -> Result<(Config, Settings), String> {
     Ok((cfg, settings))
 }
 
-/// Binds the listeners of `cfg`, adopts those of `--fd` and systemd's
-/// `LISTEN_FDS`, and gives unix sockets their mode and owner. The error
-/// is one line.
+/// Adopts the inherited listeners (`--fd`, systemd's `LISTEN_FDS`,
+/// `--bind SCHEME://fd:N`), binds the other addresses of `cfg`, and
+/// gives the unix sockets bound here their mode and owner. The error is
+/// one line.
 fn listeners(
     loaded: &settings::Loaded,
     cfg: &Config,
     settings: &Settings,
 ) -> Result<Vec<Listener>, String> {
     let cli = &loaded.cli;
-    let mut out: Vec<Listener> = Vec::new();
-    let mut fds: Vec<i32> = cli.fds.clone();
-    fds.extend(system::take_listen_fds());
-    for fd in fds {
-        if out.iter().any(|l| l.raw_fd() == fd) {
-            continue;
-        }
-        let mut l = Listener::from_fd(fd)?;
-        l.set_proxy_protocol(cfg.proxy_protocol);
-        out.push(l);
-    }
+    let mut out = system::inherited_listeners(&cli.fds, &cfg.binds, cfg.proxy_protocol)?;
     let owner = settings.identity.as_ref().map(|id| id.owner());
     for bind in &cfg.binds {
         let addr = &bind.addr;
+        if matches!(addr, ferrowsgi_server::BindAddr::Fd(_)) {
+            continue;
+        }
         let l = Listener::bind_with(
             addr,
             cfg.backlog,

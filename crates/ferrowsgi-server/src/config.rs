@@ -247,14 +247,16 @@ pub struct Cli {
     #[arg(long, value_name = "PREFIX", value_parser = parse_root_path)]
     pub root_path: Option<String>,
 
-    /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000) or
-    /// unix:PATH, optionally after a protocol scheme: http:// (the default)
-    /// fastcgi:// (e.g. fastcgi://127.0.0.1:9000,
-    /// fastcgi://unix:/run/app.sock), ajp:// (AJP13, for Apache's
-    /// mod_proxy_ajp), scgi:// or uwsgi:// (for scgi_pass / uwsgi_pass,
-    /// mod_proxy_scgi / mod_proxy_uwsgi). A scheme ending in +proxy (http+proxy://,
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT, HOST (port 8000),
+    /// unix:PATH or fd:N (an inherited socket, descriptor N), optionally
+    /// after a protocol scheme: http:// (the default), fastcgi:// (e.g.
+    /// fastcgi://127.0.0.1:9000, fastcgi://unix:/run/app.sock,
+    /// fastcgi://fd:3), ajp:// (AJP13, for Apache's mod_proxy_ajp),
+    /// scgi:// or uwsgi:// (for scgi_pass / uwsgi_pass, mod_proxy_scgi /
+    /// mod_proxy_uwsgi). A scheme ending in +proxy (http+proxy://,
     /// fastcgi+proxy://, ajp+proxy://) is for connections that start with
-    /// a PROXY protocol header. Repeat to listen on several.
+    /// a PROXY protocol header. fd://N (gunicorn's spelling) is
+    /// http://fd:N. Repeat to listen on several.
     #[arg(short = 'b', long = "bind", value_name = "ADDRESS", action = ArgAction::Append,
           default_value = DEFAULT_BIND)]
     pub bind: Vec<String>,
@@ -518,7 +520,8 @@ pub struct Cli {
     pub reuse_port: bool,
 
     /// Listen on an inherited, already bound socket with this descriptor
-    /// number. Repeat for several.
+    /// number, speaking HTTP (--bind SCHEME://fd:N for another protocol).
+    /// Repeat for several.
     #[arg(long = "fd", value_name = "FD", action = ArgAction::Append,
           value_parser = clap::value_parser!(i32).range(0..))]
     pub fds: Vec<i32>,
@@ -708,7 +711,17 @@ impl Cli {
             self.bind.iter().map(String::as_str).collect()
         };
         for b in binds {
-            cfg.binds.push(Bind::parse(b)?);
+            let bind = Bind::parse(b)?;
+            // One descriptor is one socket: adopting it twice would close
+            // it twice, and it can speak only one protocol.
+            if let crate::listen::BindAddr::Fd(fd) = bind.addr {
+                if let Some(first) = cfg.binds.iter().find(|o| o.addr == bind.addr) {
+                    return Err(format!(
+                        "descriptor {fd} is given twice in --bind ({first} and {bind})"
+                    ));
+                }
+            }
+            cfg.binds.push(bind);
         }
         cfg.proxy_protocol = self.proxy_protocol;
         cfg.forwarded_allow = TrustedProxies::parse(&self.forwarded_allow_ips)?;
@@ -954,6 +967,25 @@ mod tests {
         let (_, code) =
             parse_args(&args(&["ferrowsgi", "--max-pipelined", "0", "m:app"])).unwrap_err();
         assert_eq!(code, 2);
+    }
+
+    #[test]
+    fn an_inherited_descriptor_is_bound_once() {
+        let cfg = |list: &[&str]| {
+            let mut argv = vec!["ferrowsgi"];
+            argv.extend_from_slice(list);
+            argv.push("m:app");
+            parse_args(&args(&argv)).unwrap().to_config()
+        };
+        let c = cfg(&["-b", "fastcgi://fd:3", "-b", "fd://4", "-b", "unix:/a"]).unwrap();
+        let addrs: Vec<String> = c.binds.iter().map(|b| b.to_string()).collect();
+        assert_eq!(addrs, ["fastcgi://fd:3", "fd:4", "unix:/a"]);
+        let e = cfg(&["-b", "fastcgi://fd:3", "-b", "scgi://fd:3"]).unwrap_err();
+        assert_eq!(
+            e,
+            "descriptor 3 is given twice in --bind (fastcgi://fd:3 and scgi://fd:3)"
+        );
+        assert!(cfg(&["-b", "fd://3", "-b", "fd:3"]).is_err());
     }
 
     #[test]

@@ -61,6 +61,26 @@ impl Scheme {
             _ => None,
         }
     }
+
+    /// Every scheme, in the order the documentation lists them.
+    pub const ALL: [Scheme; 5] = [
+        Scheme::Http,
+        Scheme::FastCgi,
+        Scheme::Scgi,
+        Scheme::Uwsgi,
+        Scheme::Ajp,
+    ];
+
+    /// A protocol as a bind address's scheme or a systemd socket's
+    /// `FileDescriptorName=` spells it: a scheme name, optionally followed
+    /// by `+proxy` (`fastcgi`, `scgi+proxy`). Returns the scheme and
+    /// whether connections start with a PROXY protocol header.
+    pub fn parse_protocol(name: &str) -> Option<(Scheme, bool)> {
+        match name.strip_suffix(PROXY_SUFFIX) {
+            Some(p) => Scheme::from_name(p).map(|s| (s, true)),
+            None => Scheme::from_name(name).map(|s| (s, false)),
+        }
+    }
 }
 
 /// The suffix of a scheme whose connections start with a PROXY protocol
@@ -69,7 +89,9 @@ const PROXY_SUFFIX: &str = "+proxy";
 
 /// A bind address with the protocol to speak there:
 /// `[SCHEME[+proxy]://]ADDRESS`, e.g. `fastcgi://127.0.0.1:9000`,
-/// `fastcgi://unix:/run/app.sock` or `http+proxy://127.0.0.1:8000`.
+/// `fastcgi://unix:/run/app.sock`, `http+proxy://127.0.0.1:8000`, or
+/// `scgi://fd:3` for an inherited socket (`fd://3`, gunicorn's spelling,
+/// is `http://fd:3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     /// The protocol.
@@ -90,14 +112,18 @@ impl Bind {
         let Some((name, rest)) = s.split_once("://") else {
             return BindAddr::parse(s).map(Bind::from);
         };
-        let (protocol, proxy) = match name.strip_suffix(PROXY_SUFFIX) {
-            Some(p) => (p, true),
-            None => (name, false),
-        };
-        let Some(scheme) = Scheme::from_name(protocol) else {
+        if name == FD_SCHEME {
+            // gunicorn's spelling of an inherited socket: `fd://3` is
+            // `http://fd:3`.
+            return parse_fd(rest)
+                .map(|fd| Bind::from(BindAddr::Fd(fd)))
+                .map_err(|why| format!("invalid bind address {s:?}: {why}"));
+        }
+        let Some((scheme, proxy)) = Scheme::parse_protocol(name) else {
             return Err(format!(
                 "invalid bind address {s:?}: unknown scheme {name:?} \
-                 (known: http, fastcgi, ajp, scgi, uwsgi, each optionally followed by +proxy)"
+                 (known: http, fastcgi, ajp, scgi, uwsgi, each optionally followed by +proxy; \
+                 fd://N for an inherited socket)"
             ));
         };
         // The address's error names the address; the whole bind is named
@@ -142,6 +168,20 @@ fn suffix(proxy: bool) -> &'static str {
     }
 }
 
+/// gunicorn's scheme for an inherited socket (`fd://3`).
+const FD_SCHEME: &str = "fd";
+
+/// The descriptor number of `fd:N` or `fd://N`; the error says why it is
+/// not one.
+fn parse_fd(digits: &str) -> Result<RawFd, String> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("the descriptor must be a number, as in fd:3".into());
+    }
+    digits
+        .parse()
+        .map_err(|_| "the descriptor number is too large".into())
+}
+
 /// Where to listen, as given on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindAddr {
@@ -149,11 +189,16 @@ pub enum BindAddr {
     Tcp(SocketAddr),
     /// A unix-domain socket path.
     Unix(PathBuf),
+    /// A socket bound already and inherited with this descriptor number
+    /// (from a process manager, systemd or a parent that execs the
+    /// server).
+    Fd(RawFd),
 }
 
 impl BindAddr {
-    /// Parses `HOST:PORT`, `[IPV6]:PORT`, `HOST` (port 8000) or `unix:PATH`.
-    /// The error is one line naming the address.
+    /// Parses `HOST:PORT`, `[IPV6]:PORT`, `HOST` (port 8000), `unix:PATH`
+    /// or `fd:N` (an inherited socket). The error is one line naming the
+    /// address.
     pub fn parse(s: &str) -> Result<BindAddr, String> {
         let bad = |why: &str| format!("invalid bind address {s:?}: {why}");
         if let Some(path) = s.strip_prefix("unix:") {
@@ -161,6 +206,9 @@ impl BindAddr {
                 return Err(bad("empty socket path"));
             }
             return Ok(BindAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(digits) = s.strip_prefix("fd:") {
+            return parse_fd(digits).map(BindAddr::Fd).map_err(|why| bad(&why));
         }
         if s.is_empty() {
             return Err(bad("empty"));
@@ -215,6 +263,7 @@ impl fmt::Display for BindAddr {
         match self {
             BindAddr::Tcp(a) => write!(f, "{a}"),
             BindAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            BindAddr::Fd(n) => write!(f, "fd:{n}"),
         }
     }
 }
@@ -257,6 +306,9 @@ impl Listener {
     /// listener sets it on each accepted connection whose peer is a loopback
     /// address or the connection's own local address (the kernel routes
     /// both over the loopback device). See [`set_congestion`] for why.
+    ///
+    /// An inherited socket (`fd:N`) is adopted as [`Listener::from_fd`]
+    /// does; the backlog and the options above stay as its owner set them.
     pub fn bind(
         addr: &BindAddr,
         backlog: u32,
@@ -276,6 +328,9 @@ impl Listener {
     ) -> io::Result<Listener> {
         let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
         match addr {
+            // Bound and listening already: adopted as it is, with the
+            // backlog and options its owner gave it.
+            BindAddr::Fd(fd) => Listener::from_fd(*fd).map_err(io::Error::other),
             BindAddr::Tcp(sa) => {
                 let sock =
                     Socket::new(Domain::for_address(*sa), Type::STREAM, Some(Protocol::TCP))?;
@@ -883,6 +938,94 @@ mod tests {
             assert!(err.starts_with("invalid bind address"), "{bad}: {err}");
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    #[test]
+    fn inherited_sockets_as_bind_addresses() {
+        for (input, scheme, proxy, fd, shown) in [
+            ("fd://3", Scheme::Http, false, 3, "fd:3"),
+            ("fd:4", Scheme::Http, false, 4, "fd:4"),
+            ("http://fd:5", Scheme::Http, false, 5, "fd:5"),
+            (
+                "fastcgi://fd:3",
+                Scheme::FastCgi,
+                false,
+                3,
+                "fastcgi://fd:3",
+            ),
+            (
+                "scgi+proxy://fd:0",
+                Scheme::Scgi,
+                true,
+                0,
+                "scgi+proxy://fd:0",
+            ),
+            ("uwsgi://fd:10", Scheme::Uwsgi, false, 10, "uwsgi://fd:10"),
+            ("ajp+proxy://fd:7", Scheme::Ajp, true, 7, "ajp+proxy://fd:7"),
+            (
+                "http+proxy://fd:3",
+                Scheme::Http,
+                true,
+                3,
+                "http+proxy://fd:3",
+            ),
+        ] {
+            let b = Bind::parse(input).unwrap();
+            assert_eq!(
+                (b.scheme, b.proxy, &b.addr),
+                (scheme, proxy, &BindAddr::Fd(fd))
+            );
+            assert_eq!(b.to_string(), shown, "{input}");
+            assert_eq!(Bind::parse(shown).unwrap(), b, "{shown}");
+        }
+        for bad in [
+            "fd://",
+            "fd:",
+            "fd://x",
+            "fd://-1",
+            "fd://+3",
+            "fd://3 ",
+            "fastcgi://fd:",
+            "fastcgi://fd:three",
+            "fd://99999999999",
+            "fd+proxy://3",
+            "fd://fd:3",
+        ] {
+            let err = Bind::parse(bad).unwrap_err();
+            assert!(err.starts_with("invalid bind address"), "{bad}: {err}");
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        for name in ["fastcgi", "scgi", "uwsgi", "ajp", "http"] {
+            let s = Scheme::from_name(name).unwrap();
+            assert!(Scheme::ALL.contains(&s));
+            assert_eq!(Scheme::parse_protocol(name), Some((s, false)));
+            assert_eq!(
+                Scheme::parse_protocol(&format!("{name}+proxy")),
+                Some((s, true))
+            );
+        }
+        for bad in [
+            "",
+            "+proxy",
+            "fcgi",
+            "FastCGI",
+            "http+proxy+proxy",
+            "app.socket",
+        ] {
+            assert_eq!(Scheme::parse_protocol(bad), None, "{bad}");
+        }
+        // An fd address adopts the descriptor: its protocol is the bind's.
+        let std_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = std_l.local_addr().unwrap().port();
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(std_l);
+        let l = Listener::bind(&BindAddr::Fd(fd), 4, None)
+            .unwrap()
+            .with_scheme(Scheme::Scgi);
+        assert_eq!(l.url(), format!("scgi://127.0.0.1:{port}"));
+        assert!(!l.codec(8, &Arc::default()).is_http1());
+        let e = Listener::bind(&BindAddr::Fd(987_654), 4, None).unwrap_err();
+        assert!(e.to_string().contains("descriptor 987654"), "{e}");
     }
 
     #[test]

@@ -471,7 +471,7 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// The known name closest to `name`, if close enough to be a misspelling.
-fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = (name.len() / 3).clamp(1, 3);
     known
         .map(|k| (distance(name, k), k))

@@ -173,6 +173,43 @@ mod tests {
     }
 
     #[test]
+    fn systemd_socket_names_choose_the_protocol() {
+        use crate::Scheme;
+        for (name, want) in [
+            ("fastcgi", (Scheme::FastCgi, false)),
+            ("scgi", (Scheme::Scgi, false)),
+            ("uwsgi+proxy", (Scheme::Uwsgi, true)),
+            ("ajp", (Scheme::Ajp, false)),
+            ("http", (Scheme::Http, false)),
+            ("http+proxy", (Scheme::Http, true)),
+            // Names that are not protocols keep their meaning of before.
+            ("app.socket", (Scheme::Http, false)),
+            ("unknown", (Scheme::Http, false)),
+            ("app", (Scheme::Http, false)),
+            ("web", (Scheme::Http, false)),
+            ("", (Scheme::Http, false)),
+        ] {
+            assert_eq!(system::protocol_of_fd_name(3, name), Ok(want), "{name:?}");
+        }
+        for (name, hint) in [
+            ("fastcig", "did you mean \"fastcgi\"?"),
+            ("uwsg", "did you mean \"uwsgi\"?"),
+            ("fastcgi+prox", "did you mean \"fastcgi+proxy\"?"),
+            ("scgi+tls", "did you mean \"scgi+proxy\"?"),
+            ("fastcgi+proxy+proxy", "did you mean \"fastcgi+proxy\"?"),
+            ("gopher+proxy", "which is not a protocol:"),
+        ] {
+            let e = system::protocol_of_fd_name(4, name).expect_err(name);
+            assert!(
+                e.starts_with(&format!("systemd socket 4 is named {name:?}")),
+                "{e}"
+            );
+            assert!(e.contains(hint), "{name}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
     fn inherited_descriptors_are_checked() {
         let e = crate::Listener::from_fd(987_654).unwrap_err();
         assert!(e.contains("not an open descriptor"), "{e}");

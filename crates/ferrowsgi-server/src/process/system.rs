@@ -7,6 +7,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::path::Path;
 
+use crate::listen::{Bind, BindAddr, Listener, Scheme};
+
 /// First descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
 
@@ -211,14 +213,126 @@ pub fn listen_fds_env() -> Option<usize> {
     std::env::var("LISTEN_FDS").ok()?.parse().ok()
 }
 
-/// Takes the sockets systemd passed (descriptors 3 to 3 + `LISTEN_FDS`)
-/// and removes the variables, so that no child takes them for its own.
-pub fn take_listen_fds() -> Vec<RawFd> {
+/// Takes the sockets systemd passed (descriptors 3 to 3 + `LISTEN_FDS`),
+/// each with the name `LISTEN_FDNAMES` gives it (`None` without the
+/// variable), and removes the variables, so that no child takes them for
+/// its own. The error is one line: a `LISTEN_FDNAMES` that does not name
+/// each socket once.
+pub fn take_listen_fds() -> Result<Vec<(RawFd, Option<String>)>, String> {
     let n = listen_fds_env().unwrap_or(0);
+    let names = std::env::var("LISTEN_FDNAMES").ok();
     for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
     }
-    (0..n as RawFd).map(|i| LISTEN_FDS_START + i).collect()
+    let fds = (0..n as RawFd).map(|i| LISTEN_FDS_START + i);
+    let Some(names) = names.filter(|_| n > 0) else {
+        return Ok(fds.map(|fd| (fd, None)).collect());
+    };
+    let names: Vec<&str> = names.split(':').collect();
+    if names.len() != n {
+        return Err(format!(
+            "LISTEN_FDNAMES names {} sockets but LISTEN_FDS passes {n}",
+            names.len()
+        ));
+    }
+    Ok(fds
+        .zip(names)
+        .map(|(fd, name)| (fd, Some(name.to_string())))
+        .collect())
+}
+
+/// The protocol a systemd socket's name (`FileDescriptorName=`) asks
+/// for: `http`, `fastcgi`, `scgi`, `uwsgi` or `ajp`, each optionally
+/// followed by `+proxy`. Any other name is HTTP, as before names had a
+/// meaning: systemd names a socket after its unit (`app.socket`) unless
+/// told otherwise, and a unit may name its sockets for its own purposes.
+/// A name of four or more characters that is nearly a protocol's
+/// (`fastcig`, `uwsg`), or one with a `+` (`fastcgi+prox`), is taken
+/// for a mistake: the error is one line naming it. Shorter names are too close
+/// to everything (`app` is one letter from `ajp`) to be judged.
+pub fn protocol_of_fd_name(fd: RawFd, name: &str) -> Result<(Scheme, bool), String> {
+    if let Some(found) = Scheme::parse_protocol(name) {
+        return Ok(found);
+    }
+    let known = || Scheme::ALL.iter().map(|s| s.name());
+    let bad = |hint: String| {
+        format!(
+            "systemd socket {fd} is named {name:?} (LISTEN_FDNAMES), which is not a protocol{hint}: \
+             name it http, fastcgi, scgi, uwsgi or ajp, each optionally followed by +proxy"
+        )
+    };
+    // A '+' is the scheme's spelling: a mistake in the protocol or in
+    // its suffix.
+    if let Some((protocol, _)) = name.split_once('+') {
+        return Err(bad(match crate::settings::closest(protocol, known()) {
+            Some(k) => format!(" (did you mean \"{k}+proxy\"?)"),
+            None => String::new(),
+        }));
+    }
+    match crate::settings::closest(name, known()) {
+        Some(k) if name.len() >= 4 => Err(bad(format!(" (did you mean {k:?}?)"))),
+        _ => Ok((Scheme::Http, false)),
+    }
+}
+
+/// The inherited listening sockets, adopted: those of `--fd` (`fds`,
+/// HTTP), those systemd passed (`LISTEN_FDS`, each speaking the protocol
+/// its name asks for, see [`protocol_of_fd_name`]), and those `binds`
+/// name as `SCHEME://fd:N`. A descriptor named in `binds` speaks the
+/// protocol given there, also when `--fd` or systemd passed it: the
+/// command line is the more specific. `proxy_all` (`--proxy-protocol`)
+/// puts a PROXY protocol header before every connection's first byte.
+/// The error is one line naming the descriptor.
+pub fn inherited_listeners(
+    fds: &[RawFd],
+    binds: &[Bind],
+    proxy_all: bool,
+) -> Result<Vec<Listener>, String> {
+    // (descriptor, protocol, PROXY header, systemd's name)
+    let mut wanted: Vec<(RawFd, Scheme, bool, Option<String>)> = Vec::new();
+    for &fd in fds {
+        if !wanted.iter().any(|w| w.0 == fd) {
+            wanted.push((fd, Scheme::Http, false, None));
+        }
+    }
+    for (fd, name) in take_listen_fds()? {
+        if wanted.iter().any(|w| w.0 == fd) {
+            continue;
+        }
+        let (scheme, proxy) = match &name {
+            Some(n) => protocol_of_fd_name(fd, n)?,
+            None => (Scheme::Http, false),
+        };
+        wanted.push((fd, scheme, proxy, name));
+    }
+    for bind in binds {
+        let BindAddr::Fd(fd) = bind.addr else {
+            continue;
+        };
+        match wanted.iter_mut().find(|w| w.0 == fd) {
+            Some(w) => {
+                if let Some(name) = &w.3 {
+                    if (w.1, w.2) != (bind.scheme, bind.proxy)
+                        && Scheme::parse_protocol(name).is_some()
+                    {
+                        crate::log::warning(&format!(
+                            "systemd socket {fd} is named {name:?}; --bind {bind} says how it \
+                             is spoken"
+                        ));
+                    }
+                }
+                (w.1, w.2) = (bind.scheme, bind.proxy);
+            }
+            None => wanted.push((fd, bind.scheme, bind.proxy, None)),
+        }
+    }
+    let mut out = Vec::with_capacity(wanted.len());
+    for (fd, scheme, proxy, _) in wanted {
+        let mut l = Listener::from_fd(fd)?.with_scheme(scheme);
+        l.set_proxy_protocol(proxy || proxy_all);
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// Sets the file mode creation mask.
