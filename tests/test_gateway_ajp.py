@@ -18,13 +18,13 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ajp_wire import MAX_BODY_PIECE, AjpConn, ajp_string, body_packet, forward_request, packet
 from support import Server, free_port, short_tmp_dir, wait_until
 
 APACHE = shutil.which("apache2") or (
@@ -32,208 +32,6 @@ APACHE = shutil.which("apache2") or (
 )
 MODULES = Path("/usr/lib/apache2/modules")
 SECRET = "s3cret-ajp"
-
-# --------------------------------------------------------------------------------------------
-# AJP13 by hand
-
-CODED_REQUEST = {
-    "accept": 0xA001,
-    "accept-charset": 0xA002,
-    "accept-encoding": 0xA003,
-    "accept-language": 0xA004,
-    "authorization": 0xA005,
-    "connection": 0xA006,
-    "content-type": 0xA007,
-    "content-length": 0xA008,
-    "cookie": 0xA009,
-    "cookie2": 0xA00A,
-    "host": 0xA00B,
-    "pragma": 0xA00C,
-    "referer": 0xA00D,
-    "user-agent": 0xA00E,
-}
-CODED_RESPONSE = [
-    "Content-Type",
-    "Content-Language",
-    "Content-Length",
-    "Date",
-    "Last-Modified",
-    "Location",
-    "Set-Cookie",
-    "Set-Cookie2",
-    "Servlet-Engine",
-    "Status",
-    "WWW-Authenticate",
-]
-METHODS = {"OPTIONS": 1, "GET": 2, "HEAD": 3, "POST": 4, "PUT": 5, "DELETE": 6}
-
-
-def ajp_string(s: bytes | str | None) -> bytes:
-    if s is None:
-        return b"\xff\xff"
-    b = s.encode("latin-1") if isinstance(s, str) else s
-    return struct.pack(">H", len(b)) + b + b"\0"
-
-
-def packet(payload: bytes) -> bytes:
-    return b"\x12\x34" + struct.pack(">H", len(payload)) + payload
-
-
-def body_packet(data: bytes) -> bytes:
-    return packet(struct.pack(">H", len(data)) + data)
-
-
-def forward_request(
-    method: str = "GET",
-    uri: str = "/",
-    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    query: str | None = None,
-    secret: str | None = None,
-    remote_addr: str = "192.0.2.7",
-    remote_port: int | None = 40123,
-    ssl: bool = False,
-    raw_attrs: bytes = b"",
-) -> bytes:
-    code = METHODS.get(method, 0xFF)
-    p = bytes([2, code]) + ajp_string("HTTP/1.1") + ajp_string(uri)
-    p += ajp_string(remote_addr) + ajp_string(None) + ajp_string("example.com")
-    p += struct.pack(">HBH", 8080, 1 if ssl else 0, len(headers))
-    for name, value in headers:
-        coded = CODED_REQUEST.get(name.lower())
-        p += struct.pack(">H", coded) if coded else ajp_string(name)
-        p += ajp_string(value)
-    if query is not None:
-        p += b"\x05" + ajp_string(query)
-    if remote_port is not None:
-        p += b"\x0a" + ajp_string("AJP_REMOTE_PORT") + ajp_string(str(remote_port))
-    if secret is not None:
-        p += b"\x0c" + ajp_string(secret)
-    if code == 0xFF:
-        p += b"\x0d" + ajp_string(method)
-    return packet(p + raw_attrs + b"\xff")
-
-
-class Reply:
-    """What the server sent for one request."""
-
-    def __init__(self) -> None:
-        self.status = 0
-        self.reason = ""
-        self.headers: list[tuple[str, str]] = []
-        self.chunks: list[bytes] = []
-        self.asked: list[int] = []
-        self.reuse: bool | None = None
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def header(self, name: str) -> str | None:
-        for n, v in self.headers:
-            if n.lower() == name.lower():
-                return v
-        return None
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-class AjpConn:
-    """One connection to the server, as a web server would use it."""
-
-    def __init__(self, addr: tuple[str, int] | str, timeout: float = 10.0) -> None:
-        if isinstance(addr, str):
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(timeout)
-            self.sock.connect(addr)
-        else:
-            self.sock = socket.create_connection(addr, timeout=timeout)
-        self.buf = b""
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> AjpConn:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self, n: int) -> bool:
-        while len(self.buf) < n:
-            data = self.sock.recv(65536)
-            if not data:
-                return False
-            self.buf += data
-        return True
-
-    def read_packet(self) -> bytes | None:
-        """The next packet's payload; None when the server closed the connection."""
-        if not self._fill(4):
-            assert self.buf == b"", f"connection closed inside a packet header: {self.buf!r}"
-            return None
-        assert self.buf[:2] == b"AB", f"bad magic from the server: {self.buf[:16]!r}"
-        (n,) = struct.unpack(">H", self.buf[2:4])
-        assert n <= 8192 - 4, n
-        assert self._fill(4 + n), "connection closed inside a packet"
-        payload, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
-        return payload
-
-    def is_closed(self) -> bool:
-        """Whether the server closed the connection (nothing more comes)."""
-        try:
-            return self.read_packet() is None
-        except ConnectionResetError:
-            return True
-
-    def reply(self, body: list[bytes] | None = None) -> Reply:
-        """Reads one response, answering GET_BODY_CHUNK from ``body`` (then with empty
-        packets)."""
-        r = Reply()
-        pending = list(body or [])
-        while True:
-            p = self.read_packet()
-            assert p is not None, "connection closed before END_RESPONSE"
-            kind = p[0]
-            if kind == 4:
-                r.status, p = struct.unpack(">H", p[1:3])[0], p[3:]
-                reason, p = _take_string(p)
-                r.reason = reason.decode("latin-1")
-                (count,), p = struct.unpack(">H", p[:2]), p[2:]
-                for _ in range(count):
-                    if p[0] == 0xA0:
-                        name, p = CODED_RESPONSE[p[1] - 1], p[2:]
-                    else:
-                        raw, p = _take_string(p)
-                        name = raw.decode("latin-1")
-                    value, p = _take_string(p)
-                    r.headers.append((name, value.decode("latin-1")))
-                assert p == b"", p
-            elif kind == 3:
-                (n,) = struct.unpack(">H", p[1:3])
-                assert len(p) == 3 + n + 1 and p[-1] == 0, "bad SEND_BODY_CHUNK"
-                assert n <= 8184
-                r.chunks.append(p[3 : 3 + n])
-            elif kind == 6:
-                (n,) = struct.unpack(">H", p[1:3])
-                assert 0 < n <= 8186
-                r.asked.append(n)
-                self.send(body_packet(pending.pop(0) if pending else b""))
-            elif kind == 5:
-                assert len(p) == 2
-                r.reuse = bool(p[1])
-                return r
-            else:
-                raise AssertionError(f"unexpected packet type {kind}")
-
-
-def _take_string(p: bytes) -> tuple[bytes, bytes]:
-    (n,) = struct.unpack(">H", p[:2])
-    assert p[2 + n] == 0
-    return p[2 : 2 + n], p[3 + n :]
 
 
 def listen_addr(server: Server, index: int = 0) -> tuple[str, int]:
@@ -369,6 +167,45 @@ def test_body_of_unknown_length(ajp_server: Server) -> None:
         assert "CONTENT_LENGTH" not in env or env["CONTENT_LENGTH"] == ""
         assert r.reuse is True
         c.send(forward_request("GET", "/after"))
+        assert c.reply().status == 200
+
+
+def test_a_body_packet_sent_before_it_was_asked_for_is_refused(ajp_server: Server) -> None:
+    """The web server sends a body packet only when asked, but for the first of a
+    Content-Length body. One sent early is refused with a 400 and the connection closes:
+    the first packet of a chunked body, and a second packet behind the one asked for while
+    the application reads a body past the part the server holds before calling it. Taken
+    for the answer to a question not yet asked, it would leave the web server a packet
+    ahead; the application's read waited for the question that never went out, on a thread
+    that used a whole core until the deadline."""
+    addr = listen_addr(ajp_server)
+    with AjpConn(addr) as c:
+        c.send(
+            forward_request("POST", "/up", [("Transfer-Encoding", "chunked")])
+            + body_packet(b"early")
+        )
+        r = c.reply()
+        assert (r.status, r.body) == (400, b"AJP body packet that was not asked for\n")
+        assert r.reuse is False
+        assert c.is_closed()
+    piece = os.urandom(MAX_BODY_PIECE)
+    with AjpConn(addr) as c:
+        c.send(forward_request("POST", "/upload", [("Transfer-Encoding", "chunked")]))
+        sent = 0
+        while sent < 400_000:  # past the 256 KiB read before the application runs
+            p = c.read_packet()
+            assert p is not None and p[0] == 6, p
+            c.send(body_packet(piece))
+            sent += len(piece)
+        p = c.read_packet()
+        assert p is not None and p[0] == 6, p
+        c.send(body_packet(piece) + body_packet(piece))
+        r = c.reply()
+        assert r.status == 400, (r.status, r.body[:300])
+        assert r.reuse is False
+        assert c.is_closed()
+    with AjpConn(addr) as c:
+        c.send(forward_request("GET", "/alive"))
         assert c.reply().status == 200
 
 

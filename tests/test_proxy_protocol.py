@@ -19,8 +19,8 @@ from typing import Any
 
 import fcgi_wire as fw
 import pytest
+from ajp_wire import AjpConn, forward_request
 from support import RawConn, Server, build_request, free_port, short_tmp_dir, wait_until
-from test_gateway_ajp import AjpConn, forward_request
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 

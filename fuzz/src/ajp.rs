@@ -202,15 +202,30 @@ fn decode_head(p: &[u8]) -> Head {
 /// it finished.
 type Run = (Result<usize, BodyError>, Vec<u8>, bool);
 
-/// One body run: bytes arrive `piece` at a time; whenever the decoder
-/// wants more it is asked (its GET_BODY_CHUNK checked) and the bytes after
-/// are taken as the answer. Returns the verdict, the body and whether it
-/// finished, with the input used.
+/// Where the packet that starts at `at` in `wire` ends, by its header's
+/// length (the end of `wire` when that is sooner or the header is cut).
+fn packet_end(wire: &[u8], at: usize) -> usize {
+    match wire.get(at + 2..at + 4) {
+        Some(len) => (at + 4 + usize::from(u16::from_be_bytes([len[0], len[1]]))).min(wire.len()),
+        None => wire.len(),
+    }
+}
+
+/// One body run against a web server that keeps the protocol: it sends
+/// the first packet of a Content-Length body unasked and each other packet
+/// when asked, and the bytes it has sent arrive `piece` at a time.
+/// Whenever the decoder wants more it is asked (its GET_BODY_CHUNK
+/// checked). Returns the verdict, the body and whether it finished, with
+/// the input used.
 fn run(ajp: &Ajp, kind: BodyKind, wire: &[u8], piece: usize) -> Run {
     let mut d = AjpBodyDecoder::new(kind, ajp);
     let mut body = Vec::new();
     let mut pos = 0;
     let mut avail: usize = 0;
+    let mut sent = match kind {
+        BodyKind::Length(n) if n > 0 => packet_end(wire, 0),
+        _ => 0,
+    };
     loop {
         if d.wants_output() {
             let mut o = Vec::new();
@@ -220,11 +235,14 @@ fn run(ajp: &Ajp, kind: BodyKind, wire: &[u8], piece: usize) -> Run {
             let ask = usize::from(u16::from_be_bytes([o[5], o[6]]));
             assert!(ask > 0 && ask <= ajp.max_body_chunk());
             assert!(!d.wants_output());
+            // Asked only once what was sent is used up.
+            assert_eq!(pos, sent);
+            sent = packet_end(wire, sent);
         }
         if d.is_done() {
             return (Ok(pos), body, true);
         }
-        avail = avail.saturating_add(piece).min(wire.len());
+        avail = avail.saturating_add(piece).min(sent);
         let before = body.len();
         match d.decode_with(&wire[pos..avail], usize::MAX, |b| body.extend_from_slice(b)) {
             Err(e) => {
@@ -239,7 +257,7 @@ fn run(ajp: &Ajp, kind: BodyKind, wire: &[u8], piece: usize) -> Run {
                 if let (BodyKind::Length(n), Some(rest)) = (kind, d.remaining_hint()) {
                     assert_eq!(rest + body.len() as u64, n);
                 }
-                if c == 0 && avail == wire.len() && !d.wants_output() {
+                if c == 0 && avail == sent && !d.wants_output() {
                     return (Ok(pos), body, d.is_done());
                 }
             }
@@ -259,6 +277,16 @@ fn check_body(ajp: &Ajp, kind: BodyKind, wire: &[u8], piece: usize) -> Option<us
         if done {
             assert_eq!(body.len() as u64, n);
         }
+    }
+    // A web server that does not wait for the questions: given everything
+    // at once (with room for all of it), the decoder takes what was asked
+    // for and refuses the rest, or stops only at the end of the body. It
+    // never stops early with input left, which a caller that waits for the
+    // input to be used up before asking would wait on for ever.
+    let mut d = AjpBodyDecoder::new(kind, ajp);
+    d.take_output(&mut Vec::new());
+    if let Ok((c, _)) = d.decode_with(wire, usize::MAX, |_| {}) {
+        assert!(c == wire.len() || d.is_done(), "stopped at {c} of {}", wire.len());
     }
     // Abandoning at the start reads at most the packet owed, and no body
     // bytes are lost before it.

@@ -1010,9 +1010,16 @@ impl AjpBodyDecoder {
     /// consumed, body bytes put)`. Packet framing is consumed even when
     /// `max_out` is 0. Stops at the end of the body, and where the web
     /// server must be asked for more first ([`AjpBodyDecoder::wants_output`]):
-    /// the bytes after that point are the answer to the GET_BODY_CHUNK that
-    /// [`AjpBodyDecoder::take_output`] makes, so the caller sends it and
-    /// calls again with them.
+    /// the caller sends the GET_BODY_CHUNK that
+    /// [`AjpBodyDecoder::take_output`] makes, and calls again with what
+    /// comes next.
+    ///
+    /// A byte that comes before it was asked for is an error: a web server
+    /// sends a body packet only when asked (but for the first packet of a
+    /// Content-Length body, which it sends unasked). Taking it for the
+    /// answer to the next question would leave the web server one packet
+    /// ahead of the questions for the rest of the body, and its answer to
+    /// the last one inside the connection's next request.
     ///
     /// After an error the decoder stays failed and returns the same error.
     pub fn decode_with(
@@ -1035,11 +1042,6 @@ impl AjpBodyDecoder {
                         break;
                     }
                     if !self.owed {
-                        if self.want {
-                            // The next packet comes once GET_BODY_CHUNK has
-                            // gone out (take_output); these bytes are it.
-                            break;
-                        }
                         return Err(self.fail(UNASKED));
                     }
                     // 4 bytes of packet header, then 2 of chunk length
@@ -1965,15 +1967,27 @@ mod tests {
         check(BodyKind::Length(2), &body_packet(b"abc"), OVERRUN);
         check(BodyKind::Length(2), &body_packet(b""), SHORT);
         check(BodyKind::Length(2), &packet(&[]), SHORT);
-        // Decoding stops where the next packet must be asked for.
+        // Decoding stops where the next packet must be asked for; a packet
+        // that comes before the question is refused, whether the web server
+        // sent it behind the first one or first for a chunked body (for
+        // which the first packet is asked for too).
+        let mut d = ajp.body_decoder(BodyKind::Length(6));
+        assert_eq!(d.decode(&body_packet(b"abc"), &mut out), Ok(9));
+        assert!(d.wants_output());
         let mut d = ajp.body_decoder(BodyKind::Length(6));
         let mut wire = body_packet(b"abc");
         wire.extend_from_slice(&body_packet(b"def"));
-        assert_eq!(d.decode(&wire, &mut out), Ok(9));
-        assert!(d.wants_output());
+        assert_eq!(d.decode(&wire, &mut out), Err(UNASKED));
+        assert_eq!(d.decode(b"", &mut out), Err(UNASKED));
         let mut d = ajp.body_decoder(BodyKind::Chunked);
-        assert_eq!(d.decode(&body_packet(b"x"), &mut out), Ok(0));
         assert!(d.wants_output());
+        assert_eq!(d.decode(&body_packet(b"x"), &mut out), Err(UNASKED));
+        let mut d = ajp.body_decoder(BodyKind::Chunked);
+        let mut o = Vec::new();
+        d.take_output(&mut o);
+        let mut wire = body_packet(b"x");
+        wire.extend_from_slice(&packet(&[]));
+        assert_eq!(d.decode(&wire, &mut out), Err(UNASKED));
         // An empty body has no packets.
         let mut d = ajp.body_decoder(BodyKind::Empty);
         assert!(d.is_done());
