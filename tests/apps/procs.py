@@ -2,8 +2,9 @@
 
 ``/`` answers ``pid``; ``/sleep?s=0.2`` sleeps first; ``/alloc?mib=N`` keeps N more MiB
 alive for the life of the process (to cross ``--max-rss``); ``/ppid`` answers the parent's
-pid; ``/ids`` answers ``uid gid``; ``/env`` the names of the LISTEN_* and NOTIFY_*
-variables; ``/imported`` the pid of the process that imported this module.
+pid; ``/whoami`` answers ``pid REMOTE_ADDR``; ``/ids`` answers ``uid gid``; ``/env`` the
+names of the LISTEN_* and NOTIFY_* variables; ``/imported`` the pid of the process that
+imported this module.
 
 Environment: ``PROCS_FAIL_IMPORT=1`` makes the import fail (with ``PROCS_FAIL_FLAG=PATH``:
 only while PATH exists); ``PROCS_IMPORT_LOG=PATH`` appends a line per import (to count
@@ -36,6 +37,8 @@ def app(environ, start_response):
         _kept.append(bytearray(int(query.get("mib", ["1"])[0]) << 20))
     if path == "/ppid":
         body = str(os.getppid())
+    elif path == "/whoami":
+        body = f"{os.getpid()} {environ.get('REMOTE_ADDR', '')}"
     elif path == "/ids":
         body = f"{os.getuid()} {os.getgid()}"
     elif path == "/env":
