@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import fcgi_wire as fw
 import gateway_cgi as g
 import pytest
 from frontends import NGINX, FrontEnd
-from support import TESTS_DIR, Server, short_tmp_dir
+from support import TESTS_DIR, Server, short_tmp_dir, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -122,6 +123,27 @@ def test_bind_names_the_protocol_of_an_inherited_socket(scheme: str) -> None:
             # The master inherited the socket; both workers take connections from it.
             pids = answering_pids(server, lambda: whoami(scheme, addr), 2)
             assert len(pids) == 2 and pid in pids
+    finally:
+        sock.close()
+
+
+def test_a_reload_keeps_the_inherited_socket_and_its_protocol() -> None:
+    """HUP: the new workers take connections from the socket the master inherited, still
+    speaking its protocol, and the reload does not warn that the listeners changed."""
+    sock = tcp_listener()
+    addr = ("127.0.0.1", sock.getsockname()[1])
+    fd = sock.fileno()
+    try:
+        with Server(
+            "apps.procs:app", "-w", "2", binds=[f"uwsgi://fd:{fd}"], pass_fds=(fd,)
+        ) as server:
+            old = set(answering_pids(server, lambda: whoami("uwsgi", addr), 2))
+            os.kill(server.pid, signal.SIGHUP)
+            assert server.wait_stderr("Reload done")
+            assert wait_until(lambda: not old & set(server.worker_pids()), timeout=20)
+            new = answering_pids(server, lambda: whoami("uwsgi", addr), 2)
+            assert len(new) == 2 and not new & old
+            assert "listeners stay as they were bound" not in server.stderr_text()
     finally:
         sock.close()
 
@@ -324,6 +346,23 @@ def test_a_bind_overrides_the_systemd_name_and_says_so() -> None:
             assert server.wait_stderr(
                 r'systemd socket 3 is named "fastcgi"; --bind uwsgi://fd:3 says how it is spoken'
             )
+    finally:
+        sock.close()
+
+
+def test_a_reload_under_systemd_keeps_the_sockets_quietly() -> None:
+    """HUP reads the settings again, after the LISTEN_* variables were taken: the sockets
+    systemd passed still stand for the default address, so nothing is said to change."""
+    sock = tcp_listener()
+    addr = ("127.0.0.1", sock.getsockname()[1])
+    try:
+        with activated([sock], "scgi", "-w", "2") as server:
+            old = set(answering_pids(server, lambda: whoami("scgi", addr), 2))
+            os.kill(server.pid, signal.SIGHUP)
+            assert server.wait_stderr("Reload done")
+            assert wait_until(lambda: not old & set(server.worker_pids()), timeout=20)
+            assert whoami("scgi", addr)[0] not in old
+            assert "listeners stay as they were bound" not in server.stderr_text()
     finally:
         sock.close()
 

@@ -76,9 +76,10 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// Whether systemd passed listening sockets to this process
-/// (`LISTEN_FDS`, with `LISTEN_PID` naming this process).
+/// (`LISTEN_FDS`, with `LISTEN_PID` naming this process), also once they
+/// were taken and the variables removed.
 pub fn has_listen_fds() -> bool {
-    system::listen_fds_env().is_some_and(|n| n > 0)
+    system::had_listen_fds()
 }
 
 /// What the master and its workers need to know beyond the server's

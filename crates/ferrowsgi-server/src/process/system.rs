@@ -204,6 +204,18 @@ impl Identity {
     }
 }
 
+/// Whether [`take_listen_fds`] took sockets from systemd: the variables are
+/// gone then, but a reload that reads the settings again must still know
+/// that those sockets stand for the default address.
+static TOOK_LISTEN_FDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether systemd passed sockets, now or before [`take_listen_fds`] took
+/// them.
+pub fn had_listen_fds() -> bool {
+    TOOK_LISTEN_FDS.load(std::sync::atomic::Ordering::Relaxed)
+        || listen_fds_env().is_some_and(|n| n > 0)
+}
+
 /// `LISTEN_FDS` when `LISTEN_PID` names this process.
 pub fn listen_fds_env() -> Option<usize> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.parse().ok()?;
@@ -220,6 +232,9 @@ pub fn listen_fds_env() -> Option<usize> {
 /// each socket once.
 pub fn take_listen_fds() -> Result<Vec<(RawFd, Option<String>)>, String> {
     let n = listen_fds_env().unwrap_or(0);
+    if n > 0 {
+        TOOK_LISTEN_FDS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let names = std::env::var("LISTEN_FDNAMES").ok();
     for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"] {
         std::env::remove_var(var);
