@@ -189,6 +189,25 @@ def test_an_inherited_descriptor_that_also_came_by_fd_speaks_the_binds_protocol(
         sock.close()
 
 
+def test_the_python_api_takes_an_inherited_socket_with_its_protocol() -> None:
+    """``ferrowsgi.background(app, bind=["scgi://fd:N"])``: the server adopts descriptor N
+    (and closes it when it stops: it is given a copy here)."""
+    import ferrowsgi
+
+    def app(environ, start_response):
+        body = environ["REMOTE_ADDR"].encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    sock = tcp_listener()
+    try:
+        with ferrowsgi.background(app, bind=[f"scgi://fd:{os.dup(sock.fileno())}"]) as url:
+            assert url == f"scgi://127.0.0.1:{sock.getsockname()[1]}"
+            assert ask("scgi", ("127.0.0.1", sock.getsockname()[1]), "/") == "192.0.2.10"
+    finally:
+        sock.close()
+
+
 # --------------------------------------------------------------------------------------------
 # nginx fastcgi_pass to an inherited unix socket
 

@@ -119,7 +119,9 @@ def serve(
     """Serve ``app`` until Ctrl-C or SIGTERM, then return.
 
     ``host`` and ``port`` default to ``127.0.0.1`` and 8000; ``bind`` (a
-    list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``) replaces them.
+    list such as ``["0.0.0.0:8000", "unix:/run/app.sock"]``, in ``--bind``'s
+    forms: ``"fastcgi://fd:3"`` adopts inherited descriptor 3, which the
+    server then owns and closes) replaces them.
     Before the first request, the objects that exist then are collected once
     and frozen (``gc.freeze()``), as the command line does unless given
     ``--no-gc-freeze``; ``gc_freeze=False`` leaves them to the garbage
