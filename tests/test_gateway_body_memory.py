@@ -5,9 +5,8 @@ Two uploads of 32 MiB at once, through FastCGI (STDIN records, with and without
 CONTENT_LENGTH), SCGI and the uwsgi protocol (plain CONTENT_LENGTH bytes after the
 variables) and AJP13 (body packets the server asks for with GET_BODY_CHUNK, with a
 Content-Length and chunked from the client), with ``--threads 1`` and ``--threads 4``,
-while a sampler reads the server's
-VmRSS. The bound is docs/ROBUSTNESS.md's ("Upload memory"): 1 MiB per upload in progress
-plus 4 MiB for the process. The application reads each body in 64 KiB pieces and answers
+while a sampler reads the server's VmRSS. The bound is docs/ROBUSTNESS.md's ("Upload
+memory"): 1 MiB per upload in progress plus 4 MiB for the process. The application reads each body in 64 KiB pieces and answers
 its size and CRC-32, so a lost or reordered piece fails too.
 """
 
