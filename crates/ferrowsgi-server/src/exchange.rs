@@ -587,7 +587,7 @@ impl<'a> Exchange<'a> {
     /// thread a second time while it handles this one.
     fn past_deadline(&self, e: io::Error) -> io::Error {
         match self.watch {
-            Some(w) if !BodyOverLimit::is(&e) && w.has_fired() => {
+            Some(w) if !BodyOverLimit::is(&e) && self.fired(w) => {
                 if !deadline::PastDeadline::is(&e) {
                     w.deliver_here();
                 }
@@ -595,6 +595,22 @@ impl<'a> Exchange<'a> {
             }
             _ => e,
         }
+    }
+
+    /// Whether the request's deadline has passed and the watcher acted on
+    /// it. The watcher sends the 504 and its FIN before it marks the slot
+    /// fired, so a client that closes at once after its 504 can end one
+    /// of the request's waits first: past the deadline, the mark is
+    /// waited for.
+    fn fired(&self, w: &Watch) -> bool {
+        if w.has_fired() {
+            return true;
+        }
+        if self.st.due == 0 || deadline::now_ns() < self.st.due {
+            return false;
+        }
+        w.await_fired(std::time::Duration::from_secs(1));
+        w.has_fired()
     }
 
     /// Waits through the handler's [`Waiter`] until the socket is ready for
