@@ -276,7 +276,8 @@ pub struct Cli {
           value_parser = parse_forwarded_allow_ips)]
     pub forwarded_allow_ips: String,
 
-    /// Threads that run the application (1 runs it on the I/O thread).
+    /// Threads that run the application (1 runs it on the event loop's
+    /// thread; more take turns at running the loop).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: u16,
 

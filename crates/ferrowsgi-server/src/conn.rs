@@ -109,7 +109,9 @@ pub struct Conn {
     pub write_blocked: bool,
     /// Complete responses may wait in the buffer until the event loop has
     /// served the other connections ready in the same wake-up, and then go
-    /// out together (set by an inline event loop, which flushes them).
+    /// out together (set by the event loop, which flushes them: at the end
+    /// of its turn, or, for answers a thread gives back unwritten, at the
+    /// start of the next).
     pub defer_output: bool,
     /// This connection is on the event loop's list of deferred flushes.
     pub deferred: bool,

@@ -1,11 +1,12 @@
 //! Request deadlines that keep the worker (`--timeout`, `--timeout-grace`).
 //!
 //! A request's deadline runs from the moment it is handed to the
-//! application. Each thread that runs the application (the I/O thread in
-//! the inline mode, every pool thread otherwise) owns one [`Watch`]: a
-//! thread serves one request at a time, so one slot per thread is the whole
-//! timer wheel. Arming it is a clock read and a few atomic stores on the
-//! thread's own cache line; no system call, no lock, no wake-up.
+//! application. Each thread that runs the application (the loop's thread
+//! in the inline mode, every application thread otherwise) owns one
+//! [`Watch`]: a thread serves one request at a time, so one slot per
+//! thread is the whole timer wheel. Arming it is a clock read and a few
+//! atomic stores on the thread's own cache line; no system call, no lock,
+//! no wake-up.
 //!
 //! A watcher thread that never touches Python scans the slots. It sleeps
 //! until the earliest armed deadline, or one timeout after its scan when

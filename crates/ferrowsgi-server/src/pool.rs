@@ -1,52 +1,64 @@
-//! The application threads' queue, and when the event loop and the threads
-//! wake each other.
+//! The application threads: who runs the event loop, who runs requests,
+//! and when they wake each other (leader/followers).
 //!
-//! With the GIL, one application thread at a time runs Python. A pool that
-//! wakes a thread per request and lets the event loop wake up for every
-//! request that arrives pays two thread switches and a few futex calls per
-//! request, and threads woken while another one holds the GIL queue up on
-//! it (each waits the interpreter's switch interval, then forces a switch in
-//! the middle of someone else's request). So:
+//! With the GIL, one application thread at a time runs Python. A pool fed
+//! by a separate I/O thread pays two thread switches per batch of requests
+//! (the loop hands the batch over, the thread hands the connections back),
+//! which the inline mode (`--threads 1`) does not. So there is no separate
+//! I/O thread: the event loop is run by one of the application threads at a
+//! time, the leader.
 //!
-//! - A thread takes a job only while it holds the GIL ([`Pool::take`]), so
-//!   a taken job runs at once and jobs run in arrival order. A thread that
-//!   finishes a job takes the next one itself, with no wake-up.
-//! - A job is pushed with a wake-up only when no thread is busy. While a
-//!   thread is busy and using the CPU, waking another one could only make
-//!   them queue on the GIL.
-//! - While a thread is busy, the event loop does not wait for socket events
-//!   (which would wake it, and switch the CPU away from Python, for each
-//!   request that arrives) but for the pool to be idle ([`Pool::wait_idle`]):
-//!   the requests that came meanwhile are then read, parsed and queued in
-//!   one go, as the inline mode does between two calls.
-//! - A long request: if jobs wait and none was taken for [`LONG`], another
-//!   thread is woken anyway, and the interpreter's switch interval shares
-//!   the GIL between the long request and the queued ones.
-//! - Blocking applications: while a thread is busy, the loop looks every
+//! - The leader polls, reads and parses, and queues the ready requests.
+//!   Then it stops leading and runs them itself, with the GIL, one after
+//!   the other, in arrival order ([`Pool::after_turn`]). A thread that
+//!   finishes a job takes the next one itself, and when none is left it
+//!   leads again ([`Pool::take`]). A request that computes is served with
+//!   no wake-up and no thread switch at all, as inline.
+//! - A job is taken only while its thread holds the GIL, so a taken job
+//!   runs at once. A leader that finds another thread computing leaves the
+//!   loop to it rather than take the CPU from it: requests that arrive
+//!   meanwhile wait in their sockets and are read together when it is done.
+//! - While a thread is busy, a watcher thread ([`Pool::watch`]) looks every
 //!   [`STALL`] at the threads' CPU clocks. Busy threads that used less than
-//!   half of the time since the last look are waiting for something else than the
-//!   CPU (a database, a sleep, a lock): another thread is woken for the
-//!   queued work, and the loop goes back to waiting for sockets. So a
-//!   blocking application gets as many concurrent calls as there are
-//!   threads, at most about 2 × [`STALL`] after the queue started to wait.
+//!   half of that time wait for something other than the CPU (a database,
+//!   a sleep, a lock): the pool is then *blocking*, every queued job gets a
+//!   thread of its own, another thread takes the loop, and from then on a
+//!   leader that queues jobs wakes threads for them and hands the loop on
+//!   before it runs one, as a plain pool does. So a blocking application
+//!   gets as many concurrent calls as there are threads, about
+//!   2 × [`STALL`] after its first call blocked.
+//! - A long computation: when jobs wait and none was taken for [`LONG`],
+//!   or nobody has watched the sockets for that long, another thread is
+//!   woken anyway, and the interpreter's switch interval shares the GIL
+//!   between the long request and the others, as between any two Python
+//!   threads.
+//!
+//! Invariant, kept under the queue's lock: there is a leader, or a busy
+//! thread (which leads when it runs out of jobs), or the pool stops. So
+//! the sockets are never left unwatched with every thread asleep.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::sync::lock;
 use crate::wait::Waiter;
 
-/// How often the loop looks at whether the busy threads are blocked.
+/// How often the watcher looks at whether the busy threads are blocked.
 pub(crate) const STALL: Duration = Duration::from_millis(1);
 
-/// How long queued jobs wait behind a thread that computes, taking none,
-/// before another thread is woken for them anyway: the interpreter's
-/// switch interval then shares the GIL between the long request and the
-/// queued ones (each gets 5 ms turns), as it does between any two Python
-/// threads, rather than the queue waiting for the whole long request.
+/// How long queued jobs (or the sockets) wait behind a thread that
+/// computes before another thread is woken for them anyway: the
+/// interpreter's switch interval then shares the GIL between the long
+/// request and the others (each gets 5 ms turns), as it does between any
+/// two Python threads, rather than everyone waiting for the whole long
+/// request.
 pub(crate) const LONG: Duration = Duration::from_millis(5);
+
+/// The watcher sleeps until a thread is busy after this many looks (of
+/// [`STALL`] each) found none.
+const PARK_AFTER: u32 = 100;
 
 /// How long an idle thread waits before it looks at the stop flag again.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
@@ -55,14 +67,53 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 pub(crate) struct Pool<J> {
     queue: Mutex<Queue<J>>,
-    /// Signalled for an idle thread when a job is queued.
+    /// Signalled for an idle thread when it has a job or the loop to take.
     ready: Condvar,
-    /// Signalled for the event loop when the last busy thread goes idle.
-    idle: Condvar,
+    /// Signalled for the watcher when a thread becomes busy.
+    busy_again: Condvar,
     /// Set when the server stops: idle threads end.
     stopping: AtomicBool,
-    /// The application threads' CPU clocks.
-    clocks: Mutex<Vec<libc::clockid_t>>,
+    /// The application threads, as the watcher sees them.
+    threads: Mutex<Vec<Arc<Thread>>>,
+}
+
+/// An application thread as the watcher sees it: whether it runs a job,
+/// and its CPU clock.
+#[derive(Debug)]
+pub(crate) struct Thread {
+    /// Odd while the thread runs a job: one more at each start and end.
+    /// Written by its thread only.
+    jobs: AtomicU64,
+    clock: Option<libc::clockid_t>,
+}
+
+impl Thread {
+    /// The thread starts a job.
+    pub(crate) fn begin(&self) {
+        // Only this thread writes: no read-modify-write is needed.
+        let n = self.jobs.load(Ordering::Relaxed);
+        self.jobs.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// The thread is done with its job.
+    pub(crate) fn end(&self) {
+        self.begin();
+    }
+
+    /// The thread's CPU time so far, in nanoseconds.
+    fn cpu_ns(&self) -> Option<u64> {
+        let id = self.clock?;
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write; the clock of a thread
+        // that has ended makes the call fail, which is reported as None.
+        if unsafe { libc::clock_gettime(id, &mut ts) } != 0 {
+            return None;
+        }
+        Some((ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64)
+    }
 }
 
 #[derive(Debug)]
@@ -72,16 +123,60 @@ struct Queue<J> {
     busy: usize,
     /// Threads waiting for a job.
     waiting: usize,
-    /// Wake-ups sent to waiting threads and not yet taken.
+    /// Wake-ups for jobs sent to waiting threads and not yet taken.
     woken: usize,
-    /// Jobs taken so far (the loop's look for a queue that does not move).
+    /// Jobs taken so far (the watcher's look for a queue that does not
+    /// move).
     taken: u64,
-    /// The event loop waits in [`Pool::wait_idle`].
-    loop_waits: bool,
+    /// A thread runs the event loop.
+    leader: bool,
+    /// A waiting thread was woken to take the loop.
+    lead_woken: bool,
+    /// When the last leader left the loop.
+    left_at: Instant,
+    /// The busy threads were blocked at the watcher's last look.
+    blocking: bool,
+    /// The watcher sleeps until a thread is busy.
+    watcher_idle: bool,
+}
+
+/// What a thread that holds the GIL does next ([`Pool::take`]).
+#[derive(Debug)]
+pub(crate) enum Take<J> {
+    /// Run this job.
+    Job(J),
+    /// Run the event loop: the thread is the leader now.
+    Lead,
+    /// Wait ([`Pool::wait_for_job`]).
+    Wait,
+}
+
+/// Why a waiting thread woke ([`Pool::wait_for_job`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// A job is queued: take it.
+    Job,
+    /// The thread is the leader now: run the loop.
+    Lead,
+    /// The pool stops.
+    Stop,
+}
+
+/// What a leader does after a turn of the loop ([`Pool::after_turn`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterTurn {
+    /// Go on running the loop.
+    Lead,
+    /// Jobs are queued: take the GIL and run them (the thread is counted
+    /// busy, and is no longer the leader).
+    Jobs,
+    /// Another thread computes and will take the loop when it is done:
+    /// wait (no longer the leader).
+    Follow,
 }
 
 impl<J> Pool<J> {
-    /// An empty pool.
+    /// An empty pool, with no leader yet: the first thread to look leads.
     pub(crate) fn new() -> Self {
         Pool {
             queue: Mutex::new(Queue {
@@ -90,69 +185,126 @@ impl<J> Pool<J> {
                 waiting: 0,
                 woken: 0,
                 taken: 0,
-                loop_waits: false,
+                leader: false,
+                lead_woken: false,
+                left_at: Instant::now(),
+                blocking: false,
+                watcher_idle: false,
             }),
             ready: Condvar::new(),
-            idle: Condvar::new(),
+            busy_again: Condvar::new(),
             stopping: AtomicBool::new(false),
-            clocks: Mutex::new(Vec::new()),
+            threads: Mutex::new(Vec::new()),
         }
     }
 
-    /// Queues `job`. A waiting thread is woken only when no thread is busy
-    /// (a busy thread takes the job when it is done; see [`Watch`] for
-    /// threads that block).
+    /// Queues `job`, on the leader's thread. Nobody is woken here: the
+    /// leader decides at the end of its turn ([`Pool::after_turn`]).
     pub(crate) fn push(&self, job: J) {
-        let mut q = lock(&self.queue);
-        q.jobs.push_back(job);
-        let wake = q.busy == 0 && q.waiting > q.woken;
-        if wake {
-            q.woken += 1;
-            // Counted busy from now on: the loop waits for it to finish
-            // rather than waking more threads.
-            q.busy += 1;
+        lock(&self.queue).jobs.push_back(job);
+    }
+
+    /// Counts one more busy thread; the watcher, if it sleeps, is told.
+    fn count_busy(&self, q: &mut Queue<J>) {
+        q.busy += 1;
+        if q.watcher_idle {
+            q.watcher_idle = false;
+            self.busy_again.notify_one();
         }
-        drop(q);
-        if wake {
+    }
+
+    /// On a thread that holds the handler's context (the GIL): the next
+    /// job, which then runs at once; or the loop, if nobody leads; or
+    /// nothing. `busy` is the thread's own record of being counted busy.
+    pub(crate) fn take(&self, busy: &mut bool) -> Take<J> {
+        let mut q = lock(&self.queue);
+        if let Some(job) = q.jobs.pop_front() {
+            q.taken += 1;
+            if !*busy {
+                self.count_busy(&mut q);
+                *busy = true;
+            }
+            return Take::Job(job);
+        }
+        if *busy {
+            q.busy -= 1;
+            *busy = false;
+        }
+        if !q.leader && !self.stopping.load(Ordering::SeqCst) {
+            q.leader = true;
+            // A thread woken to lead finds the loop taken and waits again.
+            q.lead_woken = false;
+            return Take::Lead;
+        }
+        Take::Wait
+    }
+
+    /// Whether a thread that finishes a job now is the one that takes the
+    /// loop next: nobody leads, and no call blocks.
+    pub(crate) fn leads_next(&self) -> bool {
+        let q = lock(&self.queue);
+        !q.leader && !q.blocking
+    }
+
+    /// The leader's decision after a turn of the loop; see [`AfterTurn`].
+    /// In a blocking pool, a leader that goes to run a job first wakes a
+    /// thread for every other queued job and one to take the loop.
+    pub(crate) fn after_turn(&self) -> AfterTurn {
+        let mut q = lock(&self.queue);
+        if self.stopping.load(Ordering::SeqCst) {
+            return AfterTurn::Lead;
+        }
+        if q.busy > 0 && !q.blocking {
+            // Its thread takes the queued jobs and the loop when done.
+            self.leave(&mut q);
+            return AfterTurn::Follow;
+        }
+        if q.jobs.is_empty() {
+            return AfterTurn::Lead;
+        }
+        self.leave(&mut q);
+        self.count_busy(&mut q);
+        if q.blocking {
+            let others = q.jobs.len() - 1;
+            self.wake_for_jobs(&mut q, others);
+            self.wake_leader(&mut q);
+        }
+        AfterTurn::Jobs
+    }
+
+    /// The leader leaves the loop.
+    fn leave(&self, q: &mut Queue<J>) {
+        q.leader = false;
+        q.left_at = Instant::now();
+    }
+
+    /// Wakes up to `n` waiting threads, each counted busy for a queued job.
+    fn wake_for_jobs(&self, q: &mut Queue<J>, n: usize) {
+        let free = q
+            .waiting
+            .saturating_sub(q.woken + usize::from(q.lead_woken));
+        let wanted = q.jobs.len().saturating_sub(q.woken).min(n);
+        for _ in 0..free.min(wanted) {
+            q.woken += 1;
+            self.count_busy(q);
             self.ready.notify_one();
         }
     }
 
-    /// Takes the next job, on a thread that holds the handler's context
-    /// (the GIL), so the job runs at once. `busy` is the thread's own
-    /// record of being counted busy; a thread that finds nothing goes idle
-    /// and, if it was the last busy one, wakes the loop waiting for that.
-    pub(crate) fn take(&self, busy: &mut bool) -> Option<J> {
-        let mut q = lock(&self.queue);
-        match q.jobs.pop_front() {
-            Some(job) => {
-                q.taken += 1;
-                if !*busy {
-                    q.busy += 1;
-                    *busy = true;
-                }
-                Some(job)
-            }
-            None => {
-                if *busy {
-                    q.busy -= 1;
-                    *busy = false;
-                }
-                let wake_loop = q.busy == 0 && q.loop_waits;
-                drop(q);
-                if wake_loop {
-                    self.idle.notify_one();
-                }
-                None
-            }
+    /// Wakes a waiting thread to take the loop, if nobody leads or is
+    /// woken to.
+    fn wake_leader(&self, q: &mut Queue<J>) {
+        if !q.leader && !q.lead_woken && q.waiting > q.woken {
+            q.lead_woken = true;
+            self.ready.notify_one();
         }
     }
 
-    /// Waits, with the handler's context released, until there is a job or
-    /// the pool stops. `true`: a job may be there, and the thread is
-    /// counted busy (`busy` is set). `false`: the pool stops.
-    pub(crate) fn wait_for_job<W: Waiter + ?Sized>(&self, waiter: &W, busy: &mut bool) -> bool {
-        let mut got = false;
+    /// Waits, with the handler's context released, until there is a job,
+    /// the loop to take, or the pool stops; see [`Woke`]. A thread woken
+    /// for a job is counted busy (`busy` is set).
+    pub(crate) fn wait_for_job<W: Waiter + ?Sized>(&self, waiter: &W, busy: &mut bool) -> Woke {
+        let mut woke = Woke::Stop;
         // Lock order: the GIL may be held while taking the queue lock, never
         // the other way round, so the lock is taken inside the wait (GIL
         // released) and let go before the wait returns and retakes the GIL.
@@ -162,20 +314,23 @@ impl<J> Pool<J> {
             loop {
                 if !q.jobs.is_empty() {
                     if !counted {
-                        q.busy += 1;
+                        self.count_busy(&mut q);
                     }
-                    got = true;
+                    woke = Woke::Job;
                     return;
                 }
                 if counted {
                     // Woken for a job another thread took meanwhile.
                     q.busy -= 1;
                     counted = false;
-                    if q.busy == 0 && q.loop_waits {
-                        self.idle.notify_one();
-                    }
                 }
                 if self.stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                if !q.leader && (q.lead_woken || q.busy == 0) {
+                    q.lead_woken = false;
+                    q.leader = true;
+                    woke = Woke::Lead;
                     return;
                 }
                 q.waiting += 1;
@@ -186,81 +341,125 @@ impl<J> Pool<J> {
                     .unwrap_or_else(|e| e.into_inner().0);
                 q.waiting -= 1;
                 if q.woken > 0 {
-                    // A wake-up from `push` or the loop's watch, which
-                    // counted a thread busy already: this one takes it,
-                    // notified or not (a notification may reach a thread
-                    // that timed out at the same moment and is not waiting
-                    // any more, and is then taken by the next to look).
+                    // A wake-up for a job, which counted a thread busy
+                    // already: this one takes it, notified or not (a
+                    // notification may reach a thread that timed out at
+                    // the same moment and is not waiting any more, and is
+                    // then taken by the next to look).
                     q.woken -= 1;
                     counted = true;
                 }
             }
         });
-        *busy = got;
-        got
+        *busy = woke == Woke::Job;
+        woke
     }
 
-    /// The event loop waits, up to `limit`, until no thread is busy and no
-    /// job is queued. `true` when that happened.
-    pub(crate) fn wait_idle(&self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+    /// The watcher thread's loop; see the module's comment. Returns when
+    /// the pool stops.
+    pub(crate) fn watch(&self) {
+        let mut looks = Vec::new();
+        let mut moved: Option<(Instant, u64)> = None;
+        let mut idle_looks = 0u32;
         let mut q = lock(&self.queue);
-        while q.busy > 0 || !q.jobs.is_empty() {
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
+        loop {
+            if self.stopping.load(Ordering::SeqCst) {
+                return;
             }
-            q.loop_waits = true;
-            q = self
-                .idle
-                .wait_timeout(q, deadline - now)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-            q.loop_waits = false;
+            if q.busy == 0 {
+                q.blocking = false;
+                looks.clear();
+                moved = None;
+                idle_looks += 1;
+                if idle_looks >= PARK_AFTER {
+                    // Nothing to watch until a thread is busy again. Under
+                    // load the pool is idle between most batches: the
+                    // watcher sleeps only once it has been idle a while, so
+                    // that the threads do not wake it for every batch.
+                    q.watcher_idle = true;
+                    q = wait(&self.busy_again, q, IDLE_WAIT);
+                    continue;
+                }
+                drop(q);
+                std::thread::sleep(STALL);
+                q = lock(&self.queue);
+                continue;
+            }
+            idle_looks = 0;
+            drop(q);
+            std::thread::sleep(STALL);
+            let blocked = self.any_blocked(&mut looks);
+            let now = Instant::now();
+            q = lock(&self.queue);
+            q.blocking = blocked;
+            let taken = q.taken;
+            let stuck = match moved {
+                Some((at, n)) if n == taken => now.duration_since(at) >= LONG,
+                _ => {
+                    moved = Some((now, taken));
+                    false
+                }
+            };
+            if q.blocking {
+                // Every queued job gets a thread at once, and someone
+                // watches the sockets.
+                let n = q.jobs.len();
+                self.wake_for_jobs(&mut q, n);
+                self.wake_leader(&mut q);
+            } else {
+                if stuck && !q.jobs.is_empty() {
+                    // A long request computes while the queue waits.
+                    self.wake_for_jobs(&mut q, 1);
+                    moved = Some((now, taken));
+                }
+                if now.duration_since(q.left_at) >= LONG {
+                    // Nobody has read the sockets for a while.
+                    self.wake_leader(&mut q);
+                }
+            }
         }
-        true
     }
 
-    /// Records the calling thread's CPU clock, for the loop's stall check.
-    pub(crate) fn register_thread(&self) {
+    /// Records the calling thread, for the watcher's look; the thread
+    /// marks its jobs on the record it gets.
+    pub(crate) fn register_thread(&self) -> Arc<Thread> {
         let mut id: libc::clockid_t = 0;
         // SAFETY: pthread_self() is the calling thread, alive for the call;
         // `id` is a valid place for the result.
         let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
-        if rc == 0 {
-            lock(&self.clocks).push(id);
-        }
+        let thread = Arc::new(Thread {
+            jobs: AtomicU64::new(0),
+            clock: (rc == 0).then_some(id),
+        });
+        lock(&self.threads).push(Arc::clone(&thread));
+        thread
     }
 
-    /// CPU time used by the application threads so far, in nanoseconds.
-    fn cpu_ns(&self) -> u64 {
-        let clocks = lock(&self.clocks);
-        let mut total = 0u64;
-        for &id in clocks.iter() {
-            let mut ts = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
+    /// Whether a thread has run one job since the last look and used
+    /// less than half of that time on the CPU: it waits for something
+    /// else (a database, a sleep, a lock). `looks` is the watcher's
+    /// record of the last look, one entry per thread.
+    fn any_blocked(&self, looks: &mut Vec<Option<(u64, u64, Instant)>>) -> bool {
+        let threads = lock(&self.threads);
+        looks.resize(threads.len(), None);
+        let now = Instant::now();
+        let mut blocked = false;
+        for (t, look) in threads.iter().zip(looks.iter_mut()) {
+            let jobs = t.jobs.load(Ordering::Relaxed);
+            // Only a thread in a job has its clock read.
+            let Some(cpu) = (jobs % 2 == 1).then(|| t.cpu_ns()).flatten() else {
+                *look = None;
+                continue;
             };
-            // SAFETY: `ts` is a valid timespec to write; a clock of a thread
-            // that has ended makes the call fail, which is skipped.
-            if unsafe { libc::clock_gettime(id, &mut ts) } == 0 {
-                total = total
-                    .saturating_add(ts.tv_sec as u64 * 1_000_000_000)
-                    .saturating_add(ts.tv_nsec as u64);
+            if let Some((jobs0, cpu0, at)) = *look {
+                if jobs0 == jobs {
+                    let used = cpu.saturating_sub(cpu0);
+                    blocked |= u128::from(used) * 2 < now.duration_since(at).as_nanos();
+                }
             }
+            *look = Some((jobs, cpu, now));
         }
-        total
-    }
-
-    /// Wakes a waiting thread for a queued job, if both are there.
-    fn wake_one(&self) {
-        let mut q = lock(&self.queue);
-        if !q.jobs.is_empty() && q.waiting > q.woken {
-            q.woken += 1;
-            q.busy += 1;
-            drop(q);
-            self.ready.notify_one();
-        }
+        blocked
     }
 
     /// Stops the pool: threads end once the queue is empty.
@@ -268,105 +467,13 @@ impl<J> Pool<J> {
         self.stopping.store(true, Ordering::SeqCst);
         let _q = lock(&self.queue);
         self.ready.notify_all();
+        self.busy_again.notify_all();
     }
 }
 
-/// What the event loop does before its next wait (see [`Watch::step`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Step {
-    /// Wait for socket events, at most this long (`None`: no limit from the
-    /// pool).
-    Poll(Option<Duration>),
-    /// A thread is busy and using the CPU: wait for the pool to be idle,
-    /// then look at the sockets without sleeping.
-    WaitIdle,
-}
-
-/// The event loop's view of the pool between two looks.
-#[derive(Debug, Default)]
-pub(crate) struct Watch {
-    /// When the current sample started, and the threads' CPU time then
-    /// (`None`: not read yet).
-    sample: Option<(Instant, Option<u64>)>,
-    /// The last sample found the busy threads blocked.
-    blocked: bool,
-    /// When the count of taken jobs last changed, and that count.
-    moved: Option<(Instant, u64)>,
-}
-
-impl Watch {
-    /// Decides how the loop waits next, and wakes one more thread when the
-    /// busy ones are blocked with jobs queued.
-    pub(crate) fn step<J>(&mut self, pool: &Pool<J>) -> Step {
-        let q = lock(&pool.queue);
-        if q.busy == 0 && q.jobs.is_empty() {
-            self.sample = None;
-            self.moved = None;
-            self.blocked = false;
-            return Step::Poll(None);
-        }
-        let queued = !q.jobs.is_empty();
-        let can_wake = q.waiting > q.woken;
-        let taken = q.taken;
-        if self.blocked && q.jobs.len() > q.woken && can_wake {
-            // The busy threads were blocked at the last look: a new job gets
-            // a thread of its own at once, as in a plain pool.
-            drop(q);
-            pool.wake_one();
-            return self.wait_kind(None);
-        }
-        drop(q);
-        if self.blocked && (!queued || !can_wake) {
-            // Threads wait for something else than the CPU, and nothing is
-            // queued or no thread is left to wake: sockets only, until a
-            // job comes (and gets a thread) or a thread is free again.
-            self.sample = None;
-            return Step::Poll(None);
-        }
-        let now = Instant::now();
-        match self.moved {
-            Some((at, n)) if n == taken => {
-                if queued && can_wake && now.duration_since(at) >= LONG {
-                    // A long request computes while the queue waits.
-                    pool.wake_one();
-                    self.moved = Some((now, taken));
-                }
-            }
-            _ => self.moved = Some((now, taken)),
-        }
-        let Some((since, cpu0)) = self.sample else {
-            // The pool just became busy: its threads are taken to compute
-            // until a look at their CPU clocks says otherwise. The clocks
-            // are read only once the queue has waited (a thread serving a
-            // quick batch costs no system call for this).
-            self.sample = Some((now, None));
-            return self.wait_kind(None);
-        };
-        let waited = now.duration_since(since);
-        if waited < STALL {
-            return self.wait_kind(Some(STALL - waited));
-        }
-        let cpu = pool.cpu_ns();
-        self.sample = Some((now, Some(cpu)));
-        let Some(cpu0) = cpu0 else {
-            return self.wait_kind(None);
-        };
-        let used = cpu.saturating_sub(cpu0);
-        self.blocked = u128::from(used) * 2 < waited.as_nanos();
-        if self.blocked && queued && can_wake {
-            pool.wake_one();
-        }
-        self.wait_kind(None)
-    }
-
-    /// While the busy threads are blocked the loop serves the sockets (and
-    /// looks again within `left` or [`STALL`]); otherwise it waits for the
-    /// pool.
-    fn wait_kind(&self, left: Option<Duration>) -> Step {
-        if self.blocked {
-            Step::Poll(Some(left.unwrap_or(STALL)))
-        } else {
-            Step::WaitIdle
-        }
-    }
+/// Waits on `cv` for at most `limit`, going on after a poisoned lock.
+fn wait<'a, T>(cv: &Condvar, guard: MutexGuard<'a, T>, limit: Duration) -> MutexGuard<'a, T> {
+    cv.wait_timeout(guard, limit)
+        .map(|(g, _)| g)
+        .unwrap_or_else(|e| e.into_inner().0)
 }

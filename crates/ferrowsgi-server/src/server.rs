@@ -1,22 +1,24 @@
 //! The event loop and the application threads.
 //!
-//! One I/O thread runs an edge-triggered epoll loop (through `mio`): it
-//! accepts, reads, parses heads, buffers small bodies and writes buffered
-//! output, so slow clients cost no application thread. A ready request runs:
+//! An edge-triggered epoll loop (through `mio`) accepts, reads, parses
+//! heads, buffers small bodies and writes buffered output, so slow clients
+//! cost no application thread. A ready request runs:
 //!
-//! - with one thread (`threads = 1`), on the I/O thread itself, inside
-//!   [`Handler::enter`] (no hand-off at all: the fastest path for CPU-bound
-//!   apps, and what a gunicorn sync worker offers in concurrency);
-//! - with more, on a pool of application threads: the connection is moved to
-//!   a queue, a thread serves it and every request already pipelined behind
-//!   it, then hands it back to the loop. When the threads and the loop wake
-//!   each other is decided in `pool.rs`.
+//! - with one thread (`threads = 1`), on the loop's thread itself, inside
+//!   [`Handler::enter`] (no hand-off at all, and what a gunicorn sync
+//!   worker offers in concurrency);
+//! - with more, on the application threads, which take turns at running
+//!   the loop (leader/followers): the thread that runs it queues the ready
+//!   requests, then serves them itself, each connection with every request
+//!   already pipelined behind it, and runs the loop again; another thread
+//!   is woken only when a call blocks or computes for long. Who leads and
+//!   who is woken when is decided in `pool.rs`.
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -309,26 +311,58 @@ impl<H: Handler> Server<H> {
                 loop_sleeping: AtomicBool::new(false),
                 stop: Arc::clone(&self.stop),
             });
+            let threads = self.cfg.threads;
+            let handler = Arc::clone(&self.handler);
+            let cfg = Arc::clone(&self.cfg);
+            let waker = Arc::clone(&self.waker);
+            let baton = Arc::new(Baton {
+                event_loop: Mutex::new(Some(EventLoop::new(
+                    self,
+                    Some(Arc::clone(&pool)),
+                    deadlines.clone(),
+                ))),
+                result: Mutex::new(None),
+                finished: Condvar::new(),
+            });
+            let watcher_pool = Arc::clone(&pool);
+            let watcher = std::thread::Builder::new()
+                .name("ferrowsgi-pool".into())
+                .spawn(move || watcher_pool.jobs.watch())?;
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
-            for i in 0..self.cfg.threads {
-                let worker_pool = Arc::clone(&pool);
-                let handler = Arc::clone(&self.handler);
-                let cfg = Arc::clone(&self.cfg);
-                let waker = Arc::clone(&self.waker);
-                let d = deadlines.clone();
+            for i in 0..threads {
+                let ctx = Worker {
+                    pool: Arc::clone(&pool),
+                    baton: Arc::clone(&baton),
+                    handler: Arc::clone(&handler),
+                    cfg: Arc::clone(&cfg),
+                    waker: Arc::clone(&waker),
+                    deadlines: deadlines.clone(),
+                };
                 let spawned = std::thread::Builder::new()
                     .name(format!("ferrowsgi-app-{i}"))
-                    .spawn(move || worker(worker_pool, handler, cfg, waker, d));
+                    .spawn(move || ctx.run());
                 match spawned {
                     Ok(h) => workers.push(h),
                     Err(e) => {
+                        // The loop was never run: nothing of it is in use.
                         pool.jobs.stop();
+                        lock(&baton.event_loop).take();
+                        let _ = watcher.join();
                         return Err(e);
                     }
                 }
             }
-            let result = EventLoop::new(self, Some(Arc::clone(&pool)), deadlines).run();
+            let result = {
+                let mut r = lock(&baton.result);
+                loop {
+                    if let Some(result) = r.take() {
+                        break result;
+                    }
+                    r = baton.finished.wait(r).unwrap_or_else(|e| e.into_inner());
+                }
+            };
             pool.jobs.stop();
+            let _ = watcher.join();
             for w in workers {
                 // A thread lost past its deadline never comes back.
                 if !health::is_unhealthy() || w.is_finished() {
@@ -340,7 +374,18 @@ impl<H: Handler> Server<H> {
     }
 }
 
-/// The state of the I/O thread.
+/// The event loop as the application threads pass it between them
+/// (`pool.rs`): the thread that leads holds it for its turns.
+struct Baton<H: Handler> {
+    event_loop: Mutex<Option<EventLoop<H>>>,
+    /// What the loop ended with, once it has.
+    result: Mutex<Option<io::Result<()>>>,
+    /// Signalled when `result` is set.
+    finished: Condvar,
+}
+
+/// The event loop's state: owned by the thread that runs it (inline), or
+/// passed between the application threads in a [`Baton`].
 struct EventLoop<H: Handler> {
     server: Server<H>,
     conns: Slab<Slot>,
@@ -375,8 +420,12 @@ struct EventLoop<H: Handler> {
     deadlines: Option<Arc<Deadlines>>,
     /// This thread's deadline slot, when the application runs inline.
     watch: Option<Arc<Watch>>,
-    /// When to wait for the pool rather than for sockets (see `pool.rs`).
-    pool_watch: pool::Watch,
+    /// The events of the last poll (kept for their allocation).
+    events: Events,
+    /// When the timeouts were last enforced.
+    last_sweep: Instant,
+    /// When the stop began, once it has.
+    stop_deadline: Option<Instant>,
 }
 
 impl<H: Handler> EventLoop<H> {
@@ -405,191 +454,188 @@ impl<H: Handler> EventLoop<H> {
             more_ready: false,
             deadlines,
             watch,
-            pool_watch: pool::Watch::default(),
+            events: Events::with_capacity(1024),
+            last_sweep: Instant::now(),
+            stop_deadline: None,
         }
     }
 
+    /// Runs the loop on this thread until the server stops (inline).
     fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(1024);
-        let mut last_sweep = Instant::now();
-        let mut stop_deadline: Option<Instant> = None;
-        loop {
-            let mut timeout = Some(SWEEP_EVERY);
-            if !self.again.is_empty() {
-                // Buffered requests wait: look for events without sleeping.
+        while self.turn()? {}
+        Ok(())
+    }
+
+    /// One turn of the loop: waits for events (or for nothing, when work
+    /// is left over), handles them, and enforces the stop and the
+    /// timeouts. `false` once the server has stopped.
+    fn turn(&mut self) -> io::Result<bool> {
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let r = self.turn_with(&mut events);
+        self.events = events;
+        r
+    }
+
+    fn turn_with(&mut self, events: &mut Events) -> io::Result<bool> {
+        let mut timeout = Some(SWEEP_EVERY);
+        if !self.again.is_empty() {
+            // Buffered requests wait: look for events without sleeping.
+            timeout = Some(Duration::ZERO);
+        }
+        if let Some(pool) = &self.pool {
+            // Announce the sleep, then look once more: a thread that hands
+            // a connection back either sees the announcement and wakes us,
+            // or its connection is seen here (both sides use SeqCst), so no
+            // wake-up is lost and none is wasted while the loop is busy.
+            pool.loop_sleeping.store(true, Ordering::SeqCst);
+            if !lock(&pool.returned).is_empty() {
                 timeout = Some(Duration::ZERO);
             }
-            let mut polled = Ok(());
-            if let Some(pool) = &self.pool {
-                // While an application thread computes, the requests that
-                // arrive wait in their sockets and are read together when
-                // it is done, rather than each waking this thread (and
-                // switching the CPU away from the application).
-                match self.pool_watch.step(&pool.jobs) {
-                    pool::Step::WaitIdle => {
-                        pool.jobs.wait_idle(pool::STALL);
-                        timeout = Some(Duration::ZERO);
-                    }
-                    pool::Step::Poll(Some(limit)) => {
-                        timeout = timeout.map(|t| t.min(limit));
-                    }
-                    pool::Step::Poll(None) => {}
-                }
-                // Announce the sleep, then look once more: a worker that
-                // hands a connection back either sees the announcement and
-                // wakes us, or its connection is seen here (both sides use
-                // SeqCst), so no wake-up is lost and none is wasted while
-                // the loop is busy.
-                pool.loop_sleeping.store(true, Ordering::SeqCst);
-                if !lock(&pool.returned).is_empty() {
-                    timeout = Some(Duration::ZERO);
-                }
-                polled = self.server.poll.poll(&mut events, timeout);
-                pool.loop_sleeping.store(false, Ordering::SeqCst);
+        }
+        // The handler's context (the GIL) is let go only for the wait.
+        let mut polled = Ok(());
+        let poll = &mut self.server.poll;
+        let ev = &mut *events;
+        self.server
+            .handler
+            .wait(&mut || polled = poll.poll(ev, timeout));
+        if let Some(pool) = &self.pool {
+            pool.loop_sleeping.store(false, Ordering::SeqCst);
+            self.take_returned();
+        }
+        match polled {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let mut left = events.iter().count();
+        for event in events.iter() {
+            left -= 1;
+            self.more_ready = left > 0;
+            let token = event.token();
+            if token == WAKER {
                 self.take_returned();
-            } else {
-                let poll = &mut self.server.poll;
-                let ev = &mut events;
-                self.server
-                    .handler
-                    .wait(&mut || polled = poll.poll(ev, timeout));
-            }
-            match polled {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            let mut left = events.iter().count();
-            for event in events.iter() {
-                left -= 1;
-                self.more_ready = left > 0;
-                let token = event.token();
-                if token == WAKER {
-                    self.take_returned();
-                } else if token.0 > LISTENER_BASE - self.server.listeners.len()
-                    && token.0 <= LISTENER_BASE
-                {
-                    if self.accepting {
-                        self.accept(LISTENER_BASE - token.0);
-                    }
-                } else {
-                    let key = token.0;
-                    match self.conns.get_mut(key) {
-                        Some(Slot::Away {
-                            readable,
-                            read_closed,
-                            writable,
-                            seen,
-                        }) => {
-                            *readable |= event.is_readable() || event.is_read_closed();
-                            *read_closed |= event.is_read_closed();
-                            *writable |= event.is_writable();
-                            if let Some(seen) = seen {
-                                seen.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        Some(Slot::Lingering(_)) => self.linger(key),
-                        Some(Slot::Here(conn)) => {
-                            // The client's FIN may come with its last bytes
-                            // in one edge: then read on to the EOF.
-                            conn.io.read_closed |= event.is_read_closed();
-                            if event.is_writable() {
-                                conn.write_blocked = false;
-                            }
-                            let read = event.is_readable() || event.is_read_closed();
-                            self.drive(key, read);
-                        }
-                        None => {}
-                    }
-                }
-            }
-            self.more_ready = false;
-            for key in std::mem::take(&mut self.again) {
-                if matches!(self.conns.get(key), Some(Slot::Here(_))) {
-                    self.drive(key, true);
-                }
-            }
-            // Responses that yielded to the others of this wake-up go on
-            // now, then every complete answer held back goes out.
-            for key in std::mem::take(&mut self.later) {
-                if matches!(self.conns.get(key), Some(Slot::Here(_))) {
-                    self.drive(key, false);
-                }
-            }
-            self.flush_deferred();
-            if self.accepting && self.server.pause.load(Ordering::Relaxed) {
-                // Accepting was on until now, so the connection of any
-                // wake-up this loop took has been accepted: the loop sleeps
-                // only with the queue seen empty, so that connection was
-                // first in it when the events of this turn were handled.
-                // A retiring worker takes nothing more (what the accept
-                // batch left went with wake-ups to the other workers).
-                self.leave_listeners(false);
-                log::info("No longer accepting connections (being replaced)");
-            }
-            if self.server.stop.load(Ordering::SeqCst) {
-                if stop_deadline.is_none() {
-                    if self.accepting {
-                        // Replaced (HUP, TTOU, recycling: `SIGUSR2`), the
-                        // worker leaves the listener to workers that stay,
-                        // and takes what may be owed to it. At a stop of
-                        // the whole server it takes the connections the
-                        // master counted as queued before the stop
-                        // (process::drain); any other stop takes nothing
-                        // more (the other workers' sweep finds it).
-                        let take = self.server.replaced.load(Ordering::SeqCst)
-                            && self.server.grace_ms.load(Ordering::SeqCst) > 0;
-                        self.leave_listeners(take);
-                    }
-                    // Out of the epoll set already: closing a descriptor
-                    // that another process still holds (a master, other
-                    // workers) would not have taken it out.
-                    self.server.listeners.clear();
-                    log::info("Shutting down: finishing requests in progress");
-                    stop_deadline = Some(Instant::now());
-                }
-                let grace = Duration::from_millis(self.server.grace_ms.load(Ordering::SeqCst));
-                // Requests in progress finish and their responses are
-                // written; idle connections close as soon as they are idle.
-                self.close_idle();
-                if self.conns.is_empty() || stop_deadline.is_some_and(|d| d.elapsed() >= grace) {
-                    break;
-                }
-                // Retired as unhealthy: the connections of the threads
-                // lost past their deadlines never come back.
-                if health::is_unhealthy()
-                    && self
-                        .deadlines
-                        .as_ref()
-                        .is_some_and(|d| self.conns.len() <= d.overdue())
-                {
-                    break;
-                }
-            }
-            if self.accepting
-                && self.paused_full
-                && self.conns.len() < self.server.cfg.max_connections
+            } else if token.0 > LISTENER_BASE - self.server.listeners.len()
+                && token.0 <= LISTENER_BASE
             {
-                self.resume_accept();
-            }
-            if last_sweep.elapsed() >= SWEEP_EVERY {
-                last_sweep = Instant::now();
-                self.sweep();
-                if self.accepting && self.paused_error {
-                    self.resume_accept();
-                } else if self.accepting && self.server.shared && !self.paused_full {
-                    // A connection whose exclusive wake-up went to a
-                    // worker that then could not take it (killed, or gone
-                    // at the limit) waits until someone looks: one accept
-                    // per listener here bounds that wait to the sweep's
-                    // period, at no cost per request.
-                    for i in 0..self.server.listeners.len() {
-                        self.accept(i);
+                if self.accepting {
+                    self.accept(LISTENER_BASE - token.0);
+                }
+            } else {
+                let key = token.0;
+                match self.conns.get_mut(key) {
+                    Some(Slot::Away {
+                        readable,
+                        read_closed,
+                        writable,
+                        seen,
+                    }) => {
+                        *readable |= event.is_readable() || event.is_read_closed();
+                        *read_closed |= event.is_read_closed();
+                        *writable |= event.is_writable();
+                        if let Some(seen) = seen {
+                            seen.store(true, Ordering::SeqCst);
+                        }
                     }
+                    Some(Slot::Lingering(_)) => self.linger(key),
+                    Some(Slot::Here(conn)) => {
+                        // The client's FIN may come with its last bytes
+                        // in one edge: then read on to the EOF.
+                        conn.io.read_closed |= event.is_read_closed();
+                        if event.is_writable() {
+                            conn.write_blocked = false;
+                        }
+                        let read = event.is_readable() || event.is_read_closed();
+                        self.drive(key, read);
+                    }
+                    None => {}
                 }
             }
         }
-        Ok(())
+        self.more_ready = false;
+        for key in std::mem::take(&mut self.again) {
+            if matches!(self.conns.get(key), Some(Slot::Here(_))) {
+                self.drive(key, true);
+            }
+        }
+        // Responses that yielded to the others of this wake-up go on
+        // now, then every complete answer held back goes out.
+        for key in std::mem::take(&mut self.later) {
+            if matches!(self.conns.get(key), Some(Slot::Here(_))) {
+                self.drive(key, false);
+            }
+        }
+        self.flush_deferred();
+        if self.accepting && self.server.pause.load(Ordering::Relaxed) {
+            // Accepting was on until now, so the connection of any
+            // wake-up this loop took has been accepted: the loop sleeps
+            // only with the queue seen empty, so that connection was
+            // first in it when the events of this turn were handled.
+            // A retiring worker takes nothing more (what the accept
+            // batch left went with wake-ups to the other workers).
+            self.leave_listeners(false);
+            log::info("No longer accepting connections (being replaced)");
+        }
+        if self.server.stop.load(Ordering::SeqCst) {
+            if self.stop_deadline.is_none() {
+                if self.accepting {
+                    // Replaced (HUP, TTOU, recycling: `SIGUSR2`), the
+                    // worker leaves the listener to workers that stay,
+                    // and takes what may be owed to it. At a stop of
+                    // the whole server it takes the connections the
+                    // master counted as queued before the stop
+                    // (process::drain); any other stop takes nothing
+                    // more (the other workers' sweep finds it).
+                    let take = self.server.replaced.load(Ordering::SeqCst)
+                        && self.server.grace_ms.load(Ordering::SeqCst) > 0;
+                    self.leave_listeners(take);
+                }
+                // Out of the epoll set already: closing a descriptor
+                // that another process still holds (a master, other
+                // workers) would not have taken it out.
+                self.server.listeners.clear();
+                log::info("Shutting down: finishing requests in progress");
+                self.stop_deadline = Some(Instant::now());
+            }
+            let grace = Duration::from_millis(self.server.grace_ms.load(Ordering::SeqCst));
+            // Requests in progress finish and their responses are
+            // written; idle connections close as soon as they are idle.
+            self.close_idle();
+            if self.conns.is_empty() || self.stop_deadline.is_some_and(|d| d.elapsed() >= grace) {
+                return Ok(false);
+            }
+            // Retired as unhealthy: the connections of the threads
+            // lost past their deadlines never come back.
+            if health::is_unhealthy()
+                && self
+                    .deadlines
+                    .as_ref()
+                    .is_some_and(|d| self.conns.len() <= d.overdue())
+            {
+                return Ok(false);
+            }
+        }
+        if self.accepting && self.paused_full && self.conns.len() < self.server.cfg.max_connections
+        {
+            self.resume_accept();
+        }
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = Instant::now();
+            self.sweep();
+            if self.accepting && self.paused_error {
+                self.resume_accept();
+            } else if self.accepting && self.server.shared && !self.paused_full {
+                // A connection whose exclusive wake-up went to a
+                // worker that then could not take it (killed, or gone
+                // at the limit) waits until someone looks: one accept
+                // per listener here bounds that wait to the sweep's
+                // period, at no cost per request.
+                for i in 0..self.server.listeners.len() {
+                    self.accept(i);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Accepts every pending connection of listener `index`, up to the
@@ -807,7 +853,10 @@ impl<H: Handler> EventLoop<H> {
         let mut conn = Box::new(Conn::new(stream, peer));
         conn.codec = codec;
         conn.proxy_pending = proxy;
-        conn.defer_output = self.pool.is_none();
+        // Complete answers wait for the end of the loop's turn, inline or
+        // (given back unwritten by a thread about to lead, `give_back`) in
+        // the leader's next turn.
+        conn.defer_output = true;
         conn.server_stop = Some(Arc::clone(&self.server.stop));
         entry.insert(Slot::Here(conn));
         if let Some(m) = metrics::current() {
@@ -1037,7 +1086,15 @@ impl<H: Handler> EventLoop<H> {
     /// Takes back connections the application threads finished with.
     fn take_returned(&mut self) {
         let Some(pool) = &self.pool else { return };
-        let back = std::mem::take(&mut *lock(&pool.returned));
+        let mut back = std::mem::take(&mut *lock(&pool.returned));
+        // Answers held back by the threads (`give_back`) go out first, one
+        // right after the other: a client is woken once for the burst, not
+        // once for each answer between reads of the others.
+        for (_, conn) in back.iter_mut() {
+            if conn.state == ConnState::Open && conn.has_output() {
+                let _ = conn.flush();
+            }
+        }
         for (key, conn) in back {
             self.away = self.away.saturating_sub(1);
             let (readable, read_closed, writable) = match self.conns.get(key) {
@@ -1380,9 +1437,15 @@ fn run_handler<H: Handler>(
     }
 }
 
-/// Writes the batch's answers (in one write, the last one with the FIN) and
-/// gives `conn` back to the event loop. What the socket does not take now,
-/// the loop writes (a failure shows there too).
+/// Gives `conn` back to the event loop with the batch's answers written
+/// (in one write, the last one with the FIN); what the socket does not
+/// take now, the loop writes (a failure shows there too).
+///
+/// Answers wait for the loop, unwritten, when this thread is about to take
+/// the loop itself (nobody leads and no call blocks: `pool.rs`): the next
+/// turn then writes every answer of the batch together, as the inline mode
+/// does at the end of a wake-up, which wakes each client once per burst
+/// (see [`EventLoop::defer_flush`]). At most [`DEFER_MAX_CONNS`] wait so.
 ///
 /// The loop is woken only when it sleeps and has something to do for the
 /// connection now. A connection that waits for its client's next request
@@ -1394,7 +1457,14 @@ fn run_handler<H: Handler>(
 /// either this thread sees the flag and wakes the loop, or the loop sees
 /// the connection before it sleeps.
 fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
-    let _ = conn.flush_or_finish();
+    let held = conn.state == ConnState::Open
+        && conn.parked.is_none()
+        && !pool.stop.load(Ordering::Relaxed)
+        && pool.jobs.leads_next()
+        && lock(&pool.returned).len() < DEFER_MAX_CONNS;
+    if !held {
+        let _ = conn.flush_or_finish();
+    }
     conn.since = Instant::now();
     let mut urgent = !conn.waits_quietly() || pool.stop.load(Ordering::SeqCst);
     {
@@ -1410,74 +1480,149 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
     }
 }
 
-/// An application thread: takes connections with a ready request, serves
-/// it and whatever is pipelined behind it, and gives the connection back.
-/// It takes its next job while it still holds the handler's context (the
-/// GIL), so a job it takes runs at once, in arrival order, and a thread
-/// that finishes a job goes on with the next with no wake-up (`pool.rs`).
-fn worker<H: Handler>(
+/// What an application thread works with.
+struct Worker<H: Handler> {
     pool: Arc<Pool>,
+    baton: Arc<Baton<H>>,
     handler: Arc<H>,
     cfg: Arc<Config>,
     waker: Arc<Waker>,
     deadlines: Option<Arc<Deadlines>>,
-) {
-    let h = Arc::clone(&handler);
-    pool.jobs.register_thread();
-    h.enter(move || {
-        let mut date = DateCache::new();
-        let watch = deadlines.as_ref().map(|d| d.register());
-        let watch = watch.as_deref();
-        let mut busy = false;
-        loop {
-            let Some(job) = pool.jobs.take(&mut busy) else {
-                if !pool.jobs.wait_for_job(&*handler, &mut busy) {
-                    return;
-                }
-                continue;
-            };
-            let (key, mut conn, mut req) = match job {
-                Job::Serve {
-                    key,
-                    conn,
-                    req,
-                    queued_at,
-                } => {
-                    if let Some(m) = metrics::current() {
-                        m.on_queue(false);
+}
+
+impl<H: Handler> Worker<H> {
+    /// An application thread: runs the event loop when it is the leader,
+    /// and the requests the loop queued (taking connections with a ready
+    /// request, serving it and whatever is pipelined behind it, and giving
+    /// the connection back). It takes its next job while it still holds
+    /// the handler's context (the GIL), so a job it takes runs at once, in
+    /// arrival order, and a thread that finishes a job goes on with the
+    /// next, or with the loop, with no wake-up (`pool.rs`).
+    fn run(self) {
+        let h = Arc::clone(&self.handler);
+        let me = self.pool.jobs.register_thread();
+        h.enter(move || {
+            let mut date = DateCache::new();
+            let watch = self.deadlines.as_ref().map(|d| d.register());
+            let watch = watch.as_deref();
+            let mut busy = false;
+            loop {
+                let job = match self.pool.jobs.take(&mut busy) {
+                    pool::Take::Job(job) => job,
+                    pool::Take::Lead => {
+                        busy = self.lead();
+                        if busy || self.follow(&mut busy) {
+                            continue;
+                        }
+                        return;
                     }
-                    (key, conn, Some((req, queued_at)))
+                    pool::Take::Wait => {
+                        if self.follow(&mut busy) {
+                            continue;
+                        }
+                        return;
+                    }
+                };
+                me.begin();
+                self.run_job(job, &mut date, watch);
+                me.end();
+            }
+        });
+    }
+
+    /// Waits until there is a job to take (`true`, counted busy), leading
+    /// the loop meanwhile when asked to; `false` when the server stops.
+    fn follow(&self, busy: &mut bool) -> bool {
+        loop {
+            match self.pool.jobs.wait_for_job(&*self.handler, busy) {
+                pool::Woke::Job => return true,
+                pool::Woke::Stop => return false,
+                pool::Woke::Lead => {
+                    if self.lead() {
+                        *busy = true;
+                        return true;
+                    }
                 }
-                Job::Resume { key, mut conn } => {
-                    resume(&*handler, &mut conn, &cfg, &mut date, watch);
-                    (key, conn, None)
+            }
+        }
+    }
+
+    /// Runs the event loop on this thread until the pool says to leave it.
+    /// The thread holds the handler's context (the GIL), as the inline
+    /// loop does, and lets it go while it waits for events; what the loop
+    /// drops of the handler's (the binding's per-connection objects) is
+    /// dropped with it held. `true`: it left counted busy, for queued
+    /// jobs.
+    fn lead(&self) -> bool {
+        let mut guard = lock(&self.baton.event_loop);
+        let Some(ev) = guard.as_mut() else {
+            return false;
+        };
+        loop {
+            match ev.turn() {
+                Ok(true) => {}
+                done => {
+                    // The loop's connections and listeners close here.
+                    guard.take();
+                    drop(guard);
+                    *lock(&self.baton.result) = Some(done.map(|_| ()));
+                    self.pool.jobs.stop();
+                    self.baton.finished.notify_all();
+                    return false;
                 }
-                Job::Discard(parked) => {
-                    drop(parked);
+            }
+            match self.pool.jobs.after_turn() {
+                pool::AfterTurn::Lead => {}
+                pool::AfterTurn::Jobs => return true,
+                pool::AfterTurn::Follow => return false,
+            }
+        }
+    }
+
+    /// Serves one job, then gives its connection back.
+    fn run_job(&self, job: Job, date: &mut DateCache, watch: Option<&Watch>) {
+        let (handler, cfg) = (&*self.handler, &*self.cfg);
+        let (key, mut conn, mut req) = match job {
+            Job::Serve {
+                key,
+                conn,
+                req,
+                queued_at,
+            } => {
+                if let Some(m) = metrics::current() {
+                    m.on_queue(false);
+                }
+                (key, conn, Some((req, queued_at)))
+            }
+            Job::Resume { key, mut conn } => {
+                resume(handler, &mut conn, cfg, date, watch);
+                (key, conn, None)
+            }
+            Job::Discard(parked) => {
+                drop(parked);
+                return;
+            }
+        };
+        let mut turn = 0usize;
+        loop {
+            if let Some((r, queued_at)) = req.take() {
+                serve(handler, &mut conn, r, cfg, date, watch, queued_at);
+                turn += 1;
+            }
+            // Past its turn, the connection goes back to the loop and
+            // its next request to the end of the queue.
+            if turn < cfg.max_pipelined
+                && conn.parked.is_none()
+                && conn.state == ConnState::Open
+                && conn.io.wbuf.len() - conn.io.wpos < BATCH_OUTPUT
+            {
+                if let Next::Ready(next) = conn.next_request(cfg) {
+                    req = Some((next, None));
                     continue;
                 }
-            };
-            let mut turn = 0usize;
-            loop {
-                if let Some((r, queued_at)) = req.take() {
-                    serve(&*handler, &mut conn, r, &cfg, &mut date, watch, queued_at);
-                    turn += 1;
-                }
-                // Past its turn, the connection goes back to the loop and
-                // its next request to the end of the queue.
-                if turn < cfg.max_pipelined
-                    && conn.parked.is_none()
-                    && conn.state == ConnState::Open
-                    && conn.io.wbuf.len() - conn.io.wpos < BATCH_OUTPUT
-                {
-                    if let Next::Ready(next) = conn.next_request(&cfg) {
-                        req = Some((next, None));
-                        continue;
-                    }
-                }
-                break;
             }
-            give_back(&pool, &waker, key, conn);
+            break;
         }
-    });
+        give_back(&self.pool, &self.waker, key, conn);
+    }
 }
