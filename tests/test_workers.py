@@ -178,6 +178,29 @@ def test_two_workers_both_serve(start_server) -> None:
             assert int(f.read().rsplit(")", 1)[1].split()[1]) == server.pid
 
 
+def test_a_lone_worker_given_company_shares_sequential_connections(start_server) -> None:
+    # A worker alone on the listener keeps its place in the listener's queue
+    # of waiters (it has no one to make room for), and so would take every
+    # connection that arrives while it is idle once a second worker has
+    # joined behind it, unless it learns of the newcomer.
+    server = start_server("apps.procs:app")
+    (first,) = wait_workers(server, 1)
+    for _ in range(10):
+        assert int(get(server)) == first
+    os.kill(server.pid, signal.SIGTTIN)
+    pids = set(wait_workers(server, 2))
+    assert first in pids
+    # One connection at a time, each after a pause, so that each finds both
+    # workers asleep: the kernel then wakes the first in the queue.
+    seen = []
+    for _ in range(40):
+        time.sleep(0.02)
+        seen.append(int(get(server)))
+        if set(seen) == pids:
+            break
+    assert set(seen) == pids, seen
+
+
 def test_one_worker_by_default_and_master_runs_no_app(start_server, tmp_path: Path) -> None:
     log = tmp_path / "imports"
     server = start_server("apps.procs:app", env={"PROCS_IMPORT_LOG": str(log)})

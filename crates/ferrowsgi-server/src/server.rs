@@ -710,11 +710,13 @@ impl<H: Handler> EventLoop<H> {
 
     /// Moves this worker to the end of shared listener `index`'s queue of
     /// waiters once it has taken its turn of connections (see
-    /// [`SHARED_ROTATE_EVERY`]).
+    /// [`SHARED_ROTATE_EVERY`]). A worker alone on its listeners has no
+    /// one to make room for, and keeps its place (`process::census`).
     fn rotate(&mut self, index: usize) {
         if !self.server.shared
             || self.accepted_shared < SHARED_ROTATE_EVERY
             || self.listeners_unwatched
+            || crate::process::census::alone()
         {
             return;
         }

@@ -268,6 +268,10 @@ impl Master {
                 "cannot map the region for draining at stop ({e}): connections queued then are reset"
             ));
         }
+        if let Err(e) = super::census::setup() {
+            // Only the cost of rotating a lone worker depends on it.
+            log::debug(&format!("cannot map the workers' census ({e})"));
+        }
         // gunicorn's moment for it: the master is set up, the workers
         // are about to be forked.
         run.binding.hook("when_ready");
@@ -490,6 +494,9 @@ impl Run<'_> {
         // waits until its own handlers are in place, instead of running the
         // master's (which would write to the master's pipe).
         let old = signals::block_all();
+        // Counted before the fork: the workers already running learn that
+        // they have company before the new one can take a connection.
+        super::census::set_workers(self.workers.len() + 1);
         let forked = self.binding.fork();
         match forked {
             Ok(0) => {
@@ -531,6 +538,7 @@ impl Run<'_> {
             }
             Err(e) => {
                 signals::restore_mask(&old);
+                super::census::set_workers(self.workers.len());
                 log::error(&format!("cannot fork a worker: {e}"));
                 self.next_spawn = Instant::now() + Duration::from_secs(1);
                 Ok(false)
@@ -780,6 +788,7 @@ impl Run<'_> {
             // Whatever it wrote before leaving is read first.
             self.read_worker(i);
             let w = self.workers.remove(i);
+            super::census::set_workers(self.workers.len());
             self.on_exit(w, status);
         }
     }

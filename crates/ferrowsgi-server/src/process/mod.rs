@@ -15,6 +15,7 @@
 use std::io;
 use std::time::Duration;
 
+pub(crate) mod census;
 pub(crate) mod drain;
 mod master;
 pub mod sd_notify;
