@@ -52,6 +52,23 @@ def test_http11_connection_close_request(echo_server: Server) -> None:
         assert c.at_eof()
 
 
+def test_connection_close_request_with_more_bytes_behind_it_gets_its_answer(
+    echo_server: Server,
+) -> None:
+    # The client breaks its word (RFC 9112 §9.6) and sends more after its last
+    # request, in the same write and more than one read takes: the server must
+    # not close with those bytes unread (a reset, which would destroy the
+    # answer on its way), but send the answer and its FIN first.
+    junk = b"x" * (256 * 1024)
+    with RawConn(echo_server.addr) as c:
+        c.send(build_request("GET", "/last", headers=[("Connection", "close")]) + junk)
+        resp = c.read_response()
+        assert resp.status == 200
+        assert resp.json()["environ"]["PATH_INFO"] == "/last"
+        assert resp.closes
+        assert c.at_eof()
+
+
 def test_http10_closes_by_default(echo_server: Server) -> None:
     with RawConn(echo_server.addr) as c:
         c.request("GET", "/", version="HTTP/1.0")

@@ -138,6 +138,13 @@ pub struct Conn {
     /// The connection must start with a PROXY protocol header, not read
     /// yet (a listener with `+proxy` or `--proxy-protocol`).
     pub proxy_pending: bool,
+    /// The last request's head said it was the client's last: HTTP/1.0
+    /// without keep-alive, `Connection: close`, or a protocol of one request
+    /// per connection (SCGI, uwsgi, FastCGI without `FCGI_KEEP_CONN`). Such a
+    /// client sends nothing after it (RFC 9112 §9.6), which lets a close
+    /// with nothing left unread end the connection without a shutdown
+    /// first (see [`Conn::flush_or_close`]).
+    pub peer_done: bool,
 }
 
 impl Drop for Conn {
@@ -189,6 +196,7 @@ impl Conn {
             kept_spool: None,
             away_seen: None,
             proxy_pending: false,
+            peer_done: false,
         }
     }
 
@@ -398,6 +406,52 @@ impl Conn {
         }
     }
 
+    /// [`Conn::flush_or_finish`] for a caller that closes the connection as
+    /// soon as this returns `Ok(true)` with the connection closing (the event
+    /// loop, through `start_linger`). When a plain close cannot become a
+    /// reset ([`Conn::close_sends_fin`]), the last output is written with
+    /// `MSG_MORE` and the write side is not shut down: the close that follows
+    /// puts the FIN on the held segment itself (the kernel's `tcp_send_fin`
+    /// marks the unsent tail), so the answer and the FIN still leave in one
+    /// segment, and the connection costs one system call less.
+    pub fn flush_or_close(&mut self) -> io::Result<bool> {
+        if self.state == ConnState::CloseAfterFlush
+            && self.parked.is_none()
+            && self.close_sends_fin()
+        {
+            self.flush_with(true)
+        } else {
+            self.flush_or_finish()
+        }
+    }
+
+    /// Whether the connection may be closed at once, without reading and
+    /// discarding what the client may still send: it sent its FIN, or
+    /// nothing of its input is buffered, being read as a body, or left
+    /// unread by the application.
+    pub fn closes_quietly(&self) -> bool {
+        self.io.peer_eof || (!self.must_linger && self.input().is_empty() && self.pending.is_none())
+    }
+
+    /// Whether close(2) alone ends the connection with a FIN, as the
+    /// shutdown before it would: the kernel resets a connection closed
+    /// with unread bytes in its receive queue, and drops the output it
+    /// still holds. Nothing can be unread when the client sent its FIN
+    /// and we read it, or when it closes quietly, said its request was its
+    /// last, and the read that brought the request did not fill its room
+    /// (the socket held nothing more then). A connection the server closes
+    /// on its own account (a limit, a stop, an error) keeps the shutdown:
+    /// its client may have sent its next request already.
+    fn close_sends_fin(&self) -> bool {
+        self.io.peer_eof
+            || (self.peer_done
+                && self.closes_quietly()
+                && self.drain.is_none()
+                && !self.io.read_filled
+                && !self.io.read_closed
+                && !self.maybe_more)
+    }
+
     /// The client left its response unread for `waited`: logs one line
     /// (a paused response's own state logs its abandonment instead) and
     /// makes the close a reset, so the kernel drops the unsent bytes rather
@@ -604,6 +658,7 @@ impl Conn {
                 Ok(Some((head, consumed))) => {
                     self.consume(consumed);
                     self.head_since = None;
+                    self.peer_done = !head.keep_alive();
                     let kind = head.body();
                     if let BodyKind::Length(n) = kind {
                         if cfg.max_body > 0 && n > cfg.max_body {

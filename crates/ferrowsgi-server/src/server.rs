@@ -900,8 +900,9 @@ impl<H: Handler> EventLoop<H> {
                 && conn.parked.is_none()
                 && conn.io.wbuf.len() - conn.io.wpos < BATCH_OUTPUT;
             if conn.has_output() && !batching && !hold {
-                // The last output of a closing connection leaves with its FIN.
-                match conn.flush_or_finish() {
+                // The last output of a closing connection leaves with its
+                // FIN; `start_linger` below closes it in this same turn.
+                match conn.flush_or_close() {
                     Ok(true) => {
                         conn.since = Instant::now();
                         conn.write_blocked = false;
@@ -1130,9 +1131,7 @@ impl<H: Handler> EventLoop<H> {
         let Some(Slot::Here(conn)) = self.conns.get(key) else {
             return;
         };
-        let quiet = conn.io.peer_eof
-            || (!conn.must_linger && conn.input().is_empty() && conn.pending.is_none());
-        if quiet {
+        if conn.closes_quietly() {
             self.remove(key);
             return;
         }
