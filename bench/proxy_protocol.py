@@ -7,7 +7,8 @@
 
 The client (this process, pinned to CPU 1) keeps ``--connections`` connections busy, one
 request in flight on each; every connection sends a PROXY v1 line first when the server
-expects one, then ``--per-connection`` keep-alive requests, then closes and is replaced.
+expects one, then ``--per-connection`` requests, the last with ``Connection: close`` (as a
+load balancer's upstream connection ends), and is replaced once the server closed it.
 The server (one worker, pinned to CPU 0) runs bench/apps/hello.py. Measured per variant:
 the server tree's CPU time per request, from the scheduler's nanosecond run times
 (/proc/PID/task/*/schedstat), so a few seconds per round resolve well under 1%. Rounds of
@@ -18,10 +19,11 @@ per request.
 
 On a shared machine the rounds' noise (several %) is larger than the cost itself, so
 ``--instructions`` counts it instead, with valgrind's callgrind (user space only; the VM has
-no hardware counters): the server serves LOW and then HIGH connections of one request each,
-with and without ``--proxy-protocol``, and the difference of the two totals divided by
-HIGH - LOW is one connection's user-space instructions; the medians of ``--repeat``
-alternating runs are compared. The header adds no system call (it arrives in the same read
+no hardware counters): the server serves LOW and then HIGH connections of
+``--per-connection`` requests each (the last with ``Connection: close``), with and without
+``--proxy-protocol``, and the difference of the two totals divided by HIGH - LOW is one
+connection's user-space instructions; the medians of ``--repeat`` alternating runs are
+compared. The header adds no system call (it arrives in the same read
 as the first request), so the kernel's share, most of a hello request's CPU, is the same in
 both.
 """
@@ -46,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serverproc import HOST, ServerProc  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+LAST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
 def tree_pids(root: int) -> list[int]:
@@ -108,11 +111,11 @@ class Client:
         sock = socket.create_connection((HOST, self.port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         cport = sock.getsockname()[1]
-        first = REQUEST
+        first = LAST if self.per_connection <= 1 else REQUEST
         if self.proxy:
             self.serial += 1
             src = f"192.0.2.{self.serial % 250 + 1}"
-            first = f"PROXY TCP4 {src} 127.0.0.1 {cport} {self.port}\r\n".encode() + REQUEST
+            first = f"PROXY TCP4 {src} 127.0.0.1 {cport} {self.port}\r\n".encode() + first
         sock.sendall(first)
         self.sel.register(sock, selectors.EVENT_READ, [bytearray(), 1])
 
@@ -150,7 +153,7 @@ class Client:
                 self.done += got
                 if got and sent < self.per_connection:
                     key.data[1] = sent + 1
-                    sock.sendall(REQUEST)
+                    sock.sendall(LAST if sent + 1 == self.per_connection else REQUEST)
                 elif got:
                     self.sel.unregister(sock)
                     sock.close()
@@ -178,9 +181,10 @@ def measure(proxy: bool, args: argparse.Namespace, log_dir: Path) -> float:
         srv.stop()
 
 
-def callgrind_total(proxy: bool, connections: int, out_dir: Path) -> int:
-    """User-space instructions of a server that served ``connections`` connections of one
-    request each (every process of the tree: callgrind follows the worker's fork)."""
+def callgrind_total(proxy: bool, connections: int, per_connection: int, out_dir: Path) -> int:
+    """User-space instructions of a server that served ``connections`` connections of
+    ``per_connection`` requests each, the last with ``Connection: close`` (every process of
+    the tree: callgrind follows the worker's fork)."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         port = s.getsockname()[1]
@@ -219,13 +223,20 @@ def callgrind_total(proxy: bool, connections: int, out_dir: Path) -> int:
             with socket.create_connection((HOST, port), timeout=60) as sock:
                 cport = sock.getsockname()[1]
                 header = f"PROXY TCP4 192.0.2.{i % 250 + 1} 127.0.0.1 {cport} {port}\r\n"
-                sock.sendall((header.encode() if proxy else b"") + REQUEST)
-                buf = b""
-                while b"Hello, World!" not in buf:
-                    data = sock.recv(65536)
-                    if not data:
-                        raise SystemExit(f"connection {i} closed without an answer")
-                    buf += data
+                for n in range(per_connection):
+                    request = LAST if n + 1 == per_connection else REQUEST
+                    if n == 0 and proxy:
+                        request = header.encode() + request
+                    sock.sendall(request)
+                    buf = b""
+                    while b"Hello, World!" not in buf:
+                        data = sock.recv(65536)
+                        if not data:
+                            raise SystemExit(f"connection {i} closed without an answer")
+                        buf += data
+                # The server closes after the last answer.
+                while sock.recv(65536):
+                    pass
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=120)
     finally:
@@ -242,7 +253,7 @@ def callgrind_total(proxy: bool, connections: int, out_dir: Path) -> int:
     return total
 
 
-def instructions(low: int, high: int, repeat: int) -> None:
+def instructions(low: int, high: int, repeat: int, per_connection: int) -> None:
     """Per-connection user-space instructions with and without the header. Timers (the
     sweep, the Date cache) run by wall time, which valgrind stretches, so one count moves
     by some thousands of instructions from run to run: the pairs are repeated, alternating
@@ -251,8 +262,8 @@ def instructions(low: int, high: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory(prefix="ferrowsgi-proxy-cg-") as tmp:
         for r in range(repeat):
             for proxy in (False, True) if r % 2 == 0 else (True, False):
-                t_low = callgrind_total(proxy, low, Path(tmp))
-                t_high = callgrind_total(proxy, high, Path(tmp))
+                t_low = callgrind_total(proxy, low, per_connection, Path(tmp))
+                t_high = callgrind_total(proxy, high, per_connection, Path(tmp))
                 for f in Path(tmp).iterdir():
                     f.unlink()
                 each = (t_high - t_low) / (high - low)
@@ -263,10 +274,11 @@ def instructions(low: int, high: int, repeat: int) -> None:
     proxied = statistics.median(per[True])
     extra = proxied - plain
     print(
-        f"medians of {repeat}: plain {plain:,.0f}, --proxy-protocol {proxied:,.0f}; the PROXY v1 "
-        f"header: {extra:+,.0f} instructions per connection, {100 * extra / plain:+.2f}% of a "
-        "one-request connection's user-space instructions (the kernel's work, the larger "
-        "part, is the same)"
+        f"medians of {repeat}, {per_connection} request(s) per connection: plain {plain:,.0f}, "
+        f"--proxy-protocol {proxied:,.0f}; the PROXY v1 header: {extra:+,.0f} instructions "
+        f"per connection ({extra / per_connection:+,.1f} per request), "
+        f"{100 * extra / plain:+.2f}% of the connection's user-space instructions (the "
+        "kernel's work, the larger part, is the same)"
     )
 
 
@@ -286,7 +298,7 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     if args.instructions:
-        instructions(args.low, args.high, args.repeat)
+        instructions(args.low, args.high, args.repeat, args.per_connection)
         return 0
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {1})
