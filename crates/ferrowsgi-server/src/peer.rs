@@ -118,18 +118,28 @@ fn write_ip(out: &mut String, ip: IpAddr) {
     out.clear();
     match ferrowsgi_proto::forwarded::canonical(ip) {
         IpAddr::V4(v4) => {
+            // Made on the stack and copied once: a `String::push` per
+            // character checked the capacity each time, out of line.
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, o) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    text[n] = b'.';
+                    n += 1;
                 }
                 if o >= 100 {
-                    out.push(char::from(b'0' + o / 100));
+                    text[n] = b'0' + o / 100;
+                    n += 1;
                 }
                 if o >= 10 {
-                    out.push(char::from(b'0' + o / 10 % 10));
+                    text[n] = b'0' + o / 10 % 10;
+                    n += 1;
                 }
-                out.push(char::from(b'0' + o % 10));
+                text[n] = b'0' + o % 10;
+                n += 1;
             }
+            // ASCII digits and dots: always UTF-8.
+            out.push_str(std::str::from_utf8(&text[..n]).unwrap_or_default());
         }
         IpAddr::V6(v6) => {
             use std::fmt::Write as _;
