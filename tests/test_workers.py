@@ -201,6 +201,28 @@ def test_a_lone_worker_given_company_shares_sequential_connections(start_server)
     assert set(seen) == pids, seen
 
 
+def test_a_burst_after_sequential_connections_is_answered_whole(start_server) -> None:
+    # After connections that came one at a time, a worker takes one connection
+    # per wake-up from its (level-triggered) listener; a burst that follows must
+    # still be answered whole, however many wait at once.
+    server = start_server("apps.procs:app")
+    (worker,) = wait_workers(server, 1)
+    for _ in range(5):
+        time.sleep(0.01)
+        assert int(get(server)) == worker
+    conns = [RawConn(server.addr) for _ in range(40)]
+    try:
+        for c in conns:
+            c.send(build_request("GET", "/", headers=[("Connection", "close")]))
+        for c in conns:
+            resp = c.read_response()
+            assert resp.status == 200
+            assert int(resp.text) == worker
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_one_worker_by_default_and_master_runs_no_app(start_server, tmp_path: Path) -> None:
     log = tmp_path / "imports"
     server = start_server("apps.procs:app", env={"PROCS_IMPORT_LOG": str(log)})

@@ -84,6 +84,11 @@ const REPLACED_IDLE: Duration = Duration::from_secs(1);
 /// so without this the same worker would take every connection whenever
 /// it is idle (docs/ARCHITECTURE.md, "Processes").
 const SHARED_ROTATE_EVERY: usize = 4;
+/// A shared listener reported ready again within this time of an accept
+/// pass that stopped after one connection without looking for more: it
+/// had more waiting, so the next passes look again (see
+/// [`EventLoop::accept`]).
+const ACCEPT_AGAIN_QUICK: Duration = Duration::from_micros(20);
 
 /// Where a connection is.
 #[derive(Debug)]
@@ -401,6 +406,13 @@ struct EventLoop<H: Handler> {
     peak_conns: usize,
     /// Connections accepted from shared listeners since the last rotation.
     accepted_shared: usize,
+    /// The last pass over a shared listener found it empty after one
+    /// connection: the next pass stops after its first connection rather
+    /// than pay an `accept4` that finds nothing (see [`EventLoop::accept`]).
+    accept_one: bool,
+    /// When a pass last stopped after one connection without looking for
+    /// more.
+    stopped_after_one: Option<Instant>,
     /// The shared listeners are out of this loop's epoll set while
     /// accepting is paused (limit reached, accept errors): see
     /// [`EventLoop::unwatch_listeners`].
@@ -446,6 +458,8 @@ impl<H: Handler> EventLoop<H> {
             paused_error: false,
             peak_conns: 0,
             accepted_shared: 0,
+            accept_one: false,
+            stopped_after_one: None,
             listeners_unwatched: false,
             again: Vec::new(),
             deferred: Vec::new(),
@@ -642,12 +656,29 @@ impl<H: Handler> EventLoop<H> {
     /// connection limit. Connections left in the backlog (limit reached, or
     /// out of file descriptors) are picked up later: at the limit as soon as
     /// a connection closes, after an error at the next sweep.
+    ///
+    /// A shared listener is level-triggered, so a pass may stop before the
+    /// queue is empty: the next poll reports what is left. When the last
+    /// pass found the queue empty right after its one connection (a front
+    /// end, or clients, whose connections arrive one at a time), the next
+    /// pass stops after its first connection instead of trying a second
+    /// `accept4` that would most likely find nothing; when the listener is
+    /// then reported ready again at once, it had more waiting, and passes
+    /// go on looking again. The system call saved (one per connection at
+    /// light load) becomes at most one poll when the guess was wrong.
     fn accept(&mut self, index: usize) {
-        let mut batch = if self.server.shared {
+        let shared = self.server.shared;
+        let mut batch = if shared {
             SHARED_ACCEPT_BATCH
         } else {
             usize::MAX
         };
+        if let Some(t) = self.stopped_after_one.take() {
+            if t.elapsed() < ACCEPT_AGAIN_QUICK {
+                self.accept_one = false;
+            }
+        }
+        let mut taken = 0usize;
         loop {
             // A request served inline during this loop (TCP_DEFER_ACCEPT has
             // it ready) may outlast a stop signal: what came into the backlog
@@ -658,6 +689,7 @@ impl<H: Handler> EventLoop<H> {
             if batch == 0 {
                 // Level-triggered (shared listeners): the next poll
                 // reports what is left, unless another worker took it.
+                self.accept_one = false;
                 self.rotate(index);
                 return;
             }
@@ -688,8 +720,17 @@ impl<H: Handler> EventLoop<H> {
                     // never registered with the poller.
                     self.drive(key, true);
                     self.watch(key);
+                    taken += 1;
+                    if shared && self.accept_one {
+                        self.stopped_after_one = Some(Instant::now());
+                        self.rotate(index);
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if shared && taken > 0 {
+                        self.accept_one = taken == 1;
+                    }
                     self.rotate(index);
                     return;
                 }
