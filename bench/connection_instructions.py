@@ -16,11 +16,13 @@ connection's user-space instructions (start-up and shutdown cancel out); the med
 ``--repeat`` runs are printed. Timers run by wall time, which valgrind stretches, so single
 counts move by a few hundred instructions.
 
-``--syscalls`` counts the system calls of the worker instead (strace -c, no valgrind) over
-HIGH connections made one after another, so that every connection wakes the server alone:
-what one connection costs the server in calls when nothing else is happening.
+``--syscalls`` counts the system calls of the worker instead (the kernel's syscall
+tracepoints through ``perf stat``, no valgrind) over HIGH connections made one after
+another by one client: what a connection costs the server in calls at light load, when
+each one finds the server idle.
 
-Needs valgrind (Debian package) for the counts, strace for ``--syscalls``.
+Needs valgrind (Debian package) for the counts, perf for ``--syscalls`` (as root, or with
+``kernel.perf_event_paranoid`` allowing tracepoints).
 """
 
 from __future__ import annotations
@@ -166,35 +168,52 @@ def callgrind_total(protocol: str, unix: bool, n: int, tmp: Path) -> int:
     return total
 
 
+CALLS = (
+    "accept4 read recvfrom sendto write writev sendmsg shutdown close epoll_wait epoll_pwait "
+    "epoll_ctl setsockopt getsockopt futex"
+).split()
+
+
 def syscalls(protocol: str, unix: bool, n: int, tmp: Path) -> None:
+    """System calls of the worker per connection, from the kernel's syscall tracepoints
+    (``perf stat``: counted in the kernel, so the server runs at its own speed, unlike under
+    strace), with accept4 calls that failed counted apart."""
     srv = Server(protocol, unix, tmp, [])
     try:
         kids = subprocess.run(
             ["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True, check=False
         ).stdout.split()
         worker = kids[-1] if kids else str(srv.proc.pid)
-        out = tmp / "strace.txt"
-        tracer = subprocess.Popen(
-            ["strace", "-c", "-f", "-p", worker, "-o", str(out)], stderr=subprocess.DEVNULL
+        events = [a for c in CALLS for a in ("-e", f"syscalls:sys_enter_{c}")]
+        events += ["-e", "syscalls:sys_exit_accept4", "--filter", "ret < 0"]
+        out = tmp / "perf.txt"
+        counter = subprocess.Popen(
+            ["perf", "stat", "-x,", "-o", str(out), "-p", worker, *events],
+            stderr=subprocess.DEVNULL,
         )
         time.sleep(1.0)
         for _ in range(n):
             one(protocol, srv.addr, srv.port)
         time.sleep(0.2)
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait()
+        counter.send_signal(signal.SIGINT)
+        counter.wait()
     finally:
         srv.stop()
-    calls = []
+    calls, failed = [], 0
     for line in out.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 5 and parts[3].isdigit() and parts[-1] != "total":
-            errors = int(parts[4]) if len(parts) == 6 else 0
-            calls.append((parts[-1], int(parts[3]) / n, errors / n))
+        parts = line.split(",")
+        if len(parts) < 3 or not parts[0].strip().isdigit():
+            continue
+        count, event = int(parts[0]), parts[2]
+        if event == "syscalls:sys_exit_accept4":
+            failed = count
+        elif count:
+            calls.append((event.rsplit("sys_enter_", 1)[1], count / n))
     calls.sort(key=lambda c: -c[1])
     total = sum(c[1] for c in calls)
     shown = ", ".join(
-        f"{name} {per:.2f}" + (f" ({err:.2f} failed)" if err else "") for name, per, err in calls
+        f"{name} {per:.2f}" + (f" ({failed / n:.2f} found nothing)" if name == "accept4" else "")
+        for name, per in calls
     )
     print(f"{protocol:10} {total:5.2f} system calls per connection: {shown}")
 
@@ -206,7 +225,7 @@ def main() -> None:
     ap.add_argument("--low", type=int, default=100)
     ap.add_argument("--high", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--syscalls", action="store_true", help="count system calls (strace)")
+    ap.add_argument("--syscalls", action="store_true", help="count system calls (perf)")
     args = ap.parse_args()
     protocols = args.protocols.split(",")
     with tempfile.TemporaryDirectory(prefix="ferrowsgi-conn-") as d:
