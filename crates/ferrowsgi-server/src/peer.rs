@@ -117,33 +117,7 @@ pub fn is_same_host(peer: SocketAddr, local: SocketAddr) -> bool {
 fn write_ip(out: &mut String, ip: IpAddr) {
     out.clear();
     match ferrowsgi_proto::forwarded::canonical(ip) {
-        IpAddr::V4(v4) => {
-            // Made on the stack and copied once: a `String::push` per
-            // character checked the capacity each time, out of line.
-            let mut text = [0u8; 15];
-            let mut n = 0;
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[n] = b'.';
-                    n += 1;
-                }
-                if o >= 100 {
-                    text[n] = b'0' + o / 100;
-                    n += 1;
-                }
-                if o >= 10 {
-                    text[n] = b'0' + o / 10 % 10;
-                    n += 1;
-                }
-                text[n] = b'0' + o % 10;
-                n += 1;
-            }
-            let written = text.get(..n).unwrap_or_default();
-            // SAFETY: every byte written above is an ASCII digit or '.', so
-            // the bytes are UTF-8. Checking it again (`str::from_utf8`) cost
-            // about 85 instructions per address, as much as the digits.
-            out.push_str(unsafe { std::str::from_utf8_unchecked(written) });
-        }
+        IpAddr::V4(v4) => push_dotted(out, v4),
         IpAddr::V6(v6) => {
             use std::fmt::Write as _;
             let _ = write!(out, "{v6}");
@@ -174,13 +148,37 @@ fn canonical_ip(a: SocketAddr) -> String {
 /// server's own user-space time.
 fn dotted(ip: std::net::Ipv4Addr) -> String {
     let mut out = String::with_capacity(15);
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        out.push_str(itoa::Buffer::new().format(octet));
-    }
+    push_dotted(&mut out, ip);
     out
+}
+
+/// Appends `a.b.c.d` to `out`. The text is made on the stack and copied
+/// once: a `String::push` or `push_str` per octet checked the capacity
+/// each time, out of line, which cost about as much as the digits.
+fn push_dotted(out: &mut String, ip: std::net::Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut n = 0;
+    for (i, o) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[n] = b'.';
+            n += 1;
+        }
+        if o >= 100 {
+            text[n] = b'0' + o / 100;
+            n += 1;
+        }
+        if o >= 10 {
+            text[n] = b'0' + o / 10 % 10;
+            n += 1;
+        }
+        text[n] = b'0' + o % 10;
+        n += 1;
+    }
+    let written = text.get(..n).unwrap_or_default();
+    // SAFETY: every byte written above is an ASCII digit or '.', so the
+    // bytes are UTF-8. Checking it again (`str::from_utf8`) cost about 85
+    // instructions per address, as much as the digits.
+    out.push_str(unsafe { std::str::from_utf8_unchecked(written) });
 }
 
 /// A port in decimal.
