@@ -215,9 +215,28 @@ impl<J> Pool<J> {
 
     /// On a thread that holds the handler's context (the GIL): the next
     /// job, which then runs at once; or the loop, if nobody leads; or
-    /// nothing. `busy` is the thread's own record of being counted busy.
-    pub(crate) fn take(&self, busy: &mut bool) -> Take<J> {
+    /// nothing. `busy` is the thread's own record of being counted busy;
+    /// `looked`: the thread has just run the loop.
+    pub(crate) fn take(&self, busy: &mut bool, looked: bool) -> Take<J> {
         let mut q = lock(&self.queue);
+        if !looked
+            && q.blocking
+            && !q.leader
+            && !q.jobs.is_empty()
+            && !self.stopping.load(Ordering::SeqCst)
+        {
+            // Threads are blocked and nobody reads the sockets: one look
+            // at them first (a turn that does not wait), so that requests
+            // are queued, and served, in the order they came rather than
+            // after everything queued at the last look.
+            if *busy {
+                q.busy -= 1;
+                *busy = false;
+            }
+            q.leader = true;
+            q.lead_woken = false;
+            return Take::Lead;
+        }
         if let Some(job) = q.jobs.pop_front() {
             q.taken += 1;
             if !*busy {
@@ -237,6 +256,12 @@ impl<J> Pool<J> {
             return Take::Lead;
         }
         Take::Wait
+    }
+
+    /// Whether jobs are queued: the loop's turn then looks at the sockets
+    /// without waiting.
+    pub(crate) fn queued(&self) -> bool {
+        !lock(&self.queue).jobs.is_empty()
     }
 
     /// Whether a thread that finishes a job now is the one that takes the
@@ -355,9 +380,9 @@ impl<J> Pool<J> {
         woke
     }
 
-    /// The watcher thread's loop; see the module's comment. Returns when
-    /// the pool stops.
-    pub(crate) fn watch(&self) {
+    /// The watcher thread's loop; see the module's comment. `each_look`
+    /// runs at every look, with no lock held. Returns when the pool stops.
+    pub(crate) fn watch(&self, each_look: &mut dyn FnMut()) {
         let mut looks = Vec::new();
         let mut moved: Option<(Instant, u64)> = None;
         let mut idle_looks = 0u32;
@@ -382,12 +407,14 @@ impl<J> Pool<J> {
                 }
                 drop(q);
                 std::thread::sleep(STALL);
+                each_look();
                 q = lock(&self.queue);
                 continue;
             }
             idle_looks = 0;
             drop(q);
             std::thread::sleep(STALL);
+            each_look();
             let blocked = self.any_blocked(&mut looks);
             let now = Instant::now();
             q = lock(&self.queue);

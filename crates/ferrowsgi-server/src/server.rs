@@ -332,7 +332,12 @@ impl<H: Handler> Server<H> {
             let watcher_pool = Arc::clone(&pool);
             let watcher = std::thread::Builder::new()
                 .name("ferrowsgi-pool".into())
-                .spawn(move || watcher_pool.jobs.watch())?;
+                .spawn(move || {
+                    let mut waited = false;
+                    watcher_pool
+                        .jobs
+                        .watch(&mut || waited = write_held(&watcher_pool, waited))
+                })?;
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
             for i in 0..threads {
                 let ctx = Worker {
@@ -502,7 +507,7 @@ impl<H: Handler> EventLoop<H> {
             // or its connection is seen here (both sides use SeqCst), so no
             // wake-up is lost and none is wasted while the loop is busy.
             pool.loop_sleeping.store(true, Ordering::SeqCst);
-            if !lock(&pool.returned).is_empty() {
+            if !lock(&pool.returned).is_empty() || pool.jobs.queued() {
                 timeout = Some(Duration::ZERO);
             }
         }
@@ -1522,6 +1527,25 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
     }
 }
 
+/// The watcher's bound on answers held back by `give_back`: answers that
+/// have waited a whole look (about 1 ms; `waited` says the list was not
+/// empty at the last look) for their thread to take the loop are written
+/// here, as the inline mode writes its held answers after 1 ms
+/// (`DEFER_MAX_WAIT`). The thread that held them may have gone on with a
+/// queued request that blocks or computes for long. The connections stay
+/// on the list for the loop. Returns whether answers are held now.
+fn write_held(pool: &Pool, waited: bool) -> bool {
+    let mut back = lock(&pool.returned);
+    if waited {
+        for (_, conn) in back.iter_mut() {
+            if conn.state == ConnState::Open && conn.has_output() {
+                let _ = conn.flush();
+            }
+        }
+    }
+    back.iter().any(|(_, c)| c.has_output())
+}
+
 /// What an application thread works with.
 struct Worker<H: Handler> {
     pool: Arc<Pool>,
@@ -1548,23 +1572,27 @@ impl<H: Handler> Worker<H> {
             let watch = self.deadlines.as_ref().map(|d| d.register());
             let watch = watch.as_deref();
             let mut busy = false;
+            let mut looked = false;
             loop {
-                let job = match self.pool.jobs.take(&mut busy) {
+                let job = match self.pool.jobs.take(&mut busy, looked) {
                     pool::Take::Job(job) => job,
                     pool::Take::Lead => {
                         busy = self.lead();
+                        looked = true;
                         if busy || self.follow(&mut busy) {
                             continue;
                         }
                         return;
                     }
                     pool::Take::Wait => {
+                        looked = true;
                         if self.follow(&mut busy) {
                             continue;
                         }
                         return;
                     }
                 };
+                looked = false;
                 me.begin();
                 self.run_job(job, &mut date, watch);
                 me.end();
