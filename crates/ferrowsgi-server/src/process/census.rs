@@ -15,45 +15,29 @@
 //! during a reload.
 
 use std::io;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The mapping, once [`setup`] has made it (null before, and outside a
-/// master's processes: a server that is not a worker of a master never
-/// shares its listeners).
-static REGION: AtomicPtr<AtomicU32> = AtomicPtr::new(std::ptr::null_mut());
+use super::shared::{SharedRegion, ZeroedAtomics};
+
+/// The count of live workers.
+struct Census(AtomicU32);
+
+// SAFETY: one atomic, valid at zero.
+unsafe impl ZeroedAtomics for Census {}
+
+/// The shared word, once [`setup`] has made it (never outside a master's
+/// processes: a server that is not a worker of a master never shares its
+/// listeners).
+static REGION: SharedRegion<Census> = SharedRegion::new();
 
 /// Makes the shared word (in the master, before any fork); later calls do
 /// nothing.
 pub(crate) fn setup() -> io::Result<()> {
-    if !REGION.load(Ordering::Acquire).is_null() {
-        return Ok(());
-    }
-    // SAFETY: an anonymous mapping with no address hint touches no existing
-    // memory; the result is checked against MAP_FAILED.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            std::mem::size_of::<AtomicU32>(),
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    REGION.store(ptr.cast(), Ordering::Release);
-    Ok(())
+    REGION.setup()
 }
 
 fn word() -> Option<&'static AtomicU32> {
-    let ptr = REGION.load(Ordering::Acquire);
-    // SAFETY: a non-null pointer is the mapping made by `setup`: page
-    // aligned, zero-filled by the kernel (zero is a valid atomic), never
-    // unmapped, and only reached through atomics, so sharing it with other
-    // processes is sound.
-    (!ptr.is_null()).then(|| unsafe { &*ptr })
+    REGION.get().map(|c| &c.0)
 }
 
 /// Publishes that `n` worker processes are alive (or about to be forked).

@@ -23,7 +23,9 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::shared::{SharedRegion, ZeroedAtomics};
 
 /// `TCP_LISTEN` of the kernel's socket states (include/net/tcp_states.h).
 const TCP_LISTEN: u8 = 10;
@@ -37,43 +39,21 @@ struct Owed {
     counts: [AtomicU32; MAX_LISTENERS],
 }
 
-/// The mapping, once [`setup`] has made it (null before, and outside a
+// SAFETY: an array of atomics, valid at zero.
+unsafe impl ZeroedAtomics for Owed {}
+
+/// The shared region, once [`setup`] has made it (never outside a
 /// master's processes).
-static REGION: AtomicPtr<Owed> = AtomicPtr::new(std::ptr::null_mut());
+static REGION: SharedRegion<Owed> = SharedRegion::new();
 
 /// Makes the shared region (in the master, before any fork); later calls
 /// do nothing.
 pub(crate) fn setup() -> io::Result<()> {
-    if !REGION.load(Ordering::Acquire).is_null() {
-        return Ok(());
-    }
-    let len = std::mem::size_of::<Owed>();
-    // SAFETY: an anonymous mapping with no address hint touches no existing
-    // memory; the result is checked against MAP_FAILED.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    REGION.store(ptr.cast(), Ordering::Release);
-    Ok(())
+    REGION.setup()
 }
 
 fn region() -> Option<&'static Owed> {
-    let ptr = REGION.load(Ordering::Acquire);
-    // SAFETY: a non-null pointer is the mapping made by `setup`: page
-    // aligned, large enough for `Owed`, zero-filled by the kernel (zero
-    // bytes are valid atomics), never unmapped, and only reached through
-    // atomics, so sharing it with other processes is sound.
-    (!ptr.is_null()).then(|| unsafe { &*ptr })
+    REGION.get()
 }
 
 /// The number of connections waiting in the accept queue of the listening

@@ -19,6 +19,7 @@ pub(crate) mod census;
 pub(crate) mod drain;
 mod master;
 pub mod sd_notify;
+mod shared;
 mod signals;
 pub mod system;
 pub mod worker;
