@@ -28,7 +28,8 @@
 //!   gets as many concurrent calls as there are threads, about
 //!   2 × [`STALL`] after its first call blocked.
 //! - A long computation: when jobs wait and none was taken for [`LONG`],
-//!   or nobody has watched the sockets for that long, another thread is
+//!   or nobody has read the sockets for that long and they have events
+//!   waiting, another thread is
 //!   woken anyway, and the interpreter's switch interval shares the GIL
 //!   between the long request and the others, as between any two Python
 //!   threads.
@@ -381,8 +382,10 @@ impl<J> Pool<J> {
     }
 
     /// The watcher thread's loop; see the module's comment. `each_look`
-    /// runs at every look, with no lock held. Returns when the pool stops.
-    pub(crate) fn watch(&self, each_look: &mut dyn FnMut()) {
+    /// runs at every look, with no lock held; `events_waiting` says
+    /// whether the loop has events it has not taken (without taking them).
+    /// Returns when the pool stops.
+    pub(crate) fn watch(&self, each_look: &mut dyn FnMut(), events_waiting: &dyn Fn() -> bool) {
         let mut looks = Vec::new();
         let mut moved: Option<(Instant, u64)> = None;
         let mut idle_looks = 0u32;
@@ -439,8 +442,9 @@ impl<J> Pool<J> {
                     self.wake_for_jobs(&mut q, 1);
                     moved = Some((now, taken));
                 }
-                if now.duration_since(q.left_at) >= LONG {
-                    // Nobody has read the sockets for a while.
+                if now.duration_since(q.left_at) >= LONG && !q.leader && events_waiting() {
+                    // Nobody has read the sockets for a while, and they
+                    // have something to read.
                     self.wake_leader(&mut q);
                 }
             }

@@ -39,7 +39,7 @@ use crate::pool;
 use crate::state::{Parked, Pending};
 use crate::stop::StopHandle;
 use crate::sync::lock;
-use crate::sys;
+use crate::sys::{self, Want};
 use crate::{health_path, log, metrics};
 
 /// Token of the cross-thread waker.
@@ -317,6 +317,7 @@ impl<H: Handler> Server<H> {
                 stop: Arc::clone(&self.stop),
             });
             let threads = self.cfg.threads;
+            let epoll_fd = self.poll.as_raw_fd();
             let handler = Arc::clone(&self.handler);
             let cfg = Arc::clone(&self.cfg);
             let waker = Arc::clone(&self.waker);
@@ -334,9 +335,14 @@ impl<H: Handler> Server<H> {
                 .name("ferrowsgi-pool".into())
                 .spawn(move || {
                     let mut waited = false;
+                    // The epoll descriptor is readable while it has events
+                    // to report: a look with poll() takes none of them.
+                    let waiting = || sys::wait_fd(epoll_fd, Want::Read, Duration::ZERO);
                     watcher_pool
                         .jobs
-                        .watch(&mut || waited = write_held(&watcher_pool, waited))
+                        .watch(&mut || waited = write_held(&watcher_pool, waited), &|| {
+                            waiting().unwrap_or(true)
+                        })
                 })?;
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
             for i in 0..threads {
