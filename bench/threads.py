@@ -3,7 +3,7 @@
 
     python bench/threads.py [--rounds 3] [--duration 5] [--threads 1,8]
                             [--servers ferrowsgi,gunicorn-gthread,...] [--workloads hello,...]
-                            [--counts] [--no-install] [--write-docs]
+                            [--single bjoern] [--counts] [--no-install] [--write-docs]
 
 For each round, every (server, threads) cell of each workload runs once, in turns, so that a
 slow spell of the machine falls on all of them alike; the tables show the median of the rounds
@@ -11,7 +11,8 @@ and, for ferrowsgi, the ratio of its N-thread figures to its 1-thread ones per r
 workloads, the server start, warm-up, wrk run and CPU accounting are run.py's (bench_one); only
 the thread count changes. Every server that has application threads takes part: ferrowsgi
 (`--threads`), gunicorn's gthread worker, granian's blocking threads, uWSGI `--threads`,
-waitress and cheroot.
+waitress and cheroot. Servers without application threads (`--single`, bjoern by default)
+run beside them with their one thread, so that the tables also show the best server overall.
 
 --counts adds, for ferrowsgi in each thread mode, what one request costs in events: GIL
 acquisitions and releases (uprobes on libpython's take_gil and drop_gil, the functions every
@@ -59,6 +60,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(THREADED), help="comma list of servers")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of workloads")
     p.add_argument(
+        "--single",
+        default="bjoern",
+        help="comma list of servers without application threads, run beside the others with "
+        "one (so that the tables also show the best server overall, threads or not; '' for none)",
+    )
+    p.add_argument(
         "--quiet-wait",
         type=float,
         default=3.0,
@@ -90,6 +97,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for s in args.server_list:
         if s not in run.SERVERS or not run.SERVERS[s].threaded:
             p.error(f"{s!r} is not a server with threads; known: {', '.join(THREADED)}")
+    args.single_list = [s for s in args.single.split(",") if s]
+    for s in args.single_list:
+        if s not in run.SERVERS or run.SERVERS[s].threaded:
+            p.error(f"{s!r} is not a server without threads (for --single)")
     for w in args.workload_list:
         if w not in run.WORKLOADS:
             p.error(f"unknown workload {w!r}")
@@ -145,29 +156,30 @@ def timed_rounds(args: argparse.Namespace, env: dict[str, str], logs: Path) -> d
     out: dict[str, dict[str, list[dict]]] = {w: {} for w in args.workload_list}
     for rnd in range(args.rounds):
         for wname in args.workload_list:
-            for sname in args.server_list:
-                for t in args.thread_list:
-                    srv = run.SERVERS[sname]
-                    if args.quiet_wait:
-                        run.wait_quiet(args.quiet_wait)
-                    res = run.bench_one(srv, workload_for(wname, t), cell_args(args, t), env, logs)
-                    fig = {
-                        "round": rnd,
-                        "status": res.status,
-                        "rps": res.rps,
-                        "p99_us": res.p99_us,
-                        "cpu_us_per_req": res.cpu_us_per_req,
-                        "errors": res.errors,
-                        "steal_pct": res.steal_pct,
-                        "other_pct": res.other_pct,
-                    }
-                    out[wname].setdefault(f"{sname}/{t}", []).append(fig)
-                    print(
-                        f"  round {rnd + 1} {wname} {sname} --threads {t}: "
-                        f"{res.status or ''} rps {res.rps} p99 {res.p99_us} µs "
-                        f"cpu {res.cpu_us_per_req and round(res.cpu_us_per_req, 1)} µs/req",
-                        flush=True,
-                    )
+            cells = [(s, t) for s in args.server_list for t in args.thread_list]
+            cells += [(s, 1) for s in args.single_list]
+            for sname, t in cells:
+                srv = run.SERVERS[sname]
+                if args.quiet_wait:
+                    run.wait_quiet(args.quiet_wait)
+                res = run.bench_one(srv, workload_for(wname, t), cell_args(args, t), env, logs)
+                fig = {
+                    "round": rnd,
+                    "status": res.status,
+                    "rps": res.rps,
+                    "p99_us": res.p99_us,
+                    "cpu_us_per_req": res.cpu_us_per_req,
+                    "errors": res.errors,
+                    "steal_pct": res.steal_pct,
+                    "other_pct": res.other_pct,
+                }
+                out[wname].setdefault(f"{sname}/{t}", []).append(fig)
+                print(
+                    f"  round {rnd + 1} {wname} {sname} --threads {t}: "
+                    f"{res.status or ''} rps {res.rps} p99 {res.p99_us} µs "
+                    f"cpu {res.cpu_us_per_req and round(res.cpu_us_per_req, 1)} µs/req",
+                    flush=True,
+                )
     return out
 
 
@@ -522,7 +534,7 @@ def write_docs(text: str) -> None:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    servers = [run.SERVERS[s] for s in args.server_list if s != "ferrowsgi-base"]
+    servers = [run.SERVERS[s] for s in args.server_list + args.single_list if s != "ferrowsgi-base"]
     run.ensure_venv()
     deadline = time.monotonic() + 3600
     status = run.check_installed(servers) if args.no_install else run.install(servers, deadline)
@@ -531,6 +543,7 @@ def main(argv: list[str]) -> int:
         for s, why in bad.items():
             print(f"{s}: {why}; left out", flush=True)
         args.server_list = [s for s in args.server_list if s not in bad]
+        args.single_list = [s for s in args.single_list if s not in bad]
     if len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {int(run.WRK_CPU)})
     stamp = time.strftime("%Y%m%d-%H%M%S")

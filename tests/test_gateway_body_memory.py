@@ -6,8 +6,9 @@ CONTENT_LENGTH), SCGI and the uwsgi protocol (plain CONTENT_LENGTH bytes after t
 variables) and AJP13 (body packets the server asks for with GET_BODY_CHUNK, with a
 Content-Length and chunked from the client), with ``--threads 1`` and ``--threads 4``,
 while a sampler reads the server's VmRSS. The bound is docs/ROBUSTNESS.md's ("Upload
-memory"): 1 MiB per upload in progress plus 4 MiB for the process. The application reads each body in 64 KiB pieces and answers
-its size and CRC-32, so a lost or reordered piece fails too.
+memory"): 1 MiB per upload in progress plus 4 MiB for the process. The application reads
+each body in 64 KiB pieces and answers its size and CRC-32, so a lost or reordered piece
+fails too.
 """
 
 from __future__ import annotations
