@@ -62,6 +62,9 @@ pub struct CgiVars {
     bytes: Vec<u8>,
     /// (name, value) spans of `bytes`, in arrival order.
     vars: Vec<(Span, Span)>,
+    /// The bytes of the names and values so far, which the head-size limit
+    /// counts (`bytes` also holds the separators of a block taken whole).
+    size: usize,
 }
 
 impl CgiVars {
@@ -78,6 +81,21 @@ impl CgiVars {
         CgiVars {
             bytes: Vec::with_capacity(bytes),
             vars: Vec::with_capacity(count),
+            size: 0,
+        }
+    }
+
+    /// An empty set that holds a copy of `block`, the encoded variables of
+    /// a codec whose names and values lie whole in one block (SCGI's
+    /// netstring, uwsgi's packet), with room for `count` variables: they
+    /// are then added with [`CgiVars::push_from_block`], which records
+    /// where they lie instead of copying each. `block` is bounded by the
+    /// codec's limits already.
+    pub(crate) fn over_block(block: &[u8], count: usize) -> CgiVars {
+        CgiVars {
+            bytes: block.to_vec(),
+            vars: Vec::with_capacity(count),
+            size: 0,
         }
     }
 
@@ -87,26 +105,68 @@ impl CgiVars {
     /// value holding NUL, CR or LF (which no front end sends and which
     /// could not be passed on safely).
     pub fn push(&mut self, name: &[u8], value: &[u8], limits: &Limits) -> Result<(), ParseError> {
-        if self.vars.len() >= limits.max_header_count + MAX_SERVER_VARS {
-            return Err(ParseError::TooManyHeaders);
-        }
-        if self.bytes.len() + name.len() + value.len() > limits.max_head_size {
-            return Err(ParseError::HeadTooLarge);
-        }
-        // The name's bytes folded without a branch per byte, the value
-        // searched with memchr: a front end sends a few hundred bytes of
-        // variables with every request.
-        if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
-            return Err(ParseError::InvalidHeaderName);
-        }
-        if memchr::memchr3(0, b'\r', b'\n', value).is_some() {
-            return Err(ParseError::InvalidHeaderValue);
-        }
+        self.check(name, value, limits)?;
         let n = Span::new(self.bytes.len(), self.bytes.len() + name.len());
         self.bytes.extend_from_slice(name);
         let v = Span::new(self.bytes.len(), self.bytes.len() + value.len());
         self.bytes.extend_from_slice(value);
         self.vars.push((n, v));
+        Ok(())
+    }
+
+    /// Adds a variable whose `name` and `value` are sub-slices of `block`,
+    /// the block this set was made over ([`CgiVars::over_block`]), with the
+    /// checks and errors of [`CgiVars::push`]; nothing is copied. A slice
+    /// from elsewhere is a bug of the codec and is rejected as a bad name.
+    pub(crate) fn push_from_block(
+        &mut self,
+        block: &[u8],
+        name: &[u8],
+        value: &[u8],
+        limits: &Limits,
+    ) -> Result<(), ParseError> {
+        self.check(name, value, limits)?;
+        let base = block.as_ptr() as usize;
+        let at = |part: &[u8]| {
+            let start = (part.as_ptr() as usize).wrapping_sub(base);
+            (start <= block.len() && part.len() <= block.len() - start)
+                .then(|| Span::new(start, start + part.len()))
+        };
+        match (at(name), at(value)) {
+            (Some(n), Some(v)) if block.len() == self.bytes.len() => {
+                self.vars.push((n, v));
+                Ok(())
+            }
+            _ => Err(ParseError::InvalidHeaderName),
+        }
+    }
+
+    /// The checks of [`CgiVars::push`], counting the variable's bytes.
+    fn check(&mut self, name: &[u8], value: &[u8], limits: &Limits) -> Result<(), ParseError> {
+        if self.vars.len() >= limits.max_header_count + MAX_SERVER_VARS {
+            return Err(ParseError::TooManyHeaders);
+        }
+        if self.size + name.len() + value.len() > limits.max_head_size {
+            return Err(ParseError::HeadTooLarge);
+        }
+        // The name's bytes folded without a branch per byte, the value
+        // searched with memchr when it is long (a call costs more than a
+        // loop over the few bytes most values have): a front end sends a
+        // few hundred bytes of variables with every request.
+        if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
+            return Err(ParseError::InvalidHeaderName);
+        }
+        let bad = if value.len() <= 16 {
+            value.iter().fold(false, |bad, &b| {
+                bad | (b == 0) | (b == b'\r') | (b == b'\n')
+            })
+        } else {
+            memchr::memchr3(0, b'\r', b'\n', value).is_some()
+        };
+        if bad {
+            return Err(ParseError::InvalidHeaderValue);
+        }
+        self.size += name.len() + value.len();
         Ok(())
     }
 
@@ -148,22 +208,40 @@ impl CgiVars {
         // Each list made at its final size: the server variables end up in
         // a boxed slice, which a vector grown by doubling would be copied
         // into once more.
+        // The same pass notes where the variables that make the request
+        // line are (the first of each name), so that none is looked for
+        // again.
         let (mut n_headers, mut n_vars) = (0, 0);
-        for (n, _) in &self.vars {
-            match n.get(&bytes) {
-                name if name.starts_with(b"HTTP_") => n_headers += 1,
-                b"CONTENT_TYPE" | b"CONTENT_LENGTH" => n_headers += 1,
-                _ => n_vars += 1,
+        let mut known: [Option<Span>; 6] = [None; 6];
+        for (n, v) in &self.vars {
+            let name = n.get(&bytes);
+            if name.starts_with(b"HTTP_") {
+                n_headers += 1;
+                continue;
+            }
+            let slot = match name {
+                b"CONTENT_TYPE" | b"CONTENT_LENGTH" => {
+                    n_headers += 1;
+                    continue;
+                }
+                b"REQUEST_METHOD" => METHOD,
+                b"SERVER_PROTOCOL" => PROTOCOL,
+                b"REQUEST_URI" => URI,
+                b"SCRIPT_NAME" => SCRIPT,
+                b"PATH_INFO" => INFO,
+                b"QUERY_STRING" => QUERY,
+                _ => {
+                    n_vars += 1;
+                    continue;
+                }
+            };
+            n_vars += 1;
+            if known[slot].is_none() {
+                known[slot] = Some(*v);
             }
         }
         let mut headers = Vec::with_capacity(n_headers);
         let mut vars = Vec::with_capacity(n_vars);
-        let get = |bytes: &[u8], name: &[u8]| {
-            self.vars
-                .iter()
-                .find(|(n, _)| n.get(bytes) == name)
-                .map(|&(_, v)| v)
-        };
         // Each name once (byte-identical repeats are one value). A header
         // the client sent twice is the exception: nginx before 1.23 passes
         // each line as its own `HTTP_*` variable, and the environ joins
@@ -192,10 +270,10 @@ impl CgiVars {
                 }
             }
         }
-        let method = get(&bytes, b"REQUEST_METHOD")
+        let method = known[METHOD]
             .filter(|m| !m.is_empty() && m.get(&bytes).iter().all(|&b| is_tchar(b)))
             .ok_or(ParseError::InvalidMethod)?;
-        let version = match get(&bytes, b"SERVER_PROTOCOL").map(|s| s.get(&bytes)) {
+        let version = match known[PROTOCOL].map(|s| s.get(&bytes)) {
             Some(b"HTTP/1.0") => Version::Http10,
             // HTTP/1.1, and what a front end speaking HTTP/2 or 3 to its
             // client reports: the version only matters for HTTP/1 framing,
@@ -203,16 +281,16 @@ impl CgiVars {
             // front end's string.
             _ => Version::Http11,
         };
-        let target = match get(&bytes, b"REQUEST_URI").filter(|s| {
+        let target = match known[URI].filter(|s| {
             let t = s.get(&bytes);
             t.first() == Some(&b'/') && t.iter().all(|&b| b > b' ' && b < 0x7f)
         }) {
             Some(t) => t,
             None => {
                 // Rebuilt, percent-encoding what a target cannot hold.
-                let script = get(&bytes, b"SCRIPT_NAME").map(|s| s.get(&bytes).to_vec());
-                let info = get(&bytes, b"PATH_INFO").map(|s| s.get(&bytes).to_vec());
-                let query = get(&bytes, b"QUERY_STRING").map(|s| s.get(&bytes).to_vec());
+                let script = known[SCRIPT].map(|s| s.get(&bytes).to_vec());
+                let info = known[INFO].map(|s| s.get(&bytes).to_vec());
+                let query = known[QUERY].map(|s| s.get(&bytes).to_vec());
                 if script.is_none() && info.is_none() {
                     return Err(ParseError::InvalidTarget);
                 }
@@ -322,6 +400,15 @@ impl CgiVars {
         .into())
     }
 }
+
+/// Where [`CgiVars::into_request`] notes the variables that make the
+/// request line.
+const METHOD: usize = 0;
+const PROTOCOL: usize = 1;
+const URI: usize = 2;
+const SCRIPT: usize = 3;
+const INFO: usize = 4;
+const QUERY: usize = 5;
 
 /// A decimal length: 1*DIGIT that fits in 64 bits.
 fn parse_length(v: &[u8]) -> Option<u64> {

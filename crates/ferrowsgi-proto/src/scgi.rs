@@ -117,10 +117,12 @@ pub fn parse_request(
 }
 
 /// The netstring's contents: `name NUL value NUL` pairs.
-fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    // Sized once from the netstring (bounded by the limits already): two
-    // NULs per variable, and room for about one variable per 16 bytes.
-    let mut vars = CgiVars::with_capacity(s.len(), s.len() / 16 + 4);
+fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
+    // The netstring copied once (bounded by the limits already), the
+    // variables recorded where they lie in it; room for about one variable
+    // per 16 bytes.
+    let mut vars = CgiVars::over_block(block, block.len() / 16 + 4);
+    let mut s = block;
     let mut scgi_seen = false;
     while !s.is_empty() {
         let (name, rest) = split_nul(s).ok_or(ParseError::BadRequest(
@@ -146,7 +148,7 @@ fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
             }
             scgi_seen = true;
         }
-        vars.push(name, value, limits)?;
+        vars.push_from_block(block, name, value, limits)?;
         s = rest;
     }
     if vars.is_empty() {
@@ -164,7 +166,13 @@ fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
 
 /// Splits `s` at its first NUL: the bytes before it and those after it.
 fn split_nul(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = memchr::memchr(0, s)?;
+    // Most names and values are shorter than this: a loop over their few
+    // bytes costs less than a memchr call's setup.
+    let short = s.len().min(16);
+    let i = match s[..short].iter().position(|&b| b == 0) {
+        Some(i) => i,
+        None => short + memchr::memchr(0, &s[short..])?,
+    };
     Some((&s[..i], &s[i + 1..]))
 }
 

@@ -117,10 +117,12 @@ pub fn parse_request(
 }
 
 /// The variables block: (u16 LE length, key, u16 LE length, value) each.
-fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    // Sized once from the datasize (at most 65535 bytes): four length
-    // bytes per variable, and room for about one per 20 bytes.
-    let mut vars = CgiVars::with_capacity(s.len(), s.len() / 20 + 4);
+fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
+    // The block copied once (the datasize is at most 65535 bytes), the
+    // variables recorded where they lie in it: four length bytes per
+    // variable, and room for about one per 20 bytes.
+    let mut vars = CgiVars::over_block(block, block.len() / 20 + 4);
+    let mut s = block;
     while !s.is_empty() {
         let (key, rest) = take_string(s).ok_or(ParseError::BadRequest(
             "uwsgi variable key runs past the packet's datasize",
@@ -128,7 +130,7 @@ fn parse_vars(mut s: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         let (value, rest) = take_string(rest).ok_or(ParseError::BadRequest(
             "uwsgi variable value runs past the packet's datasize",
         ))?;
-        vars.push(key, value, limits)?;
+        vars.push_from_block(block, key, value, limits)?;
         s = rest;
     }
     let mut head = vars.into_request(limits)?;
