@@ -2,6 +2,7 @@
 //! per request, interned key strings, and cached values for common methods
 //! and protocols.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -123,7 +124,9 @@ pub(crate) struct EnvTemplate {
     template: Py<PyDict>,
     keys: Keys,
     headers: Vec<(&'static [u8], Py<PyString>)>,
-    vars: Vec<(&'static [u8], Py<PyString>)>,
+    /// The keys of [`COMMON_VARS`], by the length of their name (most of
+    /// a front end's names share a length with none or a few others).
+    vars: Vec<Vec<(&'static [u8], Py<PyString>)>>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
     http10: Py<PyString>,
     http11: Py<PyString>,
@@ -184,10 +187,14 @@ impl EnvTemplate {
         Ok(EnvTemplate {
             template: t.unbind(),
             keys,
-            vars: COMMON_VARS
-                .iter()
-                .map(|n| (n.as_bytes(), PyString::intern(py, n).unbind()))
-                .collect(),
+            vars: {
+                let longest = COMMON_VARS.iter().map(|n| n.len()).max().unwrap_or(0);
+                let mut by_len: Vec<Vec<_>> = (0..=longest).map(|_| Vec::new()).collect();
+                for n in COMMON_VARS {
+                    by_len[n.len()].push((n.as_bytes(), PyString::intern(py, n).unbind()));
+                }
+                by_len
+            },
             headers: COMMON_HEADERS
                 .iter()
                 .map(|(n, k)| (n.as_bytes(), PyString::intern(py, k).unbind()))
@@ -461,17 +468,40 @@ impl EnvTemplate {
         // REMOTE_ADDR it sent.
         let mut sent = [false; 5];
         let mut remote_addr = None;
+        // The str made for the REMOTE_ADDR the front end sent, which
+        // REMOTE_HOST repeats when it sent none.
+        let mut remote_addr_str = None;
+        // The first SCRIPT_NAME and PATH_INFO, as [`RequestHead::var`]
+        // would find them, gathered on the way.
+        let (mut script_name, mut path_info) = (None, None);
+        // The protocol the environ has already (from the request's version):
+        // a front end's SERVER_PROTOCOL that says the same sets nothing.
+        let protocol: &[u8] = match head.version() {
+            Version::Http10 => b"HTTP/1.0",
+            Version::Http11 => b"HTTP/1.1",
+        };
         for (name, value) in head.vars() {
+            let mut is_remote_addr = false;
             match name {
-                b"SERVER_SOFTWARE" | b"SCRIPT_NAME" | b"PATH_INFO" => continue,
+                b"SERVER_SOFTWARE" => continue,
+                b"SCRIPT_NAME" => {
+                    script_name.get_or_insert(value);
+                    continue;
+                }
+                b"PATH_INFO" => {
+                    path_info.get_or_insert(value);
+                    continue;
+                }
                 // Set from the same bytes already (the head's method and
                 // target are these variables): no second str for them.
                 b"REQUEST_METHOD" if value == head.method() => continue,
                 b"REQUEST_URI" if value == head.target() => continue,
                 b"QUERY_STRING" if value == head.query() => continue,
+                b"SERVER_PROTOCOL" if value == protocol => continue,
                 b"REMOTE_ADDR" => {
                     sent[0] = true;
                     remote_addr = Some(value);
+                    is_remote_addr = true;
                 }
                 b"REMOTE_PORT" => sent[1] = true,
                 b"SERVER_NAME" => sent[2] = true,
@@ -490,19 +520,27 @@ impl EnvTemplate {
                 }
                 _ => {}
             }
-            if name.starts_with(b"wsgi.") || name.contains(&b'.') {
+            // No `wsgi.*` (nor any dotted name) from outside. A loop over
+            // the name's few bytes costs less than a memchr call.
+            if name.iter().fold(false, |dot, &b| dot | (b == b'.')) {
                 continue;
             }
-            // The last byte first: many of these names share a length.
-            let key = match self
-                .vars
-                .iter()
-                .find(|(n, _)| n.last() == name.last() && *n == name)
-            {
+            // The last byte first: names of one length often share most of
+            // their bytes.
+            let known = self.vars.get(name.len()).and_then(|same_len| {
+                same_len
+                    .iter()
+                    .find(|(n, _)| n.last() == name.last() && *n == name)
+            });
+            let key = match known {
                 Some((_, k)) => k.bind(py).clone(),
                 None => latin1_str(py, name)?,
             };
-            env.set_item(key, latin1_str(py, value)?)?;
+            let value = latin1_str(py, value)?;
+            if is_remote_addr {
+                remote_addr_str = Some(value.clone());
+            }
+            env.set_item(key, value)?;
         }
         let remote_addr = remote_addr.unwrap_or(peer.remote_addr.as_bytes());
         if !sent[0] {
@@ -530,12 +568,17 @@ impl EnvTemplate {
             }
         }
         if !sent[4] {
-            env.set_item(&k.remote_host, latin1_str(py, remote_addr)?)?;
+            // A str is immutable: the one REMOTE_ADDR holds serves again.
+            let host = match remote_addr_str {
+                Some(s) => s,
+                None => latin1_str(py, remote_addr)?,
+            };
+            env.set_item(&k.remote_host, host)?;
         }
         if scheme_https == Some(true) {
             env.set_item(&k.url_scheme, "https")?;
         }
-        let (script, path) = split_script_path(head);
+        let (script, path) = split_script_path(head, script_name, path_info);
         env.set_item(&k.script_name, latin1_str(py, &script)?)?;
         env.set_item(&k.path_info, latin1_str(py, &path)?)?;
         Ok(())
@@ -595,25 +638,26 @@ impl EnvTemplate {
 ///   whole path (or no prefix) is dropped, so that the application sees
 ///   the whole path in `PATH_INFO`, as behind an HTTP proxy. Mounting an
 ///   application under a prefix is then `--root-path` or `ferrowsgi.Mount`.
-fn split_script_path(head: &RequestHead) -> (Vec<u8>, Vec<u8>) {
-    let script = head.var(b"SCRIPT_NAME").unwrap_or(b"");
+fn split_script_path<'a>(
+    head: &'a RequestHead,
+    script: Option<&'a [u8]>,
+    info: Option<&'a [u8]>,
+) -> (Cow<'a, [u8]>, Cow<'a, [u8]>) {
+    let script = script.unwrap_or(b"");
     let raw_path = head.path();
-    if let Some(info) = head.var(b"PATH_INFO") {
+    if let Some(info) = info {
         let joined_is_raw = raw_path.len() == script.len() + info.len()
             && raw_path.starts_with(script)
             && raw_path.ends_with(info);
         if joined_is_raw && raw_path.contains(&b'%') {
-            return (
-                percent_decode(script).into_owned(),
-                percent_decode(info).into_owned(),
-            );
+            return (percent_decode(script), percent_decode(info));
         }
-        return (script.to_vec(), info.to_vec());
+        return (Cow::Borrowed(script), Cow::Borrowed(info));
     }
     let path = if raw_path == b"*" {
-        Vec::new()
+        Cow::Borrowed(&b""[..])
     } else {
-        percent_decode(raw_path).into_owned()
+        percent_decode(raw_path)
     };
     let script = script.strip_suffix(b"/").unwrap_or(script);
     if !script.is_empty()
@@ -621,9 +665,13 @@ fn split_script_path(head: &RequestHead) -> (Vec<u8>, Vec<u8>) {
         && path.starts_with(script)
         && path.get(script.len()) == Some(&b'/')
     {
-        return (script.to_vec(), path[script.len()..].to_vec());
+        let rest = match path {
+            Cow::Borrowed(p) => Cow::Borrowed(&p[script.len()..]),
+            Cow::Owned(p) => Cow::Owned(p[script.len()..].to_vec()),
+        };
+        return (Cow::Borrowed(script), rest);
     }
-    (Vec::new(), path)
+    (Cow::Borrowed(&b""[..]), path)
 }
 
 /// Whether the forwarding headers of `head` are believed. The client of a
