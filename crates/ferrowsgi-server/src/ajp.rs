@@ -12,11 +12,12 @@
 //! connection can carry the next request.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferrowsgi_proto::ajp::{Ajp, AjpBodyDecoder, Decoded};
 use ferrowsgi_proto::{BodyError, Limits, ParseError, RequestHead, ResponseHead};
 
-use crate::codec::{BodyReader, Gateway, GatewayBody};
+use crate::codec::{timeout_message, BodyReader, Gateway, GatewayBody};
 
 /// The AJP13 codec of one connection.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct AjpGateway {
     answered: usize,
     /// The deadline watcher's 504, made when first asked for.
     timeout: Vec<u8>,
+    /// The deadline `timeout` was made for.
+    timeout_for: Option<Duration>,
 }
 
 impl AjpGateway {
@@ -36,6 +39,7 @@ impl AjpGateway {
             ajp,
             answered: 0,
             timeout: Vec::new(),
+            timeout_for: None,
         }
     }
 }
@@ -113,13 +117,21 @@ impl Gateway for AjpGateway {
         self.ajp.write_error(out, status, reason, message);
     }
 
-    fn timeout_answer(&mut self, message: &str) -> Option<&[u8]> {
+    fn timeout_answer(&mut self, timeout: Duration) -> Option<&[u8]> {
         // AJP13 has one request per connection at a time and no request
-        // id, so the answer is the same whatever the request; it ends
-        // without reuse, and the connection closes after it.
-        self.timeout.clear();
-        self.ajp
-            .write_error(&mut self.timeout, 504, "Gateway Timeout", message);
+        // id, so the answer is the same whatever the request (made once
+        // per connection and deadline); it ends without reuse, and the
+        // connection closes after it.
+        if self.timeout_for != Some(timeout) || self.timeout.is_empty() {
+            self.timeout.clear();
+            self.ajp.write_error(
+                &mut self.timeout,
+                504,
+                "Gateway Timeout",
+                &timeout_message(timeout),
+            );
+            self.timeout_for = Some(timeout);
+        }
         Some(&self.timeout)
     }
 }

@@ -21,11 +21,20 @@
 //! same for every protocol.
 
 use std::fmt;
+use std::time::Duration;
 
 use ferrowsgi_proto::{
     parse_head_into, BodyDecoder, BodyError, HeadStorage, Limits, ParseError, Parsed, RequestHead,
     ResponseHead,
 };
+
+/// The text of a 504 for a request that ran past `timeout` (`--timeout`).
+pub fn timeout_message(timeout: Duration) -> String {
+    format!(
+        "the application did not answer within {} s",
+        timeout.as_secs_f64()
+    )
+}
 
 /// A front-end protocol's codec, as the connection uses it. Implementations
 /// hold the protocol's per-connection state (a FastCGI request id, say).
@@ -70,14 +79,17 @@ pub trait Gateway: Send + fmt::Debug {
     /// saw (or no request at all); the connection closes after it.
     fn write_error(&mut self, out: &mut Vec<u8>, status: u16, reason: &str, message: &str);
 
-    /// The complete `504 Gateway Timeout` answer (with `message` as its
-    /// text) to the current request, for the deadline watcher to send on
-    /// its own while the request's thread still runs (`--timeout`). It
-    /// must leave the codec as it was: the request may well finish in
-    /// time and answer normally. `None` (the default) leaves the 504 to
-    /// the exchange, when the application's thread comes back.
-    fn timeout_answer(&mut self, message: &str) -> Option<&[u8]> {
-        let _ = message;
+    /// The complete `504 Gateway Timeout` answer (with
+    /// [`timeout_message`] for `timeout` as its text) to the current
+    /// request, for the deadline watcher to send on its own while the
+    /// request's thread still runs (`--timeout`). It must leave the codec
+    /// as it was: the request may well finish in time and answer normally.
+    /// `None` (the default) leaves the 504 to the exchange, when the
+    /// application's thread comes back. It is asked for with every
+    /// request, so a codec keeps an answer that does not change from one
+    /// request to the next rather than making it again.
+    fn timeout_answer(&mut self, timeout: Duration) -> Option<&[u8]> {
+        let _ = timeout;
         None
     }
 }

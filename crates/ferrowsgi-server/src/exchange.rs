@@ -240,16 +240,10 @@ impl<'a> Exchange<'a> {
                 // A gateway's 504 is framed by its codec; one that cannot
                 // give it in advance leaves it to the exchange, when the
                 // application's thread comes back (docs/ARCHITECTURE.md).
-                Codec::Gateway(g) => {
-                    let message = format!(
-                        "the application did not answer within {} s",
-                        self.cfg.timeout.as_secs_f64()
-                    );
-                    match g.timeout_answer(&message) {
-                        Some(a) => (fd, Some(a)),
-                        None => (-1, None),
-                    }
-                }
+                Codec::Gateway(g) => match g.timeout_answer(self.cfg.timeout) {
+                    Some(a) => (fd, Some(a)),
+                    None => (-1, None),
+                },
             };
             w.arm(
                 self.st.due,

@@ -13,11 +13,12 @@
 //! the same record stream.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ferrowsgi_proto::fastcgi::{FcgiConn, Settings};
 use ferrowsgi_proto::{BodyError, Limits, ParseError, RequestHead, ResponseHead};
 
-use crate::codec::{BodyReader, Gateway, GatewayBody};
+use crate::codec::{timeout_message, BodyReader, Gateway, GatewayBody};
 use crate::sync::lock;
 
 /// Bytes of record stream held unconsumed while no request head is
@@ -144,7 +145,7 @@ impl Gateway for FastCgi {
         lock(&self.conn).write_error(out, status, reason, message);
     }
 
-    fn timeout_answer(&mut self, message: &str) -> Option<&[u8]> {
+    fn timeout_answer(&mut self, timeout: Duration) -> Option<&[u8]> {
         let c = lock(&self.conn);
         let id = c.request_id();
         if !matches!(&self.timeout, Some((made_for, _)) if *made_for == id) {
@@ -152,7 +153,7 @@ impl Gateway for FastCgi {
             // FCGI_STDOUT, then FCGI_END_REQUEST (application status 0,
             // FCGI_REQUEST_COMPLETE): what `write_error` writes, made
             // without ending the request in the codec.
-            let text = format!("{message}\n");
+            let text = format!("{}\n", timeout_message(timeout));
             let payload = format!(
                 "Status: 504 Gateway Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n\
                  Content-Length: {}\r\n\r\n{text}",

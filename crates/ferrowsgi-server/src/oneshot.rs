@@ -10,9 +10,13 @@
 //! `ferrowsgi_proto::uwsgi`; this adapter makes either a [`Gateway`] for the
 //! connection.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+
 use ferrowsgi_proto::{scgi, uwsgi, Limits, ParseError, RequestHead, ResponseHead};
 
-use crate::codec::{BodyReader, Gateway};
+use crate::codec::{timeout_message, BodyReader, Gateway};
 
 /// Which of the two protocols a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,14 +28,27 @@ pub enum OneShotProtocol {
 }
 
 /// The codec of one SCGI or uwsgi connection. The protocols keep no state
-/// between the head and the answer; the buffer only holds the deadline
-/// watcher's 504, made when it is asked for.
+/// between the head and the answer; the codec only holds the deadline
+/// watcher's 504 while its request runs.
 #[derive(Debug, Clone)]
 pub struct OneShot {
     /// The protocol spoken.
     protocol: OneShotProtocol,
     /// The answer [`Gateway::timeout_answer`] hands out.
-    timeout: Vec<u8>,
+    timeout: Option<Arc<[u8]>>,
+}
+
+/// A 504 made for a protocol and a deadline.
+type TimeoutAnswer = (OneShotProtocol, Duration, Arc<[u8]>);
+
+thread_local! {
+    /// The 504s made on this thread, by protocol and deadline. The answer
+    /// is the same for every request of a protocol (one request per
+    /// connection, no request id), and it is asked for with each one:
+    /// made once, it costs each connection a reference count instead of a
+    /// formatted message and an answer written anew.
+    static TIMEOUT_ANSWERS: RefCell<Vec<TimeoutAnswer>> =
+        const { RefCell::new(Vec::new()) };
 }
 
 impl OneShot {
@@ -39,7 +56,7 @@ impl OneShot {
     pub fn new(protocol: OneShotProtocol) -> OneShot {
         OneShot {
             protocol,
-            timeout: Vec::new(),
+            timeout: None,
         }
     }
 
@@ -91,13 +108,28 @@ impl Gateway for OneShot {
         self.error(out, status, reason, message);
     }
 
-    fn timeout_answer(&mut self, message: &str) -> Option<&[u8]> {
+    fn timeout_answer(&mut self, timeout: Duration) -> Option<&[u8]> {
         // A plain error answer: nothing of the request's response can have
         // gone out before it, and the connection closes after it.
-        let mut answer = std::mem::take(&mut self.timeout);
-        answer.clear();
-        self.error(&mut answer, 504, "Gateway Timeout", message);
-        self.timeout = answer;
-        Some(&self.timeout)
+        let answer = TIMEOUT_ANSWERS.with(|made| {
+            let mut made = made.borrow_mut();
+            if let Some((_, _, a)) = made
+                .iter()
+                .find(|(p, t, _)| *p == self.protocol && *t == timeout)
+            {
+                return Arc::clone(a);
+            }
+            let mut out = Vec::new();
+            self.error(&mut out, 504, "Gateway Timeout", &timeout_message(timeout));
+            let a: Arc<[u8]> = out.into();
+            // A server has one deadline: a few entries at most, but never
+            // an unbounded list.
+            if made.len() >= 8 {
+                made.clear();
+            }
+            made.push((self.protocol, timeout, Arc::clone(&a)));
+            a
+        });
+        Some(&**self.timeout.insert(answer))
     }
 }
