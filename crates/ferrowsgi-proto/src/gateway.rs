@@ -105,7 +105,7 @@ impl CgiVars {
     /// value holding NUL, CR or LF (which no front end sends and which
     /// could not be passed on safely).
     pub fn push(&mut self, name: &[u8], value: &[u8], limits: &Limits) -> Result<(), ParseError> {
-        self.check(name, value, limits)?;
+        self.check(name, value, false, limits)?;
         let n = Span::new(self.bytes.len(), self.bytes.len() + name.len());
         self.bytes.extend_from_slice(name);
         let v = Span::new(self.bytes.len(), self.bytes.len() + value.len());
@@ -118,14 +118,18 @@ impl CgiVars {
     /// the block this set was made over ([`CgiVars::over_block`]), with the
     /// checks and errors of [`CgiVars::push`]; nothing is copied. A slice
     /// from elsewhere is a bug of the codec and is rejected as a bad name.
+    /// `value_clean` says that the codec has found no NUL, CR or LF in the
+    /// value already (SCGI looks for CR and LF once in its whole block, and
+    /// its values end at a NUL), so the value is not searched again.
     pub(crate) fn push_from_block(
         &mut self,
         block: &[u8],
         name: &[u8],
         value: &[u8],
+        value_clean: bool,
         limits: &Limits,
     ) -> Result<(), ParseError> {
-        self.check(name, value, limits)?;
+        self.check(name, value, value_clean, limits)?;
         let base = block.as_ptr() as usize;
         let at = |part: &[u8]| {
             let start = (part.as_ptr() as usize).wrapping_sub(base);
@@ -142,7 +146,13 @@ impl CgiVars {
     }
 
     /// The checks of [`CgiVars::push`], counting the variable's bytes.
-    fn check(&mut self, name: &[u8], value: &[u8], limits: &Limits) -> Result<(), ParseError> {
+    fn check(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        value_clean: bool,
+        limits: &Limits,
+    ) -> Result<(), ParseError> {
         if self.vars.len() >= limits.max_header_count + MAX_SERVER_VARS {
             return Err(ParseError::TooManyHeaders);
         }
@@ -156,7 +166,9 @@ impl CgiVars {
         if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
             return Err(ParseError::InvalidHeaderName);
         }
-        let bad = if value.len() <= 16 {
+        let bad = if value_clean {
+            false
+        } else if value.len() <= 16 {
             value.iter().fold(false, |bad, &b| {
                 bad | (b == 0) | (b == b'\r') | (b == b'\n')
             })

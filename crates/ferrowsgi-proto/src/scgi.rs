@@ -123,6 +123,10 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     // per 16 bytes.
     let mut vars = CgiVars::over_block(block, block.len() / 16 + 4);
     let mut s = block;
+    // Values end at a NUL; one search of the whole block for CR and LF
+    // then clears every value at once (a block that has one is checked
+    // value by value, so the error is the one that value gives).
+    let values_clean = memchr::memchr2(b'\r', b'\n', block).is_none();
     let mut scgi_seen = false;
     while !s.is_empty() {
         let (name, rest) = split_nul(s).ok_or(ParseError::BadRequest(
@@ -148,7 +152,7 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
             }
             scgi_seen = true;
         }
-        vars.push_from_block(block, name, value, limits)?;
+        vars.push_from_block(block, name, value, values_clean, limits)?;
         s = rest;
     }
     if vars.is_empty() {

@@ -130,7 +130,7 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         let (value, rest) = take_string(rest).ok_or(ParseError::BadRequest(
             "uwsgi variable value runs past the packet's datasize",
         ))?;
-        vars.push_from_block(block, key, value, limits)?;
+        vars.push_from_block(block, key, value, false, limits)?;
         s = rest;
     }
     let mut head = vars.into_request(limits)?;

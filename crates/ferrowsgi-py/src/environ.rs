@@ -579,7 +579,11 @@ impl EnvTemplate {
             env.set_item(&k.url_scheme, "https")?;
         }
         let (script, path) = split_script_path(head, script_name, path_info);
-        env.set_item(&k.script_name, latin1_str(py, &script)?)?;
+        // The template's SCRIPT_NAME is '' already, and nothing before
+        // this sets it for a gateway request.
+        if !script.is_empty() {
+            env.set_item(&k.script_name, latin1_str(py, &script)?)?;
+        }
         env.set_item(&k.path_info, latin1_str(py, &path)?)?;
         Ok(())
     }
