@@ -121,6 +121,7 @@ impl CgiVars {
     /// `value_clean` says that the codec has found no NUL, CR or LF in the
     /// value already (SCGI looks for CR and LF once in its whole block, and
     /// its values end at a NUL), so the value is not searched again.
+    #[inline]
     pub(crate) fn push_from_block(
         &mut self,
         block: &[u8],
@@ -146,6 +147,7 @@ impl CgiVars {
     }
 
     /// The checks of [`CgiVars::push`], counting the variable's bytes.
+    #[inline(always)]
     fn check(
         &mut self,
         name: &[u8],
