@@ -79,7 +79,58 @@ const COMMON_VARS: &[&str] = &[
     "REMOTE_USER",
     "AUTH_TYPE",
     "PATH",
+    "SERVER_SOFTWARE",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "REMOTE_HOST",
 ];
+
+/// What [`EnvTemplate::set_gateway_vars`] does with a server variable
+/// beyond setting it, found with its key in one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Set as it is.
+    Plain,
+    /// Never taken from outside (`SERVER_SOFTWARE`).
+    Skip,
+    ScriptName,
+    PathInfo,
+    RequestMethod,
+    RequestUri,
+    QueryString,
+    ServerProtocol,
+    RemoteAddr,
+    RemotePort,
+    ServerName,
+    ServerPort,
+    RemoteHost,
+    Https,
+    RequestScheme,
+}
+
+/// A server variable's name, its interned environ key and its role.
+type KnownVar = (&'static [u8], Py<PyString>, Role);
+
+/// The role of a server variable named `name`.
+fn role(name: &str) -> Role {
+    match name {
+        "SERVER_SOFTWARE" => Role::Skip,
+        "SCRIPT_NAME" => Role::ScriptName,
+        "PATH_INFO" => Role::PathInfo,
+        "REQUEST_METHOD" => Role::RequestMethod,
+        "REQUEST_URI" => Role::RequestUri,
+        "QUERY_STRING" => Role::QueryString,
+        "SERVER_PROTOCOL" => Role::ServerProtocol,
+        "REMOTE_ADDR" => Role::RemoteAddr,
+        "REMOTE_PORT" => Role::RemotePort,
+        "SERVER_NAME" => Role::ServerName,
+        "SERVER_PORT" => Role::ServerPort,
+        "REMOTE_HOST" => Role::RemoteHost,
+        "HTTPS" => Role::Https,
+        "REQUEST_SCHEME" => Role::RequestScheme,
+        _ => Role::Plain,
+    }
+}
 
 /// Methods whose str is made once.
 const COMMON_METHODS: &[&str] = &["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"];
@@ -124,9 +175,10 @@ pub(crate) struct EnvTemplate {
     template: Py<PyDict>,
     keys: Keys,
     headers: Vec<(&'static [u8], Py<PyString>)>,
-    /// The keys of [`COMMON_VARS`], by the length of their name (most of
-    /// a front end's names share a length with none or a few others).
-    vars: Vec<Vec<(&'static [u8], Py<PyString>)>>,
+    /// The keys of [`COMMON_VARS`] and their roles, by the length of their
+    /// name (most of a front end's names share a length with none or a
+    /// few others).
+    vars: Vec<Vec<KnownVar>>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
     http10: Py<PyString>,
     http11: Py<PyString>,
@@ -191,7 +243,8 @@ impl EnvTemplate {
                 let longest = COMMON_VARS.iter().map(|n| n.len()).max().unwrap_or(0);
                 let mut by_len: Vec<Vec<_>> = (0..=longest).map(|_| Vec::new()).collect();
                 for n in COMMON_VARS {
-                    by_len[n.len()].push((n.as_bytes(), PyString::intern(py, n).unbind()));
+                    let key = PyString::intern(py, n).unbind();
+                    by_len[n.len()].push((n.as_bytes(), key, role(n)));
                 }
                 by_len
             },
@@ -481,59 +534,59 @@ impl EnvTemplate {
             Version::Http11 => b"HTTP/1.1",
         };
         for (name, value) in head.vars() {
+            // The name's key and role in one lookup, the last byte first:
+            // names of one length often share most of their bytes.
+            let known = self.vars.get(name.len()).and_then(|same_len| {
+                same_len
+                    .iter()
+                    .find(|(n, _, _)| n.last() == name.last() && *n == name)
+            });
+            let role = known.map_or(Role::Plain, |&(_, _, r)| r);
             let mut is_remote_addr = false;
-            match name {
-                b"SERVER_SOFTWARE" => continue,
-                b"SCRIPT_NAME" => {
+            match role {
+                Role::Skip => continue,
+                Role::ScriptName => {
                     script_name.get_or_insert(value);
                     continue;
                 }
-                b"PATH_INFO" => {
+                Role::PathInfo => {
                     path_info.get_or_insert(value);
                     continue;
                 }
                 // Set from the same bytes already (the head's method and
                 // target are these variables): no second str for them.
-                b"REQUEST_METHOD" if value == head.method() => continue,
-                b"REQUEST_URI" if value == head.target() => continue,
-                b"QUERY_STRING" if value == head.query() => continue,
-                b"SERVER_PROTOCOL" if value == protocol => continue,
-                b"REMOTE_ADDR" => {
+                Role::RequestMethod if value == head.method() => continue,
+                Role::RequestUri if value == head.target() => continue,
+                Role::QueryString if value == head.query() => continue,
+                Role::ServerProtocol if value == protocol => continue,
+                Role::RemoteAddr => {
                     sent[0] = true;
                     remote_addr = Some(value);
                     is_remote_addr = true;
                 }
-                b"REMOTE_PORT" => sent[1] = true,
-                b"SERVER_NAME" => sent[2] = true,
-                b"SERVER_PORT" => sent[3] = true,
-                b"REMOTE_HOST" => sent[4] = true,
-                b"HTTPS" => {
+                Role::RemotePort => sent[1] = true,
+                Role::ServerName => sent[2] = true,
+                Role::ServerPort => sent[3] = true,
+                Role::RemoteHost => sent[4] = true,
+                Role::Https => {
                     let on = [&b"on"[..], b"1", b"yes", b"true"]
                         .iter()
                         .any(|v| value.eq_ignore_ascii_case(v));
                     scheme_https = Some(on);
                 }
-                b"REQUEST_SCHEME"
+                Role::RequestScheme
                     if scheme_https.is_none() && value.eq_ignore_ascii_case(b"https") =>
                 {
                     scheme_https = Some(true);
                 }
                 _ => {}
             }
-            // No `wsgi.*` (nor any dotted name) from outside. A loop over
-            // the name's few bytes costs less than a memchr call.
-            if name.iter().fold(false, |dot, &b| dot | (b == b'.')) {
-                continue;
-            }
-            // The last byte first: names of one length often share most of
-            // their bytes.
-            let known = self.vars.get(name.len()).and_then(|same_len| {
-                same_len
-                    .iter()
-                    .find(|(n, _)| n.last() == name.last() && *n == name)
-            });
             let key = match known {
-                Some((_, k)) => k.bind(py).clone(),
+                Some((_, k, _)) => k.bind(py).clone(),
+                // No `wsgi.*` (nor any dotted name) from outside; the known
+                // names have no dot. A loop over the name's few bytes costs
+                // less than a memchr call.
+                None if name.iter().fold(false, |dot, &b| dot | (b == b'.')) => continue,
                 None => latin1_str(py, name)?,
             };
             let value = latin1_str(py, value)?;
