@@ -19,21 +19,25 @@
 //!   loop to it rather than take the CPU from it: requests that arrive
 //!   meanwhile wait in their sockets and are read together when it is done.
 //! - While a thread is busy, a watcher thread ([`Pool::watch`]) looks every
-//!   [`STALL`] at the threads' CPU clocks. Busy threads that used less than
-//!   half of that time wait for something other than the CPU (a database,
-//!   a sleep, a lock): the pool is then *blocking*, every queued job gets a
-//!   thread of its own, another thread takes the loop, and from then on a
-//!   leader that queues jobs wakes threads for them and hands the loop on
-//!   before it runs one, as a plain pool does. So a blocking application
-//!   gets as many concurrent calls as there are threads, about
-//!   2 × [`STALL`] after its first call blocked.
+//!   [`STALL`] at the threads: one that has stayed in the same job since
+//!   the last look and used less than half of that time on the CPU (its
+//!   `pthread_getcpuclockid` clock) waits for something else (a database,
+//!   a sleep, a lock). The pool is then *blocking*: every queued job gets a
+//!   thread of its own, another thread takes the loop, a leader that queues
+//!   jobs wakes threads for them and hands the loop on before it runs one,
+//!   as a plain pool does, and a thread that finishes a job first runs a
+//!   turn of the loop that does not wait, so that requests are served in
+//!   the order they came. So a blocking application gets as many
+//!   concurrent calls as there are threads, about 2 × [`STALL`] after its
+//!   first call blocked.
 //! - A long computation: when jobs wait and none was taken for [`LONG`],
 //!   or nobody has read the sockets for that long and they have events
-//!   waiting, another thread is
-//!   woken anyway, and the interpreter's switch interval shares the GIL
-//!   between the long request and the others, as between any two Python
-//!   threads.
-//!
+//!   waiting, another thread is woken anyway, and the interpreter's switch
+//!   interval shares the GIL between the long request and the others, as
+//!   between any two Python threads.
+//! - Answers a thread leaves for its next turn of the loop and that wait a
+//!   whole look are written by the watcher (in `server.rs`).
+
 //! Invariant, kept under the queue's lock: there is a leader, or a busy
 //! thread (which leads when it runs out of jobs), or the pool stops. So
 //! the sockets are never left unwatched with every thread asleep.
