@@ -37,7 +37,7 @@
 //!   between any two Python threads.
 //! - Answers a thread leaves for its next turn of the loop and that wait a
 //!   whole look are written by the watcher (in `server.rs`).
-
+//!
 //! Invariant, kept under the queue's lock: there is a leader, or a busy
 //! thread (which leads when it runs out of jobs), or the pool stops. So
 //! the sockets are never left unwatched with every thread asleep.
