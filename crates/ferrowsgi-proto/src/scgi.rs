@@ -193,7 +193,18 @@ pub fn write_head<'a>(
     status_line: &[u8],
     fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) {
-    out.extend_from_slice(b"Status: ");
+    write_head_after(out, b"Status: ", status_line, fields);
+}
+
+/// A response head whose first line is `opening` + `status_line` (`Status: `
+/// for SCGI, `HTTP/1.1 ` for uwsgi), then the fields and the empty line.
+pub(crate) fn write_head_after<'a>(
+    out: &mut Vec<u8>,
+    opening: &[u8],
+    status_line: &[u8],
+    fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+) {
+    out.extend_from_slice(opening);
     out.extend_from_slice(status_line);
     out.extend_from_slice(b"\r\n");
     write_fields(out, fields);

@@ -49,7 +49,7 @@
 //! ```
 
 use crate::gateway::{CgiVars, MAX_SERVER_VARS};
-use crate::scgi::{write_error_rest, write_fields, write_head_rest};
+use crate::scgi::{write_error_rest, write_head_after, write_head_rest};
 use crate::{BodyDecoder, Limits, ParseError, RequestHead, ResponseHead};
 
 /// Whether a uwsgi connection carries more than one request: it does not
@@ -161,10 +161,7 @@ pub fn write_head<'a>(
     status_line: &[u8],
     fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status_line);
-    out.extend_from_slice(b"\r\n");
-    write_fields(out, fields);
+    write_head_after(out, b"HTTP/1.1 ", status_line, fields);
 }
 
 /// Appends the head of `head` with an HTTP/1.1 status line, as
@@ -176,21 +173,8 @@ pub fn write_response_head(out: &mut Vec<u8>, head: &ResponseHead, content_lengt
     write_head_rest(out, head, content_length);
 }
 
-/// The framing around a body block of `len` bytes: none, the body goes out
-/// raw (its end is the connection's close). The server writes the block
-/// itself, from the application's buffer.
-pub fn block_prefix(_len: usize) -> &'static [u8] {
-    b""
-}
-
-/// Appends one body block: the bytes themselves.
-pub fn write_block(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(data);
-}
-
-/// Appends what ends a response: nothing, since closing the connection
-/// ends it.
-pub fn write_end(_out: &mut Vec<u8>) {}
+// A body goes out raw, as over SCGI: its end is the connection's close.
+pub use crate::scgi::{block_prefix, write_block, write_end};
 
 /// Appends a complete error answer for a request rejected before any
 /// response was sent: the status line, a plain-text `Content-Type`, the
