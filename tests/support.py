@@ -760,3 +760,12 @@ def server_read_everything(conn: RawConn) -> bool:
             if fields[1] == local and fields[2] == remote:
                 return int(fields[4].split(":")[1], 16) == 0
     return False
+
+
+def assert_one_line_error(stderr: str, needle: str) -> None:
+    """The CLI's failure as users see it: exactly one ``ferrowsgi: error:`` line, naming
+    ``needle``, and no traceback."""
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("ferrowsgi: error:")]
+    assert len(errors) == 1, stderr
+    assert needle in errors[0], errors[0]
+    assert "Traceback" not in stderr

@@ -23,7 +23,7 @@ import fcgi_wire as fw
 import gateway_cgi as g
 import pytest
 from frontends import NGINX, FrontEnd
-from support import TESTS_DIR, Server, short_tmp_dir, wait_until
+from support import TESTS_DIR, Server, assert_one_line_error, short_tmp_dir, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -441,10 +441,7 @@ def run_activated(names: str, count: int = 1, *args: str) -> subprocess.Complete
 def test_a_wrong_systemd_name_is_one_line(names: str, count: int, needle: str) -> None:
     result = run_activated(names, count)
     assert result.returncode == 1, result.stderr
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ferrowsgi: error:")]
-    assert len(errors) == 1, result.stderr
-    assert needle in errors[0], errors[0]
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result.stderr, needle)
 
 
 @pytest.mark.parametrize(
@@ -471,10 +468,7 @@ def test_a_wrong_fd_bind_is_one_line(binds: list[str], needle: str) -> None:
         check=False,
     )
     assert result.returncode in (1, 2), result.stderr
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ferrowsgi: error:")]
-    assert len(errors) == 1, result.stderr
-    assert needle in errors[0], errors[0]
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result.stderr, needle)
 
 
 def test_a_pipe_named_as_a_listener_is_refused() -> None:

@@ -19,6 +19,7 @@ from support import (
     IncompleteResponse,
     RawConn,
     Server,
+    assert_one_line_error,
     build_request,
     children,
     wait_until,
@@ -312,10 +313,7 @@ def test_import_error_is_one_line_without_a_fork_storm(tmp_path: Path) -> None:
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode == 1, result.stderr
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("ferrowsgi: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "import refused on purpose" in errors[0]
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result.stderr, "import refused on purpose")
     # At most the first round of workers tried; none was started again.
     assert len(log.read_text().split()) <= 3
 
