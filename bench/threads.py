@@ -260,6 +260,7 @@ def mixed_one(
         if why:
             return {"status": why}
         run.run_wrk(port, fast, 1, args.connections, logs / f"{stem}.warmup")
+        time.sleep(run.DRAIN_SECONDS)
         alone = run.run_wrk(port, fast, args.duration, args.connections, logs / f"{stem}.alone")
         script = run.wrk_script(slow, logs)
         side = run.spawn(
