@@ -4,7 +4,8 @@ without the machine's noise.
 
     python bench/connection_instructions.py [--protocols http,http+proxy,scgi,uwsgi]
                                             [--unix] [--low 100] [--high 300] [--repeat 3]
-                                            [--syscalls]
+                                            [--server ferrowsgi,uwsgi] [--uwsgi PATH]
+                                            [--syscalls] [--cpu N]
 
 Each protocol is served by ``python -m ferrowsgi apps.hello:app --bind SCHEME://ADDRESS``
 (one worker) under valgrind's callgrind, which serves LOW and then HIGH connections, each
@@ -16,10 +17,24 @@ connection's user-space instructions (start-up and shutdown cancel out); the med
 ``--repeat`` runs are printed. Timers run by wall time, which valgrind stretches, so single
 counts move by a few hundred instructions.
 
+``--server`` picks the servers, each counted the same way: ferrowsgi (the default) and
+uWSGI (``--scgi-socket`` / ``--uwsgi-socket`` / ``--http-socket``, one process without a
+master, one thread, logging off: the process that serves is the one started, so it is the
+one valgrind counts). uWSGI is taken from ``--uwsgi`` or the ``uwsgi`` beside this
+interpreter, its Python home from the virtualenv that holds it; it has no PROXY protocol on
+a socket of its own, so ``http+proxy`` is ferrowsgi's alone. A connection per protocol is
+checked to get the hello body before anything is counted.
+
 ``--syscalls`` counts the system calls of the worker instead (the kernel's syscall
 tracepoints through ``perf stat``, no valgrind) over HIGH connections made one after
 another by one client: what a connection costs the server in calls at light load, when
 each one finds the server idle.
+
+``--cpu N`` times the worker instead (hold the machine's bench lock: these are times): N
+connections one after another, ``--repeat`` times, and per connection the worker's CPU
+time (the scheduler's nanosecond run time, /proc/PID/schedstat) and its split into user
+and kernel time (/proc/PID/stat's utime and stime, which the kernel scales to the run
+time from its ticks); the medians are printed.
 
 Needs valgrind (Debian package) for the counts, perf for ``--syscalls`` (as root, or with
 ``kernel.perf_event_paranoid`` allowing tracepoints).
@@ -105,10 +120,38 @@ def one(protocol: str, addr: str | tuple[str, int], port: int) -> None:
             raise SystemExit(f"{protocol}: unexpected answer {buf[:200]!r}")
 
 
-class Server:
-    """ferrowsgi on a fresh address, optionally under valgrind or strace."""
+UWSGI_SOCKET = {"scgi": "--scgi-socket", "uwsgi": "--uwsgi-socket", "http": "--http-socket"}
 
-    def __init__(self, protocol: str, unix: bool, tmp: Path, wrap: list[str]) -> None:
+
+def uwsgi_argv(binary: str, protocol: str, addr: str) -> list[str]:
+    """uWSGI serving the hello app on ``addr`` with ``protocol``: one process, no master (so
+    the process started is the one that serves), one thread, no request log."""
+    option = UWSGI_SOCKET.get(protocol)
+    if option is None:
+        raise SystemExit(f"uWSGI: no {protocol} socket to compare")
+    home = str(Path(binary).resolve().parent.parent)
+    return [
+        binary,
+        *(option, addr, "--module", "apps.hello:app", "--home", home),
+        *("--chdir", str(BENCH_DIR)),
+        *"--processes 1 --threads 1 --single-interpreter --disable-logging".split(),
+        *"--need-app --die-on-term".split(),
+    ]
+
+
+class Server:
+    """ferrowsgi (or uWSGI) on a fresh address, optionally under valgrind."""
+
+    def __init__(
+        self,
+        protocol: str,
+        unix: bool,
+        tmp: Path,
+        wrap: list[str],
+        server: str = "ferrowsgi",
+        uwsgi: str = "",
+    ) -> None:
+        self.server = server
         with socket.socket() as s:
             s.bind((HOST, 0))
             self.port = s.getsockname()[1]
@@ -120,8 +163,11 @@ class Server:
         else:
             self.addr = (HOST, self.port)
             where = f"{HOST}:{self.port}"
-        argv = [*wrap, sys.executable, "-m", "ferrowsgi", "apps.hello:app"]
-        argv += ["--bind", f"{scheme}://{where}", "--log-level", "warning"]
+        if server == "uwsgi":
+            argv = [*wrap, *uwsgi_argv(uwsgi, protocol, path if unix else where)]
+        else:
+            argv = [*wrap, sys.executable, "-m", "ferrowsgi", "apps.hello:app"]
+            argv += ["--bind", f"{scheme}://{where}", "--log-level", "warning"]
         env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(BENCH_DIR)}
         self.proc = subprocess.Popen(
             argv, cwd=BENCH_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -134,12 +180,21 @@ class Server:
             except (OSError, SystemExit):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.stop()
-                    raise SystemExit(f"{protocol}: the server did not start") from None
+                    raise SystemExit(f"{server} {protocol}: the server did not start") from None
                 time.sleep(0.3)
+
+    def worker(self) -> str:
+        """The pid of the process that serves: ferrowsgi's worker under its master, or uWSGI's
+        process itself."""
+        kids = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return kids[-1] if kids and self.server == "ferrowsgi" else str(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            # uWSGI without a master ends on TERM (--die-on-term); ferrowsgi on INT.
+            self.proc.send_signal(signal.SIGTERM if self.server == "uwsgi" else signal.SIGINT)
             try:
                 self.proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
@@ -147,11 +202,10 @@ class Server:
                 self.proc.wait()
 
 
-def callgrind_total(protocol: str, unix: bool, n: int, tmp: Path) -> int:
-    out = tmp / f"cg-{protocol}-{n}"
-    srv = Server(
-        protocol, unix, tmp, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
-    )
+def callgrind_total(protocol: str, unix: bool, n: int, tmp: Path, server: str, uwsgi: str) -> int:
+    out = tmp / f"cg-{server}-{protocol}-{n}"
+    wrap = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+    srv = Server(protocol, unix, tmp, wrap, server, uwsgi)
     try:
         for _ in range(n):
             one(protocol, srv.addr, srv.port)
@@ -170,21 +224,19 @@ def callgrind_total(protocol: str, unix: bool, n: int, tmp: Path) -> int:
 
 CALLS = (
     "accept4 read recvfrom sendto write writev sendmsg shutdown close epoll_wait epoll_pwait "
-    "epoll_ctl setsockopt getsockopt futex"
+    "epoll_ctl poll ppoll setsockopt getsockopt getsockname getpeername fcntl ioctl futex"
 ).split()
 
 
-def syscalls(protocol: str, unix: bool, n: int, tmp: Path) -> None:
+def syscalls(protocol: str, unix: bool, n: int, tmp: Path, server: str, uwsgi: str) -> None:
     """System calls of the worker per connection, from the kernel's syscall tracepoints
     (``perf stat``: counted in the kernel, so the server runs at its own speed, unlike under
     strace), with accept4 calls that failed counted apart."""
-    srv = Server(protocol, unix, tmp, [])
+    srv = Server(protocol, unix, tmp, [], server, uwsgi)
     try:
-        kids = subprocess.run(
-            ["pgrep", "-P", str(srv.proc.pid)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        worker = kids[-1] if kids else str(srv.proc.pid)
+        worker = srv.worker()
         events = [a for c in CALLS for a in ("-e", f"syscalls:sys_enter_{c}")]
+        events += ["-e", "raw_syscalls:sys_enter"]
         events += ["-e", "syscalls:sys_exit_accept4", "--filter", "ret < 0"]
         out = tmp / "perf.txt"
         counter = subprocess.Popen(
@@ -199,7 +251,7 @@ def syscalls(protocol: str, unix: bool, n: int, tmp: Path) -> None:
         counter.wait()
     finally:
         srv.stop()
-    calls, failed = [], 0
+    calls, failed, every = [], 0, 0
     for line in out.read_text().splitlines():
         parts = line.split(",")
         if len(parts) < 3 or not parts[0].strip().isdigit():
@@ -207,15 +259,52 @@ def syscalls(protocol: str, unix: bool, n: int, tmp: Path) -> None:
         count, event = int(parts[0]), parts[2]
         if event == "syscalls:sys_exit_accept4":
             failed = count
+        elif event == "raw_syscalls:sys_enter":
+            every = count
         elif count:
             calls.append((event.rsplit("sys_enter_", 1)[1], count / n))
     calls.sort(key=lambda c: -c[1])
-    total = sum(c[1] for c in calls)
+    # Every call is counted by the raw tracepoint; what the named ones leave is shown apart,
+    # so that no call a server makes goes unseen.
+    named = sum(c[1] for c in calls)
+    total = every / n
+    if total - named >= 0.005:
+        calls.append(("other", total - named))
     shown = ", ".join(
         f"{name} {per:.2f}" + (f" ({failed / n:.2f} found nothing)" if name == "accept4" else "")
         for name, per in calls
     )
-    print(f"{protocol:10} {total:5.2f} system calls per connection: {shown}")
+    print(f"{server:9} {protocol:10} {total:5.2f} system calls per connection: {shown}")
+
+
+def cpu_times(pid: str) -> tuple[int, int, int]:
+    """The process's run time in ns, and its user and kernel time in clock ticks."""
+    run = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+    # The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return run, int(fields[11]), int(fields[12])
+
+
+def cpu(
+    protocol: str, unix: bool, n: int, tmp: Path, server: str, uwsgi: str
+) -> tuple[float, float, float]:
+    """The worker's CPU µs per connection over ``n`` connections made one after another:
+    in all, in user space and in the kernel."""
+    srv = Server(protocol, unix, tmp, [], server, uwsgi)
+    try:
+        worker = srv.worker()
+        for _ in range(200):
+            one(protocol, srv.addr, srv.port)
+        run0, user0, sys0 = cpu_times(worker)
+        for _ in range(n):
+            one(protocol, srv.addr, srv.port)
+        run1, user1, sys1 = cpu_times(worker)
+    finally:
+        srv.stop()
+    each = (run1 - run0) / n / 1000
+    ticks = (user1 - user0) + (sys1 - sys0)
+    user_share = (user1 - user0) / ticks if ticks else 0.0
+    return each, each * user_share, each * (1 - user_share)
 
 
 def main() -> None:
@@ -226,28 +315,57 @@ def main() -> None:
     ap.add_argument("--high", type=int, default=300)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--syscalls", action="store_true", help="count system calls (perf)")
+    ap.add_argument("--cpu", type=int, default=0, metavar="N", help="time N connections")
+    ap.add_argument("--server", default="ferrowsgi", help="ferrowsgi, uwsgi or both, by comma")
+    ap.add_argument("--uwsgi", default=str(Path(sys.executable).with_name("uwsgi")))
     args = ap.parse_args()
     protocols = args.protocols.split(",")
+    servers = args.server.split(",")
+    if "uwsgi" in servers and not Path(args.uwsgi).exists():
+        raise SystemExit(f"no uWSGI at {args.uwsgi} (pip install uwsgi, or --uwsgi PATH)")
+    # Each server with the protocols it speaks.
+    rows = [
+        (srv, p) for srv in servers for p in protocols if srv == "ferrowsgi" or p in UWSGI_SOCKET
+    ]
+    transport = "unix socket" if args.unix else "TCP loopback"
     with tempfile.TemporaryDirectory(prefix="ferrowsgi-conn-") as d:
         tmp = Path(d)
         if args.syscalls:
-            for p in protocols:
-                syscalls(p, args.unix, args.high, tmp)
+            for srv, p in rows:
+                syscalls(p, args.unix, args.high, tmp, srv, args.uwsgi)
             return
-        per: dict[str, list[float]] = {p: [] for p in protocols}
+        if args.cpu:
+            times: dict[tuple[str, str], list[tuple[float, float, float]]] = {r: [] for r in rows}
+            for r in range(args.repeat):
+                for row in rows:
+                    t = cpu(row[1], args.unix, args.cpu, tmp, row[0], args.uwsgi)
+                    times[row].append(t)
+                    print(
+                        f"run {r + 1} {row[0]} {row[1]}: {t[0]:.2f} µs per connection "
+                        f"(user {t[1]:.2f}, kernel {t[2]:.2f})",
+                        flush=True,
+                    )
+            print(f"\nworker CPU µs per connection of one request ({transport}), medians:")
+            for (srv, p), ts in times.items():
+                a, u, k = (statistics.median(t[i] for t in ts) for i in range(3))
+                print(f"  {srv:9} {p:10} {a:7.2f}   user {u:6.2f}   kernel {k:6.2f}")
+            return
+        per: dict[tuple[str, str], list[float]] = {r: [] for r in rows}
         for r in range(args.repeat):
-            for p in protocols:
-                low = callgrind_total(p, args.unix, args.low, tmp)
-                high = callgrind_total(p, args.unix, args.high, tmp)
+            for srv, p in rows:
+                low = callgrind_total(p, args.unix, args.low, tmp, srv, args.uwsgi)
+                high = callgrind_total(p, args.unix, args.high, tmp, srv, args.uwsgi)
                 each = (high - low) / (args.high - args.low)
-                per[p].append(each)
-                print(f"run {r + 1} {p}: {each:,.0f} instructions per connection", flush=True)
-        transport = "unix socket" if args.unix else "TCP loopback"
+                per[(srv, p)].append(each)
+                print(f"run {r + 1} {srv} {p}: {each:,.0f} instructions per connection", flush=True)
         print(f"\nuser-space instructions per connection of one request ({transport}):")
-        base = statistics.median(per[protocols[0]])
-        for p in protocols:
-            m = statistics.median(per[p])
-            print(f"  {p:10} {m:9,.0f}   {100 * (m - base) / base:+6.2f}% against {protocols[0]}")
+        base = statistics.median(per[rows[0]])
+        for (srv, p), counts in per.items():
+            m = statistics.median(counts)
+            print(
+                f"  {srv:9} {p:10} {m:9,.0f}   {100 * (m - base) / base:+6.2f}% against "
+                f"{rows[0][0]} {rows[0][1]}"
+            )
 
 
 if __name__ == "__main__":

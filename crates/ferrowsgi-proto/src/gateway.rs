@@ -88,7 +88,7 @@ impl CgiVars {
     /// An empty set that holds a copy of `block`, the encoded variables of
     /// a codec whose names and values lie whole in one block (SCGI's
     /// netstring, uwsgi's packet), with room for `count` variables: they
-    /// are then added with [`CgiVars::push_from_block`], which records
+    /// are then added with [`CgiVars::push_range`], which records
     /// where they lie instead of copying each. `block` is bounded by the
     /// codec's limits already.
     pub(crate) fn over_block(block: &[u8], count: usize) -> CgiVars {
@@ -114,36 +114,30 @@ impl CgiVars {
         Ok(())
     }
 
-    /// Adds a variable whose `name` and `value` are sub-slices of `block`,
-    /// the block this set was made over ([`CgiVars::over_block`]), with the
-    /// checks and errors of [`CgiVars::push`]; nothing is copied. A slice
-    /// from elsewhere is a bug of the codec and is rejected as a bad name.
-    /// `value_clean` says that the codec has found no NUL, CR or LF in the
-    /// value already (SCGI looks for CR and LF once in its whole block, and
-    /// its values end at a NUL), so the value is not searched again.
+    /// Adds the variable whose name and value lie at the byte ranges `name`
+    /// and `value` of the block this set was made over
+    /// ([`CgiVars::over_block`]), with the checks and errors of
+    /// [`CgiVars::push`]; nothing is copied. A range outside the block is a
+    /// bug of the codec and is rejected as a bad name. `value_clean` says
+    /// that the codec has found no NUL, CR or LF in the value already (SCGI
+    /// looks for CR and LF once in its whole block, and its values end at a
+    /// NUL), so the value is not searched again.
     #[inline]
-    pub(crate) fn push_from_block(
+    pub(crate) fn push_range(
         &mut self,
-        block: &[u8],
-        name: &[u8],
-        value: &[u8],
+        name: std::ops::Range<usize>,
+        value: std::ops::Range<usize>,
         value_clean: bool,
         limits: &Limits,
     ) -> Result<(), ParseError> {
-        self.check(name, value, value_clean, limits)?;
-        let base = block.as_ptr() as usize;
-        let at = |part: &[u8]| {
-            let start = (part.as_ptr() as usize).wrapping_sub(base);
-            (start <= block.len() && part.len() <= block.len() - start)
-                .then(|| Span::new(start, start + part.len()))
+        let n = Span::new(name.start, name.end);
+        let v = Span::new(value.start, value.end);
+        let (Some(name), Some(value)) = (self.bytes.get(name), self.bytes.get(value)) else {
+            return Err(ParseError::InvalidHeaderName);
         };
-        match (at(name), at(value)) {
-            (Some(n), Some(v)) if block.len() == self.bytes.len() => {
-                self.vars.push((n, v));
-                Ok(())
-            }
-            _ => Err(ParseError::InvalidHeaderName),
-        }
+        self.size = check(self.vars.len(), self.size, name, value, value_clean, limits)?;
+        self.vars.push((n, v));
+        Ok(())
     }
 
     /// The checks of [`CgiVars::push`], counting the variable's bytes.
@@ -155,32 +149,7 @@ impl CgiVars {
         value_clean: bool,
         limits: &Limits,
     ) -> Result<(), ParseError> {
-        if self.vars.len() >= limits.max_header_count + MAX_SERVER_VARS {
-            return Err(ParseError::TooManyHeaders);
-        }
-        if self.size + name.len() + value.len() > limits.max_head_size {
-            return Err(ParseError::HeadTooLarge);
-        }
-        // The name's bytes folded without a branch per byte, the value
-        // searched with memchr when it is long (a call costs more than a
-        // loop over the few bytes most values have): a front end sends a
-        // few hundred bytes of variables with every request.
-        if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
-            return Err(ParseError::InvalidHeaderName);
-        }
-        let bad = if value_clean {
-            false
-        } else if value.len() <= 16 {
-            value.iter().fold(false, |bad, &b| {
-                bad | (b == 0) | (b == b'\r') | (b == b'\n')
-            })
-        } else {
-            memchr::memchr3(0, b'\r', b'\n', value).is_some()
-        };
-        if bad {
-            return Err(ParseError::InvalidHeaderValue);
-        }
-        self.size += name.len() + value.len();
+        self.size = check(self.vars.len(), self.size, name, value, value_clean, limits)?;
         Ok(())
     }
 
@@ -409,6 +378,47 @@ impl CgiVars {
         }
         .into())
     }
+}
+
+/// The checks of [`CgiVars::push`] for a variable that would be the
+/// `count`-th after `size` bytes of names and values: the new size, or the
+/// error.
+#[inline(always)]
+fn check(
+    count: usize,
+    size: usize,
+    name: &[u8],
+    value: &[u8],
+    value_clean: bool,
+    limits: &Limits,
+) -> Result<usize, ParseError> {
+    if count >= limits.max_header_count + MAX_SERVER_VARS {
+        return Err(ParseError::TooManyHeaders);
+    }
+    let size = size + name.len() + value.len();
+    if size > limits.max_head_size {
+        return Err(ParseError::HeadTooLarge);
+    }
+    // The name's bytes folded without a branch per byte, the value
+    // searched with memchr when it is long (a call costs more than a
+    // loop over the few bytes most values have): a front end sends a
+    // few hundred bytes of variables with every request.
+    if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
+        return Err(ParseError::InvalidHeaderName);
+    }
+    let bad = if value_clean {
+        false
+    } else if value.len() <= 16 {
+        value.iter().fold(false, |bad, &b| {
+            bad | (b == 0) | (b == b'\r') | (b == b'\n')
+        })
+    } else {
+        memchr::memchr3(0, b'\r', b'\n', value).is_some()
+    };
+    if bad {
+        return Err(ParseError::InvalidHeaderValue);
+    }
+    Ok(size)
 }
 
 /// Where [`CgiVars::into_request`] notes the variables that make the

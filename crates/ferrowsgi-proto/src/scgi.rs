@@ -122,19 +122,28 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     // variables recorded where they lie in it; room for about one variable
     // per 16 bytes.
     let mut vars = CgiVars::over_block(block, block.len() / 16 + 4);
-    let mut s = block;
     // Values end at a NUL; one search of the whole block for CR and LF
     // then clears every value at once (a block that has one is checked
     // value by value, so the error is the one that value gives).
     let values_clean = memchr::memchr2(b'\r', b'\n', block).is_none();
+    // Every name and value ends at the next NUL, found by one vectorised
+    // search over the block rather than a byte loop per string.
+    let mut nuls = memchr::memchr_iter(0, block);
+    let mut at = 0;
     let mut scgi_seen = false;
-    while !s.is_empty() {
-        let (name, rest) = split_nul(s).ok_or(ParseError::BadRequest(
+    while at < block.len() {
+        let name_end = nuls.next().ok_or(ParseError::BadRequest(
             "SCGI variable name not ended by NUL",
         ))?;
-        let (value, rest) = split_nul(rest).ok_or(ParseError::BadRequest(
+        let value_end = nuls.next().ok_or(ParseError::BadRequest(
             "SCGI variable value not ended by NUL",
         ))?;
+        let (Some(name), Some(value)) = (
+            block.get(at..name_end),
+            block.get(name_end + 1..value_end),
+        ) else {
+            return Err(ParseError::InvalidHeaderName);
+        };
         if vars.is_empty() {
             if name != b"CONTENT_LENGTH" {
                 return Err(ParseError::BadRequest(
@@ -152,8 +161,8 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
             }
             scgi_seen = true;
         }
-        vars.push_from_block(block, name, value, values_clean, limits)?;
-        s = rest;
+        vars.push_range(at..name_end, name_end + 1..value_end, values_clean, limits)?;
+        at = value_end + 1;
     }
     if vars.is_empty() {
         return Err(ParseError::BadRequest(
@@ -166,18 +175,6 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     let mut head = vars.into_request(limits)?;
     head.set_keep_alive(KEEP_ALIVE);
     Ok(head)
-}
-
-/// Splits `s` at its first NUL: the bytes before it and those after it.
-fn split_nul(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    // Most names and values are shorter than this: a loop over their few
-    // bytes costs less than a memchr call's setup.
-    let short = s.len().min(16);
-    let i = match s[..short].iter().position(|&b| b == 0) {
-        Some(i) => i,
-        None => short + memchr::memchr(0, &s[short..])?,
-    };
-    Some((&s[..i], &s[i + 1..]))
 }
 
 /// The decoder for the body of `head`: `CONTENT_LENGTH` raw bytes.

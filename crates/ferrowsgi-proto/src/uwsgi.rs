@@ -122,29 +122,31 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     // variables recorded where they lie in it: four length bytes per
     // variable, and room for about one per 20 bytes.
     let mut vars = CgiVars::over_block(block, block.len() / 20 + 4);
-    let mut s = block;
-    while !s.is_empty() {
-        let (key, rest) = take_string(s).ok_or(ParseError::BadRequest(
+    let mut at = 0;
+    while at < block.len() {
+        let key = take_string(block, at).ok_or(ParseError::BadRequest(
             "uwsgi variable key runs past the packet's datasize",
         ))?;
-        let (value, rest) = take_string(rest).ok_or(ParseError::BadRequest(
+        let value = take_string(block, key.end).ok_or(ParseError::BadRequest(
             "uwsgi variable value runs past the packet's datasize",
         ))?;
-        vars.push_from_block(block, key, value, false, limits)?;
-        s = rest;
+        at = value.end;
+        vars.push_range(key, value, false, limits)?;
     }
     let mut head = vars.into_request(limits)?;
     head.set_keep_alive(KEEP_ALIVE);
     Ok(head)
 }
 
-/// A u16-LE-length-prefixed string from the start of `s`, and what follows.
-fn take_string(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let [lo, hi, ref rest @ ..] = *s else {
+/// Where the u16-LE-length-prefixed string at offset `at` of `block` lies,
+/// or `None` when its length or its bytes run past the block.
+fn take_string(block: &[u8], at: usize) -> Option<std::ops::Range<usize>> {
+    let [lo, hi] = *block.get(at..at.checked_add(2)?)? else {
         return None;
     };
-    let len = usize::from(u16::from_le_bytes([lo, hi]));
-    (len <= rest.len()).then(|| rest.split_at(len))
+    let start = at + 2;
+    let end = start + usize::from(u16::from_le_bytes([lo, hi]));
+    (end <= block.len()).then_some(start..end)
 }
 
 /// The decoder for the body of `head`: `CONTENT_LENGTH` raw bytes.
