@@ -115,6 +115,30 @@ def test_one_request_per_connection(proto: g.Protocol, by_hand) -> None:
     assert json.loads(g.parse_answer(raw)[2])["environ"]["PATH_INFO"] == "/first"
 
 
+def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -> None:
+    # The same variables with the same values come with every request from a front end,
+    # and their strs are reused; a value that changes, or a variable that is left out,
+    # must show as this request sent it, whatever came before.
+    _, addr = by_hand
+
+    def environ(extra: g.Vars) -> dict:
+        _, _, data = g.ask(addr, proto.request(g.base_vars("GET", "/", extra)))
+        return json.loads(data)["environ"]
+
+    root = [(b"DOCUMENT_ROOT", b"/srv/a"), (b"GATEWAY_INTERFACE", b"CGI/1.1")]
+    for _ in range(2):
+        env = environ(root)
+        assert env["DOCUMENT_ROOT"] == "/srv/a"
+        assert env["GATEWAY_INTERFACE"] == "CGI/1.1"
+    long_root = b"/srv/" + b"x" * 100
+    for sent, seen in [(b"/srv/b", "/srv/b"), (long_root, long_root.decode()), (b"", "")]:
+        assert environ([(b"DOCUMENT_ROOT", sent)])["DOCUMENT_ROOT"] == seen
+    env = environ([])
+    assert "DOCUMENT_ROOT" not in env
+    assert "GATEWAY_INTERFACE" not in env
+    assert environ(root)["DOCUMENT_ROOT"] == "/srv/a"
+
+
 # Bad variables either protocol can carry; each file adds its own framing errors.
 BAD_VARIABLES = {
     "no-method": (g.base_vars()[1:], 400, "method"),

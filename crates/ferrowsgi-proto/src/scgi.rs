@@ -138,10 +138,9 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         let value_end = nuls.next().ok_or(ParseError::BadRequest(
             "SCGI variable value not ended by NUL",
         ))?;
-        let (Some(name), Some(value)) = (
-            block.get(at..name_end),
-            block.get(name_end + 1..value_end),
-        ) else {
+        let (Some(name), Some(value)) =
+            (block.get(at..name_end), block.get(name_end + 1..value_end))
+        else {
             return Err(ParseError::InvalidHeaderName);
         };
         if vars.is_empty() {

@@ -108,8 +108,22 @@ enum Role {
     RequestScheme,
 }
 
-/// A server variable's name, its interned environ key and its role.
-type KnownVar = (&'static [u8], Py<PyString>, Role);
+/// A server variable's name, its interned environ key, its role and its
+/// place in [`COMMON_VARS`] (where [`GatewayValues`] keeps its last value).
+type KnownVar = (&'static [u8], Py<PyString>, Role, usize);
+
+/// The longest value of a server variable whose str is kept for the next
+/// request ([`GatewayValues`]): the kept bytes stay bounded.
+const KEPT_VALUE_MAX: usize = 64;
+
+/// The last str made for each of [`COMMON_VARS`] of a gateway request, and
+/// the bytes it was made from. A front end sends most of its variables with
+/// the same value on every request (`DOCUMENT_ROOT`, `REQUEST_SCHEME`,
+/// `SCGI`, `SERVER_NAME`, `SERVER_PORT`, often `REMOTE_ADDR`), and a
+/// connection carries one request, so a str made for each anew was made,
+/// hashed on its way into the environ and freed again per request; an equal
+/// value now takes a reference to the one made before.
+type GatewayValues = Vec<(Vec<u8>, Option<Py<PyString>>)>;
 
 /// The role of a server variable named `name`.
 fn role(name: &str) -> Role {
@@ -180,6 +194,10 @@ pub(crate) struct EnvTemplate {
     /// few others).
     vars: Vec<Vec<KnownVar>>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
+    /// Indexed by a [`KnownVar`]'s place; taken with `try_lock`, so a
+    /// request never waits for it (one that finds it taken makes its
+    /// strs).
+    gateway_values: std::sync::Mutex<GatewayValues>,
     http10: Py<PyString>,
     http11: Py<PyString>,
     https: Py<PyString>,
@@ -242,9 +260,9 @@ impl EnvTemplate {
             vars: {
                 let longest = COMMON_VARS.iter().map(|n| n.len()).max().unwrap_or(0);
                 let mut by_len: Vec<Vec<_>> = (0..=longest).map(|_| Vec::new()).collect();
-                for n in COMMON_VARS {
+                for (i, n) in COMMON_VARS.iter().enumerate() {
                     let key = PyString::intern(py, n).unbind();
-                    by_len[n.len()].push((n.as_bytes(), key, role(n)));
+                    by_len[n.len()].push((n.as_bytes(), key, role(n), i));
                 }
                 by_len
             },
@@ -256,6 +274,9 @@ impl EnvTemplate {
                 .iter()
                 .map(|m| (m.as_bytes(), PyString::intern(py, m).unbind()))
                 .collect(),
+            gateway_values: std::sync::Mutex::new(
+                COMMON_VARS.iter().map(|_| (Vec::new(), None)).collect(),
+            ),
             http10: PyString::intern(py, "HTTP/1.0").unbind(),
             http11: PyString::intern(py, "HTTP/1.1").unbind(),
             https: PyString::intern(py, "https").unbind(),
@@ -533,15 +554,16 @@ impl EnvTemplate {
             Version::Http10 => b"HTTP/1.0",
             Version::Http11 => b"HTTP/1.1",
         };
+        let mut kept = self.gateway_values.try_lock().ok();
         for (name, value) in head.vars() {
             // The name's key and role in one lookup, the last byte first:
             // names of one length often share most of their bytes.
             let known = self.vars.get(name.len()).and_then(|same_len| {
                 same_len
                     .iter()
-                    .find(|(n, _, _)| n.last() == name.last() && *n == name)
+                    .find(|(n, _, _, _)| n.last() == name.last() && *n == name)
             });
-            let role = known.map_or(Role::Plain, |&(_, _, r)| r);
+            let role = known.map_or(Role::Plain, |&(_, _, r, _)| r);
             let mut is_remote_addr = false;
             match role {
                 Role::Skip => continue,
@@ -582,14 +604,21 @@ impl EnvTemplate {
                 _ => {}
             }
             let key = match known {
-                Some((_, k, _)) => k.bind(py).clone(),
+                Some((_, k, _, _)) => k.bind(py).clone(),
                 // No `wsgi.*` (nor any dotted name) from outside; the known
                 // names have no dot. A loop over the name's few bytes costs
                 // less than a memchr call.
                 None if name.iter().fold(false, |dot, &b| dot | (b == b'.')) => continue,
                 None => latin1_str(py, name)?,
             };
-            let value = latin1_str(py, value)?;
+            // The client's port differs with every connection: its str is
+            // not kept.
+            let value = match (known, kept.as_deref_mut()) {
+                (Some(&(_, _, role, i)), Some(kept)) if role != Role::RemotePort => {
+                    kept_value(py, kept, i, value)?
+                }
+                _ => latin1_str(py, value)?,
+            };
             if is_remote_addr {
                 remote_addr_str = Some(value.clone());
             }
@@ -680,6 +709,30 @@ impl EnvTemplate {
         }
         Ok(())
     }
+}
+
+/// The str of `value` for the server variable at place `i` of
+/// [`COMMON_VARS`]: the one made for its previous request when the bytes are
+/// the same, else a new one, kept for the next request when it is short.
+fn kept_value<'py>(
+    py: Python<'py>,
+    kept: &mut GatewayValues,
+    i: usize,
+    value: &[u8],
+) -> PyResult<Bound<'py, PyString>> {
+    let Some((bytes, made)) = kept.get_mut(i) else {
+        return latin1_str(py, value);
+    };
+    if let Some(s) = made.as_ref().filter(|_| bytes.as_slice() == value) {
+        return Ok(s.bind(py).clone());
+    }
+    let s = latin1_str(py, value)?;
+    if value.len() <= KEPT_VALUE_MAX {
+        bytes.clear();
+        bytes.extend_from_slice(value);
+        *made = Some(s.clone().unbind());
+    }
+    Ok(s)
 }
 
 /// `SCRIPT_NAME` and `PATH_INFO` (decoded) of a gateway request:
