@@ -31,7 +31,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from run import BENCH_DIR, HOST, free_port, parse_wrk, spawn, stop, tree_cpu_seconds
+from run import (
+    BENCH_DIR,
+    HOST,
+    _stat_fields,
+    free_port,
+    parse_wrk,
+    spawn,
+    stop,
+    tree_cpu_seconds,
+    tree_pids,
+)
 
 APP = "apps.hello:app"
 BODY = b"Hello, World!"
@@ -253,6 +263,26 @@ def logged_errors(log: Path, start: int) -> int:
     return sum(1 for line in text.splitlines() if "error]" in line or "crit]" in line)
 
 
+def tree_kernel_ticks(root: int) -> int:
+    """Clock ticks the kernel spent for root's process tree (stime and reaped children's)."""
+    total = 0
+    for pid in tree_pids(root):
+        fields = _stat_fields(pid)
+        if fields:
+            total += int(fields[12]) + int(fields[14])
+    return total
+
+
+def tree_ticks(root: int) -> int:
+    """Clock ticks of root's process tree in all (utime and stime, children's too)."""
+    total = 0
+    for pid in tree_pids(root):
+        fields = _stat_fields(pid)
+        if fields:
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return total
+
+
 def one_run(front: Front, name: str, argv: list[str], args, logs: Path) -> dict:
     """One measured run of backend ``name`` (``argv``) behind ``front``."""
     work = Path(tempfile.mkdtemp(prefix=f"fw{front.name[:3]}-", dir="/tmp"))
@@ -278,10 +308,14 @@ def one_run(front: Front, name: str, argv: list[str], args, logs: Path) -> dict:
         start = log.stat().st_size if log.exists() else 0
         wrk(port, 1, args.connections)  # warm-up
         cpu0 = tree_cpu_seconds(backend.pid)
+        ticks0, kernel0 = tree_ticks(backend.pid), tree_kernel_ticks(backend.pid)
         out = wrk(port, args.duration, args.connections)
         (logs / f"{name}.wrk").write_text(out)
         res = parse_wrk(out)
         cpu = tree_cpu_seconds(backend.pid) - cpu0
+        ticks = tree_ticks(backend.pid) - ticks0
+        # The kernel's share of the backend's CPU (its system time over its whole time).
+        res["kernel_share"] = (tree_kernel_ticks(backend.pid) - kernel0) / ticks if ticks else None
         n = res.get("requests", 0)
         res["cpu_us"] = cpu / n * 1e6 if n else None
         res["failed"] = sum(res["errors"].values())
@@ -336,6 +370,7 @@ def compare(
                 print(
                     f"round {r + 1} {case.label} {name:10s} rps={res.get('rps', 0):9.0f} "
                     f"cpu/req={res.get('cpu_us') or 0:6.1f}us "
+                    f"kernel={100 * (res.get('kernel_share') or 0):4.1f}% "
                     f"p99={res.get('p99_us') or 0:8.0f}us "
                     f"failed={res.get('error') or res.get('failed')} "
                     f"front-end log errors={res.get('logged')}",
