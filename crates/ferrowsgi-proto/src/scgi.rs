@@ -126,16 +126,13 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     // then clears every value at once (a block that has one is checked
     // value by value, so the error is the one that value gives).
     let values_clean = memchr::memchr2(b'\r', b'\n', block).is_none();
-    // Every name and value ends at the next NUL, found by one vectorised
-    // search over the block rather than a byte loop per string.
-    let mut nuls = memchr::memchr_iter(0, block);
     let mut at = 0;
     let mut scgi_seen = false;
     while at < block.len() {
-        let name_end = nuls.next().ok_or(ParseError::BadRequest(
+        let name_end = next_nul(block, at).ok_or(ParseError::BadRequest(
             "SCGI variable name not ended by NUL",
         ))?;
-        let value_end = nuls.next().ok_or(ParseError::BadRequest(
+        let value_end = next_nul(block, name_end + 1).ok_or(ParseError::BadRequest(
             "SCGI variable value not ended by NUL",
         ))?;
         let (Some(name), Some(value)) =
@@ -174,6 +171,20 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     let mut head = vars.into_request(limits)?;
     head.set_keep_alive(KEEP_ALIVE);
     Ok(head)
+}
+
+/// The offset of the first NUL of `block` at or after `from`.
+fn next_nul(block: &[u8], from: usize) -> Option<usize> {
+    let s = block.get(from..)?;
+    // Most names and values are shorter than this: a loop over their few
+    // bytes costs less than a memchr call's setup (a vectorised iterator
+    // over the whole block costs a call per NUL, more than the loop).
+    let short = s.len().min(16);
+    let i = match s[..short].iter().position(|&b| b == 0) {
+        Some(i) => i,
+        None => short + memchr::memchr(0, &s[short..])?,
+    };
+    Some(from + i)
 }
 
 /// The decoder for the body of `head`: `CONTENT_LENGTH` raw bytes.
