@@ -32,9 +32,11 @@ each one finds the server idle.
 
 ``--cpu N`` times the worker instead (hold the machine's bench lock: these are times): N
 connections one after another, ``--repeat`` times, and per connection the worker's CPU
-time (the scheduler's nanosecond run time, /proc/PID/schedstat) and its split into user
-and kernel time (/proc/PID/stat's utime and stime, which the kernel scales to the run
-time from its ticks); the medians are printed.
+time (the scheduler's nanosecond run time, /proc/PID/schedstat), then as many more under
+``perf record -e cpu-clock -F 5000`` for its split into user and kernel time (the share of
+the samples taken in the kernel; the process's utime and stime come from 100 Hz ticks, too
+few here, and the sampling slows the worker, so the time is taken without it); the medians
+are printed.
 
 Needs valgrind (Debian package) for the counts, perf for ``--syscalls`` (as root, or with
 ``kernel.perf_event_paranoid`` allowing tracepoints).
@@ -277,12 +279,25 @@ def syscalls(protocol: str, unix: bool, n: int, tmp: Path, server: str, uwsgi: s
     print(f"{server:9} {protocol:10} {total:5.2f} system calls per connection: {shown}")
 
 
-def cpu_times(pid: str) -> tuple[int, int, int]:
-    """The process's run time in ns, and its user and kernel time in clock ticks."""
-    run = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-    # The fields after the command's closing parenthesis; utime and stime are 14 and 15.
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return run, int(fields[11]), int(fields[12])
+def run_ns(pid: str) -> int:
+    """The process's run time in ns (the scheduler's, not sampled)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def kernel_share(data: Path) -> float:
+    """The share of a ``perf record`` file's samples taken in the kernel."""
+    out = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--sort", "dso", "-q"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    share = 0.0
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].startswith("[kernel") and parts[0].endswith("%"):
+            share += float(parts[0].rstrip("%")) / 100
+    return share
 
 
 def cpu(
@@ -291,20 +306,31 @@ def cpu(
     """The worker's CPU µs per connection over ``n`` connections made one after another:
     in all, in user space and in the kernel."""
     srv = Server(protocol, unix, tmp, [], server, uwsgi)
+    data = tmp / "cpu.data"
     try:
         worker = srv.worker()
         for _ in range(200):
             one(protocol, srv.addr, srv.port)
-        run0, user0, sys0 = cpu_times(worker)
+        run0 = run_ns(worker)
         for _ in range(n):
             one(protocol, srv.addr, srv.port)
-        run1, user1, sys1 = cpu_times(worker)
+        run1 = run_ns(worker)
+        rec = subprocess.Popen(
+            ["perf", "record", "-q", "-e", "cpu-clock", "-F", "5000", "-o", str(data)]
+            + ["-p", worker],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        for _ in range(n):
+            one(protocol, srv.addr, srv.port)
+        rec.send_signal(signal.SIGINT)
+        rec.wait()
     finally:
         srv.stop()
     each = (run1 - run0) / n / 1000
-    ticks = (user1 - user0) + (sys1 - sys0)
-    user_share = (user1 - user0) / ticks if ticks else 0.0
-    return each, each * user_share, each * (1 - user_share)
+    kernel = kernel_share(data)
+    return each, each * (1 - kernel), each * kernel
 
 
 def main() -> None:
