@@ -116,9 +116,10 @@ def test_one_request_per_connection(proto: g.Protocol, by_hand) -> None:
 
 
 def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -> None:
-    # The same variables with the same values come with every request from a front end,
-    # and their strs are reused; a value that changes, or a variable that is left out,
-    # must show as this request sent it, whatever came before.
+    # A front end sends the same variables with the same values on every request, and the
+    # environ is made from a copy of a dict that holds the values that repeated; a value
+    # that changes, or a variable that is left out, must show as this request sent it,
+    # whatever came before, through the rebuilds of that dict.
     _, addr = by_hand
 
     def environ(extra: g.Vars) -> dict:
@@ -126,17 +127,39 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
         return json.loads(data)["environ"]
 
     root = [(b"DOCUMENT_ROOT", b"/srv/a"), (b"GATEWAY_INTERFACE", b"CGI/1.1")]
-    for _ in range(2):
-        env = environ(root)
-        assert env["DOCUMENT_ROOT"] == "/srv/a"
-        assert env["GATEWAY_INTERFACE"] == "CGI/1.1"
     long_root = b"/srv/" + b"x" * 100
-    for sent, seen in [(b"/srv/b", "/srv/b"), (long_root, long_root.decode()), (b"", "")]:
-        assert environ([(b"DOCUMENT_ROOT", sent)])["DOCUMENT_ROOT"] == seen
-    env = environ([])
-    assert "DOCUMENT_ROOT" not in env
-    assert "GATEWAY_INTERFACE" not in env
-    assert environ(root)["DOCUMENT_ROOT"] == "/srv/a"
+    variants: list[tuple[g.Vars, dict[str, str | None]]] = [
+        (
+            root,
+            {"DOCUMENT_ROOT": "/srv/a", "GATEWAY_INTERFACE": "CGI/1.1", "HTTPS": None},
+        ),
+        ([(b"DOCUMENT_ROOT", b"/srv/b")], {"DOCUMENT_ROOT": "/srv/b", "GATEWAY_INTERFACE": None}),
+        ([(b"DOCUMENT_ROOT", long_root)], {"DOCUMENT_ROOT": long_root.decode()}),
+        ([(b"DOCUMENT_ROOT", b"")], {"DOCUMENT_ROOT": ""}),
+        (
+            [],
+            {"DOCUMENT_ROOT": None, "GATEWAY_INTERFACE": None, "REMOTE_USER": None, "HTTPS": None},
+        ),
+        ([(b"REMOTE_USER", b"alice")], {"REMOTE_USER": "alice", "DOCUMENT_ROOT": None}),
+        (
+            [(b"HTTPS", b"on")],
+            {"HTTPS": "on", "wsgi.url_scheme": "https", "REMOTE_HOST": "192.0.2.10"},
+        ),
+    ]
+    # Runs of one variant (its values repeat and the dict takes them), then every variant
+    # in turn (they keep changing), long enough for several rebuilds.
+    order = [0] * 3 + [5] * 3 + [i % len(variants) for i in range(80)] + [0, 0, 4, 4, 5]
+    for i in order:
+        extra, expected = variants[i]
+        env = environ(extra)
+        for key, value in expected.items():
+            if value is None:
+                assert key not in env, (i, key, env.get(key))
+            else:
+                assert env[key] == value, (i, key, env.get(key))
+        assert env["SERVER_NAME"] == "gateway.example"
+        assert env["SERVER_PORT"] == "8080"
+        assert env["wsgi.url_scheme"] == ("https" if i == 6 else "http")
 
 
 # Bad variables either protocol can carry; each file adds its own framing errors.

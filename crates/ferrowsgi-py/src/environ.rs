@@ -109,21 +109,62 @@ enum Role {
 }
 
 /// A server variable's name, its interned environ key, its role and its
-/// place in [`COMMON_VARS`] (where [`GatewayValues`] keeps its last value).
+/// place in [`COMMON_VARS`] (where [`GatewayKept`] keeps its last value).
 type KnownVar = (&'static [u8], Py<PyString>, Role, usize);
 
 /// The longest value of a server variable whose str is kept for the next
-/// request ([`GatewayValues`]): the kept bytes stay bounded.
+/// request ([`GatewayKept`]): the kept bytes stay bounded.
 const KEPT_VALUE_MAX: usize = 64;
 
-/// The last str made for each of [`COMMON_VARS`] of a gateway request, and
-/// the bytes it was made from. A front end sends most of its variables with
-/// the same value on every request (`DOCUMENT_ROOT`, `REQUEST_SCHEME`,
-/// `SCGI`, `SERVER_NAME`, `SERVER_PORT`, often `REMOTE_ADDR`), and a
-/// connection carries one request, so a str made for each anew was made,
-/// hashed on its way into the environ and freed again per request; an equal
-/// value now takes a reference to the one made before.
-type GatewayValues = Vec<(Vec<u8>, Option<Py<PyString>>)>;
+// Every place of [`COMMON_VARS`] is a bit of a u64 in [`GatewayKept`].
+const _: () = assert!(COMMON_VARS.len() <= 64);
+
+/// Requests between two rebuilds of [`GatewayKept::base`] at most, so that a
+/// front end whose values alternate does not have it made every time.
+const BASE_REBUILD_EVERY: u32 = 32;
+
+/// What gateway requests leave for the next ones. A front end sends most
+/// of its variables with the same value on every request (`DOCUMENT_ROOT`,
+/// `REQUEST_SCHEME`, `SCGI`, `SERVER_NAME`, `SERVER_PORT`, often
+/// `REMOTE_ADDR`), and a connection carries one request, so each was made a
+/// str and put into the environ anew per request. Now the last str made for
+/// each of [`COMMON_VARS`] is kept with its bytes, and a dict holds the
+/// template with the values that repeated: a request's environ is a copy of
+/// it, a variable whose value is the one in it sets nothing, and a key in it
+/// that the request did not send is removed, so the environ holds exactly
+/// what the request sent, as when each was set.
+#[derive(Debug)]
+struct GatewayKept {
+    /// By place in [`COMMON_VARS`]: the last value's bytes and its str.
+    values: Vec<(Vec<u8>, Option<Py<PyString>>)>,
+    /// The template with some of the kept strs set.
+    base: Option<Py<PyDict>>,
+    /// The places whose key `base` holds (bits by place).
+    base_keys: u64,
+    /// The places whose key `base` holds with the str `values` keeps now
+    /// (a value that changed since leaves its key stale in `base`).
+    base_valid: u64,
+    /// Requests since `base` was made.
+    since: u32,
+}
+
+/// Whether a server variable's str may be kept for later requests and its
+/// key held by [`GatewayKept::base`]: not the variables the environ takes
+/// from the request's own head or sets from elsewhere (the method, target,
+/// query and protocol, the script name and path), nor the client's port,
+/// which differs with every connection.
+fn keepable(role: Role) -> bool {
+    matches!(
+        role,
+        Role::Plain
+            | Role::RemoteAddr
+            | Role::ServerName
+            | Role::ServerPort
+            | Role::RemoteHost
+            | Role::Https
+            | Role::RequestScheme
+    )
+}
 
 /// The role of a server variable named `name`.
 fn role(name: &str) -> Role {
@@ -194,10 +235,12 @@ pub(crate) struct EnvTemplate {
     /// few others).
     vars: Vec<Vec<KnownVar>>,
     methods: Vec<(&'static [u8], Py<PyString>)>,
-    /// Indexed by a [`KnownVar`]'s place; taken with `try_lock`, so a
-    /// request never waits for it (one that finds it taken makes its
-    /// strs).
-    gateway_values: std::sync::Mutex<GatewayValues>,
+    /// The keys of [`COMMON_VARS`] by place.
+    var_keys: Vec<Py<PyString>>,
+    /// Taken with `try_lock` for the whole of a gateway request's environ,
+    /// so a request never waits for it (one that finds it taken copies the
+    /// template and makes its strs, as before).
+    gateway_kept: std::sync::Mutex<GatewayKept>,
     http10: Py<PyString>,
     http11: Py<PyString>,
     https: Py<PyString>,
@@ -274,9 +317,17 @@ impl EnvTemplate {
                 .iter()
                 .map(|m| (m.as_bytes(), PyString::intern(py, m).unbind()))
                 .collect(),
-            gateway_values: std::sync::Mutex::new(
-                COMMON_VARS.iter().map(|_| (Vec::new(), None)).collect(),
-            ),
+            var_keys: COMMON_VARS
+                .iter()
+                .map(|n| PyString::intern(py, n).unbind())
+                .collect(),
+            gateway_kept: std::sync::Mutex::new(GatewayKept {
+                values: COMMON_VARS.iter().map(|_| (Vec::new(), None)).collect(),
+                base: None,
+                base_keys: 0,
+                base_valid: 0,
+                since: 0,
+            }),
             http10: PyString::intern(py, "HTTP/1.0").unbind(),
             http11: PyString::intern(py, "HTTP/1.1").unbind(),
             https: PyString::intern(py, "https").unbind(),
@@ -368,9 +419,15 @@ impl EnvTemplate {
                 .downcast_ref::<PeerStrings>()
         };
         let base = strings.and_then(|p| p.base.get());
-        let env = match base {
-            Some(base) => base.dict.bind(py).copy()?,
-            None => self.template.bind(py).copy()?,
+        let mut kept = if gateway {
+            self.gateway_kept.try_lock().ok()
+        } else {
+            None
+        };
+        let env = match (base, kept.as_deref().and_then(|k| k.base.as_ref())) {
+            (Some(base), _) => base.dict.bind(py).copy()?,
+            (None, Some(gateway_base)) => gateway_base.bind(py).copy()?,
+            (None, None) => self.template.bind(py).copy()?,
         };
         let method = head.method();
         let method_str = match self.methods.iter().find(|(m, _)| *m == method) {
@@ -502,7 +559,7 @@ impl EnvTemplate {
             }
         }
         if gateway {
-            self.set_gateway_vars(py, &env, head, peer)?;
+            self.set_gateway_vars(py, &env, head, peer, kept.as_deref_mut())?;
         }
         if let Some(f) = forwarded {
             let found = f.resolve(&ex.config().forwarded_allow, head.host(), peer.https);
@@ -523,12 +580,18 @@ impl EnvTemplate {
     /// split them ([`split_script_path`]). The client's address and port
     /// and the server's name and port that the front end did not send are
     /// the connection's (for a unix socket, the Host's name and port).
+    ///
+    /// With `kept` (the environ is then a copy of its base, or of the
+    /// template when it has none), a variable whose value is the one in the
+    /// base sets nothing, and the base's keys the request did not send are
+    /// removed ([`GatewayKept`]).
     fn set_gateway_vars(
         &self,
         py: Python<'_>,
         env: &Bound<'_, PyDict>,
         head: &RequestHead,
         peer: &PeerInfo,
+        mut kept: Option<&mut GatewayKept>,
     ) -> PyResult<()> {
         let k = &self.keys;
         if peer.https {
@@ -554,7 +617,13 @@ impl EnvTemplate {
             Version::Http10 => b"HTTP/1.0",
             Version::Http11 => b"HTTP/1.1",
         };
-        let mut kept = self.gateway_values.try_lock().ok();
+        // Which keepable variables the request sent, and which of them came
+        // with the value kept from before (by place).
+        let (mut seen, mut repeated) = (0u64, 0u64);
+        let in_base = kept
+            .as_deref()
+            .filter(|k| k.base.is_some())
+            .map_or(0, |k| k.base_valid);
         for (name, value) in head.vars() {
             // The name's key and role in one lookup, the last byte first:
             // names of one length often share most of their bytes.
@@ -603,6 +672,22 @@ impl EnvTemplate {
                 }
                 _ => {}
             }
+            // A value the environ's base holds already sets nothing.
+            if let (Some(&(_, _, role, i)), Some(k)) = (known, kept.as_deref()) {
+                let bit = 1u64 << i;
+                if keepable(role) && in_base & bit != 0 {
+                    if let Some((bytes, Some(made))) = k.values.get(i) {
+                        if bytes.as_slice() == value {
+                            seen |= bit;
+                            repeated |= bit;
+                            if is_remote_addr {
+                                remote_addr_str = Some(made.bind(py).clone());
+                            }
+                            continue;
+                        }
+                    }
+                }
+            }
             let key = match known {
                 Some((_, k, _, _)) => k.bind(py).clone(),
                 // No `wsgi.*` (nor any dotted name) from outside; the known
@@ -611,11 +696,18 @@ impl EnvTemplate {
                 None if name.iter().fold(false, |dot, &b| dot | (b == b'.')) => continue,
                 None => latin1_str(py, name)?,
             };
-            // The client's port differs with every connection: its str is
-            // not kept.
             let value = match (known, kept.as_deref_mut()) {
-                (Some(&(_, _, role, i)), Some(kept)) if role != Role::RemotePort => {
-                    kept_value(py, kept, i, value)?
+                (Some(&(_, _, role, i)), Some(k)) if keepable(role) => {
+                    let bit = 1u64 << i;
+                    seen |= bit;
+                    let (s, same) = kept_value(py, &mut k.values, i, value)?;
+                    if same {
+                        repeated |= bit;
+                    } else {
+                        // The base holds another str under this key now.
+                        k.base_valid &= !bit;
+                    }
+                    s
                 }
                 _ => latin1_str(py, value)?,
             };
@@ -623,6 +715,28 @@ impl EnvTemplate {
                 remote_addr_str = Some(value.clone());
             }
             env.set_item(key, value)?;
+        }
+        if let Some(k) = kept {
+            // The base's keys this request did not send leave its environ
+            // (before the addresses it did not send are set below).
+            if k.base.is_some() {
+                let mut gone = k.base_keys & !seen;
+                while gone != 0 {
+                    let i = gone.trailing_zeros() as usize;
+                    gone &= gone - 1;
+                    if let Some(key) = self.var_keys.get(i) {
+                        env.del_item(key)?;
+                    }
+                }
+            }
+            // A new base when values repeated that it does not hold, or it
+            // holds keys whose values changed, at most every
+            // BASE_REBUILD_EVERY requests (at once when there is none).
+            k.since = k.since.saturating_add(1);
+            let stale = repeated & !k.base_valid != 0 || k.base_keys & !k.base_valid != 0;
+            if stale && (k.base.is_none() || k.since >= BASE_REBUILD_EVERY) {
+                self.rebuild_gateway_base(py, k, repeated)?;
+            }
         }
         let remote_addr = remote_addr.unwrap_or(peer.remote_addr.as_bytes());
         if !sent[0] {
@@ -670,6 +784,32 @@ impl EnvTemplate {
         Ok(())
     }
 
+    /// Makes `kept`'s base anew: the template with the kept strs of the
+    /// places in `places`.
+    fn rebuild_gateway_base(
+        &self,
+        py: Python<'_>,
+        kept: &mut GatewayKept,
+        places: u64,
+    ) -> PyResult<()> {
+        let dict = self.template.bind(py).copy()?;
+        let mut held = 0u64;
+        let mut left = places;
+        while left != 0 {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if let (Some(key), Some((_, Some(made)))) = (self.var_keys.get(i), kept.values.get(i)) {
+                dict.set_item(key, made.bind(py))?;
+                held |= 1u64 << i;
+            }
+        }
+        kept.base = Some(dict.unbind());
+        kept.base_keys = held;
+        kept.base_valid = held;
+        kept.since = 0;
+        Ok(())
+    }
+
     /// Sets what a trusted peer's forwarding headers changed.
     fn apply_forwarding(
         &self,
@@ -712,27 +852,31 @@ impl EnvTemplate {
 }
 
 /// The str of `value` for the server variable at place `i` of
-/// [`COMMON_VARS`]: the one made for its previous request when the bytes are
-/// the same, else a new one, kept for the next request when it is short.
+/// [`COMMON_VARS`], and whether it is the one kept from before (the bytes
+/// are the same); a new one is kept for the next request when it is short.
 fn kept_value<'py>(
     py: Python<'py>,
-    kept: &mut GatewayValues,
+    values: &mut [(Vec<u8>, Option<Py<PyString>>)],
     i: usize,
     value: &[u8],
-) -> PyResult<Bound<'py, PyString>> {
-    let Some((bytes, made)) = kept.get_mut(i) else {
-        return latin1_str(py, value);
+) -> PyResult<(Bound<'py, PyString>, bool)> {
+    let Some((bytes, made)) = values.get_mut(i) else {
+        return Ok((latin1_str(py, value)?, false));
     };
     if let Some(s) = made.as_ref().filter(|_| bytes.as_slice() == value) {
-        return Ok(s.bind(py).clone());
+        return Ok((s.bind(py).clone(), true));
     }
     let s = latin1_str(py, value)?;
     if value.len() <= KEPT_VALUE_MAX {
         bytes.clear();
         bytes.extend_from_slice(value);
         *made = Some(s.clone().unbind());
+    } else {
+        // Nothing of this value is kept: the place has no value to repeat.
+        bytes.clear();
+        *made = None;
     }
-    Ok(s)
+    Ok((s, false))
 }
 
 /// `SCRIPT_NAME` and `PATH_INFO` (decoded) of a gateway request:
