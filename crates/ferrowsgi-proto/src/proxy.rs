@@ -218,6 +218,20 @@ fn parse_v1(buf: &[u8]) -> Result<ProxyParsed, ProxyError> {
     if line == b"UNKNOWN" || line.starts_with(b"UNKNOWN ") {
         return Ok(header(None));
     }
+    // TCP4, what a load balancer in front of an IPv4 service sends with
+    // every connection, is read in one pass over its fields; the rest by
+    // the general path (which gives the same answer for TCP4 too).
+    let addresses = match line.strip_prefix(b"TCP4 ") {
+        Some(rest) => v1_tcp4(rest)?,
+        None => v1_fields(line)?,
+    };
+    Ok(header(Some(addresses)))
+}
+
+/// The fields of a version 1 line after `PROXY `, other than `UNKNOWN`:
+/// the protocol, the two addresses and the two ports, split at each
+/// space.
+fn v1_fields(line: &[u8]) -> Result<(SocketAddr, SocketAddr), ProxyError> {
     // The fields are taken one after another by a cursor over the line (a
     // split iterator's closure per byte cost more than the rest of the
     // header's parsing).
@@ -238,10 +252,101 @@ fn parse_v1(buf: &[u8]) -> Result<ProxyParsed, ProxyError> {
     if fields.next().is_some() {
         return Err(ProxyError::V1Syntax("line (extra fields)"));
     }
-    Ok(header(Some((
-        SocketAddr::new(src, sport),
-        SocketAddr::new(dst, dport),
-    ))))
+    Ok((SocketAddr::new(src, sport), SocketAddr::new(dst, dport)))
+}
+
+/// The four fields of a `TCP4` line (`rest`, after `TCP4 `), each read where
+/// it stands and checked to end at a space (the last at the line's end),
+/// with the errors [`v1_fields`] gives: a field that is missing or bad names
+/// itself, a line that ends after a field names the next one.
+fn v1_tcp4(rest: &[u8]) -> Result<(SocketAddr, SocketAddr), ProxyError> {
+    const NAMES: [&str; 4] = [
+        "source address",
+        "destination address",
+        "source port",
+        "destination port",
+    ];
+    // After field `k`: a space leads to the next field, the line's end
+    // means it is missing (or, after the last field, that the line is
+    // whole), anything else makes field `k` bad.
+    let after = |at: &mut usize, k: usize| -> Result<(), ProxyError> {
+        match rest.get(*at) {
+            Some(b' ') if k < 3 => {
+                *at += 1;
+                Ok(())
+            }
+            Some(b' ') => Err(ProxyError::V1Syntax("line (extra fields)")),
+            None if k < 3 => Err(ProxyError::V1Syntax(NAMES[k + 1])),
+            None => Ok(()),
+            Some(_) => Err(ProxyError::V1Syntax(NAMES[k])),
+        }
+    };
+    let mut at = 0;
+    let src = ipv4_at(rest, &mut at).ok_or(ProxyError::V1Syntax(NAMES[0]))?;
+    after(&mut at, 0)?;
+    let dst = ipv4_at(rest, &mut at).ok_or(ProxyError::V1Syntax(NAMES[1]))?;
+    after(&mut at, 1)?;
+    let sport = port_at(rest, &mut at).ok_or(ProxyError::V1Syntax(NAMES[2]))?;
+    after(&mut at, 2)?;
+    let dport = port_at(rest, &mut at).ok_or(ProxyError::V1Syntax(NAMES[3]))?;
+    after(&mut at, 3)?;
+    Ok((
+        SocketAddr::new(IpAddr::V4(src), sport),
+        SocketAddr::new(IpAddr::V4(dst), dport),
+    ))
+}
+
+/// The dotted quad that starts at `*at` in `s`, as [`v1_ipv4`] reads a
+/// field, leaving `*at` on the byte after its last digit (which the caller
+/// checks). `None` for a part of no digits, of more than three, with a
+/// leading zero or above 255, or fewer than four parts.
+#[inline]
+fn ipv4_at(s: &[u8], at: &mut usize) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    for (i, octet) in octets.iter_mut().enumerate() {
+        if i > 0 {
+            if s.get(*at) != Some(&b'.') {
+                return None;
+            }
+            *at += 1;
+        }
+        let start = *at;
+        let mut n: u16 = 0;
+        while let Some(&d) = s.get(*at).filter(|d| d.is_ascii_digit()) {
+            if *at - start == 3 {
+                return None;
+            }
+            n = n * 10 + u16::from(d - b'0');
+            *at += 1;
+        }
+        let len = *at - start;
+        if len == 0 || (len > 1 && s.get(start) == Some(&b'0')) {
+            return None;
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    // A dot after the fourth part would make a fifth: the field is bad.
+    (s.get(*at) != Some(&b'.')).then(|| Ipv4Addr::from(octets))
+}
+
+/// The port that starts at `*at` in `s`, as [`v1_port`] reads a field,
+/// leaving `*at` on the byte after its last digit.
+#[inline]
+fn port_at(s: &[u8], at: &mut usize) -> Option<u16> {
+    let start = *at;
+    let mut n: u32 = 0;
+    while let Some(&d) = s.get(*at).filter(|d| d.is_ascii_digit()) {
+        if *at - start == 5 {
+            return None;
+        }
+        n = n * 10 + u32::from(d - b'0');
+        *at += 1;
+    }
+    let len = *at - start;
+    if len == 0 || (len > 1 && s.get(start) == Some(&b'0')) {
+        return None;
+    }
+    u16::try_from(n).ok()
 }
 
 /// The space-separated fields of a version 1 line, as `split(' ')` gives
@@ -542,6 +647,62 @@ mod tests {
         let (s, d) = h.addresses.unwrap();
         assert_eq!(s, "[2001:db8::1]:0".parse().unwrap());
         assert_eq!(d, "[::1]:65535".parse().unwrap());
+    }
+
+    #[test]
+    fn the_tcp4_pass_answers_as_the_general_path() {
+        // Every combination of good and bad fields, separators and endings:
+        // the one-pass TCP4 reader gives what splitting the line gives.
+        let addrs = [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1.2.3.4.",
+            "1..3.4",
+            "1.2.3.4x",
+            "1234.1.1.1",
+            "",
+            "a",
+        ];
+        let ports = [
+            "0", "443", "65535", "65536", "00", "012", "123456", "", "1x", " ",
+        ];
+        let mut lines = Vec::new();
+        for src in addrs {
+            for dst in ["198.51.100.2", addrs[3], addrs[6], ""] {
+                for sport in ports {
+                    for dport in ["443", ports[3], ports[5], ports[8], ""] {
+                        lines.push(format!("{src} {dst} {sport} {dport}"));
+                    }
+                }
+            }
+        }
+        let mut endings = Vec::new();
+        for cut in 0..30 {
+            endings.push(
+                "192.0.2.1 198.51.100.2 56324 443 x"
+                    .get(..cut)
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        lines.extend(endings);
+        lines.extend(
+            [
+                "1.2.3.4  5.6.7.8 1 2",
+                "1.2.3.4 5.6.7.8 1 2 ",
+                "1.2.3.4 5.6.7.8 1  2",
+            ]
+            .map(String::from),
+        );
+        for rest in &lines {
+            let general = v1_fields(format!("TCP4 {rest}").as_bytes());
+            assert_eq!(v1_tcp4(rest.as_bytes()), general, "{rest:?}");
+        }
     }
 
     #[test]
