@@ -2,6 +2,7 @@
 
     python bench/instructions.py [--server ferrowsgi] [--app apps.hello:app]
                                  [--low 300] [--high 900] [--option=--timeout=0 ...]
+                                 [--body BYTES]
 
 The VM this project is measured on exposes no hardware counter, so `perf stat -e
 instructions` cannot count; callgrind can (user space only: the kernel's share, most of a
@@ -11,8 +12,10 @@ difference of the two totals divided by HIGH - LOW is the cost of one request wi
 start-up and shutdown. Per shared object and the top functions are printed from the same
 difference. ``--server`` counts a peer instead (one that bench/launch.py starts, such as
 fastwsgi or bjoern), so that the user-space work of two servers around the same application
-can be set side by side without the machine's noise. Needs valgrind (Debian package) and
-the bench virtual environment (bench/.venv, made by run.py); takes a few minutes.
+can be set side by side without the machine's noise. ``--body N`` sends POST requests with
+an N-byte body instead (for ``apps.echo:app``, whose answer is the body's length). Needs
+valgrind (Debian package) and the bench virtual environment (bench/.venv, made by run.py);
+takes a few minutes.
 """
 
 from __future__ import annotations
@@ -41,8 +44,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def drive(port: int, n: int, expect: bytes) -> None:
-    """Send ``n`` GET / on one keep-alive connection, each after the previous answer."""
+def drive(port: int, n: int, expect: bytes, body: int = 0) -> None:
+    """Send ``n`` requests on one keep-alive connection, each after the previous answer.
+
+    GET / without a body, or with ``body`` > 0 a POST / carrying that many bytes.
+    """
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -53,6 +59,12 @@ def drive(port: int, n: int, expect: bytes) -> None:
                 sys.exit("the server under valgrind did not start")
             time.sleep(0.2)
     request = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+    if body:
+        request = (
+            b"POST / HTTP/1.1\r\nHost: bench\r\nContent-Type: application/octet-stream\r\n"
+            + f"Content-Length: {body}\r\n\r\n".encode()
+            + b"x" * body
+        )
     with sock:
         for i in range(n):
             sock.sendall(request)
@@ -65,7 +77,13 @@ def drive(port: int, n: int, expect: bytes) -> None:
 
 
 def profile(
-    server: str, app: str, n: int, out: Path, expect: bytes, options: list[str] | None = None
+    server: str,
+    app: str,
+    n: int,
+    out: Path,
+    expect: bytes,
+    options: list[str] | None = None,
+    body: int = 0,
 ) -> None:
     port = free_port()
     # One file per process (%p): under a master, the worker is the process
@@ -83,7 +101,7 @@ def profile(
         argv, cwd=BENCH_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        drive(port, n, expect)
+        drive(port, n, expect, body)
         # ferrowsgi stops on SIGINT; a peer that ignores it is ended with
         # SIGTERM, which callgrind also dumps its counts for.
         proc.send_signal(signal.SIGINT)
@@ -144,6 +162,12 @@ def main() -> None:
     ap.add_argument("--high", type=int, default=900)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument(
+        "--body",
+        type=int,
+        default=0,
+        help="send POST requests with a body of this many bytes instead of GET (for apps.echo:app)",
+    )
+    ap.add_argument(
         "--option",
         action="append",
         default=[],
@@ -158,7 +182,7 @@ def main() -> None:
         results = []
         for n in (args.low, args.high):
             out = Path(d) / f"callgrind.{n}.out"
-            profile(args.server, args.app, n, out, args.expect.encode(), args.option)
+            profile(args.server, args.app, n, out, args.expect.encode(), args.option, args.body)
             files = sorted(Path(d).glob(f"callgrind.{n}.out.*"))
             worker = max(files, key=lambda f: int(f.suffix.lstrip(".")))
             results.append(costs(worker))
