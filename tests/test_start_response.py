@@ -79,6 +79,18 @@ def test_valid_status_is_sent_verbatim(errors_server: Server, status, code, reas
     assert resp.body == b"status was accepted"
 
 
+def test_latin1_status_and_headers_go_out_as_latin1_bytes(errors_server: Server) -> None:
+    # PEP 3333: status and headers are str of latin-1 characters, sent one byte each;
+    # str subclasses (stored apart from the object) are read the same way.
+    resp = errors_server.request("GET", "/latin1")
+    assert resp.status == 200
+    assert resp.body == b"latin-1 head"
+    assert resp.raw_head.startswith(b"HTTP/1.1 200 Caf\xe9\r\n")
+    assert b"\r\nX-Latin: caf\xe9 \xff\r\n" in resp.raw_head
+    assert b"\r\nX-Sub: sub-class value\r\n" in resp.raw_head
+    assert b"\r\nX-Sub-Latin: \xe9t\xe9\r\n" in resp.raw_head
+
+
 # --- headers ----------------------------------------------------------------------------------
 
 BAD_HEADER_CASES = [

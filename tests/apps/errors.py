@@ -10,7 +10,8 @@ status S; ``/status_obj?kind=int|bytes|none`` a status that is not a str; ``/hea
 a bad header (see BAD_HEADERS); ``/hop?name=N&value=V`` a hop-by-hop header; ``/conn_close``
 sends Connection: close; ``/twice`` calls start_response twice;
 ``/exc_replace`` replaces the headers with exc_info before anything is sent;
-``/exc_reraise`` calls start_response with exc_info after the headers went out.
+``/exc_reraise`` calls start_response with exc_info after the headers went out;
+``/latin1`` sends a status and headers with latin-1 (non-ASCII) text and str subclasses.
 """
 
 import sys
@@ -39,6 +40,10 @@ BAD_HEADERS = {
 
 class Boom(Exception):
     pass
+
+
+class Text(str):
+    """A str subclass: CPython stores its characters apart from the object."""
 
 
 def _mid(tag):
@@ -112,6 +117,15 @@ def app(environ, start_response):
         except Boom:
             start_response("500 Oops", [TEXT, ("X-Second", "yes")], sys.exc_info())
         return [b"replaced"]
+    if path == "/latin1":
+        headers = [
+            TEXT,
+            ("X-Latin", "caf\xe9 \xff"),
+            (Text("X-Sub"), Text("sub-class value")),
+            ("X-Sub-Latin", Text("\xe9t\xe9")),
+        ]
+        start_response(Text("200 Caf\xe9"), headers)
+        return [b"latin-1 head"]
     if path == "/exc_reraise":
         start_response("200 OK", [TEXT])
         return _reraise(start_response, tag)
