@@ -280,10 +280,12 @@ impl EnvTemplate {
         // twice (16 to 32 to 64 slots) cost about 2,000 instructions per
         // request, a sixth of a hello request's user-space total.
         let keys = Keys::new(py);
+        // Most requests have no query: theirs is the template's empty one,
+        // and only a query sets the key.
+        t.set_item(&keys.query_string, PyString::new(py, ""))?;
         for key in [
             &keys.request_method,
             &keys.path_info,
-            &keys.query_string,
             &keys.raw_uri,
             &keys.request_uri,
             &keys.server_protocol,
@@ -337,13 +339,15 @@ impl EnvTemplate {
     /// The environ key for a header name, or `None` for a name that must be
     /// dropped (one with '_', which could pose as a '-' header).
     fn header_key<'py>(&self, py: Python<'py>, name: &[u8]) -> Option<Bound<'py, PyString>> {
-        if name.contains(&b'_') {
-            return None;
-        }
+        // The common names have no '_', so the scan for one is needed only
+        // for the others.
         for (n, k) in &self.headers {
             if eq_lowercase(name, n) {
                 return Some(k.bind(py).clone());
             }
+        }
+        if name.contains(&b'_') {
+            return None;
         }
         let mut key = Vec::with_capacity(5 + name.len());
         key.extend_from_slice(b"HTTP_");
@@ -453,7 +457,9 @@ impl EnvTemplate {
             };
             env.set_item(&k.path_info, path_info)?;
         }
-        env.set_item(&k.query_string, latin1_str(py, head.query())?)?;
+        if !head.query().is_empty() {
+            env.set_item(&k.query_string, latin1_str(py, head.query())?)?;
+        }
         let raw = latin1_str(py, head.target())?;
         env.set_item(&k.raw_uri, &raw)?;
         env.set_item(&k.request_uri, raw)?;
