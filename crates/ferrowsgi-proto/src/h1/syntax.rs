@@ -74,26 +74,40 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(trim_ows)
 }
 
+/// `unreserved / sub-delims` of RFC 3986 §2, as a 256-entry table (the
+/// Host of every request is checked against it).
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        i += 1;
+    }
+    t
+};
+
 /// `unreserved / sub-delims` of RFC 3986 §2.
+#[inline]
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-        )
+    REG_NAME[usize::from(b)]
 }
 
 /// Whether `host` is a non-empty `reg-name` or `IPv4address` (RFC 3986 §3.2.2),
@@ -101,6 +115,11 @@ fn is_reg_name_byte(b: u8) -> bool {
 fn is_reg_name(host: &[u8]) -> bool {
     if host.is_empty() {
         return false;
+    }
+    // A name without percent-encodings (nearly every one) is checked in one
+    // pass without branches; only one that fails it is walked for '%XX'.
+    if host.iter().fold(true, |ok, &b| ok & is_reg_name_byte(b)) {
+        return true;
     }
     let mut i = 0;
     while i < host.len() {
@@ -219,5 +238,14 @@ mod tests {
         assert!(is_field_value_byte(b'\t') && is_field_value_byte(0x80));
         assert!(!is_field_value_byte(0) && !is_field_value_byte(0x7f));
         assert!(!is_target_byte(b'#') && !is_target_byte(b' ') && !is_target_byte(0xc3));
+    }
+
+    #[test]
+    fn reg_name_table_is_rfc3986_unreserved_and_sub_delims() {
+        let allowed: &[u8] = b"-._~!$&'()*+,;=";
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || allowed.contains(&b);
+            assert_eq!(is_reg_name_byte(b), expected, "byte {b:#04x}");
+        }
     }
 }
