@@ -926,6 +926,8 @@ impl<H: Handler> EventLoop<H> {
         let cfg = Arc::clone(&self.server.cfg);
         let read_cap = cfg.limits.max_head_size + READ_CHUNK;
         let mut turn = 0usize;
+        // Input was read and the connection's `since` is still to be set.
+        let mut stamp_due = false;
         match self.conns.get_mut(key) {
             // A read edge is remembered until the socket is read: with
             // edge-triggered readiness, an edge that arrives while a paused
@@ -1010,17 +1012,19 @@ impl<H: Handler> EventLoop<H> {
                     read_cap
                 };
                 match conn.fill(cap) {
-                    Ok(_) => {
-                        if !conn.input().is_empty() || conn.pending.is_some() {
-                            conn.since = Instant::now();
-                        }
-                    }
+                    // The connection's clock restarts with what was read;
+                    // it is stamped below, where the request's outcome is
+                    // known (a request served here stamps it when done).
+                    Ok(_) => stamp_due = !conn.input().is_empty() || conn.pending.is_some(),
                     Err(_) => return self.remove(key),
                 }
             }
             match conn.next_request(&cfg) {
                 Next::Ready(req) => {
                     if let Some(pool) = &self.pool {
+                        if std::mem::take(&mut stamp_due) {
+                            conn.since = Instant::now();
+                        }
                         if !register_once(conn, &self.server.poll, key) {
                             return self.remove(key);
                         }
@@ -1051,6 +1055,7 @@ impl<H: Handler> EventLoop<H> {
                         self.watch.as_deref(),
                         None,
                     );
+                    stamp_due = false;
                     conn.since = Instant::now();
                     conn.read_due |= conn.maybe_more;
                     turn += 1;
@@ -1068,8 +1073,16 @@ impl<H: Handler> EventLoop<H> {
                         return;
                     }
                 }
-                Next::Close => conn.state = ConnState::CloseAfterFlush,
+                Next::Close => {
+                    if std::mem::take(&mut stamp_due) {
+                        conn.since = Instant::now();
+                    }
+                    conn.state = ConnState::CloseAfterFlush;
+                }
                 Next::Wait => {
+                    if std::mem::take(&mut stamp_due) {
+                        conn.since = Instant::now();
+                    }
                     if conn.maybe_more {
                         conn.read_due = true;
                         continue;
@@ -1099,14 +1112,19 @@ impl<H: Handler> EventLoop<H> {
         let Some(Slot::Here(conn)) = self.conns.get_mut(key) else {
             return;
         };
+        // A list started just now is not old: its age is read only when it
+        // was started earlier (one clock read per answer fewer).
+        let mut started = false;
         if !conn.deferred {
             conn.deferred = true;
             if self.deferred.is_empty() {
                 self.deferred_since = Instant::now();
+                started = true;
             }
             self.deferred.push(key);
         }
-        if self.deferred.len() >= DEFER_MAX_CONNS || self.deferred_since.elapsed() >= DEFER_MAX_WAIT
+        if self.deferred.len() >= DEFER_MAX_CONNS
+            || (!started && self.deferred_since.elapsed() >= DEFER_MAX_WAIT)
         {
             self.flush_deferred();
         }
