@@ -91,6 +91,27 @@ def test_latin1_status_and_headers_go_out_as_latin1_bytes(errors_server: Server)
     assert b"\r\nX-Sub-Latin: \xe9t\xe9\r\n" in resp.raw_head
 
 
+@pytest.mark.parametrize(
+    "form", ["keywords", "headers_keyword", "exc_info_keyword", "exc_info_none"]
+)
+def test_start_response_takes_its_arguments_by_position_or_name(
+    errors_server: Server, form: str
+) -> None:
+    resp = errors_server.request("GET", f"/call?form={form}")
+    assert (resp.status, resp.body) == (200, b"called")
+
+
+@pytest.mark.parametrize(
+    "form", ["no_arguments", "no_headers", "four_positional", "unknown_keyword", "status_twice"]
+)
+def test_start_response_called_wrongly_is_a_type_error(errors_server: Server, form: str) -> None:
+    before = errors_server.stderr_text().count("TypeError: start_response()")
+    assert_app_error_500(errors_server, f"/call?form={form}")
+    assert wait_until(
+        lambda: errors_server.stderr_text().count("TypeError: start_response()") > before
+    ), errors_server.stderr_text()[-2000:]
+
+
 # --- headers ----------------------------------------------------------------------------------
 
 BAD_HEADER_CASES = [

@@ -11,7 +11,8 @@ a bad header (see BAD_HEADERS); ``/hop?name=N&value=V`` a hop-by-hop header; ``/
 sends Connection: close; ``/twice`` calls start_response twice;
 ``/exc_replace`` replaces the headers with exc_info before anything is sent;
 ``/exc_reraise`` calls start_response with exc_info after the headers went out;
-``/latin1`` sends a status and headers with latin-1 (non-ASCII) text and str subclasses.
+``/latin1`` sends a status and headers with latin-1 (non-ASCII) text and str subclasses;
+``/call?form=F`` calls start_response with the arguments of form F (see CALL_FORMS).
 """
 
 import sys
@@ -35,6 +36,21 @@ BAD_HEADERS = {
     "name_crlf": [("X-Injected: yes\r\nX-Bad", "v")],
     "three_tuple": [("X-Bad", "v", "extra")],
     "headers_tuple": (("X-Bad", "tuple-of-headers"),),
+}
+
+
+CALL_FORMS = {
+    # Accepted: the parameters are (status, headers, exc_info=None), by position or name.
+    "keywords": ((), {"status": "200 OK", "headers": [TEXT]}),
+    "headers_keyword": (("200 OK",), {"headers": [TEXT]}),
+    "exc_info_keyword": (("200 OK", [TEXT]), {"exc_info": None}),
+    "exc_info_none": (("200 OK", [TEXT], None), {}),
+    # Refused with a TypeError.
+    "no_arguments": ((), {}),
+    "no_headers": (("200 OK",), {}),
+    "four_positional": (("200 OK", [TEXT], None, None), {}),
+    "unknown_keyword": (("200 OK", [TEXT]), {"bogus": 1}),
+    "status_twice": (("200 OK", [TEXT]), {"status": "200 OK"}),
 }
 
 
@@ -117,6 +133,10 @@ def app(environ, start_response):
         except Boom:
             start_response("500 Oops", [TEXT, ("X-Second", "yes")], sys.exc_info())
         return [b"replaced"]
+    if path == "/call":
+        args, kwargs = CALL_FORMS[qs["form"]]
+        start_response(*args, **kwargs)
+        return [b"called"]
     if path == "/latin1":
         headers = [
             TEXT,

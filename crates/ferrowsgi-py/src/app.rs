@@ -44,6 +44,9 @@ pub(crate) struct PyHandler {
 #[derive(Debug)]
 struct RequestObjects {
     sr: Py<StartResponse>,
+    /// `start_response` as the application gets it, bound to `sr`
+    /// ([`crate::start_response::callable`]).
+    call: Py<PyAny>,
     write: Py<Write>,
     input: Py<InputStream>,
     errors: Py<ErrorStream>,
@@ -56,8 +59,10 @@ impl RequestObjects {
         sr.get().keep_write(write.clone_ref(py));
         let input = Py::new(py, InputStream::new(sr.clone_ref(py)))?;
         let errors = Py::new(py, ErrorStream::new())?;
+        let call = crate::start_response::callable(py, &sr)?;
         Ok(RequestObjects {
             sr,
+            call,
             write,
             input,
             errors,
@@ -65,12 +70,14 @@ impl RequestObjects {
     }
 
     /// Whether these are the only references: one to each object, plus
-    /// `start_response`'s to `write` and theirs and the input's to it.
+    /// `start_response`'s to `write` and theirs, the input's and the bound
+    /// function's to it.
     fn unshared(&self, _py: Python<'_>) -> bool {
         refcnt(&self.input) == 1
             && refcnt(&self.errors) == 1
+            && refcnt(&self.call) == 1
             && refcnt(&self.write) == 2
-            && refcnt(&self.sr) == 3
+            && refcnt(&self.sr) == 4
     }
 }
 
@@ -240,7 +247,8 @@ impl PyHandler {
         let sr = objects.sr.bind(py);
         let slot = &sr.get().slot;
         let guard = slot.fill(ex);
-        let (sent, result) = match self.app.bind(py).call1((environ, sr)) {
+        let call = objects.call.bind(py);
+        let (sent, result) = match self.app.bind(py).call1((environ, call)) {
             Err(e) => (Sent::AppError(e), None),
             Ok(result) => (send_result(py, slot, sr.get(), &result), Some(result)),
         };
