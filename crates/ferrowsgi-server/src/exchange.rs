@@ -1568,8 +1568,10 @@ impl<'a> Exchange<'a> {
     /// Closes the exchange after the handler returned: finishes a response
     /// the handler left open, decides whether the connection stays open,
     /// arranges for an unread body to be discarded, and writes the access
-    /// log line.
-    pub(crate) fn complete(mut self) {
+    /// log line. The last call on an exchange (it takes what the next
+    /// request reuses); taking `self` by reference spares copying the
+    /// whole exchange, about 500 bytes, into the call.
+    pub(crate) fn complete(&mut self) {
         if let Err(e) = self.release_held() {
             let _ = self.write_failed(e);
         }
@@ -1624,7 +1626,7 @@ impl<'a> Exchange<'a> {
                 response_headers: &self.st.logged_headers,
             });
         }
-        self.conn.spare_head = self.st.req.head.into_storage();
+        self.conn.spare_head = self.st.req.head.take_storage();
     }
 }
 
