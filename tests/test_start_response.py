@@ -150,6 +150,12 @@ def test_bad_header_is_app_error(errors_server: Server, case: str) -> None:
         ("TE", "trailers"),
         ("Trailer", "X-Checksum"),
         ("Proxy-Connection", "keep-alive"),
+        ("Proxy-Authenticate", "Basic"),
+        ("PROXY-AUTHORIZATION", "Basic eA=="),
+        ("Trailers", "x"),
+        ("te", "trailers"),
+        ("UPGRADE", "h2c"),
+        ("Connection", "closed"),
     ],
 )
 def test_hop_by_hop_header_is_app_error(errors_server: Server, name: str, value: str) -> None:

@@ -12,21 +12,28 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use crate::input::{io_error, Slot};
 
-/// Response headers an application may not set (PEP 3333 "hop-by-hop"),
-/// except `Connection: close`, which asks the server to close after the
-/// response and is honoured.
-const HOP_BY_HOP: &[&[u8]] = &[
-    b"connection",
-    b"keep-alive",
-    b"proxy-authenticate",
-    b"proxy-authorization",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"trailers",
-    b"transfer-encoding",
-    b"upgrade",
-];
+/// Whether `name` is a response header an application may not set (PEP 3333
+/// "hop-by-hop"), ignoring case: Connection, Keep-Alive,
+/// Proxy-Authenticate, Proxy-Authorization, Proxy-Connection, TE, Trailer,
+/// Trailers, Transfer-Encoding and Upgrade. (`Connection: close` is let
+/// through by the caller: it asks the server to close after the response.)
+/// The length picks the names to compare with, so a usual name
+/// (`Content-Type`, `Content-Length`: no hop-by-hop name is as long) is
+/// compared with none.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    let candidates: &[&[u8]] = match name.len() {
+        2 => &[b"te"],
+        7 => &[b"trailer", b"upgrade"],
+        8 => &[b"trailers"],
+        10 => &[b"connection", b"keep-alive"],
+        16 => &[b"proxy-connection"],
+        17 => &[b"transfer-encoding"],
+        18 => &[b"proxy-authenticate"],
+        19 => &[b"proxy-authorization"],
+        _ => return false,
+    };
+    candidates.iter().any(|h| eq_lowercase(name, h))
+}
 
 /// What `start_response` was given, validated and serialised.
 #[derive(Debug, Default, Clone)]
@@ -153,14 +160,16 @@ fn validate(
                 String::from_utf8_lossy(&name)
             )));
         }
-        let hop = HOP_BY_HOP.iter().any(|h| eq_lowercase(&name, h));
-        if hop && !(eq_lowercase(&name, b"connection") && value.eq_ignore_ascii_case(b"close")) {
+        if is_hop_by_hop(&name)
+            && !(eq_lowercase(&name, b"connection") && value.eq_ignore_ascii_case(b"close"))
+        {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {:?} is not allowed from a WSGI application",
                 String::from_utf8_lossy(&name)
             )));
         }
-        if eq_lowercase(&name, b"content-length")
+        if name.len() == 14
+            && eq_lowercase(&name, b"content-length")
             && (value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit))
         {
             return Err(PyValueError::new_err(format!(
