@@ -8,6 +8,7 @@
 use memchr::memchr;
 
 use super::head::{BodyKind, Span, Version};
+use super::response::eq_lowercase;
 use super::syntax::{is_token, is_valid_host, list_elements, trim_ows};
 use crate::ParseError;
 
@@ -81,18 +82,21 @@ pub(crate) struct Verdict {
 impl Fields {
     /// Records one header line; `head` is the buffer `value` points into.
     pub(crate) fn on_header(&mut self, head: &[u8], name: &[u8], value: &[u8], span: Span) {
+        // `eq_lowercase` folds only the constant's letters, in a loop without
+        // branches: every request's Host, and the Content-Type and
+        // Content-Length of one with a body, are compared here.
         match name.len() {
-            4 if name.eq_ignore_ascii_case(b"host") => {
+            4 if eq_lowercase(name, b"host") => {
                 self.host_count += 1;
                 self.host.get_or_insert(span);
             }
-            6 if name.eq_ignore_ascii_case(b"expect") => self.on_expect(value),
-            10 if name.eq_ignore_ascii_case(b"connection") => self.on_connection(value),
-            12 if name.eq_ignore_ascii_case(b"content-type") => self.on_content_type(head, span),
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            6 if eq_lowercase(name, b"expect") => self.on_expect(value),
+            10 if eq_lowercase(name, b"connection") => self.on_connection(value),
+            12 if eq_lowercase(name, b"content-type") => self.on_content_type(head, span),
+            14 if eq_lowercase(name, b"content-length") => {
                 self.on_content_length(head, value);
             }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+            17 if eq_lowercase(name, b"transfer-encoding") => {
                 self.on_transfer_encoding(value);
             }
             _ => {}
