@@ -2,7 +2,7 @@
 //! header fields) and framing what goes out (chunks, lengths, Date, canned
 //! error responses).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::syntax;
 
@@ -160,6 +160,16 @@ impl DateCache {
     /// The current date as an IMF-fixdate (29 bytes), for the `Date` header.
     pub fn get(&mut self) -> &[u8] {
         self.refresh(SystemTime::now());
+        &self.date
+    }
+
+    /// The date for `second` (whole seconds since 1970, as `time(2)` gives
+    /// them), formatted only when it is not the cached one's: for a caller
+    /// that has the seconds from a cheaper clock than [`SystemTime`].
+    pub fn get_at(&mut self, second: u64) -> &[u8] {
+        if second != self.second {
+            self.refresh(UNIX_EPOCH + Duration::from_secs(second));
+        }
         &self.date
     }
 
@@ -397,6 +407,11 @@ mod tests {
         let mut fixed = DateCache::default();
         fixed.refresh(UNIX_EPOCH + std::time::Duration::from_secs(784_111_777));
         assert_eq!(&fixed.date, b"Sun, 06 Nov 1994 08:49:37 GMT");
+        // By whole seconds: the same text for the same second, the next
+        // one's for the next.
+        assert_eq!(fixed.get_at(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(fixed.get_at(784_111_778), b"Sun, 06 Nov 1994 08:49:38 GMT");
+        assert_eq!(fixed.get_at(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
     }
 
     #[test]
