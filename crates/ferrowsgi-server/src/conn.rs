@@ -691,17 +691,25 @@ impl Conn {
                         // application reads it from the socket as it comes.
                         return Next::Ready(pending);
                     }
-                    self.pending = Some(Box::new(pending));
+                    // A body that is all in the buffer already (the usual
+                    // small POST) is read without boxing the request; only
+                    // one that has to wait for more bytes is kept boxed.
+                    return self.read_body(pending, cfg);
                 }
             }
         }
-        // Read the whole body before calling the application: up to
-        // BODY_BUFFER in memory, the rest spooled to a temporary file, so a
-        // slow uploader holds no application thread and memory stays flat.
-        // Clients allowed to stream (`--stream-bodies`) skip the file.
-        let Some(mut p) = self.pending.take() else {
+        let Some(p) = self.pending.take() else {
             return Next::Wait;
         };
+        self.read_body(*p, cfg)
+    }
+
+    /// Reads the whole body before calling the application: up to
+    /// BODY_BUFFER in memory, the rest spooled to a temporary file, so a
+    /// slow uploader holds no application thread and memory stays flat.
+    /// Clients allowed to stream (`--stream-bodies`) skip the file. A
+    /// request whose body is not all there yet waits in `self.pending`.
+    fn read_body(&mut self, mut p: Pending, cfg: &Config) -> Next {
         loop {
             if let Some(e) = p.spool.as_mut().and_then(|s| s.failed.take()) {
                 return self.spool_failed(&e);
@@ -716,7 +724,7 @@ impl Conn {
                 // refusal of a request id that came during the body) goes
                 // out before the response, not after it.
                 p.decoder.take_output(&mut self.io.wbuf);
-                return Next::Ready(*p);
+                return Next::Ready(p);
             }
             if let Some(remaining) = p.decoder.remaining_hint().filter(|_| p.decoder.is_plain()) {
                 // A Content-Length body: one that cannot stay in memory goes
@@ -751,7 +759,7 @@ impl Conn {
                         return Next::Close;
                     }
                     self.ask_for_body(&mut p);
-                    self.pending = Some(p);
+                    self.pending = Some(Box::new(p));
                     return Next::Wait;
                 }
             }
@@ -759,7 +767,7 @@ impl Conn {
                 if cfg.stream_bodies.applies(self.peer.is_local) {
                     // A chunked body past the buffer, from a client allowed
                     // to stream: the application reads the rest as it comes.
-                    return Next::Ready(*p);
+                    return Next::Ready(p);
                 }
                 let spooled = match p.spool.as_mut() {
                     Some(spool) => spool.append(&mut p.body),
@@ -794,7 +802,7 @@ impl Conn {
                             return Next::Close;
                         }
                         self.ask_for_body(&mut p);
-                        self.pending = Some(p);
+                        self.pending = Some(Box::new(p));
                         return Next::Wait;
                     }
                 }
