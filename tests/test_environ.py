@@ -184,6 +184,37 @@ def test_non_ascii_header_value_is_latin1(echo_server: Server) -> None:
     assert resp.json()["environ"]["HTTP_X_BIN"] == "caf\xc3\xa9"
 
 
+def test_each_request_on_a_connection_sees_its_own_host(echo_server: Server) -> None:
+    # A keep-alive connection's environ template keeps the Host of one request; every
+    # request still gets its own Host field's value, or none when it sent none.
+    sent = [
+        ("/", "a.example"),
+        ("/", "a.example"),
+        ("/", "a.example"),
+        ("/", "b.example:8080"),
+        ("/", None),  # HTTP/1.0 without a Host line
+        ("/", "A.EXAMPLE"),
+        ("http://c.example/", "a.example"),  # the target's authority wins
+        ("/", "a.example"),
+    ]
+    with RawConn(echo_server.addr) as c:
+        for target, host in sent:
+            if host is None:
+                c.request("GET", target, version="HTTP/1.0", headers=[("Connection", "keep-alive")])
+            else:
+                c.request("GET", target, headers=[("Host", host)])
+            resp = c.read_response()
+            assert resp.status == 200, (resp.status, resp.body[:300])
+            env = resp.json()["environ"]
+            if host is None:
+                assert "HTTP_HOST" not in env, env
+            elif target.startswith("http://"):
+                assert env["HTTP_HOST"] == "c.example"
+            else:
+                assert env["HTTP_HOST"] == host
+            assert not resp.closes
+
+
 def test_all_cgi_values_are_str(echo_server: Server) -> None:
     doc = echo(echo_server, "/x?y=1", headers=[("X-A", "b")])
     assert doc["non_str_keys"] == []

@@ -484,10 +484,15 @@ impl EnvTemplate {
                     self.set_peer(py, &dict, p, peer)?;
                     dict.set_item(&k.request_method, &method_str)?;
                     dict.set_item(&k.server_protocol, protocol)?;
+                    let host = host_field(head);
+                    if let Some(h) = host {
+                        dict.set_item(&k.http_host, latin1_str(py, h)?)?;
+                    }
                     let _ = p.base.set(ConnBase {
                         dict: dict.unbind(),
                         method: method_str.unbind(),
                         protocol: protocol.clone_ref(py),
+                        host: host.map(Box::from),
                     });
                 }
             }
@@ -514,9 +519,20 @@ impl EnvTemplate {
         // the trust check runs only for a request that has one.
         let mut trusted: Option<bool> = None;
         let mut forwarded: Option<ForwardedHeaders<'_>> = None;
+        // The Host the connection's template holds, and whether this
+        // request has a Host line (HTTP/1.x allows one at most: the parser
+        // refuses a second).
+        let base_host = base.and_then(|b| b.host.as_deref());
+        let mut host_line = false;
         for (i, (name, value)) in head.headers().enumerate() {
             if eq_lowercase(name, b"content-type") || eq_lowercase(name, b"content-length") {
                 continue;
+            }
+            if base_host.is_some() && eq_lowercase(name, b"host") {
+                host_line = true;
+                if base_host == Some(value) {
+                    continue;
+                }
             }
             if let Some(kind) = header_kind(name) {
                 if !*trusted.get_or_insert_with(|| {
@@ -556,6 +572,11 @@ impl EnvTemplate {
                 }
                 None => env.set_item(&key, value)?,
             }
+        }
+        if base_host.is_some() && !host_line {
+            // A request without a Host line (HTTP/1.0) on a connection whose
+            // template has one.
+            env.del_item(&k.http_host)?;
         }
         if head.scheme().is_some() {
             // RFC 9112 §3.2.2: the authority of an absolute-form target
@@ -966,6 +987,13 @@ fn split_host_port(h: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// The value of the request's Host line, if it has one.
+fn host_field(head: &RequestHead) -> Option<&[u8]> {
+    head.headers()
+        .find(|(n, _)| eq_lowercase(n, b"host"))
+        .map(|(_, v)| v)
+}
+
 /// The connection's addresses as Python strings, made once per connection
 /// and kept in [`PeerInfo::ext`], and the connection's own environ template.
 struct PeerStrings {
@@ -985,10 +1013,17 @@ struct PeerStrings {
 /// connection copies it, and sets those two only if its own differ.
 /// Setting an environ key costs about 190 instructions; the five address
 /// keys and these two were a tenth of a hello request's user-space total.
+///
+/// The Host field too: a client sends the same one on every request of a
+/// connection, so the template holds `HTTP_HOST` for it, and a request
+/// whose Host is that one (byte for byte) sets nothing for it.
 struct ConnBase {
     dict: Py<PyDict>,
     method: Py<PyString>,
     protocol: Py<PyString>,
+    /// The Host field's value that `dict` holds as `HTTP_HOST` (`None`: the
+    /// request it was made for had no Host field, nor has `dict` one).
+    host: Option<Box<[u8]>>,
 }
 
 impl PeerStrings {
