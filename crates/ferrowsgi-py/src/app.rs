@@ -578,7 +578,10 @@ fn send_iter(slot: &Slot, sr: &StartResponse, it: &mut Bound<'_, PyIterator>) ->
         }
         let sent = slot.with(|ex| {
             if !ex.is_committed() {
-                let head = sr.head().clone();
+                // start_stream never waits (the head goes into the buffer),
+                // so the head stays borrowed rather than copied, as in
+                // send_blocks: a Flask or Django response is an iterator.
+                let head = sr.head();
                 if !head.called {
                     return Err(not_started());
                 }
