@@ -54,6 +54,8 @@ class ErrorStream:
     def flush(self) -> None: ...
 
 class StartResponse:
+    # Applications are given a builtin function bound to one of these (its
+    # __self__), with the same parameters.
     def __call__(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
     ) -> Write: ...
