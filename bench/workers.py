@@ -151,7 +151,11 @@ def wrk(
 
 
 def overhead(args) -> None:
-    apps = {"hello": ("hello", "/", None), "echo": ("echo", "/", "post.lua")}
+    apps = {
+        "hello": ("hello", "/", None),
+        "echo": ("echo", "/", "post.lua"),
+        "flask_json": ("flask_json", "/", None),
+    }
     for name in args.apps.split(","):
         mod, path, script = apps[name]
         results: dict[str, list[float]] = {"single": [], "w1": []}
@@ -358,7 +362,7 @@ def main() -> None:
     o = sub.add_parser("overhead")
     o.add_argument("--rounds", type=int, default=4)
     o.add_argument("--duration", type=int, default=5)
-    o.add_argument("--apps", default="hello,echo")
+    o.add_argument("--apps", default="hello,echo,flask_json")
     s = sub.add_parser("spread")
     s.add_argument("--duration", type=int, default=5)
     s.add_argument("--strace", action="store_true")
