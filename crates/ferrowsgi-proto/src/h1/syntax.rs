@@ -1,34 +1,25 @@
 //! Character classes and small grammar checks shared by the head parser, the
 //! body decoder and the response side (RFC 9110 §5.6, RFC 3986 §3.2.2).
 
-/// `tchar` of RFC 9110 §5.6.2, as a 256-entry table.
-static TCHAR: [bool; 256] = {
+/// A 256-entry table of the bytes that are ASCII letters or digits or one
+/// of `extra`.
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
     let mut t = [false; 256];
     let mut i = 0;
     while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
+        t[i] = (i as u8).is_ascii_alphanumeric();
         i += 1;
     }
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
     t
-};
+}
+
+/// `tchar` of RFC 9110 §5.6.2, as a 256-entry table.
+static TCHAR: [bool; 256] = byte_class(b"!#$%&'*+-.^_`|~");
 
 /// Whether `b` is a `tchar` (RFC 9110 §5.6.2).
 #[inline]
@@ -78,33 +69,7 @@ pub(crate) fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// `unreserved / sub-delims` of RFC 3986 §2, as a 256-entry table (the
 /// Host of every request is checked against it).
-static REG_NAME: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut i = 0;
-    while i < 256 {
-        let b = i as u8;
-        t[i] = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            );
-        i += 1;
-    }
-    t
-};
+static REG_NAME: [bool; 256] = byte_class(b"-._~!$&'()*+,;=");
 
 /// `unreserved / sub-delims` of RFC 3986 §2.
 #[inline]
