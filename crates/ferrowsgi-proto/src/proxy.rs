@@ -310,20 +310,7 @@ fn ipv4_at(s: &[u8], at: &mut usize) -> Option<Ipv4Addr> {
             }
             *at += 1;
         }
-        let start = *at;
-        let mut n: u16 = 0;
-        while let Some(&d) = s.get(*at).filter(|d| d.is_ascii_digit()) {
-            if *at - start == 3 {
-                return None;
-            }
-            n = n * 10 + u16::from(d - b'0');
-            *at += 1;
-        }
-        let len = *at - start;
-        if len == 0 || (len > 1 && s.get(start) == Some(&b'0')) {
-            return None;
-        }
-        *octet = u8::try_from(n).ok()?;
+        *octet = u8::try_from(number_at(s, at, 3)?).ok()?;
     }
     // A dot after the fourth part would make a fifth: the field is bad.
     (s.get(*at) != Some(&b'.')).then(|| Ipv4Addr::from(octets))
@@ -333,10 +320,19 @@ fn ipv4_at(s: &[u8], at: &mut usize) -> Option<Ipv4Addr> {
 /// leaving `*at` on the byte after its last digit.
 #[inline]
 fn port_at(s: &[u8], at: &mut usize) -> Option<u16> {
+    u16::try_from(number_at(s, at, 5)?).ok()
+}
+
+/// The decimal number of 1 to `max_digits` digits that starts at `*at` in
+/// `s`, without a leading zero (but `0` itself), leaving `*at` on the byte
+/// after its last digit; `None` for no digit, more digits or a leading
+/// zero.
+#[inline]
+fn number_at(s: &[u8], at: &mut usize, max_digits: usize) -> Option<u32> {
     let start = *at;
     let mut n: u32 = 0;
     while let Some(&d) = s.get(*at).filter(|d| d.is_ascii_digit()) {
-        if *at - start == 5 {
+        if *at - start == max_digits {
             return None;
         }
         n = n * 10 + u32::from(d - b'0');
@@ -346,7 +342,7 @@ fn port_at(s: &[u8], at: &mut usize) -> Option<u16> {
     if len == 0 || (len > 1 && s.get(start) == Some(&b'0')) {
         return None;
     }
-    u16::try_from(n).ok()
+    Some(n)
 }
 
 /// The space-separated fields of a version 1 line, as `split(' ')` gives
