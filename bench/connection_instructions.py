@@ -45,9 +45,7 @@ Needs valgrind (Debian package) for the counts, perf for ``--syscalls`` (as root
 from __future__ import annotations
 
 import argparse
-import glob
 import os
-import re
 import signal
 import socket
 import statistics
@@ -58,6 +56,9 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from proxy_protocol import callgrind_files_total  # noqa: E402
+
 HOST = "127.0.0.1"
 BODY = b"Hello, World!"
 
@@ -213,15 +214,7 @@ def callgrind_total(protocol: str, unix: bool, n: int, tmp: Path, server: str, u
             one(protocol, srv.addr, srv.port)
     finally:
         srv.stop()
-    total = 0
-    for path in glob.glob(f"{out}.*"):
-        for line in Path(path).read_text().splitlines():
-            m = re.match(r"^(?:summary|totals): (\d+)", line)
-            if m:
-                total += int(m.group(1))
-                break
-        os.unlink(path)
-    return total
+    return callgrind_files_total(f"{out}.*", remove=True)
 
 
 CALLS = (

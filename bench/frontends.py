@@ -41,6 +41,7 @@ from run import (
     stop,
     tree_cpu_seconds,
     tree_pids,
+    tree_ticks,
 )
 
 APP = "apps.hello:app"
@@ -270,16 +271,6 @@ def tree_kernel_ticks(root: int) -> int:
         fields = _stat_fields(pid)
         if fields:
             total += int(fields[12]) + int(fields[14])
-    return total
-
-
-def tree_ticks(root: int) -> int:
-    """Clock ticks of root's process tree in all (utime and stime, children's too)."""
-    total = 0
-    for pid in tree_pids(root):
-        fields = _stat_fields(pid)
-        if fields:
-            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
     return total
 
 

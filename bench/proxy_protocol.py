@@ -243,13 +243,21 @@ def callgrind_total(proxy: bool, connections: int, per_connection: int, out_dir:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    return callgrind_files_total(f"{out_dir}/{tag}.*")
+
+
+def callgrind_files_total(pattern: str, remove: bool = False) -> int:
+    """The instructions counted in the callgrind output files that match ``pattern`` (one
+    per process), summed; ``remove`` deletes the files once read."""
     total = 0
-    for path in glob.glob(f"{out_dir}/{tag}.*"):
+    for path in glob.glob(pattern):
         for line in Path(path).read_text().splitlines():
             m = re.match(r"^(?:summary|totals): (\d+)", line)
             if m:
                 total += int(m.group(1))
                 break
+        if remove:
+            os.unlink(path)
     return total
 
 

@@ -528,14 +528,19 @@ def tree_pids(root: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime (all threads) + reaped children's times, summed over the process tree."""
+def tree_ticks(root: int) -> int:
+    """Clock ticks of root's process tree: utime+stime (all threads) + reaped children's."""
     ticks = 0
     for pid in tree_pids(root):
         fields = _stat_fields(pid)
         if fields:
             ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    return ticks / CLK_TCK
+    return ticks
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime+stime (all threads) + reaped children's times, summed over the process tree."""
+    return tree_ticks(root) / CLK_TCK
 
 
 def machine_cpu_seconds() -> tuple[float, float]:
