@@ -11,11 +11,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferrowsgi_proto::proxy::{parse_proxy_header, ProxyParsed, DEFAULT_MAX_V2_LEN};
 use ferrowsgi_proto::{parse_head_into, BodyKind, HeadStorage, Parsed, Version};
 
+use crate::clock::Stamp;
 use crate::codec::{BodyReader, Codec};
 use crate::config::Config;
 use crate::hold::Held;
@@ -98,9 +99,9 @@ pub struct Conn {
     /// before closing so our response is not lost to a reset.
     pub must_linger: bool,
     /// When the current wait (idle, head, body, write) last saw progress.
-    pub since: Instant,
+    pub since: Stamp,
     /// When the first byte of a still incomplete head arrived.
-    pub head_since: Option<Instant>,
+    pub head_since: Option<Stamp>,
     /// A response paused until its buffered output drains (a slow reader
     /// of a streamed response); no further request is served meanwhile.
     pub parked: Option<Box<Parked>>,
@@ -182,7 +183,7 @@ impl Conn {
             stopping: false,
             server_stop: None,
             must_linger: false,
-            since: Instant::now(),
+            since: Stamp::now(),
             head_since: None,
             parked: None,
             write_blocked: false,
@@ -547,7 +548,7 @@ impl Conn {
                     return Some(Next::Close);
                 }
                 if !self.input().is_empty() {
-                    self.head_since.get_or_insert_with(Instant::now);
+                    self.head_since.get_or_insert_with(Stamp::now);
                 }
                 Some(Next::Wait)
             }
@@ -648,7 +649,7 @@ impl Conn {
                     }
                     // The head's deadline runs from its first byte, however
                     // slowly the rest trickles in (slowloris).
-                    self.head_since.get_or_insert_with(Instant::now);
+                    self.head_since.get_or_insert_with(Stamp::now);
                     return Next::Wait;
                 }
                 Err(e) => {

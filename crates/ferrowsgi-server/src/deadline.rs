@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use ferrowsgi_proto::DateCache;
 
+use crate::clock::{coarse_ns, fine_ns, nanos};
 use crate::log;
 use crate::sync::lock;
 
@@ -63,32 +64,12 @@ const FIRING: u8 = 4;
 /// thread has not come back yet.
 const FIRED: u8 = 5;
 
-/// The monotonic clock in nanoseconds: one vDSO read and a multiply-add
-/// (`Instant`'s own arithmetic cost three times as many instructions per
-/// request as the read itself; 64 bits of nanoseconds last 584 years).
-pub(crate) fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes into `ts`, which we own;
-    // CLOCK_MONOTONIC is always available on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .wrapping_mul(1_000_000_000)
-        .wrapping_add(ts.tv_nsec as u64)
-}
-
-/// `d` in nanoseconds (saturating: 584 years).
-fn ns(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
-}
-
-/// The deadline of a request handed to the application now.
+/// The deadline of a request handed to the application now. It is taken on
+/// the coarse clock, the cheaper read of the two (one per request): the
+/// deadline then passes up to two kernel ticks (8 ms at `HZ=250`) before a
+/// whole timeout has on the fine clock, which the watcher fires by.
 pub(crate) fn due_after(timeout: Duration) -> u64 {
-    now_ns().saturating_add(ns(timeout))
+    coarse_ns().saturating_add(nanos(timeout))
 }
 
 /// What the watcher needs to name the request: the head's method and
@@ -109,7 +90,7 @@ struct Tag {
 /// The deadline slot of one application thread.
 pub struct Watch {
     state: AtomicU8,
-    /// When the current request is due ([`now_ns`] scale).
+    /// When the current request is due ([`fine_ns`] scale).
     due: AtomicU64,
     /// Counts the arms, so that a late report about an earlier one is
     /// recognised.
@@ -180,7 +161,7 @@ pub(crate) enum Claim {
 /// The watcher's sleep.
 #[derive(Debug)]
 struct Nap {
-    /// When the watcher will look next ([`now_ns`] scale).
+    /// When the watcher will look next ([`fine_ns`] scale).
     until: AtomicU64,
     /// Set to make the watcher look now.
     poked: Mutex<bool>,
@@ -360,8 +341,8 @@ impl Watch {
     /// its own, does not answer before the watcher's 504 (it would win the
     /// claim with its own error answer).
     pub(crate) fn await_fired(&self, limit: Duration) {
-        let end = now_ns().saturating_add(ns(limit));
-        while self.state.load(Ordering::Acquire) != FIRED && now_ns() < end {
+        let end = fine_ns().saturating_add(nanos(limit));
+        while self.state.load(Ordering::Acquire) != FIRED && fine_ns() < end {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -589,14 +570,18 @@ fn send_all_now(fd: RawFd, buf: &[u8]) -> bool {
 
 fn watch_loop(s: &Shared) {
     let mut date = DateCache::new();
-    let timeout_ns = ns(s.timeout);
-    let grace_ns = ns(s.grace);
+    let timeout_ns = nanos(s.timeout);
+    let grace_ns = nanos(s.grace);
     // A claim met a write in progress (BUSY): look again soon.
     const RETRY_NS: u64 = 5_000_000;
     while !s.stop.load(Ordering::SeqCst) {
-        let now = now_ns();
+        let now = fine_ns();
         // A request armed after this scan is due a whole timeout later.
-        let mut next = now.saturating_add(timeout_ns);
+        // Its deadline is taken on the coarse clock (`due_after`), so the
+        // plan is too: a plan on the fine clock could be up to a tick later
+        // than such a deadline, and every request armed in that tick would
+        // wake the watcher for nothing.
+        let mut next = coarse_ns().saturating_add(timeout_ns);
         let watches: Vec<Arc<Watch>> = lock(&s.watches).clone();
         for w in &watches {
             let state = w.state.load(Ordering::SeqCst);
@@ -648,7 +633,7 @@ fn watch_loop(s: &Shared) {
             if *poked || s.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let wait = Duration::from_nanos(next.saturating_sub(now_ns()));
+            let wait = Duration::from_nanos(next.saturating_sub(fine_ns()));
             if wait.is_zero() {
                 break;
             }
@@ -829,7 +814,12 @@ mod tests {
         );
         assert!(text.contains("\r\nConnection: close\r\n"), "{text}");
         assert!(text.contains("\r\nServer: ferrowsgi\r\n"), "{text}");
-        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        // The deadline is taken on the coarse clock: up to two ticks early.
+        let tick = crate::clock::coarse_resolution();
+        assert!(
+            waited + 2 * tick >= Duration::from_millis(100),
+            "{waited:?}"
+        );
         assert_eq!(
             w.claim_head(),
             Claim::TimedOut { answered: true },

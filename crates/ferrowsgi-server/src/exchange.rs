@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
+use crate::clock::Stamp;
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, BODY_BUFFER, BODY_READ_CHUNK, DRAIN_LIMIT, READ_CHUNK};
@@ -600,7 +601,7 @@ impl<'a> Exchange<'a> {
         if w.has_fired() {
             return true;
         }
-        if self.st.due == 0 || deadline::now_ns() < self.st.due {
+        if self.st.due == 0 || crate::clock::fine_ns() < self.st.due {
             return false;
         }
         w.await_fired(std::time::Duration::from_secs(1));
@@ -618,7 +619,7 @@ impl<'a> Exchange<'a> {
         let fd = self.conn.io.stream.as_raw_fd();
         let left = match self.watch {
             Some(_) if self.st.due > 0 => Some(std::time::Duration::from_nanos(
-                self.st.due.saturating_sub(deadline::now_ns()),
+                self.st.due.saturating_sub(crate::clock::fine_ns()),
             )),
             _ => None,
         };
@@ -959,7 +960,7 @@ impl<'a> Exchange<'a> {
             Ok(Wrote::Done) => Ok(true),
             Ok(Wrote::Blocked) => {
                 conn.write_blocked = true;
-                conn.since = now;
+                conn.since = Stamp::now();
                 Ok(false)
             }
             Err(e) => Err(self.write_failed(e)),
@@ -1091,7 +1092,7 @@ impl<'a> Exchange<'a> {
         let sent = want - left;
         self.st.body_sent += sent;
         if sent > 0 {
-            self.conn.since = std::time::Instant::now();
+            self.conn.since = Stamp::now();
         }
         match framing {
             Framing::Length(l) => self.st.state = RespState::Streaming(Framing::Length(l - sent)),
@@ -1500,7 +1501,7 @@ impl<'a> Exchange<'a> {
             match self.conn.io.stream.write_vectored(&slices) {
                 Ok(0) => return Err(self.write_failed(io::ErrorKind::WriteZero.into())),
                 Ok(mut n) => {
-                    self.conn.since = std::time::Instant::now();
+                    self.conn.since = Stamp::now();
                     let from_pending = n.min(pending_len);
                     self.conn.io.wpos += from_pending;
                     n -= from_pending;

@@ -7,8 +7,8 @@
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
+use crate::clock::Stamp;
 use crate::listen::Stream;
 use crate::log;
 
@@ -196,7 +196,7 @@ impl SocketIo {
     /// is held back (`MSG_MORE`) for the FIN that follows. `Ok(true)` when
     /// all of it is written; a partial write restarts `since` (the write
     /// timeout's clock).
-    pub fn flush_with(&mut self, last: bool, since: &mut Instant) -> io::Result<bool> {
+    pub fn flush_with(&mut self, last: bool, since: &mut Stamp) -> io::Result<bool> {
         while self.wpos < self.wbuf.len() {
             let wrote = if last {
                 self.stream.write_last(&self.wbuf[self.wpos..])
@@ -209,7 +209,7 @@ impl SocketIo {
                     self.wpos += n;
                     if self.wpos < self.wbuf.len() {
                         // A partial write: the client is reading, slowly.
-                        *since = Instant::now();
+                        *since = Stamp::now();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),

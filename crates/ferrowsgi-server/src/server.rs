@@ -26,6 +26,7 @@ use ferrowsgi_proto::DateCache;
 use mio::{Events, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::clock::Stamp;
 use crate::codec::Codec;
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Next, BODY_READ_CHUNK, READ_CHUNK};
@@ -446,7 +447,7 @@ struct EventLoop<H: Handler> {
     /// The events of the last poll (kept for their allocation).
     events: Events,
     /// When the timeouts were last enforced.
-    last_sweep: Instant,
+    last_sweep: Stamp,
     /// When the stop began, once it has.
     stop_deadline: Option<Instant>,
 }
@@ -480,7 +481,7 @@ impl<H: Handler> EventLoop<H> {
             deadlines,
             watch,
             events: Events::with_capacity(1024),
-            last_sweep: Instant::now(),
+            last_sweep: Stamp::now(),
             stop_deadline: None,
         }
     }
@@ -645,7 +646,7 @@ impl<H: Handler> EventLoop<H> {
             self.resume_accept();
         }
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
-            self.last_sweep = Instant::now();
+            self.last_sweep = Stamp::now();
             self.sweep();
             if self.accepting && self.paused_error {
                 self.resume_accept();
@@ -958,7 +959,7 @@ impl<H: Handler> EventLoop<H> {
                 // FIN; `start_linger` below closes it in this same turn.
                 match conn.flush_or_close() {
                     Ok(true) => {
-                        conn.since = Instant::now();
+                        conn.since = Stamp::now();
                         conn.write_blocked = false;
                     }
                     Ok(false) => return,
@@ -998,7 +999,7 @@ impl<H: Handler> EventLoop<H> {
                     &mut self.date,
                     self.watch.as_deref(),
                 );
-                conn.since = Instant::now();
+                conn.since = Stamp::now();
                 continue;
             }
             if conn.state == ConnState::CloseAfterFlush {
@@ -1023,7 +1024,7 @@ impl<H: Handler> EventLoop<H> {
                 Next::Ready(req) => {
                     if let Some(pool) = &self.pool {
                         if std::mem::take(&mut stamp_due) {
-                            conn.since = Instant::now();
+                            conn.since = Stamp::now();
                         }
                         if !register_once(conn, &self.server.poll, key) {
                             return self.remove(key);
@@ -1056,7 +1057,7 @@ impl<H: Handler> EventLoop<H> {
                         None,
                     );
                     stamp_due = false;
-                    conn.since = Instant::now();
+                    conn.since = Stamp::now();
                     conn.read_due |= conn.maybe_more;
                     turn += 1;
                     if turn >= cfg.max_pipelined
@@ -1075,13 +1076,13 @@ impl<H: Handler> EventLoop<H> {
                 }
                 Next::Close => {
                     if std::mem::take(&mut stamp_due) {
-                        conn.since = Instant::now();
+                        conn.since = Stamp::now();
                     }
                     conn.state = ConnState::CloseAfterFlush;
                 }
                 Next::Wait => {
                     if std::mem::take(&mut stamp_due) {
-                        conn.since = Instant::now();
+                        conn.since = Stamp::now();
                     }
                     if conn.maybe_more {
                         conn.read_due = true;
@@ -1132,7 +1133,10 @@ impl<H: Handler> EventLoop<H> {
 
     /// Writes the answers [`EventLoop::defer_flush`] held back.
     fn flush_deferred(&mut self) {
-        let now = Instant::now();
+        if self.deferred.is_empty() {
+            return;
+        }
+        let now = Stamp::now();
         // The list's allocation is kept for the next wake-up.
         let mut keys = std::mem::take(&mut self.deferred);
         for &key in &keys {
@@ -1209,7 +1213,7 @@ impl<H: Handler> EventLoop<H> {
             return;
         };
         conn.shut_write();
-        conn.since = Instant::now();
+        conn.since = Stamp::now();
         self.conns[key] = Slot::Lingering(conn);
         self.linger(key);
     }
@@ -1283,13 +1287,13 @@ impl<H: Handler> EventLoop<H> {
     /// when a response still makes sense), slow readers and lingering.
     fn sweep(&mut self) {
         let cfg = Arc::clone(&self.server.cfg);
-        let now = Instant::now();
+        let now = Stamp::now();
         let mut expired: Vec<(usize, Expiry)> = Vec::new();
         let mut released = 0;
         for (key, slot) in self.conns.iter_mut() {
             match slot {
                 Slot::Here(c) => {
-                    let waited = now.duration_since(c.since);
+                    let waited = now.since(c.since);
                     if c.has_output() || c.parked.is_some() {
                         if waited > cfg.write_timeout {
                             expired.push((key, Expiry::Reset));
@@ -1305,7 +1309,7 @@ impl<H: Handler> EventLoop<H> {
                         }
                     } else if waited > cfg.read_timeout
                         || c.head_since
-                            .is_some_and(|t| now.duration_since(t) > cfg.read_timeout)
+                            .is_some_and(|t| now.since(t) > cfg.read_timeout)
                     {
                         let answer = if c.proxy_pending {
                             // A load balancer, not an HTTP client: no 408.
@@ -1323,7 +1327,7 @@ impl<H: Handler> EventLoop<H> {
                     }
                 }
                 Slot::Lingering(c) => {
-                    if now.duration_since(c.since) > LINGER {
+                    if now.since(c.since) > LINGER {
                         expired.push((key, Expiry::Quiet));
                     }
                 }
@@ -1536,7 +1540,7 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
     if !held {
         let _ = conn.flush_or_finish();
     }
-    conn.since = Instant::now();
+    conn.since = Stamp::now();
     let mut urgent = !conn.waits_quietly() || pool.stop.load(Ordering::SeqCst);
     {
         let mut back = lock(&pool.returned);
