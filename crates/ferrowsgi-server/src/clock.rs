@@ -18,6 +18,7 @@
 //!
 //! Both clocks are system-wide, so stamps stay comparable across `fork`.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Nanoseconds per second.
@@ -64,6 +65,13 @@ pub fn coarse_resolution() -> Duration {
     // SAFETY: clock_getres only writes into `ts`, which we own.
     unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// How far the coarse clock may trail the fine one: two ticks. A deadline
+/// taken on the coarse clock that must not pass early adds this.
+pub fn coarse_lag_ns() -> u64 {
+    static LAG: OnceLock<u64> = OnceLock::new();
+    *LAG.get_or_init(|| nanos(coarse_resolution()).saturating_mul(2))
 }
 
 /// `d` in nanoseconds (saturating: 584 years).
