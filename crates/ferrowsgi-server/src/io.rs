@@ -11,6 +11,7 @@ use std::os::fd::AsRawFd;
 use crate::clock::Stamp;
 use crate::listen::Stream;
 use crate::log;
+use crate::syscall;
 
 /// Bytes asked of the kernel per read(2), and the smallest spare room a read
 /// is attempted with. 16 KiB holds dozens of pipelined requests.
@@ -127,20 +128,16 @@ impl SocketIo {
         let spare = self.rbuf.spare_capacity_mut();
         let fd = self.stream.as_raw_fd();
         loop {
-            // SAFETY: read(2) writes at most `spare.len()` bytes into the
-            // vector's spare capacity, which is valid for writes; the length
-            // is raised only over the bytes it reports as written.
-            let rc = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
-            if rc >= 0 {
-                let n = rc as usize;
-                self.read_filled = n == spare.len();
-                // SAFETY: the kernel initialised `n <= spare.len()` bytes.
-                unsafe { self.rbuf.set_len(len + n) };
-                return Ok(n);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match syscall::read(fd, spare) {
+                Ok(n) => {
+                    self.read_filled = n == spare.len();
+                    // SAFETY: the kernel initialised the first
+                    // `n <= spare.len()` bytes of the spare capacity.
+                    unsafe { self.rbuf.set_len(len + n) };
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -160,21 +157,17 @@ impl SocketIo {
         let mut stack = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
         let fd = self.stream.as_raw_fd();
         loop {
-            // SAFETY: read(2) writes at most `stack.len()` bytes into the
-            // live, writable array.
-            let rc = unsafe { libc::read(fd, stack.as_mut_ptr().cast(), stack.len()) };
-            if rc >= 0 {
-                let n = rc as usize;
-                self.read_filled = n == stack.len();
-                // SAFETY: the kernel initialised the first `n <= READ_CHUNK`
-                // bytes of the array.
-                let got = unsafe { std::slice::from_raw_parts(stack.as_ptr().cast::<u8>(), n) };
-                self.rbuf.extend_from_slice(got);
-                return Ok(n);
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match syscall::read(fd, &mut stack) {
+                Ok(n) => {
+                    self.read_filled = n == stack.len();
+                    // SAFETY: the kernel initialised the first
+                    // `n <= READ_CHUNK` bytes of the array.
+                    let got = unsafe { std::slice::from_raw_parts(stack.as_ptr().cast::<u8>(), n) };
+                    self.rbuf.extend_from_slice(got);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }

@@ -39,6 +39,7 @@ pub mod state;
 pub mod stop;
 mod sync;
 mod sys;
+mod syscall;
 pub mod wait;
 
 pub use config::{Cli, Config};

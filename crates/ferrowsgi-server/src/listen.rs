@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -498,21 +499,51 @@ impl Listener {
                 loopback_congestion,
                 ..
             } => {
-                let (s, peer) = listener.accept()?;
+                let fd = listener.as_raw_fd();
+                // SAFETY: try_init hands the closure a zeroed address storage
+                // and its size, which accept4 fills; the address is read
+                // only over the length accept4 reports.
+                let (s, addr) = unsafe {
+                    socket2::SockAddr::try_init(|storage, len| {
+                        crate::syscall::accept4(fd, storage.cast(), len)
+                    })
+                }?;
+                // SAFETY: accept4 returned a new descriptor that nothing else
+                // owns; the stream owns it from here (and closes it on the
+                // error paths below, before it is a `Stream`).
+                let tcp = unsafe { TcpStream::from_raw_fd(s) };
+                let Some(peer) = addr.as_socket() else {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "accepted a TCP connection without an IP address",
+                    ));
+                };
                 let local = match fixed {
                     Some(a) => *a,
-                    None => s.local_addr()?,
+                    None => tcp.local_addr()?,
                 };
                 if let Some(name) = loopback_congestion {
                     if crate::peer::is_same_host(peer, local) {
                         // Best effort: the connection works either way.
-                        let _ = set_congestion(&socket2::SockRef::from(&s), name);
+                        let _ = set_congestion(&socket2::SockRef::from(&tcp), name);
                     }
                 }
-                Ok((Stream::Tcp(s), crate::peer::PeerInfo::tcp(peer, local)))
+                let s = Stream::Tcp(ManuallyDrop::new(tcp));
+                Ok((s, crate::peer::PeerInfo::tcp(peer, local)))
             }
             Listener::Unix(l, path, ..) => {
-                let (s, _) = l.accept()?;
+                // SAFETY: null address and length: the peer's unix address
+                // is not wanted (the listener's path names the peer).
+                let s = unsafe {
+                    crate::syscall::accept4(
+                        l.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                }?;
+                // SAFETY: accept4 returned a new descriptor that nothing else
+                // owns; the stream owns it from here.
+                let s = ManuallyDrop::new(unsafe { UnixStream::from_raw_fd(s) });
                 Ok((Stream::Unix(s), crate::peer::PeerInfo::unix(path)))
             }
         }
@@ -641,13 +672,24 @@ impl Drop for Listener {
     }
 }
 
-/// An accepted connection's socket.
+/// An accepted connection's socket. Its reads, writes and close go
+/// through [`crate::syscall`] (not glibc's cancellable wrappers), so the
+/// mio stream inside is never dropped: [`Stream`]'s own drop closes the
+/// descriptor, which is all a mio stream owns.
 #[derive(Debug)]
 pub enum Stream {
     /// TCP.
-    Tcp(TcpStream),
+    Tcp(ManuallyDrop<TcpStream>),
     /// Unix-domain.
-    Unix(UnixStream),
+    Unix(ManuallyDrop<UnixStream>),
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        // The inner stream is not dropped (ManuallyDrop), so this is the
+        // descriptor's only close.
+        crate::syscall::close(self.as_raw_fd());
+    }
 }
 
 impl Stream {
@@ -689,7 +731,8 @@ impl Stream {
     /// so it is logged at debug level and not returned.
     pub fn reset_on_close(&self) {
         if let Stream::Tcp(s) = self {
-            if let Err(e) = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO)) {
+            if let Err(e) = socket2::SockRef::from(&**s).set_linger(Some(std::time::Duration::ZERO))
+            {
                 crate::log::debug(&format!("cannot set SO_LINGER: {e}"));
             }
         }
@@ -702,7 +745,7 @@ impl Stream {
     pub fn write_last(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => crate::sys::send_more(s.as_raw_fd(), buf),
-            Stream::Unix(s) => s.write(buf),
+            Stream::Unix(s) => crate::syscall::write(s.as_raw_fd(), buf),
         }
     }
 
@@ -717,25 +760,19 @@ impl Stream {
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and read(2)
+        // writes only initialised bytes into the slice.
+        let spare = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        crate::syscall::read(self.as_raw_fd(), spare)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+        crate::syscall::write(self.as_raw_fd(), buf)
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
+        crate::syscall::writev(self.as_raw_fd(), bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -23,7 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ferrowsgi_proto::DateCache;
-use mio::{Events, Poll, Token, Waker};
+use mio::{Poll, Token, Waker};
 use slab::Slab;
 
 use crate::clock::Stamp;
@@ -41,6 +41,7 @@ use crate::state::{Parked, Pending};
 use crate::stop::StopHandle;
 use crate::sync::lock;
 use crate::sys::{self, Want};
+use crate::syscall;
 use crate::{health_path, log, metrics};
 
 /// Token of the cross-thread waker.
@@ -445,7 +446,7 @@ struct EventLoop<H: Handler> {
     /// This thread's deadline slot, when the application runs inline.
     watch: Option<Arc<Watch>>,
     /// The events of the last poll (kept for their allocation).
-    events: Events,
+    events: Vec<libc::epoll_event>,
     /// When the timeouts were last enforced.
     last_sweep: Stamp,
     /// When the stop began, once it has.
@@ -480,7 +481,7 @@ impl<H: Handler> EventLoop<H> {
             more_ready: false,
             deadlines,
             watch,
-            events: Events::with_capacity(1024),
+            events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             last_sweep: Stamp::now(),
             stop_deadline: None,
         }
@@ -496,13 +497,13 @@ impl<H: Handler> EventLoop<H> {
     /// is left over), handles them, and enforces the stop and the
     /// timeouts. `false` once the server has stopped.
     fn turn(&mut self) -> io::Result<bool> {
-        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut events = std::mem::take(&mut self.events);
         let r = self.turn_with(&mut events);
         self.events = events;
         r
     }
 
-    fn turn_with(&mut self, events: &mut Events) -> io::Result<bool> {
+    fn turn_with(&mut self, events: &mut [libc::epoll_event]) -> io::Result<bool> {
         let mut timeout = Some(SWEEP_EVERY);
         if !self.again.is_empty() {
             // Buffered requests wait: look for events without sleeping.
@@ -519,25 +520,30 @@ impl<H: Handler> EventLoop<H> {
             }
         }
         // The handler's context (the GIL) is let go only for the wait.
-        let mut polled = Ok(());
-        let poll = &mut self.server.poll;
+        // The wait is made on mio's epoll descriptor directly (see
+        // `crate::syscall`); mio registers every source, and its events
+        // carry the token in their data, which is read back here.
+        let mut polled = Ok(0);
+        let epfd = self.server.poll.as_raw_fd();
         let ev = &mut *events;
+        let ms = wait_ms(timeout);
         self.server
             .handler
-            .wait(&mut || polled = poll.poll(ev, timeout));
+            .wait(&mut || polled = syscall::epoll_wait(epfd, ev, ms));
         if let Some(pool) = &self.pool {
             pool.loop_sleeping.store(false, Ordering::SeqCst);
             self.take_returned();
         }
-        match polled {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+        let ready = match polled {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),
-        }
-        let mut left = events.iter().count();
-        for event in events.iter() {
+        };
+        let mut left = ready;
+        for event in events.iter().take(ready) {
             left -= 1;
             self.more_ready = left > 0;
+            let event = Ready(*event);
             let token = event.token();
             if token == WAKER {
                 self.take_returned();
@@ -1381,6 +1387,48 @@ enum Expiry {
     Answer408,
     /// Reset: the client left its response unread for the write timeout.
     Reset,
+}
+
+/// Room for events per wait: more ready ones are reported by the next.
+const EVENTS: usize = 1024;
+
+/// The poll timeout in milliseconds, rounded up (as mio does), so that a
+/// wait of less than a millisecond does not become a busy poll.
+fn wait_ms(timeout: Option<Duration>) -> libc::c_int {
+    timeout.map_or(-1, |t| {
+        let ms = t.saturating_add(Duration::from_nanos(999_999)).as_millis();
+        libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+    })
+}
+
+/// One event of a wait, read the way mio reads its own (mio registers
+/// every descriptor, edge-triggered, with `EPOLLRDHUP` for reads).
+#[derive(Clone, Copy)]
+struct Ready(libc::epoll_event);
+
+impl Ready {
+    fn flags(self) -> libc::c_int {
+        self.0.events as libc::c_int
+    }
+
+    fn token(self) -> Token {
+        Token(self.0.u64 as usize)
+    }
+
+    fn is_readable(self) -> bool {
+        self.flags() & (libc::EPOLLIN | libc::EPOLLPRI) != 0
+    }
+
+    fn is_writable(self) -> bool {
+        self.flags() & libc::EPOLLOUT != 0
+    }
+
+    /// The peer's FIN (or a hang-up): nothing more will be read after
+    /// what is buffered.
+    fn is_read_closed(self) -> bool {
+        let f = self.flags();
+        f & libc::EPOLLHUP != 0 || (f & libc::EPOLLIN != 0 && f & libc::EPOLLRDHUP != 0)
+    }
 }
 
 /// Registers a connection with the poller unless it already is: when the

@@ -47,14 +47,7 @@ pub(crate) fn wait_fd(fd: RawFd, want: Want, timeout: Duration) -> io::Result<bo
 /// first `n` bytes are when `Ok(n)` returns. `Ok(0)` is the end of the
 /// stream, and a socket with nothing to read is `WouldBlock`.
 pub(crate) fn read_into(fd: RawFd, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
-    // SAFETY: read(2) writes at most `buf.len()` bytes into `buf`, a live,
-    // writable slice; it never reads from it.
-    let rc = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc as usize)
-    }
+    crate::syscall::read(fd, buf)
 }
 
 /// Writes what the socket `fd` takes of `buf` now, without waiting and
@@ -72,20 +65,8 @@ pub(crate) fn send_more(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 }
 
 fn send(fd: RawFd, buf: &[u8], flags: libc::c_int) -> io::Result<usize> {
-    // SAFETY: `buf` is a valid readable slice for the whole call; the caller
-    // keeps `fd` open while it may be written (see hold.rs).
-    let rc = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | flags,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(rc as usize)
+    // The caller keeps `fd` open while it may be written (see hold.rs).
+    crate::syscall::send(fd, buf, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT | flags)
 }
 
 /// Sends up to `count` bytes of file `file_fd` from `offset` to socket
