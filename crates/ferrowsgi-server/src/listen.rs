@@ -745,7 +745,7 @@ impl Stream {
     pub fn write_last(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => crate::sys::send_more(s.as_raw_fd(), buf),
-            Stream::Unix(s) => crate::syscall::write(s.as_raw_fd(), buf),
+            Stream::Unix(s) => crate::syscall::send(s.as_raw_fd(), buf, libc::MSG_NOSIGNAL),
         }
     }
 
@@ -768,8 +768,11 @@ impl Read for Stream {
 }
 
 impl Write for Stream {
+    /// A `send(2)` with `MSG_NOSIGNAL`, as std's sockets write: a client
+    /// gone is `EPIPE`, never a `SIGPIPE` (which an embedding program may
+    /// not ignore).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        crate::syscall::write(self.as_raw_fd(), buf)
+        crate::syscall::send(self.as_raw_fd(), buf, libc::MSG_NOSIGNAL)
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         crate::syscall::writev(self.as_raw_fd(), bufs)

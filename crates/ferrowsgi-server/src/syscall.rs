@@ -1,4 +1,4 @@
-//! The system calls of a connection's life (accept, read, write, send,
+//! The system calls of a connection's life (accept, read, send, writev,
 //! close, and the event loop's wait), made directly with `syscall(2)`.
 //!
 //! glibc makes each of these a thread cancellation point: in a process with
@@ -43,14 +43,6 @@ pub(crate) fn read(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> 
     // writable slice, and never reads from it; `fd` is only a number to the
     // kernel (a closed one is EBADF).
     check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
-}
-
-/// `write(2)` of `buf` to `fd`.
-#[inline]
-pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: write(2) reads at most `buf.len()` bytes of `buf`, a live
-    // slice, and does not keep the pointer.
-    check(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
 }
 
 /// `writev(2)` of `bufs` (the first [`IOV_MAX`] of them) to `fd`.
@@ -156,7 +148,7 @@ mod tests {
     #[test]
     fn reads_and_writes_move_bytes_and_report_errno() {
         let (a, b) = pair();
-        assert_eq!(write(a.as_raw_fd(), b"hello").unwrap(), 5);
+        assert_eq!(send(a.as_raw_fd(), b"hello", 0).unwrap(), 5);
         let parts = [IoSlice::new(b", "), IoSlice::new(b"world")];
         assert_eq!(writev(a.as_raw_fd(), &parts).unwrap(), 7);
         assert_eq!(send(a.as_raw_fd(), b"!", libc::MSG_NOSIGNAL).unwrap(), 1);
@@ -173,7 +165,7 @@ mod tests {
         let err = send(a.as_raw_fd(), b"x", libc::MSG_NOSIGNAL).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EPIPE));
         assert_eq!(
-            write(-1, b"x").unwrap_err().raw_os_error(),
+            send(-1, b"x", 0).unwrap_err().raw_os_error(),
             Some(libc::EBADF)
         );
     }
@@ -236,7 +228,7 @@ mod tests {
         );
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
         assert_eq!(epoll_wait(ep, &mut events, 0).unwrap(), 0);
-        write(a.as_raw_fd(), b"x").unwrap();
+        send(a.as_raw_fd(), b"x", 0).unwrap();
         assert_eq!(epoll_wait(ep, &mut events, 1000).unwrap(), 1);
         let (flags, token) = (events[0].events, events[0].u64);
         assert_eq!(token, 7);
