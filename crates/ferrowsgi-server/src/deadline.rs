@@ -93,7 +93,8 @@ struct Tag {
 /// The deadline slot of one application thread.
 pub struct Watch {
     state: AtomicU8,
-    /// When the current request is due ([`fine_ns`] scale).
+    /// When the current request is due (monotonic nanoseconds, from
+    /// [`due_after`]; compared with [`fine_ns`]).
     due: AtomicU64,
     /// Counts the arms, so that a late report about an earlier one is
     /// recognised.
