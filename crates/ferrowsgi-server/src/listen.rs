@@ -673,7 +673,7 @@ impl Drop for Listener {
 }
 
 /// An accepted connection's socket. Its reads, writes and close go
-/// through [`crate::syscall`] (not glibc's cancellable wrappers), so the
+/// through the `syscall` module (not glibc's cancellable wrappers), so the
 /// mio stream inside is never dropped: [`Stream`]'s own drop closes the
 /// descriptor, which is all a mio stream owns.
 #[derive(Debug)]
