@@ -2,7 +2,8 @@
 //! close, and the event loop's wait), made directly with `syscall(2)`.
 //!
 //! glibc makes each of these a thread cancellation point: in a process with
-//! more than one thread (a worker always has several) its wrapper enables
+//! more than one thread (a worker has its deadline watcher, and application
+//! threads with `--threads` above 1) its wrapper enables
 //! asynchronous cancellation before the call and disables it after, two
 //! atomic read-modify-writes on the thread's cancellation state around
 //! every call (0.8% of a worker's CPU samples on one-request connections).
