@@ -416,3 +416,47 @@ def test_client_vanishes_mid_download_close_called_once(server: Server) -> None:
     assert wait_until(lambda: all(counts(server, t)["closes"] == 1 for t in tags), timeout=10)
     for _ in range(8):
         assert_alive(server)
+
+
+def test_client_gone_before_a_large_answer_with_sigpipe_at_its_default(tmp_path) -> None:
+    """Every write to a socket refuses SIGPIPE, the gathering write of a head with a large
+    body too: with the signal's default action restored by the application, a client that
+    closed before its answer costs an error, not the worker."""
+    sock_path = str(tmp_path / "s.sock")
+    srv = Server("apps.sigpipe:app", binds=[f"unix:{sock_path}"])
+    srv.start()
+    try:
+
+        def get(path: str) -> bytes:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(sock_path)
+            s.sendall(build_request("GET", path, headers=[("Connection", "close")]))
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            s.close()
+            return data
+
+        big_file = tmp_path / "big.bin"
+        big_file.write_bytes(b"y" * (16 << 20))
+        pid = get("/pid").split(b"\r\n\r\n", 1)[1]
+        for target in ["/big"] * 5 + [f"/file?{big_file}"] * 5:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock_path)
+            s.sendall(build_request("GET", target))
+            s.close()  # gone before the answer: the server's write finds no reader
+        for _ in range(5):
+            # Gone in the middle of a file: sendfile(2), which takes no MSG_NOSIGNAL.
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(sock_path)
+            s.sendall(build_request("GET", f"/file?{big_file}"))
+            assert s.recv(1000).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.05)
+            s.close()
+        assert get("/big").endswith(b"x" * 1000)
+        assert get(f"/file?{big_file}").endswith(b"y" * 1000)
+        assert get("/pid").split(b"\r\n\r\n", 1)[1] == pid
+        assert "signal" not in srv.stderr_text().lower()
+    finally:
+        srv.stop()

@@ -775,7 +775,7 @@ impl Write for Stream {
         crate::syscall::send(self.as_raw_fd(), buf, libc::MSG_NOSIGNAL)
     }
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        crate::syscall::writev(self.as_raw_fd(), bufs)
+        crate::syscall::send_vectored(self.as_raw_fd(), bufs, libc::MSG_NOSIGNAL)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())

@@ -81,12 +81,47 @@ pub(crate) fn sendfile(
     let mut off: libc::off_t = *offset;
     // SAFETY: both descriptors are owned by the caller for the duration of
     // the call and `off` is a valid, writable off_t.
-    let rc = unsafe { libc::sendfile(sock_fd, file_fd, &mut off, count) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let rc = without_sigpipe(|| unsafe { libc::sendfile(sock_fd, file_fd, &mut off, count) })?;
     *offset = off;
-    Ok(rc as usize)
+    Ok(rc)
+}
+
+/// Makes `call`, one system call that writes to a socket and takes no
+/// `MSG_NOSIGNAL` (sendfile(2)), so that a peer gone is its `EPIPE` and
+/// never a `SIGPIPE`: an application may have restored the signal's
+/// default action, which would end the worker. The signal is blocked on
+/// this thread for the call, and one the call raised is taken back before
+/// it is unblocked. Two `rt_sigprocmask` calls around a call that moves
+/// up to a socket buffer of a file.
+fn without_sigpipe(call: impl FnOnce() -> isize) -> io::Result<usize> {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises; every
+    // pointer passed below is to a live local.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old);
+        let rc = call();
+        let result = if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(rc as usize)
+        };
+        let raised = matches!(&result, Err(e) if e.raw_os_error() == Some(libc::EPIPE));
+        // A SIGPIPE that was blocked already before stays for its owner.
+        if raised && libc::sigismember(&old, libc::SIGPIPE) == 0 {
+            let now = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &now) < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+            {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        result
+    }
 }
 
 /// Gives the C allocator's free memory back to the kernel. glibc keeps the

@@ -1,4 +1,4 @@
-//! The system calls of a connection's life (accept, read, send, writev,
+//! The system calls of a connection's life (accept, read, send, sendmsg,
 //! close, and the event loop's wait), made directly with `syscall(2)`.
 //!
 //! glibc makes each of these a thread cancellation point: in a process with
@@ -21,7 +21,7 @@ use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::os::fd::RawFd;
 
-/// Most buffers one `writev(2)` takes (`IOV_MAX` on Linux); more are left
+/// Most buffers one gathering write takes (`IOV_MAX` on Linux); more are left
 /// for the next call, as a short write.
 const IOV_MAX: usize = 1024;
 
@@ -46,14 +46,25 @@ pub(crate) fn read(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> 
     check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
 }
 
-/// `writev(2)` of `bufs` (the first [`IOV_MAX`] of them) to `fd`.
+/// `sendmsg(2)` of `bufs` (the first [`IOV_MAX`] of them) on socket `fd`
+/// with `flags`: a gathering write, as `writev(2)` is, that also takes
+/// `MSG_NOSIGNAL`, so that a client gone is `EPIPE` rather than a
+/// `SIGPIPE` (which an embedding program may not ignore).
 #[inline]
-pub(crate) fn writev(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    let count = bufs.len().min(IOV_MAX);
-    // SAFETY: `IoSlice` has the layout of `struct iovec` on Unix (std
-    // guarantees it); writev(2) reads `count <= bufs.len()` of them, and
-    // the bytes each points to, which all live through the call.
-    check(unsafe { libc::syscall(libc::SYS_writev, fd, bufs.as_ptr(), count) })
+pub(crate) fn send_vectored(
+    fd: RawFd,
+    bufs: &[IoSlice<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    // SAFETY: an all-zero msghdr is valid (no address, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` has the layout of `struct iovec` on Unix (std guarantees
+    // it); sendmsg(2) only reads the buffers.
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = bufs.len().min(IOV_MAX) as _;
+    // SAFETY: `msg` points to `msg_iovlen <= bufs.len()` iovecs, each to
+    // bytes that live through the call; the kernel reads, never writes them.
+    check(unsafe { libc::syscall(libc::SYS_sendmsg, fd, &msg as *const libc::msghdr, flags) })
 }
 
 /// `send(2)` of `buf` on socket `fd` with `flags` (as `sendto(2)` with no
@@ -151,7 +162,7 @@ mod tests {
         let (a, b) = pair();
         assert_eq!(send(a.as_raw_fd(), b"hello", 0).unwrap(), 5);
         let parts = [IoSlice::new(b", "), IoSlice::new(b"world")];
-        assert_eq!(writev(a.as_raw_fd(), &parts).unwrap(), 7);
+        assert_eq!(send_vectored(a.as_raw_fd(), &parts, 0).unwrap(), 7);
         assert_eq!(send(a.as_raw_fd(), b"!", libc::MSG_NOSIGNAL).unwrap(), 1);
         let mut buf = [MaybeUninit::<u8>::uninit(); 64];
         let n = read(b.as_raw_fd(), &mut buf).unwrap();
