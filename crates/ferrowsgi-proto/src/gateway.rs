@@ -85,20 +85,6 @@ impl CgiVars {
         }
     }
 
-    /// An empty set that holds a copy of `block`, the encoded variables of
-    /// a codec whose names and values lie whole in one block (SCGI's
-    /// netstring, uwsgi's packet), with room for `count` variables: they
-    /// are then added with [`CgiVars::push_range`], which records
-    /// where they lie instead of copying each. `block` is bounded by the
-    /// codec's limits already.
-    pub(crate) fn over_block(block: &[u8], count: usize) -> CgiVars {
-        CgiVars {
-            bytes: block.to_vec(),
-            vars: Vec::with_capacity(count),
-            size: 0,
-        }
-    }
-
     /// Adds a variable. Fails with 431 once the variables together pass the
     /// head-size limit or their number passes the header count plus
     /// [`MAX_SERVER_VARS`], and with 400 for an empty name or a name or
@@ -114,32 +100,6 @@ impl CgiVars {
         Ok(())
     }
 
-    /// Adds the variable whose name and value lie at the byte ranges `name`
-    /// and `value` of the block this set was made over
-    /// ([`CgiVars::over_block`]), with the checks and errors of
-    /// [`CgiVars::push`]; nothing is copied. A range outside the block is a
-    /// bug of the codec and is rejected as a bad name. `value_clean` says
-    /// that the codec has found no NUL, CR or LF in the value already (SCGI
-    /// looks for CR and LF once in its whole block, and its values end at a
-    /// NUL), so the value is not searched again.
-    #[inline]
-    pub(crate) fn push_range(
-        &mut self,
-        name: std::ops::Range<usize>,
-        value: std::ops::Range<usize>,
-        value_clean: bool,
-        limits: &Limits,
-    ) -> Result<(), ParseError> {
-        let n = Span::new(name.start, name.end);
-        let v = Span::new(value.start, value.end);
-        let (Some(name), Some(value)) = (self.bytes.get(name), self.bytes.get(value)) else {
-            return Err(ParseError::InvalidHeaderName);
-        };
-        self.size = check(self.vars.len(), self.size, name, value, value_clean, limits)?;
-        self.vars.push((n, v));
-        Ok(())
-    }
-
     /// The checks of [`CgiVars::push`], counting the variable's bytes.
     #[inline(always)]
     fn check(
@@ -149,7 +109,15 @@ impl CgiVars {
         value_clean: bool,
         limits: &Limits,
     ) -> Result<(), ParseError> {
-        self.size = check(self.vars.len(), self.size, name, value, value_clean, limits)?;
+        self.size = check(
+            self.vars.len(),
+            self.size,
+            name,
+            value,
+            false,
+            value_clean,
+            limits,
+        )?;
         Ok(())
     }
 
@@ -187,68 +155,249 @@ impl CgiVars {
     /// says otherwise ([`RequestHead::set_body`],
     /// [`RequestHead::set_keep_alive`]).
     pub fn into_request(self, limits: &Limits) -> Result<RequestHead, ParseError> {
-        let mut bytes = self.bytes;
-        // Each list made at its final size: the server variables end up in
-        // a boxed slice, which a vector grown by doubling would be copied
-        // into once more.
-        // One pass counts the headers and the server variables, notes where
-        // the variables that make the request line are (the first of each
-        // name), and checks that each name comes once (byte-identical
-        // repeats are one value). A header the client sent twice is the
-        // exception: nginx before 1.23 passes each line as its own `HTTP_*`
-        // variable, and the environ joins repeated headers as it does for
-        // HTTP/1. Host stays single, as RFC 9112 §3.2 wants it. Earlier
-        // names are searched only when one with the same small hash came
-        // before (a bit of `seen`): with a front end's dozen or two of
-        // names that is rare, where comparing each name with every earlier
-        // one was the larger part of building the request.
-        let (mut n_headers, mut n_vars) = (0, 0);
-        let mut known: [Option<Span>; 6] = [None; 6];
-        let mut seen: u64 = 0;
-        for (i, (n, v)) in self.vars.iter().enumerate() {
-            let name = n.get(&bytes);
-            let http = is_http(name);
-            if http && name != b"HTTP_HOST" {
-                n_headers += 1;
-                continue;
+        let mut c = Collector::new(self.vars.len());
+        for &(n, v) in &self.vars {
+            c.add(&self.bytes, n, v);
+        }
+        c.finish(self.bytes, limits)
+    }
+}
+
+/// Sorts a front end's variables into the request as each one arrives:
+/// `HTTP_*` ones (and a non-empty `CONTENT_TYPE` or `CONTENT_LENGTH`)
+/// become header fields, the rest server variables, and the names that make
+/// the request line are noted. Both lists share one allocation made at its
+/// final size: the fields fill it from the front, the server variables from
+/// the back, and [`Collector::finish`] closes the gap between them.
+///
+/// A variable repeated with a different value, an `HTTP_` name with
+/// nothing after it and a bad `CONTENT_LENGTH` are noted and reported by
+/// [`Collector::finish`], in the order [`CgiVars::into_request`] has always
+/// reported them, so a codec that checks each variable as it finds it gives
+/// the errors it gave when the checks of all variables came first.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    /// Fields at `[0, n_fields)`, server variables at `[back, len)` with
+    /// the latest first.
+    spans: Vec<(Span, Span)>,
+    n_fields: usize,
+    back: usize,
+    /// The first value of each of the names in [`KNOWN`], by place.
+    known: [Option<Span>; KNOWN.len()],
+    /// The first `HTTP_HOST`, for the repeat check.
+    host_first: Option<Span>,
+    /// The Host field: the last `HTTP_*` named host in any case.
+    host: Option<Span>,
+    content_type: Option<Span>,
+    content_length: Option<Span>,
+    body: BodyKind,
+    /// A bit per hash of the other server variables' names seen so far:
+    /// earlier names are compared only when the bit is set already.
+    seen: u64,
+    /// Whether a variable came again with another value.
+    repeated: bool,
+    /// The first `HTTP_` name without a field name or bad `CONTENT_LENGTH`.
+    late: Option<ParseError>,
+}
+
+/// The server variables the request is made from, by place in
+/// [`Collector::known`].
+const KNOWN: [&[u8]; 8] = [
+    b"REQUEST_METHOD",
+    b"SERVER_PROTOCOL",
+    b"REQUEST_URI",
+    b"SCRIPT_NAME",
+    b"PATH_INFO",
+    b"QUERY_STRING",
+    b"CONTENT_TYPE",
+    b"CONTENT_LENGTH",
+];
+const METHOD: usize = 0;
+const PROTOCOL: usize = 1;
+const URI: usize = 2;
+const SCRIPT: usize = 3;
+const INFO: usize = 4;
+const QUERY: usize = 5;
+const CTYPE: usize = 6;
+const CLENGTH: usize = 7;
+
+/// The place in [`KNOWN`] of `name`, found by its length first (each
+/// comparison is then of a few words, not a call).
+#[inline(always)]
+fn known_place(name: &[u8]) -> Option<usize> {
+    let place = match name.len() {
+        9 => INFO,
+        11 => match name.first() {
+            Some(b'R') => URI,
+            _ => SCRIPT,
+        },
+        12 => match name.first() {
+            Some(b'Q') => QUERY,
+            _ => CTYPE,
+        },
+        14 => match name.first() {
+            Some(b'R') => METHOD,
+            _ => CLENGTH,
+        },
+        15 => PROTOCOL,
+        _ => return None,
+    };
+    (KNOWN[place] == name).then_some(place)
+}
+
+impl Collector {
+    /// Room for `count` variables.
+    pub(crate) fn new(count: usize) -> Collector {
+        Collector {
+            spans: vec![(Span::default(), Span::default()); count],
+            n_fields: 0,
+            back: count,
+            known: [None; KNOWN.len()],
+            host_first: None,
+            host: None,
+            content_type: None,
+            content_length: None,
+            body: BodyKind::Empty,
+            seen: 0,
+            repeated: false,
+            late: None,
+        }
+    }
+
+    /// Adds a field at the end of the fields.
+    #[inline(always)]
+    fn push_field(&mut self, pair: (Span, Span)) {
+        match self.spans.get_mut(self.n_fields) {
+            Some(slot) if self.n_fields < self.back => *slot = pair,
+            // More variables than room: the server variables move up one.
+            _ => {
+                self.spans.insert(self.n_fields, pair);
+                self.back += 1;
             }
+        }
+        self.n_fields += 1;
+    }
+
+    /// Adds a server variable before the earlier ones.
+    #[inline(always)]
+    fn push_var(&mut self, pair: (Span, Span)) {
+        if self.back > self.n_fields {
+            self.back -= 1;
+            if let Some(slot) = self.spans.get_mut(self.back) {
+                *slot = pair;
+            }
+        } else {
+            self.spans.insert(self.back, pair);
+        }
+    }
+
+    /// Whether `value` differs from the value of the first variable like
+    /// `first` (none: this is the first).
+    #[inline(always)]
+    fn differs(buf: &[u8], first: &mut Option<Span>, value: Span) -> bool {
+        match first {
+            Some(f) => f.get(buf) != value.get(buf),
+            None => {
+                *first = Some(value);
+                false
+            }
+        }
+    }
+
+    /// Sorts the variable whose name and value lie at `n` and `v` of `buf`
+    /// (checked already: a token and a value without NUL, CR or LF).
+    #[inline(always)]
+    pub(crate) fn add(&mut self, buf: &[u8], n: Span, v: Span) {
+        let name = n.get(buf);
+        if let Some(h) = name.strip_prefix(b"HTTP_") {
+            // nginx passes every request header, Content-Type and
+            // Content-Length included; the body's framing and type are the
+            // front end's CONTENT_TYPE and CONTENT_LENGTH (which differ when
+            // it de-chunked the body), and the environ must not hold them
+            // twice.
+            match h {
+                b"" => {
+                    self.late.get_or_insert(ParseError::InvalidHeaderName);
+                    return;
+                }
+                b"CONTENT_TYPE" | b"CONTENT_LENGTH" => return,
+                _ => {}
+            }
+            if h.len() == 4 && h.eq_ignore_ascii_case(b"host") {
+                // A header the client sent twice is no repeat (nginx before
+                // 1.23 passes each line as its own `HTTP_*` variable, and
+                // the environ joins them as for HTTP/1), but Host stays
+                // single, as RFC 9112 §3.2 wants it.
+                if h == b"HOST" && Collector::differs(buf, &mut self.host_first, v) {
+                    self.repeated = true;
+                }
+                self.host = Some(v);
+            }
+            // The field's name is the variable's after `HTTP_`, with '_'
+            // made '-' by `finish` (HTTP_X_REQUEST_ID → X-REQUEST-ID; case
+            // does not matter to HTTP, and the environ key is made again
+            // from it).
+            let start = n.start() + 5;
+            self.push_field((Span::new(start, start + h.len()), v));
+            return;
+        }
+        let Some(place) = known_place(name) else {
+            // Earlier names are searched only when one with the same small
+            // hash came before (a bit of `seen`): with a front end's dozen
+            // other names that is rare.
             let bit = 1u64 << (name_hash(name) & 63);
-            if seen & bit != 0 {
-                if let Some((_, first)) = self.vars[..i].iter().find(|(m, _)| m.get(&bytes) == name)
-                {
-                    if first.get(&bytes) != v.get(&bytes) {
-                        return Err(ParseError::BadRequest("a server variable repeated"));
+            if self.seen & bit != 0 {
+                let first = self.spans.get(self.back..).unwrap_or(&[]);
+                if let Some((_, f)) = first.iter().rev().find(|(m, _)| m.get(buf) == name) {
+                    if f.get(buf) != v.get(buf) {
+                        self.repeated = true;
                     }
                 }
             }
-            seen |= bit;
-            if http {
-                n_headers += 1;
-                continue;
-            }
-            let slot = match name {
-                b"CONTENT_TYPE" | b"CONTENT_LENGTH" => {
-                    n_headers += 1;
-                    continue;
-                }
-                b"REQUEST_METHOD" => METHOD,
-                b"SERVER_PROTOCOL" => PROTOCOL,
-                b"REQUEST_URI" => URI,
-                b"SCRIPT_NAME" => SCRIPT,
-                b"PATH_INFO" => INFO,
-                b"QUERY_STRING" => QUERY,
-                _ => {
-                    n_vars += 1;
-                    continue;
-                }
-            };
-            n_vars += 1;
-            if known[slot].is_none() {
-                known[slot] = Some(*v);
-            }
+            self.seen |= bit;
+            self.push_var((n, v));
+            return;
+        };
+        if Collector::differs(buf, &mut self.known[place], v) {
+            self.repeated = true;
         }
-        let mut headers = Vec::with_capacity(n_headers);
-        let mut vars = Vec::with_capacity(n_vars);
+        let value = v.get(buf);
+        match place {
+            CTYPE => {
+                if !value.is_empty() {
+                    self.content_type = Some(v);
+                    self.push_field((n, v));
+                }
+            }
+            CLENGTH => {
+                if !value.is_empty() {
+                    match parse_length(value) {
+                        Some(len) => {
+                            self.content_length = Some(v);
+                            self.body = BodyKind::Length(len);
+                            self.push_field((n, v));
+                        }
+                        None => {
+                            self.late.get_or_insert(ParseError::BadContentLength);
+                        }
+                    }
+                }
+            }
+            _ => self.push_var((n, v)),
+        }
+    }
+
+    /// Builds the request over `bytes` (the buffer the spans index), with
+    /// the errors and the rules of [`CgiVars::into_request`].
+    pub(crate) fn finish(
+        self,
+        mut bytes: Vec<u8>,
+        limits: &Limits,
+    ) -> Result<RequestHead, ParseError> {
+        if self.repeated {
+            return Err(ParseError::BadRequest("a server variable repeated"));
+        }
+        let known = self.known;
         let method = known[METHOD]
             .filter(|m| !m.is_empty() && m.get(&bytes).iter().all(|&b| is_tchar(b)))
             .ok_or(ParseError::InvalidMethod)?;
@@ -265,38 +414,12 @@ impl CgiVars {
             t.first() == Some(&b'/') && t.iter().all(|&b| b > b' ' && b < 0x7f)
         }) {
             Some(t) => t,
-            None => {
-                // Rebuilt, percent-encoding what a target cannot hold.
-                let script = known[SCRIPT].map(|s| s.get(&bytes).to_vec());
-                let info = known[INFO].map(|s| s.get(&bytes).to_vec());
-                let query = known[QUERY].map(|s| s.get(&bytes).to_vec());
-                if script.is_none() && info.is_none() {
-                    return Err(ParseError::InvalidTarget);
-                }
-                let start = bytes.len();
-                // An origin-form target starts with '/', whatever the front
-                // end put first.
-                let first = script.iter().chain(info.iter()).flatten().next();
-                if first != Some(&b'/') {
-                    bytes.push(b'/');
-                }
-                for part in [script, info].into_iter().flatten() {
-                    push_encoded(&mut bytes, &part);
-                }
-                if let Some(q) = query.filter(|q| !q.is_empty()) {
-                    bytes.push(b'?');
-                    push_encoded_query(&mut bytes, &q);
-                }
-                if bytes.len() > limits.max_head_size * 4 {
-                    return Err(ParseError::HeadTooLarge);
-                }
-                Span::new(start, bytes.len())
-            }
+            None => rebuild_target(&mut bytes, &known, limits)?,
         };
         let (path, query) = {
             let t = target.get(&bytes);
             let start = target.start();
-            match t.iter().position(|&b| b == b'?') {
+            match memchr::memchr(b'?', t) {
                 Some(q) => (
                     Span::new(start, start + q),
                     Span::new(start + q + 1, start + t.len()),
@@ -304,64 +427,38 @@ impl CgiVars {
                 None => (target, Span::new(start + t.len(), start + t.len())),
             }
         };
-        let mut host = None;
-        let mut content_type = None;
-        let mut content_length = None;
-        let mut body = BodyKind::Empty;
-        for &(n, v) in &self.vars {
-            let name = n.get(&bytes);
-            if let Some(h) = name.get(5..).filter(|_| is_http(name)) {
-                if h.is_empty() {
-                    return Err(ParseError::InvalidHeaderName);
-                }
-                // nginx passes every request header, Content-Type and
-                // Content-Length included; the body's framing and type are
-                // the front end's CONTENT_TYPE and CONTENT_LENGTH (which
-                // differ when it de-chunked the body), and the environ must
-                // not hold them twice.
-                if h == b"CONTENT_TYPE" || h == b"CONTENT_LENGTH" {
-                    continue;
-                }
-                // The header's name is the variable's after `HTTP_`, with
-                // '_' made '-' below (HTTP_X_REQUEST_ID → X-REQUEST-ID; case
-                // does not matter to HTTP, and the environ key is made again
-                // from it).
-                if h.eq_ignore_ascii_case(b"host") {
-                    host = Some(v);
-                }
-                let start = n.start() + 5;
-                headers.push((Span::new(start, start + h.len()), v));
-            } else if name == b"CONTENT_TYPE" {
-                if !v.is_empty() {
-                    content_type = Some(v);
-                    headers.push((Span::new(n.start(), n.start() + 12), v));
-                }
-            } else if name == b"CONTENT_LENGTH" {
-                let value = v.get(&bytes);
-                if !value.is_empty() {
-                    let len = parse_length(value).ok_or(ParseError::BadContentLength)?;
-                    content_length = Some(v);
-                    body = BodyKind::Length(len);
-                    headers.push((Span::new(n.start(), n.start() + 14), v));
-                }
-            } else {
-                vars.push((n, v));
-            }
+        if let Some(e) = self.late {
+            return Err(e);
         }
-        if headers.len() > limits.max_header_count {
+        if self.n_fields > limits.max_header_count {
             return Err(ParseError::TooManyHeaders);
         }
-        // The header names, written over the variables' own bytes ('_' →
+        let Collector {
+            mut spans,
+            n_fields,
+            back,
+            ..
+        } = self;
+        // The field names, written over the variables' own bytes ('_' →
         // '-'), so that nothing is copied.
-        for (n, _) in &headers {
-            let s = n.start();
-            let e = s + n.get(&bytes).len();
-            for b in &mut bytes[s..e] {
-                if *b == b'_' {
-                    *b = b'-';
+        for (n, _) in spans.get(..n_fields).unwrap_or(&[]) {
+            let e = n.start() + n.get(&bytes).len();
+            if let Some(name) = bytes.get_mut(n.start()..e) {
+                for b in name {
+                    if *b == b'_' {
+                        *b = b'-';
+                    }
                 }
             }
         }
+        // The server variables in arrival order, right after the fields.
+        let n_vars = spans.len().saturating_sub(back);
+        if let Some(vars) = spans.get_mut(back..) {
+            vars.reverse();
+        }
+        let from = back.min(spans.len());
+        spans.copy_within(from.., n_fields.min(from));
+        spans.truncate(n_fields + n_vars);
         Ok(GatewayParts {
             bytes,
             method,
@@ -369,26 +466,64 @@ impl CgiVars {
             path,
             query,
             version,
-            headers,
-            host,
-            body,
-            content_type,
-            content_length,
-            vars,
+            fields: spans,
+            n_fields,
+            host: self.host,
+            body: self.body,
+            content_type: self.content_type,
+            content_length: self.content_length,
         }
         .into())
     }
 }
 
+/// The request-target made from `SCRIPT_NAME`, `PATH_INFO` and
+/// `QUERY_STRING` (percent-encoding what a target cannot hold), appended to
+/// `bytes`; 400 when there is neither `SCRIPT_NAME` nor `PATH_INFO`.
+fn rebuild_target(
+    bytes: &mut Vec<u8>,
+    known: &[Option<Span>; KNOWN.len()],
+    limits: &Limits,
+) -> Result<Span, ParseError> {
+    let script = known[SCRIPT].map(|s| s.get(bytes).to_vec());
+    let info = known[INFO].map(|s| s.get(bytes).to_vec());
+    let query = known[QUERY].map(|s| s.get(bytes).to_vec());
+    if script.is_none() && info.is_none() {
+        return Err(ParseError::InvalidTarget);
+    }
+    let start = bytes.len();
+    // An origin-form target starts with '/', whatever the front end put
+    // first.
+    let first = script.iter().chain(info.iter()).flatten().next();
+    if first != Some(&b'/') {
+        bytes.push(b'/');
+    }
+    for part in [script, info].into_iter().flatten() {
+        push_encoded(bytes, &part);
+    }
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        bytes.push(b'?');
+        push_encoded_query(bytes, &q);
+    }
+    if bytes.len() > limits.max_head_size * 4 {
+        return Err(ParseError::HeadTooLarge);
+    }
+    Ok(Span::new(start, bytes.len()))
+}
+
 /// The checks of [`CgiVars::push`] for a variable that would be the
 /// `count`-th after `size` bytes of names and values: the new size, or the
-/// error.
+/// error. `name_token` and `value_clean` say that the codec has found the
+/// name a token or the value free of NUL, CR and LF already (SCGI finds a
+/// name's end by its bytes, looks for CR and LF once in its whole block,
+/// and ends values at a NUL), so neither is looked at again.
 #[inline(always)]
-fn check(
+pub(crate) fn check(
     count: usize,
     size: usize,
     name: &[u8],
     value: &[u8],
+    name_token: bool,
     value_clean: bool,
     limits: &Limits,
 ) -> Result<usize, ParseError> {
@@ -403,7 +538,7 @@ fn check(
     // searched with memchr when it is long (a call costs more than a
     // loop over the few bytes most values have): a front end sends a
     // few hundred bytes of variables with every request.
-    if name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b)) {
+    if !name_token && (name.is_empty() || !name.iter().fold(true, |ok, &b| ok & is_tchar(b))) {
         return Err(ParseError::InvalidHeaderName);
     }
     let bad = if value_clean {
@@ -419,21 +554,6 @@ fn check(
         return Err(ParseError::InvalidHeaderValue);
     }
     Ok(size)
-}
-
-/// Where [`CgiVars::into_request`] notes the variables that make the
-/// request line.
-const METHOD: usize = 0;
-const PROTOCOL: usize = 1;
-const URI: usize = 2;
-const SCRIPT: usize = 3;
-const INFO: usize = 4;
-const QUERY: usize = 5;
-
-/// Whether a variable's name is `HTTP_*`, compared as one five-byte value.
-#[inline]
-fn is_http(name: &[u8]) -> bool {
-    name.first_chunk::<5>() == Some(b"HTTP_")
 }
 
 /// A small hash of a name (its length, last and middle bytes) for the

@@ -48,7 +48,8 @@
 //! assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
 //! ```
 
-use crate::gateway::{CgiVars, MAX_SERVER_VARS};
+use crate::gateway::{check, Collector, MAX_SERVER_VARS};
+use crate::h1::head::Span;
 use crate::scgi::{write_error_rest, write_head_after, write_head_rest};
 use crate::{BodyDecoder, Limits, ParseError, RequestHead, ResponseHead};
 
@@ -79,7 +80,8 @@ pub fn max_datasize(limits: &Limits) -> usize {
 /// 0 or a modifier2 other than 0 (as soon as that byte arrives), with 431
 /// ([`ParseError::HeadTooLarge`]) for a datasize past [`max_datasize`]
 /// (as soon as the header is in), and with 400 for variables that do not
-/// fill the datasize exactly or that [`CgiVars`] rejects.
+/// fill the datasize exactly or that [`CgiVars`](crate::gateway::CgiVars)
+/// rejects.
 ///
 /// The same bytes always give the same answer, and a prefix of a request
 /// gives `Ok(None)` or the error the whole request gives.
@@ -116,12 +118,15 @@ pub fn parse_request(
     Ok(Some((head, end)))
 }
 
-/// The variables block: (u16 LE length, key, u16 LE length, value) each.
+/// The variables block: (u16 LE length, key, u16 LE length, value) each,
+/// checked and sorted into the request in one pass ([`Collector`]).
 fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    // The block copied once (the datasize is at most 65535 bytes), the
-    // variables recorded where they lie in it: four length bytes per
-    // variable, and room for about one per 20 bytes.
-    let mut vars = CgiVars::over_block(block, block.len() / 20 + 4);
+    // Four length bytes and a name byte at least per variable: room for
+    // every variable the block can hold, up to the count limit (which stops
+    // a block with more before the room runs out).
+    let max_vars = limits.max_header_count.saturating_add(MAX_SERVER_VARS);
+    let mut vars = Collector::new((block.len() / 5 + 1).min(max_vars));
+    let (mut count, mut size) = (0, 0);
     let mut at = 0;
     while at < block.len() {
         let key = take_string(block, at).ok_or(ParseError::BadRequest(
@@ -131,9 +136,18 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
             "uwsgi variable value runs past the packet's datasize",
         ))?;
         at = value.end;
-        vars.push_range(key, value, false, limits)?;
+        let (Some(name), Some(val)) = (block.get(key.clone()), block.get(value.clone())) else {
+            return Err(ParseError::InvalidHeaderName);
+        };
+        size = check(count, size, name, val, false, false, limits)?;
+        count += 1;
+        vars.add(
+            block,
+            Span::new(key.start, key.end),
+            Span::new(value.start, value.end),
+        );
     }
-    let mut head = vars.into_request(limits)?;
+    let mut head = vars.finish(block.to_vec(), limits)?;
     head.set_keep_alive(KEEP_ALIVE);
     Ok(head)
 }

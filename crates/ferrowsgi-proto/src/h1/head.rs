@@ -118,7 +118,9 @@ pub struct RequestHead {
     query: Span,
     /// The protocol version.
     version: Version,
-    /// Header name and value spans, in order; values trimmed of OWS.
+    /// Header name and value spans, in order; values trimmed of OWS. For a
+    /// gateway request, the server variables follow (from `vars_at`), so
+    /// that one allocation holds both.
     headers: Vec<(Span, Span)>,
     /// The effective host: the target's authority, else the Host header.
     host: Option<Span>,
@@ -135,10 +137,10 @@ pub struct RequestHead {
     /// The first element of the validated Content-Length.
     content_length: Option<Span>,
     /// For a request a front end handed over already parsed (FastCGI, SCGI,
-    /// uwsgi, AJP): the server variables it sent, other than the `HTTP_*`
-    /// ones (which are `headers`). `None` for a request read as HTTP/1.x,
-    /// which therefore pays two words for it.
-    vars: Option<Box<[(Span, Span)]>>,
+    /// uwsgi, AJP): where in `headers` the server variables it sent start,
+    /// other than the `HTTP_*` ones (which are the fields before). `None`
+    /// for a request read as HTTP/1.x.
+    vars_at: Option<u32>,
 }
 
 impl RequestHead {
@@ -176,14 +178,23 @@ impl RequestHead {
     /// The header lines in order: names as sent (case preserved), values
     /// trimmed of surrounding whitespace. Repeated headers appear repeatedly.
     pub fn headers(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers
+        self.fields()
             .iter()
             .map(|(n, v)| (n.get(&self.bytes), v.get(&self.bytes)))
     }
 
     /// The number of header lines.
     pub fn header_count(&self) -> usize {
-        self.headers.len()
+        self.fields().len()
+    }
+
+    /// The header fields' spans (without a gateway request's server
+    /// variables).
+    fn fields(&self) -> &[(Span, Span)] {
+        match self.vars_at {
+            Some(at) => self.headers.get(..at as usize).unwrap_or(&[]),
+            None => &self.headers,
+        }
     }
 
     /// The value of the first header named `name` (ASCII case-insensitive).
@@ -242,7 +253,7 @@ impl RequestHead {
     /// Whether a front end handed this request over already parsed (see
     /// [`crate::gateway`]) rather than it being read as HTTP/1.x.
     pub fn is_gateway(&self) -> bool {
-        self.vars.is_some()
+        self.vars_at.is_some()
     }
 
     /// The server variables a front end sent with the request (`REMOTE_ADDR`,
@@ -250,9 +261,11 @@ impl RequestHead {
     /// `HTTP_*` ones, which are [`RequestHead::headers`]. Empty for an
     /// HTTP/1.x request.
     pub fn vars(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.vars
-            .iter()
-            .flat_map(|v| v.iter())
+        let vars = match self.vars_at {
+            Some(at) => self.headers.get(at as usize..).unwrap_or(&[]),
+            None => &[],
+        };
+        vars.iter()
             .map(|(n, v)| (n.get(&self.bytes), v.get(&self.bytes)))
     }
 
@@ -314,12 +327,14 @@ pub(crate) struct GatewayParts {
     pub(crate) path: Span,
     pub(crate) query: Span,
     pub(crate) version: Version,
-    pub(crate) headers: Vec<(Span, Span)>,
+    /// The header fields, then the server variables.
+    pub(crate) fields: Vec<(Span, Span)>,
+    /// How many of `fields` are header fields.
+    pub(crate) n_fields: usize,
     pub(crate) host: Option<Span>,
     pub(crate) body: BodyKind,
     pub(crate) content_type: Option<Span>,
     pub(crate) content_length: Option<Span>,
-    pub(crate) vars: Vec<(Span, Span)>,
 }
 
 impl From<GatewayParts> for RequestHead {
@@ -331,7 +346,7 @@ impl From<GatewayParts> for RequestHead {
             path: p.path,
             query: p.query,
             version: p.version,
-            headers: p.headers,
+            headers: p.fields,
             host: p.host,
             scheme: None,
             body: p.body,
@@ -339,7 +354,7 @@ impl From<GatewayParts> for RequestHead {
             expects_continue: false,
             content_type: p.content_type,
             content_length: p.content_length,
-            vars: Some(p.vars.into_boxed_slice()),
+            vars_at: Some(u32::try_from(p.n_fields).unwrap_or(u32::MAX)),
         }
     }
 }
@@ -582,7 +597,7 @@ fn build_head(
         expects_continue: verdict.expects_continue,
         content_type: verdict.content_type,
         content_length: verdict.content_length,
-        vars: None,
+        vars_at: None,
     };
     Ok(Parsed::Complete {
         head: head_out,
