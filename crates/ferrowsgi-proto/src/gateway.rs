@@ -309,7 +309,8 @@ impl Collector {
     #[inline(always)]
     pub(crate) fn add(&mut self, buf: &[u8], n: Span, v: Span) {
         let name = n.get(buf);
-        if let Some(h) = name.strip_prefix(b"HTTP_") {
+        if name.first_chunk::<5>() == Some(b"HTTP_") {
+            let h = name.get(5..).unwrap_or(&[]);
             // nginx passes every request header, Content-Type and
             // Content-Length included; the body's framing and type are the
             // front end's CONTENT_TYPE and CONTENT_LENGTH (which differ when
