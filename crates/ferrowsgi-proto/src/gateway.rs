@@ -221,28 +221,23 @@ const QUERY: usize = 5;
 const CTYPE: usize = 6;
 const CLENGTH: usize = 7;
 
-/// The place in [`KNOWN`] of `name`, found by its length first (each
-/// comparison is then of a few words, not a call).
+/// The place in [`KNOWN`] of `name`, found by its length and first byte,
+/// then one comparison with a name known when this is compiled (a few word
+/// comparisons, where one with a name picked at run time is a call).
 #[inline(always)]
 fn known_place(name: &[u8]) -> Option<usize> {
-    let place = match name.len() {
-        9 => INFO,
-        11 => match name.first() {
-            Some(b'R') => URI,
-            _ => SCRIPT,
-        },
-        12 => match name.first() {
-            Some(b'Q') => QUERY,
-            _ => CTYPE,
-        },
-        14 => match name.first() {
-            Some(b'R') => METHOD,
-            _ => CLENGTH,
-        },
-        15 => PROTOCOL,
-        _ => return None,
-    };
-    (KNOWN[place] == name).then_some(place)
+    let is = |known: &[u8], place: usize| (name == known).then_some(place);
+    match (name.len(), name.first()) {
+        (9, _) => is(b"PATH_INFO", INFO),
+        (11, Some(b'R')) => is(b"REQUEST_URI", URI),
+        (11, _) => is(b"SCRIPT_NAME", SCRIPT),
+        (12, Some(b'Q')) => is(b"QUERY_STRING", QUERY),
+        (12, _) => is(b"CONTENT_TYPE", CTYPE),
+        (14, Some(b'R')) => is(b"REQUEST_METHOD", METHOD),
+        (14, _) => is(b"CONTENT_LENGTH", CLENGTH),
+        (15, _) => is(b"SERVER_PROTOCOL", PROTOCOL),
+        _ => None,
+    }
 }
 
 impl Collector {
@@ -510,6 +505,36 @@ fn rebuild_target(
         return Err(ParseError::HeadTooLarge);
     }
     Ok(Span::new(start, bytes.len()))
+}
+
+/// The end of the run of upper-case letters, digits and '_' (what CGI
+/// names are made of, all tchar) that starts at `at`, looked at eight bytes
+/// at a time: a byte loop over a front end's 200 bytes of names was the
+/// larger part of decoding its head. The run may end early, before the last
+/// eight bytes of `block`; a caller that needs the exact end goes on byte
+/// by byte.
+#[inline(always)]
+pub(crate) fn name_run(block: &[u8], mut at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = block.get(at..).and_then(|s| s.first_chunk::<8>()) {
+        let w = u64::from_le_bytes(*chunk);
+        // The high bit of each byte lane says "at least `c`" for a byte
+        // below 0x80: x + (0x80 - c) cannot carry into the next lane then.
+        // A byte from 0x80 up is refused by `!w`, and whatever its carry
+        // does to the lanes after it does not matter: the run ends there.
+        let ge = |c: u8| w.wrapping_add(ONES * u64::from(0x80 - c));
+        let upper = ge(b'A') & !ge(b'Z' + 1);
+        let digit = ge(b'0') & !ge(b'9' + 1);
+        let underscore = ge(b'_') & !ge(b'_' + 1);
+        let good = (upper | digit | underscore) & !w & HIGH;
+        let bad = !good & HIGH;
+        if bad != 0 {
+            return at + (bad.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at
 }
 
 /// The checks of [`CgiVars::push`] for a variable that would be the

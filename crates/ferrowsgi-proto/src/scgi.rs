@@ -37,7 +37,7 @@
 //! assert_eq!(out, b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n");
 //! ```
 
-use crate::gateway::{check, Collector, MAX_SERVER_VARS};
+use crate::gateway::{check, name_run, Collector, MAX_SERVER_VARS};
 use crate::h1::head::Span;
 use crate::h1::syntax::{is_field_value_byte, is_tchar};
 use crate::{has_body, push_decimal, BodyDecoder, Limits, ParseError, RequestHead, ResponseHead};
@@ -193,35 +193,6 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     let mut head = vars.finish(block.to_vec(), limits)?;
     head.set_keep_alive(KEEP_ALIVE);
     Ok(head)
-}
-
-/// The end of the run of upper-case letters, digits and '_' (what CGI
-/// names are made of, all tchar) that starts at `at`, looked at eight bytes
-/// at a time: a byte loop over a front end's 200 bytes of names was the
-/// larger part of decoding its head. The run may end early, before the last
-/// eight bytes of `block`; the caller goes on byte by byte.
-#[inline(always)]
-fn name_run(block: &[u8], mut at: usize) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = block.get(at..).and_then(|s| s.first_chunk::<8>()) {
-        let w = u64::from_le_bytes(*chunk);
-        // The high bit of each byte lane says "at least `c`" for a byte
-        // below 0x80: x + (0x80 - c) cannot carry into the next lane then.
-        // A byte from 0x80 up is refused by `!w`, and whatever its carry
-        // does to the lanes after it does not matter: the run ends there.
-        let ge = |c: u8| w.wrapping_add(ONES * u64::from(0x80 - c));
-        let upper = ge(b'A') & !ge(b'Z' + 1);
-        let digit = ge(b'0') & !ge(b'9' + 1);
-        let underscore = ge(b'_') & !ge(b'_' + 1);
-        let good = (upper | digit | underscore) & !w & HIGH;
-        let bad = !good & HIGH;
-        if bad != 0 {
-            return at + (bad.trailing_zeros() / 8) as usize;
-        }
-        at += 8;
-    }
-    at
 }
 
 /// The offset of the first NUL of `block` at or after `from`.

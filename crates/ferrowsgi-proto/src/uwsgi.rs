@@ -48,7 +48,7 @@
 //! assert_eq!(out, b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n");
 //! ```
 
-use crate::gateway::{check, Collector, MAX_SERVER_VARS};
+use crate::gateway::{check, name_run, Collector, MAX_SERVER_VARS};
 use crate::h1::head::Span;
 use crate::scgi::{write_error_rest, write_head_after, write_head_rest};
 use crate::{BodyDecoder, Limits, ParseError, RequestHead, ResponseHead};
@@ -121,11 +121,22 @@ pub fn parse_request(
 /// The variables block: (u16 LE length, key, u16 LE length, value) each,
 /// checked and sorted into the request in one pass ([`Collector`]).
 fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> {
-    // Four length bytes and a name byte at least per variable: room for
-    // every variable the block can hold, up to the count limit (which stops
-    // a block with more before the room runs out).
+    // The variables counted first (a hop from length to length each), so
+    // that the lists are made at their final size; the count limit stops a
+    // block with more before the room runs out.
     let max_vars = limits.max_header_count.saturating_add(MAX_SERVER_VARS);
-    let mut vars = Collector::new((block.len() / 5 + 1).min(max_vars));
+    let mut room = 0;
+    let mut hop = 0;
+    while room < max_vars {
+        match take_string(block, hop).and_then(|k| take_string(block, k.end)) {
+            Some(v) => {
+                room += 1;
+                hop = v.end;
+            }
+            None => break,
+        }
+    }
+    let mut vars = Collector::new(room);
     let (mut count, mut size) = (0, 0);
     let mut at = 0;
     while at < block.len() {
@@ -139,7 +150,10 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         let (Some(name), Some(val)) = (block.get(key.clone()), block.get(value.clone())) else {
             return Err(ParseError::InvalidHeaderName);
         };
-        size = check(count, size, name, val, false, false, limits)?;
+        // A name made of upper-case letters, digits and '_' is a token
+        // (found eight bytes at a time); any other is checked byte by byte.
+        let name_token = !name.is_empty() && name_run(block, key.start) >= key.end;
+        size = check(count, size, name, val, name_token, false, limits)?;
         count += 1;
         vars.add(
             block,
