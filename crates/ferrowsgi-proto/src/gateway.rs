@@ -832,6 +832,25 @@ mod tests {
     }
 
     #[test]
+    fn the_name_run_stops_at_the_first_byte_outside_its_set() {
+        let in_set = |b: u8| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_';
+        for b in 0..=255u8 {
+            for k in 0..20 {
+                let mut block = b"AZ09_QX_".repeat(3);
+                block[k] = b;
+                // The name run passes only bytes of its set and stops at
+                // the first other one, or within the last eight bytes.
+                let end = name_run(&block, 0);
+                assert!(block[..end].iter().all(|&c| in_set(c)), "{b} at {k}");
+                assert!(end + 8 > block.len() || !in_set(block[end]), "{b} at {k}");
+                if !in_set(b) && k + 8 <= block.len() {
+                    assert_eq!(end, k, "{b} at {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn content_length_frames_the_body() {
         let h = request(&[
             ("REQUEST_METHOD", "POST"),
