@@ -291,7 +291,7 @@ impl Collector {
     #[inline(always)]
     fn differs(buf: &[u8], first: &mut Option<Span>, value: Span) -> bool {
         match first {
-            Some(f) => f.get(buf) != value.get(buf),
+            Some(f) => !same_bytes(f.get(buf), value.get(buf)),
             None => {
                 *first = Some(value);
                 false
@@ -344,8 +344,12 @@ impl Collector {
             let bit = 1u64 << (name_hash(name) & 63);
             if self.seen & bit != 0 {
                 let first = self.spans.get(self.back..).unwrap_or(&[]);
-                if let Some((_, f)) = first.iter().rev().find(|(m, _)| m.get(buf) == name) {
-                    if f.get(buf) != v.get(buf) {
+                if let Some((_, f)) = first
+                    .iter()
+                    .rev()
+                    .find(|(m, _)| same_bytes(m.get(buf), name))
+                {
+                    if !same_bytes(f.get(buf), v.get(buf)) {
                         self.repeated = true;
                     }
                 }
@@ -505,6 +509,35 @@ fn rebuild_target(
         return Err(ParseError::HeadTooLarge);
     }
     Ok(Span::new(start, bytes.len()))
+}
+
+/// Whether `a` and `b` hold the same bytes. Up to 16 bytes are compared
+/// inline, a word or two of overlapping loads from each, where `==` calls
+/// `memcmp`: the names and values of a front end's variables are mostly
+/// that short, and compared several times each per request.
+#[inline(always)]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    fn word(s: &[u8], at: usize) -> Option<u64> {
+        s.get(at..)?
+            .first_chunk::<8>()
+            .map(|c| u64::from_le_bytes(*c))
+    }
+    fn half(s: &[u8], at: usize) -> Option<u32> {
+        s.get(at..)?
+            .first_chunk::<4>()
+            .map(|c| u32::from_le_bytes(*c))
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a.first() == b.first() && a.get(n / 2) == b.get(n / 2) && a.last() == b.last(),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
 }
 
 /// The end of the run of upper-case letters, digits and '_' (what CGI
@@ -829,6 +862,27 @@ mod tests {
         assert!(request(&vars).is_ok());
         vars.push(("VAR_41", "y"));
         assert!(matches!(request(&vars), Err(ParseError::BadRequest(_))));
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let words: Vec<Vec<u8>> = (0..=20)
+            .flat_map(|n| {
+                let base: Vec<u8> = (0..n).map(|i| b'a' + i as u8).collect();
+                // The same length with one byte changed at each place.
+                let changed = (0..n).map(move |i| {
+                    let mut w: Vec<u8> = (0..n).map(|j| b'a' + j as u8).collect();
+                    w[i] ^= 0x20;
+                    w
+                });
+                std::iter::once(base).chain(changed).collect::<Vec<_>>()
+            })
+            .collect();
+        for a in &words {
+            for b in &words {
+                assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

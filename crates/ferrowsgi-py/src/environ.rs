@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use ferrowsgi_proto::forwarded::{header_kind, ForwardedHeaders, Forwarding, TrustedProxies};
+use ferrowsgi_proto::gateway::same_bytes;
 use ferrowsgi_proto::{eq_lowercase, percent_decode, RequestHead, Version};
 use ferrowsgi_server::{Exchange, PeerInfo};
 use pyo3::prelude::*;
@@ -657,7 +658,7 @@ impl EnvTemplate {
             let known = self.vars.get(name.len()).and_then(|same_len| {
                 same_len
                     .iter()
-                    .find(|(n, _, _, _)| n.last() == name.last() && *n == name)
+                    .find(|(n, _, _, _)| n.last() == name.last() && same_bytes(n, name))
             });
             let role = known.map_or(Role::Plain, |&(_, _, r, _)| r);
             let mut is_remote_addr = false;
@@ -673,10 +674,10 @@ impl EnvTemplate {
                 }
                 // Set from the same bytes already (the head's method and
                 // target are these variables): no second str for them.
-                Role::RequestMethod if value == head.method() => continue,
-                Role::RequestUri if value == head.target() => continue,
-                Role::QueryString if value == head.query() => continue,
-                Role::ServerProtocol if value == protocol => continue,
+                Role::RequestMethod if same_bytes(value, head.method()) => continue,
+                Role::RequestUri if same_bytes(value, head.target()) => continue,
+                Role::QueryString if same_bytes(value, head.query()) => continue,
+                Role::ServerProtocol if same_bytes(value, protocol) => continue,
                 Role::RemoteAddr => {
                     sent[0] = true;
                     remote_addr = Some(value);
@@ -704,7 +705,7 @@ impl EnvTemplate {
                 let bit = 1u64 << i;
                 if keepable(role) && in_base & bit != 0 {
                     if let Some((bytes, Some(made))) = k.values.get(i) {
-                        if bytes.as_slice() == value {
+                        if same_bytes(bytes, value) {
                             seen |= bit;
                             repeated |= bit;
                             if is_remote_addr {
@@ -890,7 +891,7 @@ fn kept_value<'py>(
     let Some((bytes, made)) = values.get_mut(i) else {
         return Ok((latin1_str(py, value)?, false));
     };
-    if let Some(s) = made.as_ref().filter(|_| bytes.as_slice() == value) {
+    if let Some(s) = made.as_ref().filter(|_| same_bytes(bytes, value)) {
         return Ok((s.bind(py).clone(), true));
     }
     let s = latin1_str(py, value)?;
