@@ -865,6 +865,119 @@ mod tests {
     }
 
     #[test]
+    fn errors_come_in_the_order_they_always_came() {
+        // The request-level errors of all variables come after the checks
+        // of each variable, whatever their order in the request: a repeat
+        // before a variable past the size limit is a 431, as when every
+        // variable was checked before any was sorted.
+        let limits = Limits {
+            max_head_size: 200,
+            ..Limits::default()
+        };
+        let big = "x".repeat(200);
+        let mut v = CgiVars::new();
+        for (n, val) in [
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/"),
+            ("REMOTE_ADDR", "a"),
+            ("REMOTE_ADDR", "b"),
+        ] {
+            v.push(n.as_bytes(), val.as_bytes(), &limits).unwrap();
+        }
+        assert_eq!(
+            v.push(b"HTTP_X", big.as_bytes(), &limits),
+            Err(ParseError::HeadTooLarge)
+        );
+        // Then: a repeat before a bad method, the method before the target,
+        // the target before an empty `HTTP_` name or a bad CONTENT_LENGTH
+        // (the first of these two in the request), and those before too
+        // many fields.
+        let vars = |extra: &[(&str, &str)]| {
+            let mut all = vec![("HTTP_", "x"), ("CONTENT_LENGTH", "1x")];
+            all.extend_from_slice(extra);
+            request(&all)
+        };
+        assert!(matches!(
+            vars(&[("REMOTE_ADDR", "a"), ("REMOTE_ADDR", "b")]),
+            Err(ParseError::BadRequest(m)) if m.contains("repeated")
+        ));
+        assert_eq!(vars(&[]), Err(ParseError::InvalidMethod));
+        assert_eq!(
+            vars(&[("REQUEST_METHOD", "GET")]),
+            Err(ParseError::InvalidTarget)
+        );
+        assert_eq!(
+            vars(&[("REQUEST_METHOD", "GET"), ("REQUEST_URI", "/")]),
+            Err(ParseError::InvalidHeaderName)
+        );
+        assert_eq!(
+            request(&[
+                ("CONTENT_LENGTH", "1x"),
+                ("HTTP_", "x"),
+                ("REQUEST_METHOD", "GET"),
+                ("REQUEST_URI", "/"),
+            ]),
+            Err(ParseError::BadContentLength)
+        );
+        let limits = Limits {
+            max_header_count: 1,
+            ..Limits::default()
+        };
+        let mut v = CgiVars::new();
+        for (n, val) in [
+            ("REQUEST_METHOD", "GET"),
+            ("REQUEST_URI", "/"),
+            ("HTTP_A", "1"),
+            ("HTTP_B", "2"),
+        ] {
+            v.push(n.as_bytes(), val.as_bytes(), &limits).unwrap();
+        }
+        assert_eq!(v.into_request(&limits), Err(ParseError::TooManyHeaders));
+    }
+
+    #[test]
+    fn a_collector_without_room_grows_and_keeps_the_order() {
+        // A codec sizes the collector from its block; one that counted too
+        // few still gets every variable, in order.
+        let mut bytes = Vec::new();
+        let mut spans = Vec::new();
+        for (n, v) in [
+            ("REQUEST_METHOD", "GET"),
+            ("HTTP_A", "1"),
+            ("REQUEST_URI", "/"),
+            ("V1", "x"),
+            ("HTTP_B", "2"),
+            ("V2", "y"),
+        ] {
+            let n0 = bytes.len();
+            bytes.extend_from_slice(n.as_bytes());
+            let v0 = bytes.len();
+            bytes.extend_from_slice(v.as_bytes());
+            spans.push((Span::new(n0, v0), Span::new(v0, bytes.len())));
+        }
+        for room in [0, 1, 3, 6, 9] {
+            let mut c = Collector::new(room);
+            for &(n, v) in &spans {
+                c.add(&bytes, n, v);
+            }
+            let h = c.finish(bytes.clone(), &Limits::default()).unwrap();
+            let fields: Vec<_> = h.headers().collect();
+            assert_eq!(fields, vec![(&b"A"[..], &b"1"[..]), (b"B", b"2")], "{room}");
+            let vars: Vec<_> = h.vars().collect();
+            assert_eq!(
+                vars,
+                vec![
+                    (&b"REQUEST_METHOD"[..], &b"GET"[..]),
+                    (b"REQUEST_URI", b"/"),
+                    (b"V1", b"x"),
+                    (b"V2", b"y"),
+                ],
+                "{room}"
+            );
+        }
+    }
+
+    #[test]
     fn same_bytes_is_equality() {
         let words: Vec<Vec<u8>> = (0..=20)
             .flat_map(|n| {
