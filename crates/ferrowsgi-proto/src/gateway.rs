@@ -241,7 +241,8 @@ fn known_place(name: &[u8]) -> Option<usize> {
 }
 
 impl Collector {
-    /// Room for `count` variables.
+    /// Room for `count` variables (more are taken too, at the cost of
+    /// growing the list).
     pub(crate) fn new(count: usize) -> Collector {
         Collector {
             spans: vec![(Span::default(), Span::default()); count],
@@ -262,28 +263,49 @@ impl Collector {
     /// Adds a field at the end of the fields.
     #[inline(always)]
     fn push_field(&mut self, pair: (Span, Span)) {
-        match self.spans.get_mut(self.n_fields) {
-            Some(slot) if self.n_fields < self.back => *slot = pair,
-            // More variables than room: the server variables move up one.
-            _ => {
-                self.spans.insert(self.n_fields, pair);
-                self.back += 1;
-            }
+        if self.n_fields == self.back {
+            self.grow();
         }
-        self.n_fields += 1;
+        if let Some(slot) = self.spans.get_mut(self.n_fields) {
+            *slot = pair;
+            self.n_fields += 1;
+        }
     }
 
     /// Adds a server variable before the earlier ones.
     #[inline(always)]
     fn push_var(&mut self, pair: (Span, Span)) {
-        if self.back > self.n_fields {
-            self.back -= 1;
-            if let Some(slot) = self.spans.get_mut(self.back) {
-                *slot = pair;
-            }
-        } else {
-            self.spans.insert(self.back, pair);
+        if self.n_fields == self.back {
+            self.grow();
         }
+        if let Some(slot) = self.back.checked_sub(1).and_then(|b| self.spans.get_mut(b)) {
+            *slot = pair;
+            self.back -= 1;
+        }
+    }
+
+    /// Doubles the room (the codec's estimate of the number of variables
+    /// was short): the fields stay in front, the server variables move to
+    /// the new end. The count limit, checked before a variable is added,
+    /// bounds how far this goes.
+    #[cold]
+    fn grow(&mut self) {
+        let len = self.spans.len();
+        let new_len = (len * 2).max(8);
+        let mut spans = vec![(Span::default(), Span::default()); new_len];
+        let n_vars = len.saturating_sub(self.back);
+        let new_back = new_len - n_vars;
+        if let (Some(to), Some(from)) = (
+            spans.get_mut(..self.n_fields),
+            self.spans.get(..self.n_fields),
+        ) {
+            to.copy_from_slice(from);
+        }
+        if let (Some(to), Some(from)) = (spans.get_mut(new_back..), self.spans.get(self.back..)) {
+            to.copy_from_slice(from);
+        }
+        self.spans = spans;
+        self.back = new_back;
     }
 
     /// Whether `value` differs from the value of the first variable like
@@ -445,9 +467,7 @@ impl Collector {
             let e = n.start() + n.get(&bytes).len();
             if let Some(name) = bytes.get_mut(n.start()..e) {
                 for b in name {
-                    if *b == b'_' {
-                        *b = b'-';
-                    }
+                    *b = if *b == b'_' { b'-' } else { *b };
                 }
             }
         }
@@ -941,39 +961,43 @@ mod tests {
         // few still gets every variable, in order.
         let mut bytes = Vec::new();
         let mut spans = Vec::new();
-        for (n, v) in [
-            ("REQUEST_METHOD", "GET"),
-            ("HTTP_A", "1"),
-            ("REQUEST_URI", "/"),
-            ("V1", "x"),
-            ("HTTP_B", "2"),
-            ("V2", "y"),
-        ] {
+        let mut pairs = vec![
+            ("REQUEST_METHOD".to_string(), "GET".to_string()),
+            ("REQUEST_URI".to_string(), "/".to_string()),
+        ];
+        for i in 0..30 {
+            let name = if i % 3 == 0 { "HTTP_F" } else { "V" };
+            pairs.push((format!("{name}{i}"), i.to_string()));
+        }
+        for (n, v) in &pairs {
             let n0 = bytes.len();
             bytes.extend_from_slice(n.as_bytes());
             let v0 = bytes.len();
             bytes.extend_from_slice(v.as_bytes());
             spans.push((Span::new(n0, v0), Span::new(v0, bytes.len())));
         }
-        for room in [0, 1, 3, 6, 9] {
+        for room in [0, 1, 3, 8, 9, 40] {
             let mut c = Collector::new(room);
             for &(n, v) in &spans {
                 c.add(&bytes, n, v);
             }
             let h = c.finish(bytes.clone(), &Limits::default()).unwrap();
-            let fields: Vec<_> = h.headers().collect();
-            assert_eq!(fields, vec![(&b"A"[..], &b"1"[..]), (b"B", b"2")], "{room}");
-            let vars: Vec<_> = h.vars().collect();
-            assert_eq!(
-                vars,
-                vec![
-                    (&b"REQUEST_METHOD"[..], &b"GET"[..]),
-                    (b"REQUEST_URI", b"/"),
-                    (b"V1", b"x"),
-                    (b"V2", b"y"),
-                ],
-                "{room}"
-            );
+            let fields: Vec<_> = h.headers().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            let want: Vec<_> = pairs
+                .iter()
+                .filter_map(|(n, v)| {
+                    let f = n.strip_prefix("HTTP_")?;
+                    Some((f.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                })
+                .collect();
+            assert_eq!(fields, want, "{room}");
+            let vars: Vec<_> = h.vars().map(|(n, v)| (n.to_vec(), v.to_vec())).collect();
+            let want: Vec<_> = pairs
+                .iter()
+                .filter(|(n, _)| !n.starts_with("HTTP_"))
+                .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            assert_eq!(vars, want, "{room}");
         }
     }
 

@@ -124,11 +124,10 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     // then clears every value at once (a block that has one is checked
     // value by value, so the error is the one that value gives).
     let values_clean = memchr::memchr2(b'\r', b'\n', block).is_none();
-    // Two NULs a variable: the lists are made at their final size (the
-    // count limit stops a block with more before the room runs out).
-    let max_vars = limits.max_header_count.saturating_add(MAX_SERVER_VARS);
-    let room = (memchr::memchr_iter(0, block).count() / 2).min(max_vars);
-    let mut vars = Collector::new(room);
+    // Room for about one variable per 16 bytes (a front end's are 18 on
+    // average); counting the NULs first cost more than the list's rare
+    // growth.
+    let mut vars = Collector::new(block.len() / 16 + 4);
     let (mut count, mut size) = (0, 0);
     let mut at = 0;
     let mut scgi_seen = false;
