@@ -355,8 +355,7 @@ impl Collector {
             // made '-' by `finish` (HTTP_X_REQUEST_ID → X-REQUEST-ID; case
             // does not matter to HTTP, and the environ key is made again
             // from it).
-            let start = n.start() + 5;
-            self.push_field((Span::new(start, start + h.len()), v));
+            self.push_field((n.tail(h.len()), v));
             return;
         }
         let Some(place) = known_place(name) else {

@@ -124,6 +124,10 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
     // then clears every value at once (a block that has one is checked
     // value by value, so the error is the one that value gives).
     let values_clean = memchr::memchr2(b'\r', b'\n', block).is_none();
+    // Offsets into the block are made spans unchecked below.
+    if u32::try_from(block.len()).is_err() {
+        return Err(ParseError::HeadTooLarge);
+    }
     // Room for about one variable per 16 bytes (a front end's are 18 on
     // average); counting the NULs first cost more than the list's rare
     // growth.
@@ -176,8 +180,8 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         count += 1;
         vars.add(
             block,
-            Span::new(at, name_end),
-            Span::new(name_end + 1, value_end),
+            Span::within(at, name_end),
+            Span::within(name_end + 1, value_end),
         );
         at = value_end + 1;
     }

@@ -145,8 +145,9 @@ fn parse_vars(block: &[u8], limits: &Limits) -> Result<RequestHead, ParseError> 
         count += 1;
         vars.add(
             block,
-            Span::new(key.start, key.end),
-            Span::new(value.start, value.end),
+            // The block is at most 65535 bytes.
+            Span::within(key.start, key.end),
+            Span::within(value.start, value.end),
         );
     }
     let mut head = vars.finish(block.to_vec(), limits)?;

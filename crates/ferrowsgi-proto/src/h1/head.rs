@@ -76,6 +76,29 @@ impl Span {
         }
     }
 
+    /// A span from offsets into a buffer whose length its caller has
+    /// checked to be below 4 GiB (so the offsets fit, and nothing is
+    /// checked again per span: a gateway head makes two per variable).
+    #[inline(always)]
+    pub(crate) fn within(start: usize, end: usize) -> Span {
+        debug_assert!(end <= u32::MAX as usize);
+        Span {
+            start: start as u32,
+            end: end as u32,
+        }
+    }
+
+    /// The span of the last `len` bytes of this one (never more than it
+    /// covers).
+    #[inline(always)]
+    pub(crate) fn tail(&self, len: usize) -> Span {
+        let len = u32::try_from(len).unwrap_or(u32::MAX);
+        Span {
+            start: self.end.saturating_sub(len).max(self.start),
+            end: self.end,
+        }
+    }
+
     /// The span of `part`, a sub-slice of `base`, as offsets into `base`.
     pub(crate) fn of(base: &[u8], part: &[u8]) -> Span {
         let start = (part.as_ptr() as usize).wrapping_sub(base.as_ptr() as usize);
