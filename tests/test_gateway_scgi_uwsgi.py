@@ -123,7 +123,10 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
     _, addr = by_hand
 
     def environ(extra: g.Vars) -> dict:
-        _, _, data = g.ask(addr, proto.request(g.base_vars("GET", "/", extra)))
+        # A variable in `extra` replaces the one of the same name nginx would send.
+        names = {name for name, _ in extra}
+        sent = [v for v in g.base_vars("GET", "/") if v[0] not in names] + list(extra)
+        _, _, data = g.ask(addr, proto.request(sent))
         return json.loads(data)["environ"]
 
     root = [(b"DOCUMENT_ROOT", b"/srv/a"), (b"GATEWAY_INTERFACE", b"CGI/1.1")]
@@ -145,10 +148,21 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
             [(b"HTTPS", b"on")],
             {"HTTPS": "on", "wsgi.url_scheme": "https", "REMOTE_HOST": "192.0.2.10"},
         ),
+        # REMOTE_HOST is REMOTE_ADDR's unless the front end sends its own.
+        (
+            [(b"REMOTE_ADDR", b"198.51.100.7")],
+            {"REMOTE_ADDR": "198.51.100.7", "REMOTE_HOST": "198.51.100.7"},
+        ),
+        (
+            [(b"REMOTE_HOST", b"client.example")],
+            {"REMOTE_ADDR": "192.0.2.10", "REMOTE_HOST": "client.example"},
+        ),
     ]
     # Runs of one variant (its values repeat and the dict takes them), then every variant
-    # in turn (they keep changing), long enough for several rebuilds.
+    # in turn (they keep changing), long enough for several rebuilds; then runs longer than
+    # the rebuild interval (32 requests) of the address variants and of the plain one.
     order = [0] * 3 + [5] * 3 + [i % len(variants) for i in range(80)] + [0, 0, 4, 4, 5]
+    order += [0] * 35 + [7] * 35 + [0] * 35 + [8] * 35 + [0] * 35 + [7, 8, 0, 7, 0, 8]
     for i in order:
         extra, expected = variants[i]
         env = environ(extra)
@@ -158,6 +172,8 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
             else:
                 assert env[key] == value, (i, key, env.get(key))
         assert env["SERVER_NAME"] == "gateway.example"
+        if i != 8:
+            assert env["REMOTE_HOST"] == env["REMOTE_ADDR"], (i, env["REMOTE_HOST"])
         assert env["SERVER_PORT"] == "8080"
         assert env["wsgi.url_scheme"] == ("https" if i == 6 else "http")
 

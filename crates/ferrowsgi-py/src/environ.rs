@@ -147,6 +147,20 @@ struct GatewayKept {
     base_valid: u64,
     /// Requests since `base` was made.
     since: u32,
+    /// Whether `base` holds `REMOTE_HOST` with the str of its
+    /// `REMOTE_ADDR` (what a request that sends the same `REMOTE_ADDR` and
+    /// no `REMOTE_HOST` sets, so it then sets nothing).
+    base_host: bool,
+}
+
+/// The place of `name` in [`COMMON_VARS`] (which holds it; its last place
+/// otherwise, which no bit of a request's variables then matches wrongly,
+/// the list having fewer than 64).
+fn place_of(name: &str) -> usize {
+    COMMON_VARS
+        .iter()
+        .position(|n| *n == name)
+        .unwrap_or(COMMON_VARS.len())
 }
 
 /// Whether a server variable's str may be kept for later requests and its
@@ -238,6 +252,9 @@ pub(crate) struct EnvTemplate {
     methods: Vec<(&'static [u8], Py<PyString>)>,
     /// The keys of [`COMMON_VARS`] by place.
     var_keys: Vec<Py<PyString>>,
+    /// The places of `REMOTE_ADDR` and `REMOTE_HOST` in [`COMMON_VARS`].
+    remote_addr_place: usize,
+    remote_host_place: usize,
     /// Taken with `try_lock` for the whole of a gateway request's environ,
     /// so a request never waits for it (one that finds it taken copies the
     /// template and makes its strs, as before).
@@ -324,12 +341,15 @@ impl EnvTemplate {
                 .iter()
                 .map(|n| PyString::intern(py, n).unbind())
                 .collect(),
+            remote_addr_place: place_of("REMOTE_ADDR"),
+            remote_host_place: place_of("REMOTE_HOST"),
             gateway_kept: std::sync::Mutex::new(GatewayKept {
                 values: COMMON_VARS.iter().map(|_| (Vec::new(), None)).collect(),
                 base: None,
                 base_keys: 0,
                 base_valid: 0,
                 since: 0,
+                base_host: false,
             }),
             http10: PyString::intern(py, "HTTP/1.0").unbind(),
             http11: PyString::intern(py, "HTTP/1.1").unbind(),
@@ -652,6 +672,11 @@ impl EnvTemplate {
             .as_deref()
             .filter(|k| k.base.is_some())
             .map_or(0, |k| k.base_valid);
+        let base_host = kept
+            .as_deref()
+            .is_some_and(|k| k.base.is_some() && k.base_host);
+        // Whether the REMOTE_ADDR sent is the one the base holds.
+        let mut addr_in_base = false;
         for (name, value) in head.vars() {
             // The name's key and role in one lookup, the last byte first:
             // names of one length often share most of their bytes.
@@ -710,6 +735,7 @@ impl EnvTemplate {
                             repeated |= bit;
                             if is_remote_addr {
                                 remote_addr_str = Some(made.bind(py).clone());
+                                addr_in_base = true;
                             }
                             continue;
                         }
@@ -791,8 +817,10 @@ impl EnvTemplate {
                 env.set_item(&k.server_port, latin1_str(py, port)?)?;
             }
         }
-        if !sent[4] {
-            // A str is immutable: the one REMOTE_ADDR holds serves again.
+        if !(sent[4] || (addr_in_base && base_host)) {
+            // A str is immutable: the one REMOTE_ADDR holds serves again
+            // (and the base holds it as REMOTE_HOST too when REMOTE_ADDR
+            // is the base's).
             let host = match remote_addr_str {
                 Some(s) => s,
                 None => latin1_str(py, remote_addr)?,
@@ -829,6 +857,17 @@ impl EnvTemplate {
             if let (Some(key), Some((_, Some(made)))) = (self.var_keys.get(i), kept.values.get(i)) {
                 dict.set_item(key, made.bind(py))?;
                 held |= 1u64 << i;
+            }
+        }
+        // REMOTE_HOST, when the front end does not send it, is the
+        // REMOTE_ADDR's str: the base holds that too.
+        let addr = self.remote_addr_place;
+        let host_sent = held & (1u64 << self.remote_host_place) != 0;
+        kept.base_host = false;
+        if held & (1u64 << addr) != 0 && !host_sent {
+            if let Some((_, Some(made))) = kept.values.get(addr) {
+                dict.set_item(&self.keys.remote_host, made.bind(py))?;
+                kept.base_host = true;
             }
         }
         kept.base = Some(dict.unbind());
