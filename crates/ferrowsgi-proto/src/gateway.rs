@@ -180,7 +180,9 @@ pub(crate) struct Collector {
     /// Fields at `[0, n_fields)`, server variables at `[back, len)` with
     /// the latest first.
     spans: Vec<(Span, Span)>,
+    /// The number of fields.
     n_fields: usize,
+    /// Where the server variables start.
     back: usize,
     /// The first value of each of the names in [`KNOWN`], by place.
     known: [Option<Span>; KNOWN.len()],
@@ -188,8 +190,11 @@ pub(crate) struct Collector {
     host_first: Option<Span>,
     /// The Host field: the last `HTTP_*` named host in any case.
     host: Option<Span>,
+    /// A non-empty `CONTENT_TYPE`.
     content_type: Option<Span>,
+    /// A non-empty `CONTENT_LENGTH`, 1*DIGIT.
     content_length: Option<Span>,
+    /// The body's framing: `Length` from `CONTENT_LENGTH`, else `Empty`.
     body: BodyKind,
     /// A bit per hash of the other server variables' names seen so far:
     /// earlier names are compared only when the bit is set already.
@@ -212,6 +217,7 @@ const KNOWN: [&[u8]; 8] = [
     b"CONTENT_TYPE",
     b"CONTENT_LENGTH",
 ];
+// The places in [`KNOWN`].
 const METHOD: usize = 0;
 const PROTOCOL: usize = 1;
 const URI: usize = 2;
