@@ -2,7 +2,7 @@
 
     python bench/instructions.py [--server ferrowsgi] [--app apps.hello:app]
                                  [--low 300] [--high 900] [--option=--timeout=0 ...]
-                                 [--body BYTES]
+                                 [--body BYTES] [--python PATH]
 
 The VM this project is measured on exposes no hardware counter, so `perf stat -e
 instructions` cannot count; callgrind can (user space only: the kernel's share, most of a
@@ -14,8 +14,9 @@ difference. ``--server`` counts a peer instead (one that bench/launch.py starts,
 fastwsgi or bjoern), so that the user-space work of two servers around the same application
 can be set side by side without the machine's noise. ``--body N`` sends POST requests with
 an N-byte body instead (for ``apps.echo:app``, whose answer is the body's length). Needs
-valgrind (Debian package) and the bench virtual environment (bench/.venv, made by run.py);
-takes a few minutes.
+valgrind (Debian package) and the bench virtual environment (bench/.venv, made by run.py),
+or ``--python`` naming another interpreter with ferrowsgi installed (a development build's
+virtual environment); takes a few minutes.
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ def profile(
     expect: bytes,
     options: list[str] | None = None,
     body: int = 0,
+    python: Path = VENV_PY,
 ) -> None:
     port = free_port()
     # One file per process (%p): under a master, the worker is the process
     # that serves, the one forked last (the highest pid).
-    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", str(VENV_PY)]
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", str(python)]
     if server == "ferrowsgi":
         argv += ["-m", "ferrowsgi", app, "--bind", f"127.0.0.1:{port}", *(options or [])]
     else:
@@ -173,16 +175,33 @@ def main() -> None:
         default=[],
         help="a command-line option for ferrowsgi (repeat; e.g. --option=--timeout=0)",
     )
+    ap.add_argument(
+        "--python",
+        # Made absolute (the server runs from bench/) but not resolved: a
+        # virtual environment's interpreter is a symlink that must stay one.
+        type=lambda p: Path(os.path.abspath(p)),
+        default=VENV_PY,
+        help="the interpreter that runs the server (default: bench/.venv's)",
+    )
     args = ap.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_annotate") is None:
         sys.exit("instructions.py: valgrind is not installed (apt-get install valgrind)")
-    if not VENV_PY.exists():
-        sys.exit("instructions.py: no bench/.venv; run `python bench/run.py` once first")
+    if not args.python.exists():
+        sys.exit(f"instructions.py: no {args.python}; run `python bench/run.py` once first")
     with tempfile.TemporaryDirectory() as d:
         results = []
         for n in (args.low, args.high):
             out = Path(d) / f"callgrind.{n}.out"
-            profile(args.server, args.app, n, out, args.expect.encode(), args.option, args.body)
+            profile(
+                args.server,
+                args.app,
+                n,
+                out,
+                args.expect.encode(),
+                args.option,
+                args.body,
+                args.python,
+            )
             files = sorted(Path(d).glob(f"callgrind.{n}.out.*"))
             worker = max(files, key=lambda f: int(f.suffix.lstrip(".")))
             results.append(costs(worker))
