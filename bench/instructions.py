@@ -10,13 +10,14 @@ hello request's time, is not in it). The server runs under callgrind twice, serv
 then HIGH keep-alive requests on one connection (both below --keep-alive-requests), and the
 difference of the two totals divided by HIGH - LOW is the cost of one request without the
 start-up and shutdown. Per shared object and the top functions are printed from the same
-difference. ``--server`` counts a peer instead (one that bench/launch.py starts, such as
-fastwsgi or bjoern), so that the user-space work of two servers around the same application
-can be set side by side without the machine's noise. ``--body N`` sends POST requests with
-an N-byte body instead (for ``apps.echo:app``, whose answer is the body's length). Needs
-valgrind (Debian package) and the bench virtual environment (bench/.venv, made by run.py),
-or ``--python`` naming another interpreter with ferrowsgi installed (a development build's
-virtual environment); takes a few minutes.
+difference, and so are the calls per request to the allocator (malloc, free, realloc,
+calloc) and to memcpy/memmove. ``--server`` counts a peer instead (one that bench/launch.py
+starts, such as fastwsgi or bjoern), so that the user-space work of two servers around the
+same application can be set side by side without the machine's noise. ``--body N`` sends
+POST requests with an N-byte body instead (for ``apps.echo:app``, whose answer is the
+body's length). Needs valgrind (Debian package) and the bench virtual environment
+(bench/.venv, made by run.py), or ``--python`` naming another interpreter with ferrowsgi
+installed (a development build's virtual environment); takes a few minutes.
 """
 
 from __future__ import annotations
@@ -151,6 +152,35 @@ def costs(path: Path) -> tuple[int, collections.Counter, collections.Counter]:
     return total, objs, funcs
 
 
+# The allocator's entry points and the copy functions whose calls are counted.
+COUNTED = re.compile(r"^(malloc|free|realloc|calloc|__memcpy\w*|__memmove\w*|memcpy|memmove)$")
+NAMED = re.compile(r"^c?fn=\((\d+)\)(?: (.*))?$")
+
+
+def calls(path: Path) -> collections.Counter:
+    """Calls made to the functions COUNTED matches, from the callgrind file's call lines.
+
+    Names are compressed in the file: ``cfn=(id) name`` the first time, ``cfn=(id)``
+    after; each ``calls=N ...`` line counts N calls to the function the last ``cfn``
+    named.
+    """
+    names: dict[str, str] = {}
+    counted: collections.Counter = collections.Counter()
+    callee = ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = NAMED.match(line.rstrip("\n"))
+            if m:
+                if m.group(2):
+                    names[m.group(1)] = m.group(2)
+                if line.startswith("cfn="):
+                    callee = names.get(m.group(1), "")
+                continue
+            if line.startswith("calls=") and COUNTED.match(callee):
+                counted[callee] += int(line[6:].split()[0])
+    return counted
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -190,6 +220,7 @@ def main() -> None:
         sys.exit(f"instructions.py: no {args.python}; run `python bench/run.py` once first")
     with tempfile.TemporaryDirectory() as d:
         results = []
+        counts: list[collections.Counter] = []
         for n in (args.low, args.high):
             out = Path(d) / f"callgrind.{n}.out"
             profile(
@@ -205,6 +236,7 @@ def main() -> None:
             files = sorted(Path(d).glob(f"callgrind.{n}.out.*"))
             worker = max(files, key=lambda f: int(f.suffix.lstrip(".")))
             results.append(costs(worker))
+            counts.append(calls(worker))
     (t1, o1, f1), (t2, o2, f2) = results
     per = args.high - args.low
     each = (t2 - t1) / per
@@ -215,6 +247,9 @@ def main() -> None:
         d = (o2[obj] - o1[obj]) / per
         if abs(d) >= 20:
             print(f"  {d:8,.0f}  {obj}")
+    print("\ncalls per request (allocator and copies):")
+    for name in sorted(counts[1], key=lambda k: -(counts[1][k] - counts[0][k])):
+        print(f"  {(counts[1][name] - counts[0][name]) / per:8,.2f}  {name}")
     print(f"\ntop {args.top} functions (instructions per request):")
     ranked = sorted(f2, key=lambda k: -(f2[k] - f1[k]))[: args.top]
     for key in ranked:
