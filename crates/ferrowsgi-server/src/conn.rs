@@ -16,6 +16,7 @@ use std::time::Duration;
 use ferrowsgi_proto::proxy::{parse_proxy_header, ProxyParsed, DEFAULT_MAX_V2_LEN};
 use ferrowsgi_proto::{parse_head_into, BodyKind, HeadStorage, Parsed, Version};
 
+use crate::body_buf::BodyBuf;
 use crate::clock::Stamp;
 use crate::codec::{BodyReader, Codec};
 use crate::config::Config;
@@ -28,6 +29,7 @@ use crate::peer::PeerInfo;
 use crate::spool::{KeptSpool, Spool};
 use crate::state::{Parked, Pending};
 use crate::sys::Spliced;
+use crate::syscall;
 
 /// Room asked of the kernel per read(2) while a request body is being
 /// buffered: large bodies arrive in far fewer system calls.
@@ -256,15 +258,27 @@ impl Conn {
     }
 
     /// Reads until EAGAIN, EOF, or `cap` unconsumed bytes are buffered.
+    ///
+    /// Reading for a new request (nothing pending or left over), it stops
+    /// once the buffer is full rather than growing it, so that the head is
+    /// parsed first: a body that follows then goes to a block of its own
+    /// size ([`Conn::read_into_body`]) instead of growing the connection's
+    /// buffer, step by step, to a size it would not keep. A head that does
+    /// not fit is read on in the next call (`Next::Wait` with
+    /// `maybe_more`), which grows the buffer as before.
     pub fn fill(&mut self, cap: usize) -> io::Result<ReadOutcome> {
         self.maybe_more = false;
+        let fresh = self.pending.is_none() && self.input().is_empty();
         if self.input().is_empty() {
             if let Some(outcome) = self.splice_body() {
                 return outcome;
             }
+            if let Some(outcome) = self.read_into_body() {
+                return outcome;
+            }
         }
         loop {
-            if self.input().len() >= cap {
+            if self.input().len() >= cap || (fresh && self.io.is_full()) {
                 self.maybe_more = true;
                 return Ok(ReadOutcome::Progress);
             }
@@ -334,6 +348,102 @@ impl Conn {
                     spool.failed = Some(e);
                     return Some(Ok(ReadOutcome::Progress));
                 }
+            }
+        }
+    }
+
+    /// Reads the rest of a Content-Length body kept in memory from the
+    /// socket straight into its block, which was sized for the whole body
+    /// when its head was read: the body is not copied from the
+    /// connection's buffer, and that buffer does not grow for it. Bytes
+    /// past the body's end (a pipelined request) land in the connection's
+    /// buffer through the same readv(2), so a read that completes the body
+    /// also tells whether the socket held more. Reads until the body is
+    /// complete, EAGAIN, a short read (the socket is drained: edge-triggered
+    /// readiness raises a new edge for later data) or EOF. `None` when this
+    /// does not apply (no such body pending, or some of its input already
+    /// buffered): the caller reads into the buffer instead.
+    fn read_into_body(&mut self) -> Option<io::Result<ReadOutcome>> {
+        let p = self.pending.as_mut()?;
+        if !p.decoder.is_plain() || p.spool.is_some() {
+            return None;
+        }
+        let remaining = usize::try_from(p.decoder.remaining_hint()?).ok()?;
+        // Only a body within the in-memory limit is read here (a larger
+        // one is spooled, and its block was never made).
+        if remaining == 0 || p.body.len().saturating_add(remaining) > BODY_BUFFER {
+            return None;
+        }
+        // The block holds the whole body already; this only guards a body
+        // whose block was made smaller.
+        p.body.reserve_exact(remaining);
+        let fd = self.io.stream.as_raw_fd();
+        loop {
+            let Some(remaining) = p
+                .decoder
+                .remaining_hint()
+                .and_then(|r| usize::try_from(r).ok())
+            else {
+                return Some(Ok(ReadOutcome::Progress));
+            };
+            if remaining == 0 {
+                // Complete after reads that filled all their room: what
+                // follows is read after the response, without waiting for
+                // an edge that will not come again.
+                self.maybe_more = true;
+                return Some(Ok(ReadOutcome::Progress));
+            }
+            let body_len = p.body.len();
+            let rest = &mut p.body.spare_capacity_mut()[..remaining];
+            let after_len = self.io.rbuf.len();
+            let after = self.io.rbuf.spare_capacity_mut();
+            // A buffer with little room left is not worth the second
+            // vector: a read that fills the body then sets `maybe_more`.
+            let room = if after.len() >= 1024 {
+                remaining + after.len()
+            } else {
+                remaining
+            };
+            let read = if room > remaining {
+                syscall::read_two(fd, rest, after)
+            } else {
+                syscall::read(fd, rest)
+            };
+            match read {
+                Ok(0) => {
+                    self.io.peer_eof = true;
+                    return Some(Ok(ReadOutcome::Eof));
+                }
+                Ok(n) => {
+                    let into_body = n.min(remaining);
+                    // SAFETY: the kernel initialised the first `n` bytes of
+                    // the two spare regions taken in order: `into_body` of
+                    // the body's, then the rest of the buffer's.
+                    unsafe { p.body.set_len(body_len + into_body) };
+                    if n > remaining {
+                        // SAFETY: as above, for the `n - remaining` bytes
+                        // after the buffer's `after_len`.
+                        unsafe { self.io.rbuf.set_len(after_len + n - remaining) };
+                    }
+                    p.decoder.consume_length(into_body as u64);
+                    self.io.read_filled = n == room;
+                    if n == room || self.io.read_closed {
+                        if n > remaining {
+                            // The body is complete and a request follows:
+                            // it is served from the buffer, and read on
+                            // after it when the buffer was filled.
+                            self.maybe_more = self.io.read_filled || self.io.read_closed;
+                            return Some(Ok(ReadOutcome::Progress));
+                        }
+                        continue;
+                    }
+                    return Some(Ok(ReadOutcome::Progress));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Some(Ok(ReadOutcome::Progress))
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -672,10 +782,10 @@ impl Conn {
                         && head.expects_continue()
                         && kind != BodyKind::Empty;
                     let decoder = self.codec.body_reader(&head, &cfg.limits);
-                    let pending = Pending {
+                    let mut pending = Pending {
                         head,
                         decoder,
-                        body: Vec::new(),
+                        body: BodyBuf::new(),
                         continue_pending,
                         spool: None,
                     };
@@ -685,12 +795,22 @@ impl Conn {
                         // first read.
                         return Next::Ready(pending);
                     }
-                    if matches!(kind, BodyKind::Length(n) if n > BODY_BUFFER as u64)
-                        && cfg.stream_bodies.applies(self.peer.is_local)
-                    {
-                        // A large body from a client allowed to stream: the
-                        // application reads it from the socket as it comes.
-                        return Next::Ready(pending);
+                    match kind {
+                        BodyKind::Length(n) if n > BODY_BUFFER as u64 => {
+                            if cfg.stream_bodies.applies(self.peer.is_local) {
+                                // A large body from a client allowed to
+                                // stream: the application reads it from the
+                                // socket as it comes.
+                                return Next::Ready(pending);
+                            }
+                            // Otherwise it goes to a spool file, from the
+                            // connection's buffer and the socket: no block.
+                        }
+                        // A body that stays in memory gets its whole block
+                        // before its first byte is copied (bounded by the
+                        // check just above), so it is never reallocated.
+                        BodyKind::Length(n) => pending.body = BodyBuf::for_length(n as usize),
+                        _ => pending.body = BodyBuf::take_spare(),
                     }
                     // A body that is all in the buffer already (the usual
                     // small POST) is read without boxing the request; only

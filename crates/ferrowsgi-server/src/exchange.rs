@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ferrowsgi_proto::{eq_lowercase, has_body, DateCache, RequestHead, Version, LAST_CHUNK};
 
+use crate::body_buf::BodyBuf;
 use crate::clock::Stamp;
 use crate::codec::Codec;
 use crate::config::Config;
@@ -360,7 +361,7 @@ impl<'a> Exchange<'a> {
             if self.st.req.body.capacity() > BODY_BUFFER {
                 // Grown for the buffered start of a large body or for a
                 // long line: not kept for the rest of the request.
-                self.st.req.body = Vec::new();
+                self.st.req.body = BodyBuf::new();
             } else {
                 self.st.req.body.clear();
             }

@@ -92,6 +92,12 @@ impl SocketIo {
         }
     }
 
+    /// Whether the input buffer holds bytes and has no room for another
+    /// read without growing (see [`SocketIo::read_once_of`]).
+    pub fn is_full(&self) -> bool {
+        !self.rbuf.is_empty() && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4
+    }
+
     /// Unconsumed input.
     pub fn input(&self) -> &[u8] {
         &self.rbuf[self.rpos..]

@@ -11,6 +11,7 @@
 #![deny(missing_docs, missing_debug_implementations)]
 
 pub mod ajp;
+pub mod body_buf;
 pub mod clock;
 pub mod codec;
 pub mod config;

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use ferrowsgi_proto::RequestHead;
 
+use crate::body_buf::BodyBuf;
 use crate::codec::BodyReader;
 
 use crate::metrics;
@@ -19,8 +20,9 @@ pub struct Pending {
     pub head: RequestHead,
     /// The body's reader, positioned after the buffered part.
     pub decoder: BodyReader,
-    /// Decoded body bytes already read.
-    pub body: Vec<u8>,
+    /// Decoded body bytes already read, in a block sized once for a body
+    /// of known length (see [`BodyBuf`]).
+    pub body: BodyBuf,
     /// Whether `100 Continue` is owed before the body is read.
     pub continue_pending: bool,
     /// The part of a large body kept on disk, before `body`.

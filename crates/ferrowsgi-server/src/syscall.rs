@@ -1,4 +1,4 @@
-//! The system calls of a connection's life (accept, read, send, sendmsg,
+//! The system calls of a connection's life (accept, read, readv, send, sendmsg,
 //! close, and the event loop's wait), made directly with `syscall(2)`.
 //!
 //! glibc makes each of these a thread cancellation point: in a process with
@@ -44,6 +44,31 @@ pub(crate) fn read(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> 
     // writable slice, and never reads from it; `fd` is only a number to the
     // kernel (a closed one is EBADF).
     check(unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) })
+}
+
+/// `readv(2)` from `fd` into `first`, then `second`, neither of which need
+/// be initialised: when `Ok(n)` returns, the first `n` bytes of the two
+/// taken in order are.
+#[inline]
+pub(crate) fn read_two(
+    fd: RawFd,
+    first: &mut [MaybeUninit<u8>],
+    second: &mut [MaybeUninit<u8>],
+) -> io::Result<usize> {
+    let iov = [
+        libc::iovec {
+            iov_base: first.as_mut_ptr().cast(),
+            iov_len: first.len(),
+        },
+        libc::iovec {
+            iov_base: second.as_mut_ptr().cast(),
+            iov_len: second.len(),
+        },
+    ];
+    // SAFETY: readv(2) writes at most `iov_len` bytes into each of the two
+    // buffers, live, writable slices that do not overlap (two distinct
+    // `&mut` borrows), and never reads from them.
+    check(unsafe { libc::syscall(libc::SYS_readv, fd, iov.as_ptr(), 2) })
 }
 
 /// `sendmsg(2)` of `bufs` (the first [`IOV_MAX`] of them) on socket `fd`
