@@ -1,33 +1,49 @@
 //! The memory a request body is buffered in before the application is
-//! called ([`BodyBuf`]), and the one spare block each thread keeps for the
+//! called ([`BodyBuf`]), and the one spare block the process keeps for the
 //! next body.
 //!
 //! A body of known length is given one block of exactly its size (within
 //! [`BODY_BUFFER`], the in-memory limit) before its first byte is copied,
 //! so it is never grown by reallocation and copied again on the way. When
-//! the request is over, its block goes back to the thread that drops it,
-//! which keeps one (the largest it has seen, within [`BODY_BUFFER`]) for
-//! the next body. A stream of POST requests then reuses one warm block
-//! rather than asking the allocator for fresh ones each time, and what it
-//! costs no longer depends on which malloc arena the thread draws from (the
-//! process's main arena for a worker's event loop, a thread arena for
-//! `serve()`'s). A connection holds a block only while it has a body in
-//! memory, so an idle keep-alive connection holds none; each thread holds
-//! at most one spare block of at most [`BODY_BUFFER`] bytes.
+//! the request is over its block is kept as the process's spare (the
+//! largest given back, within [`BODY_BUFFER`]) for the next body. A stream
+//! of POST requests then reuses one warm block rather than asking the
+//! allocator for fresh ones each time, and what it costs no longer depends
+//! on which malloc arena the thread draws from (the process's main arena
+//! for a worker's event loop, a thread arena for `serve()`'s).
+//!
+//! The spare is the process's, not a thread's: with application threads
+//! the event loop moves between threads (leader and followers) and a
+//! request is often finished on another thread than the one that read its
+//! body, so blocks given back to each thread's own slot would pile up where
+//! the next body is not read. The slot is taken with `try_lock`: a thread
+//! that finds it busy allocates or frees as if there were no spare, and
+//! never waits. A connection holds a block only while it has a body in
+//! memory, so an idle keep-alive connection holds none; the process holds
+//! at most one spare block, of at most [`BODY_BUFFER`] bytes.
 
-use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::conn::BODY_BUFFER;
 
-thread_local! {
-    /// This thread's spare block: empty, with the capacity of the largest
-    /// body block given back here (within [`BODY_BUFFER`]).
-    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+/// The process's spare block: empty, with the capacity of the largest
+/// body block given back (within [`BODY_BUFFER`]).
+static SPARE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// The spare's slot, unless another thread holds it right now.
+fn slot() -> Option<MutexGuard<'static, Vec<u8>>> {
+    match SPARE.try_lock() {
+        Ok(guard) => Some(guard),
+        // Nothing panics while holding it, and whatever it holds is an
+        // empty block: a poisoned slot is as good as any.
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 /// The buffered part of a request body. It dereferences to its `Vec`;
-/// dropping it gives its block back to the thread's spare.
+/// dropping it gives its block back as the process's spare.
 #[derive(Debug, Default)]
 pub struct BodyBuf(Vec<u8>);
 
@@ -38,9 +54,9 @@ impl BodyBuf {
         BodyBuf(Vec::new())
     }
 
-    /// A buffer for a body of `len` bytes: the thread's spare block when it
-    /// is large enough; else one block of exactly `len` bytes (the spare,
-    /// too small, is freed: the block given back after this body takes its
+    /// A buffer for a body of `len` bytes: the process's spare block when
+    /// it is large enough; else one block of exactly `len` bytes (a spare
+    /// too small is freed: the block given back after this body takes its
     /// place). A length of 0 or past [`BODY_BUFFER`] (a body that is not
     /// kept in memory) gets no buffer.
     pub fn for_length(len: usize) -> BodyBuf {
@@ -56,30 +72,26 @@ impl BodyBuf {
         buf
     }
 
-    /// The thread's spare block, or an empty buffer when it has none: for
-    /// a chunked body, whose length is not known, and which grows from
-    /// there as its bytes come.
+    /// The process's spare block, or an empty buffer when there is none
+    /// (or another thread holds the slot): for a chunked body, whose length
+    /// is not known, and which grows from there as its bytes come.
     pub fn take_spare() -> BodyBuf {
-        BodyBuf(SPARE.try_with(Cell::take).unwrap_or_default())
+        BodyBuf(
+            slot()
+                .map(|mut s| std::mem::take(&mut *s))
+                .unwrap_or_default(),
+        )
     }
 
-    /// Frees this thread's spare block; returns the bytes it held.
+    /// Frees the process's spare block; returns the bytes it held.
     pub fn release_spare() -> usize {
-        SPARE
-            .try_with(Cell::take)
-            .map_or(0, |spare| spare.capacity())
+        let spare = slot().map(|mut s| std::mem::take(&mut *s));
+        spare.map_or(0, |s| s.capacity())
     }
 
-    /// The capacity of this thread's spare block (0 for none).
+    /// The capacity of the process's spare block (0 for none).
     pub fn spare_capacity() -> usize {
-        SPARE
-            .try_with(|slot| {
-                let spare = slot.take();
-                let cap = spare.capacity();
-                slot.set(spare);
-                cap
-            })
-            .unwrap_or(0)
+        slot().map_or(0, |s| s.capacity())
     }
 }
 
@@ -91,17 +103,15 @@ impl Drop for BodyBuf {
         if cap == 0 || cap > BODY_BUFFER {
             return;
         }
-        let mut block = std::mem::take(&mut self.0);
-        block.clear();
-        // During the thread's exit the slot is gone: the block is freed.
-        let _ = SPARE.try_with(|slot| {
-            let spare = slot.take();
-            slot.set(if spare.capacity() >= cap {
-                spare
-            } else {
-                block
-            });
-        });
+        let smaller = match slot() {
+            Some(mut spare) if spare.capacity() < cap => {
+                self.0.clear();
+                std::mem::replace(&mut *spare, std::mem::take(&mut self.0))
+            }
+            _ => return,
+        };
+        // Freed once the slot is let go (at the end of the match above).
+        drop(smaller);
     }
 }
 
@@ -123,14 +133,18 @@ impl DerefMut for BodyBuf {
 mod tests {
     use super::*;
 
-    /// Each test runs on a thread of its own, so the spare starts empty.
-    fn on_own_thread(f: impl FnOnce() + Send + 'static) {
-        std::thread::spawn(f).join().unwrap();
+    /// The spare is the process's: the tests take turns, each starting
+    /// with none.
+    fn one_at_a_time(f: impl FnOnce()) {
+        static TURN: Mutex<()> = Mutex::new(());
+        let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        BodyBuf::release_spare();
+        f();
     }
 
     #[test]
     fn a_length_gets_exactly_its_size_then_the_block_is_reused() {
-        on_own_thread(|| {
+        one_at_a_time(|| {
             let mut body = BodyBuf::for_length(65536);
             assert_eq!(body.capacity(), 65536);
             body.extend_from_slice(&[7; 65536]);
@@ -139,14 +153,14 @@ mod tests {
             assert_eq!(BodyBuf::spare_capacity(), 65536);
             let again = BodyBuf::for_length(1000);
             assert_eq!(again.as_ptr(), at, "the spare block is taken");
-            assert!(again.is_empty());
+            assert!(again.is_empty(), "a block comes back empty");
             assert_eq!(BodyBuf::spare_capacity(), 0);
         });
     }
 
     #[test]
     fn the_larger_block_is_kept() {
-        on_own_thread(|| {
+        one_at_a_time(|| {
             let small = BodyBuf::for_length(100);
             let large = BodyBuf::for_length(5000);
             assert_eq!(large.capacity(), 5000);
@@ -160,8 +174,18 @@ mod tests {
     }
 
     #[test]
+    fn a_block_from_another_thread_is_reused() {
+        one_at_a_time(|| {
+            let body = BodyBuf::for_length(4096);
+            let at = body.as_ptr();
+            std::thread::spawn(move || drop(body)).join().unwrap();
+            assert_eq!(BodyBuf::for_length(4096).as_ptr(), at);
+        });
+    }
+
+    #[test]
     fn nothing_past_the_limit_is_kept() {
-        on_own_thread(|| {
+        one_at_a_time(|| {
             let huge = BodyBuf::for_length(BODY_BUFFER + 1);
             assert_eq!(
                 huge.capacity(),
@@ -180,7 +204,7 @@ mod tests {
 
     #[test]
     fn no_body_allocates_nothing() {
-        on_own_thread(|| {
+        one_at_a_time(|| {
             drop(BodyBuf::new());
             drop(BodyBuf::for_length(0));
             assert_eq!(BodyBuf::spare_capacity(), 0);
