@@ -262,7 +262,7 @@ impl Conn {
     /// Reading for a new request (nothing pending or left over), it stops
     /// once the buffer is full rather than growing it, so that the head is
     /// parsed first: a body that follows then goes to a block of its own
-    /// size ([`Conn::read_into_body`]) instead of growing the connection's
+    /// size (`read_into_body`) instead of growing the connection's
     /// buffer, step by step, to a size it would not keep. A head that does
     /// not fit is read on in the next call (`Next::Wait` with
     /// `maybe_more`), which grows the buffer as before.

@@ -1,5 +1,6 @@
-//! The system calls of a connection's life (accept, read, readv, send, sendmsg,
-//! close, and the event loop's wait), made directly with `syscall(2)`.
+//! The system calls of a connection's life (accept, read, readv, send,
+//! sendmsg, close, and the event loop's wait), made directly with
+//! `syscall(2)`.
 //!
 //! glibc makes each of these a thread cancellation point: in a process with
 //! more than one thread (a worker has its deadline watcher, and application
