@@ -2,7 +2,7 @@
 
 A Content-Length body within the in-memory limit (256 KiB) is read from the socket
 straight into a block of its size, with what follows it (a pipelined request) read into
-the connection's buffer by the same system call, and each thread keeps the block for the
+the connection's buffer by the same system call, and the process keeps the block for the
 next body. These tests send bodies of sizes around every edge of that path (the 16 KiB
 first read that holds the head, the in-memory limit, one byte past it into a spool file),
 larger ones before smaller ones so that a reused block must hold only its own body, all
