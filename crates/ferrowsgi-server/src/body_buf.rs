@@ -19,9 +19,10 @@
 //! the next body is not read. The slot is taken with `try_lock`: a thread
 //! that finds it busy allocates or frees as if there were no spare, and
 //! never waits (not even in a child forked while another thread held the
-//! slot, where it stays busy for good and bodies are allocated as before). A connection holds a block only while it has a body in
-//! memory, so an idle keep-alive connection holds none; the process holds
-//! at most one spare block, of at most [`BODY_BUFFER`] bytes.
+//! slot, where it stays busy for good and bodies are allocated as before).
+//! A connection holds a block only while it has a body in memory, so an
+//! idle keep-alive connection holds none; the process holds at most one
+//! spare block, of at most [`BODY_BUFFER`] bytes.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, MutexGuard, TryLockError};
