@@ -172,6 +172,34 @@ def test_connection_close_from_app_is_honoured(errors_server: Server) -> None:
         assert c.at_eof(), "server kept the connection open after the app's Connection: close"
 
 
+@pytest.mark.parametrize(
+    ("name", "good", "bad"),
+    [
+        ("x", "ok", "a\r\nX-Injected: yes"),
+        ("x", "ok", "nul\x00"),
+        ("cl", "29", "29 "),
+        ("cl", "29", ""),
+        ("conn", "close", "keep-alive"),
+    ],
+)
+def test_a_header_name_seen_before_still_has_its_value_checked(
+    errors_server: Server, name: str, good: str, bad: str
+) -> None:
+    # The application passes the same name object each time; after requests
+    # that accepted it, a bad value with it is still refused.
+    target = f"/same_name?name={name}&value="
+    for _ in range(3):
+        with RawConn(errors_server.addr) as c:
+            c.request("GET", target + quote(good))
+            resp = c.read_response()
+        assert resp.status == 200, (resp.status, resp.body[:300])
+        assert resp.body == b"same-name header was accepted"
+    assert_app_error_500(errors_server, target + quote(bad))
+    with RawConn(errors_server.addr) as c:
+        c.request("GET", target + quote(good))
+        assert c.read_response().status == 200
+
+
 # --- calling start_response twice -------------------------------------------------------------
 
 

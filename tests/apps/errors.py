@@ -7,8 +7,9 @@ traceback in the server log. Routes:
 returning; ``/mid`` a generator that raises after its first block; ``/str_first`` returns
 a str block; ``/str_mid`` a str block after a bytes block; ``/status?s=S`` start_response with
 status S; ``/status_obj?kind=int|bytes|none`` a status that is not a str; ``/header?case=C``
-a bad header (see BAD_HEADERS); ``/hop?name=N&value=V`` a hop-by-hop header; ``/conn_close``
-sends Connection: close; ``/twice`` calls start_response twice;
+a bad header (see BAD_HEADERS); ``/hop?name=N&value=V`` a hop-by-hop header;
+``/same_name?name=x|cl|conn&value=V`` a header whose name is the same object every time;
+``/conn_close`` sends Connection: close; ``/twice`` calls start_response twice;
 ``/exc_replace`` replaces the headers with exc_info before anything is sent;
 ``/exc_reraise`` calls start_response with exc_info after the headers went out;
 ``/latin1`` sends a status and headers with latin-1 (non-ASCII) text and str subclasses;
@@ -87,6 +88,12 @@ def _reraise(start_response, tag):
         yield b"start_response did not re-raise"
 
 
+# Header names passed as these very objects on every /same_name request.
+SAME_X = "X-Same"
+SAME_CL = "Content-Length"
+SAME_CONN = "Connection"
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     qs = {k: v[0] for k, v in parse_qs(environ["QUERY_STRING"]).items()}
@@ -119,6 +126,12 @@ def app(environ, start_response):
     if path == "/hop":
         start_response("200 OK", [TEXT, (qs["name"], qs.get("value", "x"))])
         return [b"hop-by-hop header was accepted"]
+    if path == "/same_name":
+        # The same name objects on every request, with the value from the
+        # query: a name checked once must not let a later bad value through.
+        name = {"x": SAME_X, "cl": SAME_CL, "conn": SAME_CONN}[qs["name"]]
+        start_response("200 OK", [TEXT, (name, qs.get("value", ""))])
+        return [b"same-name header was accepted"]
     if path == "/conn_close":
         start_response("200 OK", [TEXT, ("Connection", "close"), ("Content-Length", "6")])
         return [b"closed"]

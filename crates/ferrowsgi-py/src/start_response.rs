@@ -110,6 +110,108 @@ unsafe fn is_ready(p: *mut ffi::PyObject) -> bool {
     unsafe { ffi::PyUnicode_IS_READY(p) != 0 }
 }
 
+/// How many header names each thread remembers as checked.
+const KNOWN_NAMES: usize = 8;
+
+/// Header-name str objects this thread has already found to be valid
+/// tokens that an application may send (not hop-by-hop), most recent
+/// first.
+///
+/// An application usually passes the same name objects on every request
+/// (the literals of its code, or a framework's constants), and checking a
+/// name — its latin-1 bytes, the token syntax, the hop-by-hop list — cost
+/// about a hundred instructions per header. A name found here is known
+/// good by its identity alone. Each entry holds a strong reference, so the
+/// object cannot be freed and its address reused by another string while
+/// it is here; a str's characters never change. Only exact str objects
+/// stored one byte per character are kept (a subclass could answer
+/// differently to the checks' callers). Entries pushed out are released
+/// with the GIL held (`validate` runs with it); those left when the thread
+/// ends are not released (at most [`KNOWN_NAMES`] small strings per
+/// thread), since no interpreter may be there to release them.
+struct KnownNames {
+    names: [*mut ffi::PyObject; KNOWN_NAMES],
+}
+
+thread_local! {
+    static KNOWN: std::cell::RefCell<KnownNames> =
+        const { std::cell::RefCell::new(KnownNames::empty()) };
+}
+
+impl KnownNames {
+    /// A cache with no names.
+    const fn empty() -> KnownNames {
+        KnownNames {
+            names: [std::ptr::null_mut(); KNOWN_NAMES],
+        }
+    }
+
+    /// Releases every entry.
+    fn release(&mut self, _py: Python<'_>) {
+        for p in &mut self.names {
+            let name = std::mem::replace(p, std::ptr::null_mut());
+            if !name.is_null() {
+                // SAFETY: the GIL is held (`_py`) and `name` is the
+                // reference the entry owned.
+                unsafe { ffi::Py_DECREF(name) };
+            }
+        }
+    }
+
+    /// Whether `name` is one of the names checked before.
+    fn contains(&self, name: *mut ffi::PyObject) -> bool {
+        self.names.contains(&name)
+    }
+
+    /// Remembers `name` (checked: a valid token, not hop-by-hop), pushing
+    /// out the oldest entry.
+    fn remember(&mut self, _py: Python<'_>, name: &Bound<'_, PyAny>) {
+        let p = name.as_ptr();
+        if p.is_null() || self.contains(p) {
+            return;
+        }
+        let oldest = self.names[KNOWN_NAMES - 1];
+        self.names.copy_within(..KNOWN_NAMES - 1, 1);
+        // SAFETY: the GIL is held (`_py`); `p` is a live object, and the
+        // reference taken here is the one the entry owns until it is pushed
+        // out. `oldest`, when not null, is such an owned reference.
+        unsafe {
+            ffi::Py_INCREF(p);
+            self.names[0] = p;
+            if !oldest.is_null() {
+                ffi::Py_DECREF(oldest);
+            }
+        }
+    }
+}
+
+/// The bytes of a header name, and whether it is known good already
+/// ([`KnownNames`]); a name that is not is converted as [`latin1`] does.
+fn name_bytes<'a>(
+    known: &KnownNames,
+    name: &'a Bound<'_, PyAny>,
+) -> PyResult<(Cow<'a, [u8]>, bool)> {
+    if known.contains(name.as_ptr()) {
+        // SAFETY: only exact one-byte str objects are kept (`remember` is
+        // called for those alone), and an object in the cache is the same
+        // live object it was when checked.
+        let s = unsafe { name.cast_unchecked::<PyString>() };
+        if let Some(bytes) = one_byte_text(s) {
+            return Ok((Cow::Borrowed(bytes), true));
+        }
+    }
+    latin1(name, "a header name").map(|b| (b, false))
+}
+
+/// Whether `name` may be remembered in [`KnownNames`]: an exact str whose
+/// characters are stored one byte each.
+fn rememberable(name: &Bound<'_, PyAny>) -> bool {
+    name.is_exact_instance_of::<PyString>()
+        && name
+            .cast::<PyString>()
+            .is_ok_and(|s| one_byte_text(s).is_some())
+}
+
 /// Validates the arguments of `start_response` into a [`Head`], built in
 /// `response` (an earlier head whose buffer is reused).
 fn validate(
@@ -134,55 +236,116 @@ fn validate(
         )));
     };
     response.restart(code, &status_line);
-    for item in headers.iter() {
-        let pair = item.cast::<PyTuple>().map_err(|_| {
-            PyTypeError::new_err("each header must be a (name, value) tuple of two str")
-        })?;
-        if pair.len() != 2 {
-            return Err(PyTypeError::new_err(
-                "each header must be a (name, value) tuple of two str",
-            ));
+    let check_all = |known: &mut KnownNames, response: &mut ResponseHead| {
+        headers
+            .iter()
+            .try_for_each(|item| check_header(known, &item, response))
+    };
+    let cached = KNOWN.try_with(|known| {
+        // Nothing in the checks runs Python code, so the cache is never
+        // in use already; if it were, the headers are checked without it.
+        known
+            .try_borrow_mut()
+            .ok()
+            .map(|mut known| check_all(&mut known, &mut response))
+    });
+    match cached {
+        Ok(Some(checked)) => checked?,
+        // The thread is ending (its cache is gone) or the cache is in use:
+        // a cache of this call's own, released at once.
+        _ => {
+            let mut own = KnownNames::empty();
+            let checked = check_all(&mut own, &mut response);
+            own.release(headers.py());
+            checked?;
         }
-        let name_obj = pair.get_borrowed_item(0)?;
-        let value_obj = pair.get_borrowed_item(1)?;
-        let name = latin1(&name_obj, "a header name")?;
-        let value = latin1(&value_obj, "a header value")?;
-        if !is_token(&name) {
-            return Err(PyValueError::new_err(format!(
-                "invalid header name {:?}",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        if !is_valid_field_value(&value) {
-            return Err(PyValueError::new_err(format!(
-                "invalid value for header {:?} (control characters such as CR or LF are \
-                 not allowed)",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        if is_hop_by_hop(&name)
-            && !(eq_lowercase(&name, b"connection") && value.eq_ignore_ascii_case(b"close"))
-        {
-            return Err(PyValueError::new_err(format!(
-                "hop-by-hop header {:?} is not allowed from a WSGI application",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        if name.len() == 14
-            && eq_lowercase(&name, b"content-length")
-            && (value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit))
-        {
-            return Err(PyValueError::new_err(format!(
-                "invalid Content-Length {:?}",
-                String::from_utf8_lossy(&value)
-            )));
-        }
-        response.push_header(&name, &value);
     }
     Ok(Head {
         called: true,
         response,
     })
+}
+
+/// Checks one `(name, value)` item of the headers and adds it to
+/// `response`.
+fn check_header(
+    known: &mut KnownNames,
+    item: &Bound<'_, PyAny>,
+    response: &mut ResponseHead,
+) -> PyResult<()> {
+    let pair = item.cast::<PyTuple>().map_err(|_| {
+        PyTypeError::new_err("each header must be a (name, value) tuple of two str")
+    })?;
+    if pair.len() != 2 {
+        return Err(PyTypeError::new_err(
+            "each header must be a (name, value) tuple of two str",
+        ));
+    }
+    let name_obj = pair.get_borrowed_item(0)?;
+    let value_obj = pair.get_borrowed_item(1)?;
+    let (name, checked) = name_bytes(known, &name_obj)?;
+    let value = latin1(&value_obj, "a header value")?;
+    if checked {
+        // A name checked before: a token, and not hop-by-hop.
+        if !is_valid_field_value(&value) {
+            return Err(invalid_value(&name));
+        }
+        if name.len() == 14 && eq_lowercase(&name, b"content-length") && !is_content_length(&value)
+        {
+            return Err(invalid_content_length(&value));
+        }
+        response.push_header(&name, &value);
+        return Ok(());
+    }
+    if !is_token(&name) {
+        return Err(PyValueError::new_err(format!(
+            "invalid header name {:?}",
+            String::from_utf8_lossy(&name)
+        )));
+    }
+    if !is_valid_field_value(&value) {
+        return Err(invalid_value(&name));
+    }
+    let hop_by_hop = is_hop_by_hop(&name);
+    if hop_by_hop && !(eq_lowercase(&name, b"connection") && value.eq_ignore_ascii_case(b"close")) {
+        return Err(PyValueError::new_err(format!(
+            "hop-by-hop header {:?} is not allowed from a WSGI application",
+            String::from_utf8_lossy(&name)
+        )));
+    }
+    if name.len() == 14 && eq_lowercase(&name, b"content-length") && !is_content_length(&value) {
+        return Err(invalid_content_length(&value));
+    }
+    response.push_header(&name, &value);
+    // `Connection` (the one hop-by-hop name let through, with `close`)
+    // is never remembered: its value decides each time.
+    if !hop_by_hop && rememberable(&name_obj) {
+        known.remember(item.py(), &name_obj);
+    }
+    Ok(())
+}
+
+/// Whether `value` is a Content-Length an application may give: 1 to 19
+/// digits.
+fn is_content_length(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= 19 && value.iter().all(u8::is_ascii_digit)
+}
+
+/// The error for a header value with a control character.
+fn invalid_value(name: &[u8]) -> PyErr {
+    PyValueError::new_err(format!(
+        "invalid value for header {:?} (control characters such as CR or LF are \
+         not allowed)",
+        String::from_utf8_lossy(name)
+    ))
+}
+
+/// The error for a Content-Length that is not 1 to 19 digits.
+fn invalid_content_length(value: &[u8]) -> PyErr {
+    PyValueError::new_err(format!(
+        "invalid Content-Length {:?}",
+        String::from_utf8_lossy(value)
+    ))
 }
 
 /// `check_response_head(status, headers)`: the checks of `start_response`,
