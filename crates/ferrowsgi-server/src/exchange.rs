@@ -36,6 +36,11 @@ pub const RAW_READ_MIN: usize = 16 * 1024;
 /// application's buffer rather than copied into the connection's.
 const DIRECT_BODY: usize = 64 * 1024;
 
+/// Room for what the server adds to an application's head (`Date`,
+/// `Server`, `Content-Length` or chunked framing, `Connection`, a gateway's
+/// framing, the blank line), reserved with it.
+const HEAD_ROOM: usize = 160;
+
 /// A complete answer up to this size (head and body), the first on a
 /// connection that closes after it, is sent without TCP_NODELAY: it fits
 /// one segment on any path (IPv6 guarantees an MTU of 1,280 bytes), and
@@ -1265,6 +1270,16 @@ impl<'a> Exchange<'a> {
         if conn_closing {
             self.st.keep_alive = false;
         }
+        // Room for the whole answer at once: a connection's buffer starts
+        // empty, and growing it field by field and then for the body took
+        // an allocation and a reallocation (with its copy) per one-request
+        // connection. A complete body is counted only up to what would be
+        // copied into the buffer anyway ([`DIRECT_BODY`]).
+        let body_room = full_len.map_or(0, |n| n.min(DIRECT_BODY as u64) as usize);
+        self.conn
+            .io
+            .wbuf
+            .reserve(head.http1_lines().len() + HEAD_ROOM + body_room);
         let head_start = self.conn.io.wbuf.len();
         let framing = if self.conn.codec.is_http1() {
             self.h1_head(head, full_len, is_head)
