@@ -1,6 +1,7 @@
 //! Who is on either end of a connection, as strings ready for the environ.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::OnceLock;
@@ -12,8 +13,10 @@ pub struct PeerInfo {
     pub remote_addr: String,
     /// Client port ("" for unix sockets).
     pub remote_port: String,
-    /// Local address (the server's name when no better one is known).
-    pub server_name: String,
+    /// Local address (the server's name when no better one is known:
+    /// `localhost` for a unix socket, borrowed rather than allocated for
+    /// each of its connections).
+    pub server_name: Cow<'static, str>,
     /// Local port.
     pub server_port: String,
     /// Whether the connection came over a unix socket.
@@ -40,7 +43,7 @@ impl PeerInfo {
             is_local: is_same_host(peer, local),
             remote_addr: canonical_ip(peer),
             remote_port: decimal(peer.port()),
-            server_name: canonical_ip(local),
+            server_name: Cow::Owned(canonical_ip(local)),
             server_port: decimal(local.port()),
             is_unix: false,
             ip: Some(ferrowsgi_proto::forwarded::canonical(peer.ip())),
@@ -54,7 +57,7 @@ impl PeerInfo {
         PeerInfo {
             remote_addr: String::new(),
             remote_port: String::new(),
-            server_name: "localhost".to_string(),
+            server_name: Cow::Borrowed("localhost"),
             server_port: String::new(),
             is_unix: true,
             is_local: true,
@@ -77,7 +80,7 @@ impl PeerInfo {
             self.ip = Some(ferrowsgi_proto::forwarded::canonical(client.ip()));
             write_ip(&mut self.remote_addr, client.ip());
             write_port(&mut self.remote_port, client.port());
-            write_ip(&mut self.server_name, server.ip());
+            write_ip(self.server_name.to_mut(), server.ip());
             write_port(&mut self.server_port, server.port());
             self.is_unix = false;
         }
