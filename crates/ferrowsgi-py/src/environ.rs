@@ -469,19 +469,27 @@ impl EnvTemplate {
         if !base.is_some_and(|b| b.protocol.is(protocol)) {
             env.set_item(&k.server_protocol, protocol)?;
         }
+        let raw = latin1_str(py, head.target())?;
         if !gateway {
             let path = head.path();
             let path_info = if path == b"*" {
                 PyString::new(py, "")
             } else {
-                latin1_str(py, &percent_decode(path))?
+                let decoded = percent_decode(path);
+                if *decoded == *head.target() {
+                    // The usual target, a path without a query or a '%':
+                    // PATH_INFO is the same text as RAW_URI, and shares its
+                    // str rather than making and freeing another one.
+                    raw.clone()
+                } else {
+                    latin1_str(py, &decoded)?
+                }
             };
             env.set_item(&k.path_info, path_info)?;
         }
         if !head.query().is_empty() {
             env.set_item(&k.query_string, latin1_str(py, head.query())?)?;
         }
-        let raw = latin1_str(py, head.target())?;
         env.set_item(&k.raw_uri, &raw)?;
         env.set_item(&k.request_uri, raw)?;
         if peer.is_unix && !gateway {
