@@ -1274,12 +1274,15 @@ impl<'a> Exchange<'a> {
         // empty, and growing it field by field and then for the body took
         // an allocation and a reallocation (with its copy) per one-request
         // connection. A complete body is counted only up to what would be
-        // copied into the buffer anyway ([`DIRECT_BODY`]).
-        let body_room = full_len.map_or(0, |n| n.min(DIRECT_BODY as u64) as usize);
-        self.conn
-            .io
-            .wbuf
-            .reserve(head.http1_lines().len() + HEAD_ROOM + body_room);
+        // copied into the buffer anyway ([`DIRECT_BODY`]). A buffer that
+        // has served an answer already grows as it needs.
+        if self.conn.io.wbuf.capacity() == 0 {
+            let body_room = full_len.map_or(0, |n| n.min(DIRECT_BODY as u64) as usize);
+            self.conn
+                .io
+                .wbuf
+                .reserve(head.http1_lines().len() + HEAD_ROOM + body_room);
+        }
         let head_start = self.conn.io.wbuf.len();
         let framing = if self.conn.codec.is_http1() {
             self.h1_head(head, full_len, is_head)
