@@ -394,7 +394,10 @@ impl Conn {
                 return Some(Ok(ReadOutcome::Progress));
             }
             let body_len = p.body.len();
-            let rest = &mut p.body.spare_capacity_mut()[..remaining];
+            // The block was reserved for the whole rest above, and each
+            // read only moves bytes from `remaining` into its length; should
+            // it ever be short, the ordinary read path takes over.
+            let rest = p.body.spare_capacity_mut().get_mut(..remaining)?;
             let after_len = self.io.rbuf.len();
             let after = self.io.rbuf.spare_capacity_mut();
             // A buffer with little room left is not worth the second
