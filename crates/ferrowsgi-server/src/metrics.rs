@@ -20,6 +20,7 @@
 //! With metrics off (no `--metrics-bind`), no region exists and the request
 //! path pays one load of a null pointer ([`current`]).
 
+use crate::clock::nanos;
 use std::io;
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
@@ -137,10 +138,6 @@ fn bucket_of(ns: u64) -> usize {
         .iter()
         .position(|&b| ns <= b)
         .unwrap_or(BOUNDS_NS.len())
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A duration histogram in shared memory: a count per bucket (not yet
