@@ -122,16 +122,18 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
     # whatever came before, through the rebuilds of that dict.
     _, addr = by_hand
 
-    def environ(extra: g.Vars) -> dict:
-        # A variable in `extra` replaces the one of the same name nginx would send.
+    def environ(extra: list[tuple[bytes, bytes | None]]) -> dict:
+        # A variable in `extra` replaces the one of the same name nginx would send (None:
+        # it is left out).
         names = {name for name, _ in extra}
-        sent = [v for v in g.base_vars("GET", "/") if v[0] not in names] + list(extra)
+        sent = [v for v in g.base_vars("GET", "/") if v[0] not in names]
+        sent += [(n, v) for n, v in extra if v is not None]
         _, _, data = g.ask(addr, proto.request(sent))
         return json.loads(data)["environ"]
 
     root = [(b"DOCUMENT_ROOT", b"/srv/a"), (b"GATEWAY_INTERFACE", b"CGI/1.1")]
     long_root = b"/srv/" + b"x" * 100
-    variants: list[tuple[g.Vars, dict[str, str | None]]] = [
+    variants: list[tuple[list[tuple[bytes, bytes | None]], dict[str, str | None]]] = [
         (
             root,
             {"DOCUMENT_ROOT": "/srv/a", "GATEWAY_INTERFACE": "CGI/1.1", "HTTPS": None},
@@ -157,14 +159,31 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
             [(b"REMOTE_HOST", b"client.example")],
             {"REMOTE_ADDR": "192.0.2.10", "REMOTE_HOST": "client.example"},
         ),
+        # The dict holds the method, protocol and Host its request came with too.
+        ([(b"REQUEST_METHOD", b"POST")], {"REQUEST_METHOD": "POST"}),
+        ([(b"REQUEST_METHOD", b"PROPFIND")], {"REQUEST_METHOD": "PROPFIND"}),
+        ([(b"SERVER_PROTOCOL", b"HTTP/1.0")], {"SERVER_PROTOCOL": "HTTP/1.0"}),
+        ([(b"SERVER_PROTOCOL", b"HTTP/2.0")], {"SERVER_PROTOCOL": "HTTP/2.0"}),
+        ([(b"HTTP_HOST", b"other.example")], {"HTTP_HOST": "other.example"}),
+        ([(b"HTTP_HOST", None)], {"HTTP_HOST": None}),
     ]
+    head_defaults = {
+        "REQUEST_METHOD": "GET",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "gateway.example:8080",
+    }
     # Runs of one variant (its values repeat and the dict takes them), then every variant
     # in turn (they keep changing), long enough for several rebuilds; then runs longer than
     # the rebuild interval (32 requests) of the address variants and of the plain one.
     order = [0] * 3 + [5] * 3 + [i % len(variants) for i in range(80)] + [0, 0, 4, 4, 5]
     order += [0] * 35 + [7] * 35 + [0] * 35 + [8] * 35 + [0] * 35 + [7, 8, 0, 7, 0, 8]
+    # The same for the request head's variables, one at a time and in turn.
+    for i in range(9, len(variants)):
+        order += [i] * 35 + [0] * 35 + [i, 0, i]
+    order += [9 + i % 6 for i in range(40)] + [0] * 3
     for i in order:
         extra, expected = variants[i]
+        expected = {**head_defaults, **expected}
         env = environ(extra)
         for key, value in expected.items():
             if value is None:

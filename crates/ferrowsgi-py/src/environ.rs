@@ -151,6 +151,17 @@ struct GatewayKept {
     /// `REMOTE_ADDR` (what a request that sends the same `REMOTE_ADDR` and
     /// no `REMOTE_HOST` sets, so it then sets nothing).
     base_host: bool,
+    /// What `base` holds from the request head it was made after, which
+    /// most requests repeat: `REQUEST_METHOD` (one of the interned common
+    /// methods, compared by identity), `SERVER_PROTOCOL` (the interned
+    /// version), and the Host's bytes, whose str it holds as `HTTP_HOST`.
+    /// A request that differs sets its own; one without a Host removes it.
+    base_method: Option<Py<PyString>>,
+    base_protocol: Option<Py<PyString>>,
+    base_http_host: Option<Box<[u8]>>,
+    /// The request being built differs from `base` in one of those three
+    /// (a reason to make `base` anew, as for a server variable).
+    head_missed: bool,
 }
 
 /// The place of `name` in [`COMMON_VARS`] (which holds it; its last place
@@ -350,6 +361,10 @@ impl EnvTemplate {
                 base_valid: 0,
                 since: 0,
                 base_host: false,
+                base_method: None,
+                base_protocol: None,
+                base_http_host: None,
+                head_missed: false,
             }),
             http10: PyString::intern(py, "HTTP/1.0").unbind(),
             http11: PyString::intern(py, "HTTP/1.1").unbind(),
@@ -463,13 +478,23 @@ impl EnvTemplate {
             Version::Http10 => &self.http10,
             Version::Http11 => &self.http11,
         };
-        if !base.is_some_and(|b| b.method.is(&method_str)) {
+        // The gateway base in use (the environ is a copy of it), and what it
+        // holds of the request head it was made after.
+        let gateway_base = kept.as_deref().filter(|k| k.base.is_some());
+        let held = |of: fn(&GatewayKept) -> Option<&Py<PyString>>, s: &Bound<'_, PyString>| {
+            gateway_base.and_then(of).is_some_and(|h| h.is(s))
+        };
+        let method_held = held(|k| k.base_method.as_ref(), &method_str);
+        if !(method_held || base.is_some_and(|b| b.method.is(&method_str))) {
             env.set_item(&k.request_method, &method_str)?;
         }
-        if !base.is_some_and(|b| b.protocol.is(protocol)) {
+        let protocol_held = held(|k| k.base_protocol.as_ref(), protocol.bind(py));
+        if !(protocol_held || base.is_some_and(|b| b.protocol.is(protocol))) {
             env.set_item(&k.server_protocol, protocol)?;
         }
         let raw = latin1_str(py, head.target())?;
+        // A gateway's PATH_INFO is often the target itself.
+        let raw_for_path = gateway.then(|| raw.clone());
         if !gateway {
             let path = head.path();
             let path_info = if path == b"*" {
@@ -551,7 +576,9 @@ impl EnvTemplate {
         // The Host the connection's template holds, and whether this
         // request has a Host line (HTTP/1.x allows one at most: the parser
         // refuses a second).
-        let base_host = base.and_then(|b| b.host.as_deref());
+        let base_host = base
+            .and_then(|b| b.host.as_deref())
+            .or_else(|| gateway_base.and_then(|k| k.base_http_host.as_deref()));
         let mut host_line = false;
         for (i, (name, value)) in head.headers().enumerate() {
             if eq_lowercase(name, b"content-type") || eq_lowercase(name, b"content-length") {
@@ -614,8 +641,14 @@ impl EnvTemplate {
                 env.set_item(&k.http_host, latin1_str(py, host)?)?;
             }
         }
+        let head_missed = gateway_base.is_some_and(|k| {
+            !(method_held && protocol_held && k.base_http_host.as_deref() == head.host())
+        });
         if gateway {
-            self.set_gateway_vars(py, &env, head, peer, kept.as_deref_mut())?;
+            if let Some(k) = kept.as_deref_mut() {
+                k.head_missed = head_missed;
+            }
+            self.set_gateway_vars(py, &env, head, peer, kept.as_deref_mut(), raw_for_path)?;
         }
         if let Some(f) = forwarded {
             let found = f.resolve(&ex.config().forwarded_allow, head.host(), peer.https);
@@ -648,6 +681,7 @@ impl EnvTemplate {
         head: &RequestHead,
         peer: &PeerInfo,
         mut kept: Option<&mut GatewayKept>,
+        target_str: Option<Bound<'_, PyString>>,
     ) -> PyResult<()> {
         let k = &self.keys;
         if peer.https {
@@ -795,9 +829,10 @@ impl EnvTemplate {
             // holds keys whose values changed, at most every
             // BASE_REBUILD_EVERY requests (at once when there is none).
             k.since = k.since.saturating_add(1);
-            let stale = repeated & !k.base_valid != 0 || k.base_keys & !k.base_valid != 0;
+            let stale =
+                repeated & !k.base_valid != 0 || k.base_keys & !k.base_valid != 0 || k.head_missed;
             if stale && (k.base.is_none() || k.since >= BASE_REBUILD_EVERY) {
-                self.rebuild_gateway_base(py, k, repeated)?;
+                self.rebuild_gateway_base(py, k, repeated, head)?;
             }
         }
         let remote_addr = remote_addr.unwrap_or(peer.remote_addr.as_bytes());
@@ -844,19 +879,45 @@ impl EnvTemplate {
         if !script.is_empty() {
             env.set_item(&k.script_name, latin1_str(py, &script)?)?;
         }
-        env.set_item(&k.path_info, latin1_str(py, &path)?)?;
+        let path_str = match target_str {
+            Some(t) if *path == *head.target() => t,
+            _ => latin1_str(py, &path)?,
+        };
+        env.set_item(&k.path_info, path_str)?;
         Ok(())
     }
 
     /// Makes `kept`'s base anew: the template with the kept strs of the
-    /// places in `places`.
+    /// places in `places`, and `head`'s method, protocol and Host.
     fn rebuild_gateway_base(
         &self,
         py: Python<'_>,
         kept: &mut GatewayKept,
         places: u64,
+        head: &RequestHead,
     ) -> PyResult<()> {
         let dict = self.template.bind(py).copy()?;
+        let k = &self.keys;
+        // Only an interned method: the environ's is compared by identity.
+        let method = self
+            .methods
+            .iter()
+            .find(|(m, _)| *m == head.method())
+            .map(|(_, s)| s.clone_ref(py));
+        if let Some(m) = &method {
+            dict.set_item(&k.request_method, m.bind(py))?;
+        }
+        let protocol = match head.version() {
+            Version::Http10 => &self.http10,
+            Version::Http11 => &self.http11,
+        };
+        dict.set_item(&k.server_protocol, protocol.bind(py))?;
+        if let Some(h) = head.host() {
+            dict.set_item(&k.http_host, latin1_str(py, h)?)?;
+        }
+        kept.base_method = method;
+        kept.base_protocol = Some(protocol.clone_ref(py));
+        kept.base_http_host = head.host().map(Box::from);
         let mut held = 0u64;
         let mut left = places;
         while left != 0 {
