@@ -22,9 +22,12 @@
 //! slot, where it stays busy for good and bodies are allocated as before).
 //! A connection holds a block only while it has a body in memory, so an
 //! idle keep-alive connection holds none; the process holds at most one
-//! spare block, of at most [`BODY_BUFFER`] bytes.
+//! spare block, of at most [`BODY_BUFFER`] bytes, and frees it, its pages
+//! given back to the kernel, once no body has been buffered for a while
+//! (the event loop's sweep asks, [`BodyBuf::buffered`]).
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use crate::conn::BODY_BUFFER;
@@ -32,6 +35,9 @@ use crate::conn::BODY_BUFFER;
 /// The process's spare block: empty, with the capacity of the largest
 /// body block given back (within [`BODY_BUFFER`]).
 static SPARE: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Bodies given a buffer so far (see [`BodyBuf::buffered`]).
+static BUFFERED: AtomicU64 = AtomicU64::new(0);
 
 /// The spare's slot, unless another thread holds it right now.
 fn slot() -> Option<MutexGuard<'static, Vec<u8>>> {
@@ -78,6 +84,7 @@ impl BodyBuf {
     /// (or another thread holds the slot): for a chunked body, whose length
     /// is not known, and which grows from there as its bytes come.
     pub fn take_spare() -> BodyBuf {
+        BUFFERED.fetch_add(1, Ordering::Relaxed);
         BodyBuf(
             slot()
                 .map(|mut s| std::mem::take(&mut *s))
@@ -85,10 +92,22 @@ impl BodyBuf {
         )
     }
 
-    /// Frees the process's spare block; returns the bytes it held.
+    /// Frees the process's spare block, its pages given back to the
+    /// kernel first (the allocator keeps freed memory mapped); returns the
+    /// bytes it held.
     pub fn release_spare() -> usize {
         let spare = slot().map(|mut s| std::mem::take(&mut *s));
-        spare.map_or(0, |s| s.capacity())
+        spare.map_or(0, |mut s| {
+            crate::sys::discard_pages(&mut s);
+            s.capacity()
+        })
+    }
+
+    /// How many bodies have been given a buffer so far: a count that
+    /// has not moved between two looks means no body used the spare block
+    /// in between.
+    pub fn buffered() -> u64 {
+        BUFFERED.load(Ordering::Relaxed)
     }
 
     /// The capacity of the process's spare block (0 for none).

@@ -26,6 +26,7 @@ use ferrowsgi_proto::DateCache;
 use mio::{Poll, Token, Waker};
 use slab::Slab;
 
+use crate::body_buf::BodyBuf;
 use crate::clock::Stamp;
 use crate::codec::Codec;
 use crate::config::Config;
@@ -66,6 +67,9 @@ const RELEASED_TRIM: usize = 4 * 1024 * 1024;
 /// A burst of at least this many connections is worth giving memory back
 /// after.
 const TRIM_AFTER_PEAK: usize = 64;
+/// Sweeps in a row without a body buffered after which the process's spare
+/// body block is given back (one to two seconds: see [`BodyBuf`]).
+const SPARE_IDLE_SWEEPS: u32 = 2;
 /// How long a stopping server waits for requests in progress, unless
 /// told otherwise ([`StopHandle::set_grace`]).
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -417,6 +421,10 @@ struct EventLoop<H: Handler> {
     paused_error: bool,
     /// Most connections open at once since memory was last given back.
     peak_conns: usize,
+    /// [`BodyBuf::buffered`] at the last sweep, and the sweeps since it
+    /// last moved.
+    bodies_seen: u64,
+    bodies_idle: u32,
     /// Connections accepted from shared listeners since the last rotation.
     accepted_shared: usize,
     /// The last pass over a shared listener found it empty after one
@@ -470,6 +478,8 @@ impl<H: Handler> EventLoop<H> {
             paused_full: false,
             paused_error: false,
             peak_conns: 0,
+            bodies_seen: 0,
+            bodies_idle: 0,
             accepted_shared: 0,
             accept_one: false,
             stopped_after_one: None,
@@ -1363,6 +1373,21 @@ impl<H: Handler> EventLoop<H> {
                     log::debug("closing a connection after a timeout");
                     self.remove(key);
                 }
+            }
+        }
+        // The process's spare body block, once no body has been buffered
+        // for a while (a worker that took one large upload keeps nothing
+        // of it; its pages go back to the kernel without a walk of the
+        // heap). A block taken by a body still in progress is not the
+        // spare, and a count that moved since the last sweep keeps it.
+        let bodies = BodyBuf::buffered();
+        if bodies != self.bodies_seen {
+            self.bodies_seen = bodies;
+            self.bodies_idle = 0;
+        } else if self.bodies_idle < SPARE_IDLE_SWEEPS {
+            self.bodies_idle += 1;
+            if self.bodies_idle == SPARE_IDLE_SWEEPS {
+                BodyBuf::release_spare();
             }
         }
         // After a burst (slow readers hold their responses' buffers) most
