@@ -96,7 +96,9 @@ impl BodyBuf {
     /// kernel first (the allocator keeps freed memory mapped); returns the
     /// bytes it held.
     pub fn release_spare() -> usize {
-        let spare = slot().map(|mut s| std::mem::take(&mut *s));
+        let spare = slot()
+            .filter(|s| s.capacity() > 0)
+            .map(|mut s| std::mem::take(&mut *s));
         spare.map_or(0, |mut s| {
             crate::sys::discard_pages(&mut s);
             s.capacity()

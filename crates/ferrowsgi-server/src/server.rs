@@ -1379,14 +1379,15 @@ impl<H: Handler> EventLoop<H> {
         // for a while (a worker that took one large upload keeps nothing
         // of it; its pages go back to the kernel without a walk of the
         // heap). A block taken by a body still in progress is not the
-        // spare, and a count that moved since the last sweep keeps it.
+        // spare; it becomes one when that body is over, and goes at the
+        // next sweep if still no other body came.
         let bodies = BodyBuf::buffered();
         if bodies != self.bodies_seen {
             self.bodies_seen = bodies;
             self.bodies_idle = 0;
-        } else if self.bodies_idle < SPARE_IDLE_SWEEPS {
-            self.bodies_idle += 1;
-            if self.bodies_idle == SPARE_IDLE_SWEEPS {
+        } else {
+            self.bodies_idle = self.bodies_idle.saturating_add(1);
+            if self.bodies_idle >= SPARE_IDLE_SWEEPS {
                 BodyBuf::release_spare();
             }
         }

@@ -56,4 +56,22 @@ fn the_spare_block_is_kept_for_the_next_body_then_given_back_when_idle() {
         cap >= body.len(),
         "no spare block after the next body: {cap}"
     );
+
+    // A body that arrives slowly holds its block past the sweeps that find
+    // no new body; the block it gives back at its end goes soon after.
+    let half = body.len() / 2;
+    let mut first =
+        b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    first.extend(format!("{half:x}\r\n").as_bytes());
+    first.extend(&body[..half]);
+    first.extend(b"\r\n");
+    let mut rest = format!("{:x}\r\n", body.len() - half).into_bytes();
+    rest.extend(&body[half..]);
+    rest.extend(b"\r\n0\r\n\r\n");
+    c.send(&first);
+    std::thread::sleep(Duration::from_millis(1800));
+    c.send(&rest);
+    assert!(c.read_response().body == body, "echoed body differs");
+    let cap = spare_becomes(|cap| cap == 0, Duration::from_secs(10));
+    assert_eq!(cap, 0, "the block of a slow body was kept after it");
 }
