@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import time
@@ -195,6 +196,57 @@ def test_each_request_has_its_own_server_variables(proto: g.Protocol, by_hand) -
             assert env["REMOTE_HOST"] == env["REMOTE_ADDR"], (i, env["REMOTE_HOST"])
         assert env["SERVER_PORT"] == "8080"
         assert env["wsgi.url_scheme"] == ("https" if i == 6 else "http")
+
+
+# What a randomised sequence of requests picks from, per variable (None: not sent).
+RANDOM_CHOICES: dict[str, list[str | None]] = {
+    "REQUEST_METHOD": ["GET", "POST", "PROPFIND", "DELETE"],
+    "SERVER_PROTOCOL": ["HTTP/1.1", "HTTP/1.0", "HTTP/2.0"],
+    "HTTP_HOST": ["gateway.example:8080", "other.example", None],
+    "DOCUMENT_ROOT": ["/srv/a", "/srv/b", "/srv/" + "x" * 80, "", None],
+    "REMOTE_ADDR": ["192.0.2.10", "198.51.100.7"],
+    "REMOTE_HOST": [None, "client.example"],
+    "HTTPS": [None, "on"],
+    "SERVER_NAME": ["gateway.example", "other.example"],
+    "SERVER_PORT": ["8080", "443"],
+    "REMOTE_USER": [None, "alice", "bob"],
+    "GATEWAY_INTERFACE": [None, "CGI/1.1"],
+    "REQUEST_URI": ["/", "/a/b", "/x?y=1", "/p%20q"],
+}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kept_variables_against_random_sequences(proto: g.Protocol, by_hand, seed: int) -> None:
+    # The environ is a copy of a dict that holds what repeated (server variables, method,
+    # protocol, Host), rebuilt now and then; over runs of requests of random lengths, each
+    # run changing a few variables of the one before, every request's environ must hold
+    # exactly what that request sent.
+    _, addr = by_hand
+    rng = random.Random(seed)
+    state = {name: values[0] for name, values in RANDOM_CHOICES.items()}
+    sent_count = 0
+    while sent_count < 400:
+        for name in rng.sample(sorted(RANDOM_CHOICES), rng.randint(1, 3)):
+            state[name] = rng.choice(RANDOM_CHOICES[name])
+        for _ in range(rng.choice([1, 1, 2, 5, 20, 40])):
+            sent_count += 1
+            uri = state["REQUEST_URI"] or "/"
+            base = g.base_vars(state["REQUEST_METHOD"] or "GET", uri)
+            names = set(RANDOM_CHOICES)
+            sent = [(n, v) for n, v in base if n.decode() not in names or n == b"QUERY_STRING"]
+            sent += [(n.encode(), v.encode()) for n, v in state.items() if v is not None]
+            _, _, data = g.ask(addr, proto.request(sent))
+            env = json.loads(data)["environ"]
+            where = (seed, sent_count, state)
+            for name, value in state.items():
+                if name == "REMOTE_HOST" and value is None:
+                    assert env["REMOTE_HOST"] == state["REMOTE_ADDR"], where
+                else:
+                    assert env.get(name) == value, (name, env.get(name), where)
+            path, _, query = uri.partition("?")
+            assert env["PATH_INFO"] == path.replace("%20", " "), where
+            assert env["QUERY_STRING"] == query, where
+            assert env["wsgi.url_scheme"] == ("https" if state["HTTPS"] else "http"), where
 
 
 # Bad variables either protocol can carry; each file adds its own framing errors.
