@@ -18,6 +18,7 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gateway_cgi as g
@@ -215,13 +216,11 @@ RANDOM_CHOICES: dict[str, list[str | None]] = {
 }
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_kept_variables_against_random_sequences(proto: g.Protocol, by_hand, seed: int) -> None:
+def _random_sequence(proto: g.Protocol, addr: tuple[str, int], seed: int) -> None:
     # The environ is a copy of a dict that holds what repeated (server variables, method,
     # protocol, Host), rebuilt now and then; over runs of requests of random lengths, each
     # run changing a few variables of the one before, every request's environ must hold
     # exactly what that request sent.
-    _, addr = by_hand
     rng = random.Random(seed)
     state = {name: values[0] for name, values in RANDOM_CHOICES.items()}
     sent_count = 0
@@ -247,6 +246,29 @@ def test_kept_variables_against_random_sequences(proto: g.Protocol, by_hand, see
             assert env["PATH_INFO"] == path.replace("%20", " "), where
             assert env["QUERY_STRING"] == query, where
             assert env["wsgi.url_scheme"] == ("https" if state["HTTPS"] else "http"), where
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kept_variables_against_random_sequences(proto: g.Protocol, by_hand, seed: int) -> None:
+    _random_sequence(proto, by_hand[1], seed)
+
+
+def test_kept_variables_with_four_threads_and_clients_at_once(proto: g.Protocol) -> None:
+    # With application threads the dict is shared by requests served at the same time
+    # (one holds it, the others build from the template): four clients, each its own
+    # random sequence, against four threads.
+    port = free_port()
+    server = Server(
+        "apps.proxied:app", "--threads", "4", binds=[f"{proto.name}://127.0.0.1:{port}"]
+    )
+    server.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            done = [pool.submit(_random_sequence, proto, ("127.0.0.1", port), s) for s in range(4)]
+            for f in done:
+                f.result()
+    finally:
+        server.stop()
 
 
 # Bad variables either protocol can carry; each file adds its own framing errors.
