@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import gateway_cgi as g
 import pytest
 from support import (
     TESTS_DIR,
@@ -22,6 +23,7 @@ from support import (
     assert_one_line_error,
     build_request,
     children,
+    free_port,
     wait_until,
 )
 
@@ -200,6 +202,27 @@ def test_a_lone_worker_given_company_shares_sequential_connections(start_server)
         if set(seen) == pids:
             break
     assert set(seen) == pids, seen
+
+
+@pytest.mark.parametrize("proto", ["scgi", "uwsgi"])
+def test_sequential_gateway_connections_reach_every_worker(proto: str) -> None:
+    # A listener of one request per connection rotates its workers after 64 connections
+    # rather than 4 (each rotation is two system calls): connections that come one at a
+    # time to idle workers still reach both, in longer runs.
+    port = free_port()
+    binds = [f"{proto}://127.0.0.1:{port}"]
+    with Server("apps.procs:app", "-w", "2", binds=binds).start() as server:
+        pids = set(wait_workers(server, 2))
+        request = g.PROTOCOLS[proto].request(g.base_vars("GET", "/"))
+        seen: list[int] = []
+        for _ in range(400):
+            time.sleep(0.005)
+            status, _, body = g.ask(("127.0.0.1", port), request)
+            assert status == 200
+            seen.append(int(body))
+            if set(seen) == pids:
+                break
+        assert set(seen) == pids, (len(seen), set(seen), pids)
 
 
 def test_a_burst_after_sequential_connections_is_answered_whole(start_server) -> None:

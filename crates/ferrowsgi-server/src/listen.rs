@@ -427,6 +427,12 @@ impl Listener {
         }
     }
 
+    /// Whether its protocol ends every connection after one answer (SCGI,
+    /// uwsgi).
+    pub fn one_request_per_connection(&self) -> bool {
+        matches!(self.scheme(), Scheme::Scgi | Scheme::Uwsgi)
+    }
+
     /// This listener, speaking `scheme`.
     pub fn with_scheme(mut self, to: Scheme) -> Listener {
         match &mut self {

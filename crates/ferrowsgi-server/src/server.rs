@@ -90,6 +90,14 @@ const REPLACED_IDLE: Duration = Duration::from_secs(1);
 /// so without this the same worker would take every connection whenever
 /// it is idle (docs/ARCHITECTURE.md, "Processes").
 const SHARED_ROTATE_EVERY: usize = 4;
+/// [`SHARED_ROTATE_EVERY`] for a listener whose protocol closes every
+/// connection after one answer (SCGI, uwsgi). Such a connection leaves its
+/// worker at once, so where it lands matters only while it is served, and a
+/// worker that is busy then is not woken for the next (the kernel wakes an
+/// idle waiter): the rotation only spreads connections that come one at a
+/// time to idle workers, which runs of 64 do as well as runs of 4, for a
+/// sixteenth of its system calls (two per rotation).
+const SHARED_ROTATE_EVERY_ONE_REQUEST: usize = 64;
 /// A shared listener reported ready again within this time of an accept
 /// pass that stopped after one connection without looking for more: it
 /// had more waiting, so the next passes look again (see
@@ -174,13 +182,23 @@ enum Job {
 struct Pool {
     /// The jobs, and when the loop and the threads wake each other.
     jobs: pool::Pool<Job>,
-    returned: Mutex<Vec<(usize, Box<Conn>)>>,
+    returned: Mutex<Returned>,
     /// The event loop is in (or about to enter) epoll_wait and needs a
     /// wake-up to see returned connections.
     loop_sleeping: AtomicBool,
     /// The server's stop flag ([`StopHandle`]): while stopping, every
     /// connection given back wakes the loop, which closes it.
     stop: Arc<AtomicBool>,
+}
+
+/// What the application threads hand back to the event loop.
+#[derive(Debug, Default)]
+struct Returned {
+    /// Connections the loop keeps on with, by key.
+    conns: Vec<(usize, Box<Conn>)>,
+    /// Keys of connections their thread answered and closed itself (see
+    /// [`give_back`]): the loop only frees their slots.
+    closed: Vec<usize>,
 }
 
 impl Pool {
@@ -318,7 +336,7 @@ impl<H: Handler> Server<H> {
         } else {
             let pool = Arc::new(Pool {
                 jobs: pool::Pool::new(),
-                returned: Mutex::new(Vec::new()),
+                returned: Mutex::new(Returned::default()),
                 loop_sleeping: AtomicBool::new(false),
                 stop: Arc::clone(&self.stop),
             });
@@ -525,7 +543,7 @@ impl<H: Handler> EventLoop<H> {
             // or its connection is seen here (both sides use SeqCst), so no
             // wake-up is lost and none is wasted while the loop is busy.
             pool.loop_sleeping.store(true, Ordering::SeqCst);
-            if !lock(&pool.returned).is_empty() || pool.jobs.queued() {
+            if !lock(&pool.returned).conns.is_empty() || pool.jobs.queued() {
                 timeout = Some(Duration::ZERO);
             }
         }
@@ -782,15 +800,23 @@ impl<H: Handler> EventLoop<H> {
     /// [`SHARED_ROTATE_EVERY`]). A worker alone on its listeners has no
     /// one to make room for, and keeps its place (`process::census`).
     fn rotate(&mut self, index: usize) {
+        let Some(l) = self.server.listeners.get(index) else {
+            return;
+        };
+        let every = if l.one_request_per_connection() {
+            SHARED_ROTATE_EVERY_ONE_REQUEST
+        } else {
+            SHARED_ROTATE_EVERY
+        };
         if !self.server.shared
-            || self.accepted_shared < SHARED_ROTATE_EVERY
+            || self.accepted_shared < every
             || self.listeners_unwatched
             || crate::process::census::alone()
         {
             return;
         }
         self.accepted_shared = 0;
-        if let Some(l) = self.server.listeners.get(index) {
+        {
             let fd = l.raw_fd();
             deregister_fd(&self.server.poll, fd);
             if let Err(e) = register_exclusive(&self.server.poll, fd, Token(LISTENER_BASE - index))
@@ -1042,7 +1068,13 @@ impl<H: Handler> EventLoop<H> {
                         if std::mem::take(&mut stamp_due) {
                             conn.since = Stamp::now();
                         }
-                        if !register_once(conn, &self.server.poll, key) {
+                        // The client's last request (a gateway's, or one
+                        // with `Connection: close`) is usually answered and
+                        // closed by its thread (`give_back`), so the
+                        // connection is not watched meanwhile, as inline:
+                        // one `epoll_ctl` fewer. One that comes back is
+                        // watched then (`take_returned`).
+                        if !conn.peer_done && !register_once(conn, &self.server.poll, key) {
                             return self.remove(key);
                         }
                         let away = Slot::away(conn);
@@ -1179,7 +1211,14 @@ impl<H: Handler> EventLoop<H> {
     /// Takes back connections the application threads finished with.
     fn take_returned(&mut self) {
         let Some(pool) = &self.pool else { return };
-        let mut back = std::mem::take(&mut *lock(&pool.returned));
+        let Returned {
+            conns: mut back,
+            closed,
+        } = std::mem::take(&mut *lock(&pool.returned));
+        for key in closed {
+            self.away = self.away.saturating_sub(1);
+            self.remove(key);
+        }
         // Answers held back by the threads (`give_back`) go out first, one
         // right after the other: a client is woken once for the burst, not
         // once for each answer between reads of the others.
@@ -1209,6 +1248,10 @@ impl<H: Handler> EventLoop<H> {
             if let Some(slot) = self.conns.get_mut(key) {
                 *slot = Slot::Here(conn);
                 self.drive(key, readable || more);
+                // One that went away unwatched (its client's last request)
+                // and stays is watched now: registering reports what came
+                // meanwhile.
+                self.watch(key);
             }
         }
     }
@@ -1598,6 +1641,12 @@ fn run_handler<H: Handler>(
 /// (in one write, the last one with the FIN); what the socket does not
 /// take now, the loop writes (a failure shows there too).
 ///
+/// A connection whose answers are all out and that closes quietly (a
+/// gateway's, one request to a connection) is closed here, as the inline
+/// loop closes it right after its answer: its FIN leaves on the last
+/// write with no `shutdown` first ([`Conn::flush_or_close`]), and the loop
+/// is handed only its key, to free the slot at its next look.
+///
 /// Answers wait for the loop, unwritten, when this thread is about to take
 /// the loop itself (nobody leads and no call blocks: `pool.rs`): the next
 /// turn then writes every answer of the batch together, as the inline mode
@@ -1618,9 +1667,23 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
         && conn.parked.is_none()
         && !pool.stop.load(Ordering::Relaxed)
         && pool.jobs.leads_next()
-        && lock(&pool.returned).len() < DEFER_MAX_CONNS;
+        && lock(&pool.returned).conns.len() < DEFER_MAX_CONNS;
     if !held {
-        let _ = conn.flush_or_finish();
+        // What the loop's `drive` would do next: the last output leaves
+        // with the FIN, and a connection that closes quietly is closed.
+        if matches!(conn.flush_or_close(), Ok(true))
+            && conn.state == ConnState::CloseAfterFlush
+            && conn.parked.is_none()
+            && conn.closes_quietly()
+        {
+            drop(conn);
+            lock(&pool.returned).closed.push(key);
+            // Only a stopping loop waits for the slot to be freed.
+            if pool.stop.load(Ordering::SeqCst) && pool.loop_sleeping.load(Ordering::SeqCst) {
+                let _ = waker.wake();
+            }
+            return;
+        }
     }
     conn.since = Stamp::now();
     let mut urgent = !conn.waits_quietly() || pool.stop.load(Ordering::SeqCst);
@@ -1630,7 +1693,7 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
             .away_seen
             .as_ref()
             .is_some_and(|s| s.load(Ordering::SeqCst));
-        back.push((key, conn));
+        back.conns.push((key, conn));
     }
     if urgent && pool.loop_sleeping.load(Ordering::SeqCst) {
         let _ = waker.wake();
@@ -1647,13 +1710,13 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
 fn write_held(pool: &Pool, waited: bool) -> bool {
     let mut back = lock(&pool.returned);
     if waited {
-        for (_, conn) in back.iter_mut() {
+        for (_, conn) in back.conns.iter_mut() {
             if conn.state == ConnState::Open && conn.has_output() {
                 let _ = conn.flush();
             }
         }
     }
-    back.iter().any(|(_, c)| c.has_output())
+    back.conns.iter().any(|(_, c)| c.has_output())
 }
 
 /// What an application thread works with.
