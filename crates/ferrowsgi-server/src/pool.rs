@@ -29,7 +29,12 @@
 //!   turn of the loop that does not wait, so that requests are served in
 //!   the order they came. So a blocking application gets as many
 //!   concurrent calls as there are threads, about 2 × [`STALL`] after its
-//!   first call blocked.
+//!   first call blocked. A look that finds no thread in a job (the busy
+//!   one is between jobs, leading) and nothing else to do puts the next
+//!   one off longer, up to [`STALL_MAX`]: quick requests under load would
+//!   otherwise wake the watcher a thousand times a second for nothing. A
+//!   call that blocks after such a look is seen up to [`STALL_MAX`] +
+//!   [`STALL`] later.
 //! - A long computation: when jobs wait and none was taken for [`LONG`],
 //!   or nobody has read the sockets for that long and they have events
 //!   waiting, another thread is woken anyway, and the interpreter's switch
@@ -53,6 +58,10 @@ use crate::wait::Waiter;
 /// How often the watcher looks at whether the busy threads are blocked.
 pub(crate) const STALL: Duration = Duration::from_millis(1);
 
+/// The longest the watcher waits between two looks while a thread is busy:
+/// after looks that found no thread in a job, the wait doubles up to this.
+pub(crate) const STALL_MAX: Duration = Duration::from_millis(4);
+
 /// How long queued jobs (or the sockets) wait behind a thread that
 /// computes before another thread is woken for them anyway: the
 /// interpreter's switch interval then shares the GIL between the long
@@ -62,7 +71,7 @@ pub(crate) const STALL: Duration = Duration::from_millis(1);
 pub(crate) const LONG: Duration = Duration::from_millis(5);
 
 /// The watcher sleeps until a thread is busy after this many looks (of
-/// [`STALL`] each) found none.
+/// [`STALL`] to [`STALL_MAX`] each) found none.
 const PARK_AFTER: u32 = 100;
 
 /// How long an idle thread waits before it looks at the stop flag again.
@@ -386,13 +395,19 @@ impl<J> Pool<J> {
     }
 
     /// The watcher thread's loop; see the module's comment. `each_look`
-    /// runs at every look, with no lock held; `events_waiting` says
-    /// whether the loop has events it has not taken (without taking them).
-    /// Returns when the pool stops.
-    pub(crate) fn watch(&self, each_look: &mut dyn FnMut(), events_waiting: &dyn Fn() -> bool) {
+    /// runs at every look, with no lock held, and says whether it left
+    /// something for the next look (which then comes after [`STALL`]);
+    /// `events_waiting` says whether the loop has events it has not taken
+    /// (without taking them). Returns when the pool stops.
+    pub(crate) fn watch(
+        &self,
+        each_look: &mut dyn FnMut() -> bool,
+        events_waiting: &dyn Fn() -> bool,
+    ) {
         let mut looks = Vec::new();
         let mut moved: Option<(Instant, u64)> = None;
         let mut idle_looks = 0u32;
+        let mut pause = STALL;
         let mut q = lock(&self.queue);
         loop {
             if self.stopping.load(Ordering::SeqCst) {
@@ -413,18 +428,31 @@ impl<J> Pool<J> {
                     continue;
                 }
                 drop(q);
-                std::thread::sleep(STALL);
-                each_look();
+                std::thread::sleep(pause);
+                pause = if each_look() {
+                    STALL
+                } else {
+                    (pause * 2).min(STALL_MAX)
+                };
                 q = lock(&self.queue);
                 continue;
             }
             idle_looks = 0;
             drop(q);
-            std::thread::sleep(STALL);
-            each_look();
+            std::thread::sleep(pause);
+            let held = each_look();
             let blocked = self.any_blocked(&mut looks);
+            // A thread in a job is looked at again soon, to see whether it
+            // moved; with none, nothing can be found blocked before a job
+            // starts, and the next look can wait longer.
+            let in_job = looks.iter().any(Option::is_some);
             let now = Instant::now();
             q = lock(&self.queue);
+            pause = if in_job || held || blocked || !q.jobs.is_empty() {
+                STALL
+            } else {
+                (pause * 2).min(STALL_MAX)
+            };
             q.blocking = blocked;
             let taken = q.taken;
             let stuck = match moved {

@@ -362,11 +362,13 @@ impl<H: Handler> Server<H> {
                     // The epoll descriptor is readable while it has events
                     // to report: a look with poll() takes none of them.
                     let waiting = || sys::wait_fd(epoll_fd, Want::Read, Duration::ZERO);
-                    watcher_pool
-                        .jobs
-                        .watch(&mut || waited = write_held(&watcher_pool, waited), &|| {
-                            waiting().unwrap_or(true)
-                        })
+                    watcher_pool.jobs.watch(
+                        &mut || {
+                            waited = write_held(&watcher_pool, waited);
+                            waited
+                        },
+                        &|| waiting().unwrap_or(true),
+                    )
                 })?;
             let mut workers: Vec<JoinHandle<()>> = Vec::new();
             for i in 0..threads {
@@ -1641,11 +1643,12 @@ fn run_handler<H: Handler>(
 /// (in one write, the last one with the FIN); what the socket does not
 /// take now, the loop writes (a failure shows there too).
 ///
-/// A connection whose answers are all out and that closes quietly (a
-/// gateway's, one request to a connection) is closed here, as the inline
-/// loop closes it right after its answer: its FIN leaves on the last
-/// write with no `shutdown` first ([`Conn::flush_or_close`]), and the loop
-/// is handed only its key, to free the slot at its next look.
+/// A connection whose answers are all out, that closes quietly and that
+/// the poller never watched (its client's last request: a gateway's, one
+/// request to a connection) is closed here, as the inline loop closes it
+/// right after its answer: its FIN leaves on the last write with no
+/// `shutdown` first ([`Conn::flush_or_close`]), and the loop is handed
+/// only its key, to free the slot at its next look.
 ///
 /// Answers wait for the loop, unwritten, when this thread is about to take
 /// the loop itself (nobody leads and no call blocks: `pool.rs`): the next
@@ -1671,9 +1674,13 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
     if !held {
         // What the loop's `drive` would do next: the last output leaves
         // with the FIN, and a connection that closes quietly is closed.
+        // Only one the poller never watched: a watched one's events may
+        // be in the loop's hands already, and are for its slot only while
+        // the loop still holds it.
         if matches!(conn.flush_or_close(), Ok(true))
             && conn.state == ConnState::CloseAfterFlush
             && conn.parked.is_none()
+            && !conn.registered
             && conn.closes_quietly()
         {
             drop(conn);
