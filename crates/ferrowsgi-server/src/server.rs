@@ -1672,15 +1672,22 @@ fn give_back(pool: &Pool, waker: &Waker, key: usize, mut conn: Box<Conn>) {
         && pool.jobs.leads_next()
         && lock(&pool.returned).conns.len() < DEFER_MAX_CONNS;
     if !held {
-        // What the loop's `drive` would do next: the last output leaves
-        // with the FIN, and a connection that closes quietly is closed.
-        // Only one the poller never watched: a watched one's events may
-        // be in the loop's hands already, and are for its slot only while
-        // the loop still holds it.
-        if matches!(conn.flush_or_close(), Ok(true))
+        // A connection the poller never watched is closed here when the
+        // loop's `drive` would close it: the last output leaves with the
+        // FIN, and one that closes quietly is closed. A watched one goes
+        // back to the loop, whose events for it may be in its hands
+        // already (they are for its slot only while the loop holds it),
+        // so its FIN is sent now, not held for the loop's close.
+        let unwatched = !conn.registered;
+        let written = if unwatched {
+            conn.flush_or_close()
+        } else {
+            conn.flush_or_finish()
+        };
+        if unwatched
+            && matches!(written, Ok(true))
             && conn.state == ConnState::CloseAfterFlush
             && conn.parked.is_none()
-            && !conn.registered
             && conn.closes_quietly()
         {
             drop(conn);
