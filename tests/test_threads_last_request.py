@@ -155,3 +155,33 @@ def test_connections_closed_by_their_threads_free_their_places(proto: str) -> No
         finally:
             for s in conns:
                 s.close()
+
+
+def test_connections_closed_while_others_arrive_keep_their_own_events() -> None:
+    # Keep-alive connections that the server closes after their second request (watched by
+    # the poller, closed by the loop when their thread gives them back) while new
+    # connections keep arriving: each connection's answers say truthfully whether it stays
+    # open, and every request on one that stays is answered. (The key a closed connection
+    # frees must not carry that connection's last event over to a new one; the order of
+    # events that would do it is not one this test can force.)
+    port = free_port()
+    opts = ("--threads", "4", "--keep-alive-requests", "2")
+    with Server("apps.proxied:app", *opts, binds=[f"127.0.0.1:{port}"]).start():
+
+        def client(i: int) -> list[str]:
+            problems = []
+            for j in range(100):
+                with RawConn(("127.0.0.1", port), timeout=10) as c:
+                    for k in range(2):
+                        c.send(build_request("GET", f"/c{i}/{j}/{k}"))
+                        resp = c.read_response()
+                        if resp.status != 200:
+                            problems.append(f"{i}/{j}/{k}: {resp.status}")
+                        if resp.closes != (k == 1):
+                            problems.append(f"{i}/{j}/{k}: closes={resp.closes}")
+                            break
+            return problems
+
+        with ThreadPoolExecutor(8) as pool:
+            problems = [p for ps in pool.map(client, range(8)) for p in ps]
+        assert problems == [], problems[:10]

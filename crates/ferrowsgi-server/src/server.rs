@@ -467,6 +467,10 @@ struct EventLoop<H: Handler> {
     deferred_since: Instant,
     /// Paused responses to go on with at the end of this wake-up.
     later: Vec<usize>,
+    /// With application threads: listeners reported ready in this
+    /// wake-up, accepted from once its other events are handled (see
+    /// [`EventLoop::turn_with`]).
+    ready_listeners: Vec<usize>,
     /// More events of this wake-up wait after the one being handled.
     more_ready: bool,
     /// The request deadlines (`--timeout`), if on.
@@ -508,6 +512,7 @@ impl<H: Handler> EventLoop<H> {
             deferred: Vec::new(),
             deferred_since: Instant::now(),
             later: Vec::new(),
+            ready_listeners: Vec::new(),
             more_ready: false,
             deadlines,
             watch,
@@ -581,7 +586,17 @@ impl<H: Handler> EventLoop<H> {
                 && token.0 <= LISTENER_BASE
             {
                 if self.accepting {
-                    self.accept(LISTENER_BASE - token.0);
+                    if self.pool.is_some() {
+                        // Connections taken back from the threads may have
+                        // been closed just now, and this wake-up may still
+                        // hold an event of theirs: a connection accepted
+                        // now could take a freed key and be given that
+                        // event. Accepting once every event is handled
+                        // leaves such an event an empty slot.
+                        self.ready_listeners.push(LISTENER_BASE - token.0);
+                    } else {
+                        self.accept(LISTENER_BASE - token.0);
+                    }
                 }
             } else {
                 let key = token.0;
@@ -615,6 +630,13 @@ impl<H: Handler> EventLoop<H> {
             }
         }
         self.more_ready = false;
+        let mut ready_listeners = std::mem::take(&mut self.ready_listeners);
+        for index in ready_listeners.drain(..) {
+            if self.accepting {
+                self.accept(index);
+            }
+        }
+        self.ready_listeners = ready_listeners;
         for key in std::mem::take(&mut self.again) {
             if matches!(self.conns.get(key), Some(Slot::Here(_))) {
                 self.drive(key, true);
