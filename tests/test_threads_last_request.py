@@ -24,7 +24,7 @@ BLOB = 8_000_000
 BLOCKS, SIZE = 160, 64 * 1024  # 10 MiB streamed
 FILE_SIZE = 12 * 1024 * 1024
 
-# target, the body's length, and its SHA-256 (None: the blob, all one byte)
+# target, the body's length, and how its bytes are checked (None: all b"b")
 ANSWERS = {
     "blob": (f"/blob?size={BLOB}", BLOB, None),
     "stream": (f"/stream?tag=t&blocks={BLOCKS}&size={SIZE}", BLOCKS * SIZE, "stream"),
@@ -32,8 +32,9 @@ ANSWERS = {
 }
 
 
-def small_buffer_socket(family: int = socket.AF_INET) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def small_buffer_socket() -> socket.socket:
+    """A TCP socket with a small receive buffer, so that a large answer fills it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     sock.settimeout(IO_TIMEOUT)
     return sock
@@ -48,7 +49,7 @@ def read_all(sock: socket.socket) -> bytes:
         chunks.append(d)
 
 
-def digest(kind: str | None, body: bytes) -> None:
+def check_body(kind: str | None, body: bytes) -> None:
     if kind is None:
         assert body == b"b" * len(body), body[:40]
     elif kind == "stream":
@@ -77,7 +78,7 @@ def test_last_request_to_a_slow_reader_is_answered_whole(
         assert resp.closes
         assert conn.at_eof()
     assert len(resp.body) == length, (len(resp.body), length)
-    digest(kind, resp.body)
+    check_body(kind, resp.body)
 
 
 @pytest.mark.parametrize("threads", [1, 4])
@@ -112,7 +113,7 @@ def test_gateway_answer_to_a_slow_reader_is_whole(proto: str, threads: int) -> N
             status, _, body = g.parse_answer(raw)
             assert status == 200, raw[:200]
             assert len(body) == length, (answer, len(body), length)
-            digest(kind, body)
+            check_body(kind, body)
 
 
 @pytest.mark.parametrize("proto", ["http", *g.PROTOCOLS])
