@@ -205,14 +205,17 @@ UWSGI = Protocol(
 PROTOCOLS = {p.name: p for p in (SCGI, UWSGI)}
 
 
-def by_hand_server(proto: Protocol) -> Iterator[tuple[Server, tuple[str, int]]]:
+def by_hand_server(proto: Protocol, threads: str = "1") -> Iterator[tuple[Server, tuple[str, int]]]:
     """A server with one ``proto`` listener on loopback for requests written by hand, at most
-    20 header fields a request (for the limit checks); stopped when the generator ends."""
+    20 header fields a request (for the limit checks), with ``threads`` application threads;
+    stopped when the generator ends."""
     port = free_port()
     server = Server(
         "apps.proxied:app",
         "--limit-request-fields",
         "20",
+        "--threads",
+        threads,
         binds=[f"{proto.name}://127.0.0.1:{port}"],
     ).start()
     try:

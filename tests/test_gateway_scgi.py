@@ -21,9 +21,9 @@ from support import Server, free_port
 # By hand
 
 
-@pytest.fixture(scope="module")
-def scgi() -> Iterator[tuple[Server, tuple[str, int]]]:
-    yield from g.by_hand_server(g.SCGI)
+@pytest.fixture(scope="module", params=["1", "4"], ids=lambda t: f"threads{t}")
+def scgi(request: pytest.FixtureRequest) -> Iterator[tuple[Server, tuple[str, int]]]:
+    yield from g.by_hand_server(g.SCGI, request.param)
 
 
 @pytest.mark.parametrize(

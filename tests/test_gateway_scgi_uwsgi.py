@@ -36,9 +36,11 @@ def proto(request: pytest.FixtureRequest) -> g.Protocol:
 # By hand
 
 
-@pytest.fixture(scope="module")
-def by_hand(proto: g.Protocol) -> Iterator[tuple[Server, tuple[str, int]]]:
-    yield from g.by_hand_server(proto)
+@pytest.fixture(scope="module", params=["1", "4"], ids=lambda t: f"threads{t}")
+def by_hand(
+    proto: g.Protocol, request: pytest.FixtureRequest
+) -> Iterator[tuple[Server, tuple[str, int]]]:
+    yield from g.by_hand_server(proto, request.param)
 
 
 def test_a_request_is_answered_in_the_protocols_form_and_the_connection_closed(

@@ -23,9 +23,9 @@ from support import Server, short_tmp_dir
 # By hand
 
 
-@pytest.fixture(scope="module")
-def uwsgi() -> Iterator[tuple[Server, tuple[str, int]]]:
-    yield from g.by_hand_server(g.UWSGI)
+@pytest.fixture(scope="module", params=["1", "4"], ids=lambda t: f"threads{t}")
+def uwsgi(request: pytest.FixtureRequest) -> Iterator[tuple[Server, tuple[str, int]]]:
+    yield from g.by_hand_server(g.UWSGI, request.param)
 
 
 def test_nginx_style_empty_content_length_is_no_body(uwsgi) -> None:
