@@ -429,11 +429,7 @@ impl<J> Pool<J> {
                 }
                 drop(q);
                 std::thread::sleep(pause);
-                pause = if each_look() {
-                    STALL
-                } else {
-                    (pause * 2).min(STALL_MAX)
-                };
+                pause = next_pause(pause, each_look());
                 q = lock(&self.queue);
                 continue;
             }
@@ -448,11 +444,7 @@ impl<J> Pool<J> {
             let in_job = looks.iter().any(Option::is_some);
             let now = Instant::now();
             q = lock(&self.queue);
-            pause = if in_job || held || blocked || !q.jobs.is_empty() {
-                STALL
-            } else {
-                (pause * 2).min(STALL_MAX)
-            };
+            pause = next_pause(pause, in_job || held || blocked || !q.jobs.is_empty());
             q.blocking = blocked;
             let taken = q.taken;
             let stuck = match moved {
@@ -531,6 +523,17 @@ impl<J> Pool<J> {
         let _q = lock(&self.queue);
         self.ready.notify_all();
         self.busy_again.notify_all();
+    }
+}
+
+/// The watcher's wait before its next look: [`STALL`] when the last look
+/// found something to look at again `soon`, else twice the last wait, up
+/// to [`STALL_MAX`].
+fn next_pause(last: Duration, soon: bool) -> Duration {
+    if soon {
+        STALL
+    } else {
+        (last * 2).min(STALL_MAX)
     }
 }
 

@@ -840,14 +840,11 @@ impl<H: Handler> EventLoop<H> {
             return;
         }
         self.accepted_shared = 0;
-        {
-            let fd = l.raw_fd();
-            deregister_fd(&self.server.poll, fd);
-            if let Err(e) = register_exclusive(&self.server.poll, fd, Token(LISTENER_BASE - index))
-            {
-                log::error(&format!("cannot watch the listener again: {e}; stopping"));
-                self.server.stop.store(true, Ordering::SeqCst);
-            }
+        let fd = l.raw_fd();
+        deregister_fd(&self.server.poll, fd);
+        if let Err(e) = register_exclusive(&self.server.poll, fd, Token(LISTENER_BASE - index)) {
+            log::error(&format!("cannot watch the listener again: {e}; stopping"));
+            self.server.stop.store(true, Ordering::SeqCst);
         }
     }
 
