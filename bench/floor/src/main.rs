@@ -17,8 +17,11 @@
 //! object. That measures what the kernel costs for a large response.
 //!
 //! Usage: ferrowsgi-floor [--uring] [--body N] HOST:PORT (`--uring`: the same on
-//! io_uring, uring.rs, hello only)
+//! io_uring, uring.rs, hello only), or ferrowsgi-floor --gateway scgi|uwsgi
+//! [--processes N] HOST:PORT|unix:PATH for one request per connection behind a
+//! front end (gateway.rs).
 
+mod gateway;
 mod uring;
 
 use std::collections::{HashMap, VecDeque};
@@ -281,6 +284,9 @@ fn on_writable(c: &mut Conn) -> bool {
 
 fn main() -> io::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--gateway") {
+        return run_gateway(&args[1..]);
+    }
     let use_uring = args.first().is_some_and(|a| a == "--uring");
     if use_uring {
         args.remove(0);
@@ -398,4 +404,29 @@ fn main() -> io::Result<()> {
             }
         }
     }
+}
+
+/// `--gateway PROTO [--processes N] ADDRESS`.
+fn run_gateway(args: &[String]) -> io::Result<()> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
+    let proto = args
+        .first()
+        .and_then(|p| gateway::Protocol::parse(p))
+        .ok_or_else(|| bad("--gateway needs scgi or uwsgi"))?;
+    let mut rest = &args[1..];
+    let mut processes = 1;
+    if rest.first().is_some_and(|a| a == "--processes") {
+        processes = rest
+            .get(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad("--processes needs a count of at least 1"))?;
+        rest = &rest[2..];
+    }
+    let [address] = rest else {
+        return Err(bad("--gateway needs one address: HOST:PORT or unix:PATH"));
+    };
+    let lfd = gateway::listen(address)?;
+    eprintln!("floor ({}) listening on {address}", args[0]);
+    gateway::run(lfd, proto, processes)
 }
