@@ -86,9 +86,17 @@ impl Protocol {
     }
 }
 
+/// A listening socket and the flags its answers are sent with.
+pub struct Listener {
+    fd: c_int,
+    /// `MSG_MORE` on TCP: the answer waits in its segment for the FIN that
+    /// the close adds, as ferrowsgi sends a closing answer.
+    send_flags: c_int,
+}
+
 /// A listening socket on `HOST:PORT` or `unix:PATH` (an old socket file at
 /// PATH is removed first).
-pub fn listen(address: &str) -> io::Result<c_int> {
+pub fn listen(address: &str) -> io::Result<Listener> {
     let Some(path) = address.strip_prefix("unix:") else {
         let addr: SocketAddrV4 = address
             .parse()
@@ -118,7 +126,8 @@ pub fn listen(address: &str) -> io::Result<c_int> {
                 );
             }
         }
-        return Ok(fd);
+        let send_flags = libc::MSG_NOSIGNAL | libc::MSG_MORE;
+        return Ok(Listener { fd, send_flags });
     };
     // SAFETY: zeroed sockaddr_un is a valid value; the path is copied within
     // its bounds (checked below) and stays NUL-terminated.
@@ -148,21 +157,22 @@ pub fn listen(address: &str) -> io::Result<c_int> {
         let salen = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
         check(libc::bind(fd, sa, salen), "bind")?;
         check(libc::listen(fd, 2048), "listen")?;
-        Ok(fd)
+        let send_flags = libc::MSG_NOSIGNAL;
+        Ok(Listener { fd, send_flags })
     }
 }
 
 /// Serves `lfd` in `processes` processes (this one and `processes - 1`
 /// forked children, which the parent's process group takes down with it).
-pub fn run(lfd: c_int, proto: Protocol, processes: usize) -> io::Result<()> {
+pub fn run(listener: &Listener, proto: Protocol, processes: usize) -> io::Result<()> {
     for _ in 1..processes {
         // SAFETY: no other thread exists yet; the child only runs the loop.
         let pid = check(unsafe { libc::fork() }, "fork")?;
         if pid == 0 {
-            return serve(lfd, proto);
+            return serve(listener, proto);
         }
     }
-    serve(lfd, proto)
+    serve(listener, proto)
 }
 
 /// What to do with a connection after a read.
@@ -172,7 +182,7 @@ enum Next {
 }
 
 /// Reads what `fd` has into `head` and answers once it is whole.
-fn on_readable(fd: c_int, head: &mut Vec<u8>, proto: Protocol) -> Next {
+fn on_readable(fd: c_int, head: &mut Vec<u8>, proto: Protocol, flags: c_int) -> Next {
     loop {
         head.reserve(READ_CHUNK);
         let spare = head.spare_capacity_mut();
@@ -188,13 +198,14 @@ fn on_readable(fd: c_int, head: &mut Vec<u8>, proto: Protocol) -> Next {
             let answer = proto.answer();
             // SAFETY: sends from a static buffer; a short send is not retried
             // (the answer is far below a socket buffer).
-            unsafe { libc::send(fd, answer.as_ptr().cast(), answer.len(), libc::MSG_NOSIGNAL) };
+            unsafe { libc::send(fd, answer.as_ptr().cast(), answer.len(), flags) };
             return Next::Done;
         }
     }
 }
 
-fn serve(lfd: c_int, proto: Protocol) -> io::Result<()> {
+fn serve(listener: &Listener, proto: Protocol) -> io::Result<()> {
+    let (lfd, flags) = (listener.fd, listener.send_flags);
     // SAFETY: creating an epoll instance has no preconditions.
     let ep = check(
         unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
@@ -230,7 +241,7 @@ fn serve(lfd: c_int, proto: Protocol) -> io::Result<()> {
                         break;
                     }
                     head.clear();
-                    match on_readable(fd, &mut head, proto) {
+                    match on_readable(fd, &mut head, proto, flags) {
                         Next::Wait => {
                             let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
                             if epoll_add(ep, fd, events, fd as u64).is_ok() {
@@ -252,7 +263,7 @@ fn serve(lfd: c_int, proto: Protocol) -> io::Result<()> {
                 continue;
             };
             let fd = token as c_int;
-            if let Next::Done = on_readable(fd, buf, proto) {
+            if let Next::Done = on_readable(fd, buf, proto, flags) {
                 waiting.remove(&token);
                 // SAFETY: closing a descriptor we own (which leaves epoll too).
                 unsafe { libc::close(fd) };

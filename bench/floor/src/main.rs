@@ -426,7 +426,7 @@ fn run_gateway(args: &[String]) -> io::Result<()> {
     let [address] = rest else {
         return Err(bad("--gateway needs one address: HOST:PORT or unix:PATH"));
     };
-    let lfd = gateway::listen(address)?;
+    let listener = gateway::listen(address)?;
     eprintln!("floor ({}) listening on {address}", args[0]);
-    gateway::run(lfd, proto, processes)
+    gateway::run(&listener, proto, processes)
 }
