@@ -13,6 +13,12 @@ error lines of the front end's log.
 
 The servers come from the interpreter running the script: uWSGI from the ``uwsgi`` beside
 it, flup and gunicorn from its packages; a missing one is skipped with a note.
+
+A backend named ``floor`` (``floor(protocol)``: bench/floor's ``--gateway`` responder, built
+with cargo on first use) is no peer: it accepts, reads, answers with one send and closes,
+with no Python, so its CPU per request is what the kernel costs for a request in that
+arrangement. Its table line says how far the best peer is above it: the most any server
+could show against that peer there, however little work it did itself.
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from pathlib import Path
 
 from run import (
     BENCH_DIR,
+    FLOOR_BIN,
     HOST,
     _stat_fields,
+    build_floor,
     free_port,
     parse_wrk,
     spawn,
@@ -191,6 +199,17 @@ def uwsgi(socket_option: str) -> list[str] | None:
         *"--processes 1 --threads 1 --single-interpreter --die-on-term".split(),
         *"--need-app --disable-logging".split(),
     ]
+
+
+def floor(protocol: str, processes: int = 1) -> list[str] | None:
+    """bench/floor's one-request-per-connection responder for ``protocol`` (scgi or uwsgi),
+    in ``processes`` processes sharing the listener; built with cargo if it is not yet."""
+    ok, why = build_floor(600)
+    if not ok or not FLOOR_BIN.exists():
+        print(f"note: the floor is not built: {why}", file=sys.stderr)
+        return None
+    argv = [str(FLOOR_BIN), "--gateway", protocol, "--processes", str(processes)]
+    return [*argv, "{bind}"]
 
 
 def flup(module: str, **options: object) -> list[str] | None:
@@ -387,6 +406,7 @@ def table(case: Case) -> None:
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     ours = case.results.get("ferrowsgi", [])
     best: float | None = None
+    best_name = ""
     for name, runs in case.results.items():
         us = [x["cpu_us"] for x in runs if x.get("cpu_us")]
         rps = [x["rps"] for x in runs if x.get("rps")]
@@ -394,17 +414,14 @@ def table(case: Case) -> None:
         # A run that never got going counts as one failure.
         failed = sum(x.get("failed", 0) for x in runs) + sum(1 for x in runs if "error" in x)
         logged = sum(x.get("logged", 0) for x in runs)
-        ratios = [
-            p["cpu_us"] / o["cpu_us"]
-            for p, o in zip(runs, ours)
-            if p.get("cpu_us") and o.get("cpu_us")
-        ]
+        ratios = per_round_ratios(runs, ours)
         cpu = f"{statistics.median(us):.1f} ({min(us):.1f}–{max(us):.1f})" if us else "—"
         per_round, median = "—", "—"
         if name != "ferrowsgi" and ratios:
             per_round = " ".join(f"{x:.2f}" for x in ratios)
             median = f"{statistics.median(ratios):.2f}×"
-            best = min(best or 1e9, statistics.median(ratios))
+            if name != "floor" and statistics.median(ratios) < (best or 1e9):
+                best, best_name = statistics.median(ratios), name
         print(
             f"| {name} | {statistics.median(rps) if rps else 0:.0f} | {cpu} "
             f"| {statistics.median(p99) if p99 else 0:.0f} | {failed} | {logged} "
@@ -415,3 +432,17 @@ def table(case: Case) -> None:
             f"\nbest peer / ferrowsgi CPU per request: {best:.2f}× (target: at least 1.25×)",
             flush=True,
         )
+    ceiling = per_round_ratios(case.results.get(best_name, []), case.results.get("floor", []))
+    if ceiling:
+        print(
+            f"{best_name} / floor CPU per request: {statistics.median(ceiling):.2f}× (per round "
+            f"{' '.join(f'{x:.2f}' for x in ceiling)}): the most any server could show "
+            f"against {best_name} here",
+            flush=True,
+        )
+
+
+def per_round_ratios(runs: list[dict], under: list[dict]) -> list[float]:
+    """CPU per request of ``runs`` over ``under``'s, round by round (where both ran)."""
+    pairs = zip(runs, under)
+    return [a["cpu_us"] / b["cpu_us"] for a, b in pairs if a.get("cpu_us") and b.get("cpu_us")]

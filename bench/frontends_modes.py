@@ -9,13 +9,18 @@ against ``--processes 1 --threads 1``), four threads (``--threads 4`` against uW
 so the figure is CPU per request, not how two cores are used. The method (pinning,
 rotating rounds, the backend tree's CPU per request, each peer's ratio per round) is
 bench/frontends.py's.
+
+Each table has the floor beside them (bench/floor ``--gateway``: accept, read, one send,
+close, no Python; ``--processes 2`` for the two-worker mode, one process for the others,
+as threads cannot make a server cheaper than one that needs none): uWSGI over the floor is
+the most any server could show against uWSGI in that mode.
 """
 
 from __future__ import annotations
 
 import sys
 
-from frontends import Case, compare, ferrowsgi, nginx, uwsgi
+from frontends import Case, compare, ferrowsgi, floor, nginx, uwsgi
 
 
 def front(proto: str):
@@ -54,7 +59,11 @@ def main() -> None:
         Case(
             f"{proto}, {label}",
             front(proto),
-            {"ferrowsgi": ours + extra, "uwsgi": uwsgi_mode(option, *peer)},
+            {
+                "ferrowsgi": ours + extra,
+                "uwsgi": uwsgi_mode(option, *peer),
+                "floor": floor(proto, processes=peer[0]),
+            },
         )
         for label, extra, peer in modes
     ]

@@ -10,6 +10,8 @@ Backends, all serving bench/apps/hello.py:
 * ferrowsgi ``--bind scgi://…`` / ``--bind uwsgi://…``
 * uWSGI ``--scgi-socket`` / ``--uwsgi-socket`` (``--processes 1 --threads 1``)
 * flup's ``flup.server.scgi.WSGIServer`` (threaded, its defaults), SCGI only
+* the floor (bench/floor ``--gateway``: accept, read, one send, close; no Python), no peer:
+  the best peer over it is the most any server could show against that peer here
 
 uWSGI and flup are taken from the interpreter running this script (``pip install uwsgi
 flup``); a missing one is skipped with a note.
@@ -17,7 +19,7 @@ flup``); a missing one is skipped with a note.
 
 from __future__ import annotations
 
-from frontends import Case, compare, ferrowsgi, flup, nginx, uwsgi
+from frontends import Case, compare, ferrowsgi, floor, flup, nginx, uwsgi
 
 
 def front(proto: str):
@@ -29,8 +31,13 @@ def main() -> None:
         "ferrowsgi": ferrowsgi("scgi"),
         "uwsgi": uwsgi("--scgi-socket"),
         "flup": flup("scgi"),
+        "floor": floor("scgi"),
     }
-    uwsgi_ = {"ferrowsgi": ferrowsgi("uwsgi"), "uwsgi": uwsgi("--uwsgi-socket")}
+    uwsgi_ = {
+        "ferrowsgi": ferrowsgi("uwsgi"),
+        "uwsgi": uwsgi("--uwsgi-socket"),
+        "floor": floor("uwsgi"),
+    }
     compare(
         __doc__,
         Case("scgi", front("scgi"), scgi),
