@@ -20,7 +20,7 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::raw::c_int;
 
-use crate::{check, epoll_add};
+use crate::{accept, check, epoll_add, wait};
 
 const LISTENER: u64 = u64::MAX;
 const READ_CHUNK: usize = 16 * 1024;
@@ -216,30 +216,11 @@ fn serve(listener: &Listener, proto: Protocol) -> io::Result<()> {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut head = Vec::with_capacity(READ_CHUNK);
     loop {
-        // SAFETY: `events` has room for events.len() entries.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as c_int, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(io::Error::last_os_error());
-        }
-        for ev in &events[..n as usize] {
+        let n = wait(ep, &mut events)?;
+        for ev in &events[..n] {
             let token = ev.u64;
             if token == LISTENER {
-                loop {
-                    // SAFETY: accept4 with null address pointers is allowed.
-                    let fd = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if fd < 0 {
-                        break;
-                    }
+                while let Some(fd) = accept(lfd) {
                     head.clear();
                     match on_readable(fd, &mut head, proto, flags) {
                         Next::Wait => {

@@ -106,6 +106,37 @@ fn set_nodelay(fd: c_int) {
     }
 }
 
+/// A connection from listener `lfd` (non-blocking, close-on-exec, the peer's
+/// address not asked for), or `None` when the backlog is empty or accept fails.
+fn accept(lfd: c_int) -> Option<c_int> {
+    // SAFETY: accept4 with null address pointers is allowed.
+    let fd = unsafe {
+        libc::accept4(
+            lfd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        )
+    };
+    (fd >= 0).then_some(fd)
+}
+
+/// Waits on `ep` for events into `events`: how many came (0 when a signal
+/// interrupted the wait).
+fn wait(ep: c_int, events: &mut [libc::epoll_event]) -> io::Result<usize> {
+    // SAFETY: `events` has room for events.len() entries.
+    let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as c_int, -1) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::Interrupted {
+            Ok(0)
+        } else {
+            Err(err)
+        };
+    }
+    Ok(n as usize)
+}
+
 fn epoll_add(ep: c_int, fd: c_int, events: u32, token: u64) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: ev is a valid epoll_event for the duration of the call.
@@ -332,35 +363,16 @@ fn main() -> io::Result<()> {
     let mut secs = now_secs();
     let (mut resp, mut resp_close) = answers(secs, body);
     loop {
-        // SAFETY: `events` has room for events.len() entries.
-        let n = unsafe { libc::epoll_wait(ep, events.as_mut_ptr(), events.len() as c_int, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(io::Error::last_os_error());
-        }
+        let n = wait(ep, &mut events)?;
         let t = now_secs();
         if t != secs {
             secs = t;
             (resp, resp_close) = answers(secs, body);
         }
-        for ev in &events[..n as usize] {
+        for ev in &events[..n] {
             let (token, flags) = (ev.u64, ev.events);
             if token == LISTENER {
-                loop {
-                    // SAFETY: accept4 with null address pointers is allowed.
-                    let fd = unsafe {
-                        libc::accept4(
-                            lfd,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                        )
-                    };
-                    if fd < 0 {
-                        break;
-                    }
+                while let Some(fd) = accept(lfd) {
                     set_nodelay(fd);
                     let events =
                         (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
