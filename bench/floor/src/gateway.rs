@@ -162,7 +162,7 @@ pub fn listen(address: &str) -> io::Result<Listener> {
     }
 }
 
-/// Serves `lfd` in `processes` processes (this one and `processes - 1`
+/// Serves `listener` in `processes` processes (this one and `processes - 1`
 /// forked children, which the parent's process group takes down with it).
 pub fn run(listener: &Listener, proto: Protocol, processes: usize) -> io::Result<()> {
     for _ in 1..processes {
